@@ -1,0 +1,63 @@
+/* cli/util.c: messages, exit codes and option helpers shared by commands. */
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+
+#include "cli/cli.h"
+#include "common/cpu.h"
+
+void qt_cli_error(const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    fputs("qtool: error: ", stderr);
+    vfprintf(stderr, fmt, ap);
+    fputc('\n', stderr);
+    va_end(ap);
+}
+
+int qt_cli_exit_for(qt_status st)
+{
+    switch (st) {
+    case QT_OK: return QT_EXIT_OK;
+    case QT_ERR_IO:
+    case QT_ERR_NOMEM: return QT_EXIT_FAIL;
+    default: return QT_EXIT_USAGE;
+    }
+}
+
+int qt_cli_parse_int(const char *opt, const char *s, long lo, long hi, long *out)
+{
+    char *end;
+    errno = 0;
+    long v = strtol(s, &end, 10);
+    if (errno || end == s || *end || v < lo || v > hi) {
+        qt_cli_error("option '%s': '%s' is not an integer in [%ld, %ld]", opt, s, lo, hi);
+        return 0;
+    }
+    *out = v;
+    return 1;
+}
+
+int qt_cli_setup_isa(const char *isa_opt)
+{
+    if (isa_opt) {
+        qt_isa isa;
+        if (qt_isa_parse(isa_opt, &isa) != QT_OK) {
+            qt_cli_error("--isa '%s': not one of ref, avx2, avx512, neon", isa_opt);
+            return 0;
+        }
+        if (qt_isa_force(isa) != QT_OK) {
+            qt_cli_error("--isa '%s': this CPU (or build) does not support it", isa_opt);
+            return 0;
+        }
+        return 1;
+    }
+    const char *e = qt_isa_env_error();
+    if (e) {
+        qt_cli_error("%s", e);
+        return 0;
+    }
+    return 1;
+}
