@@ -1,0 +1,162 @@
+/* formats/json.c: strict JSON (UTF-8, no NUL, no duplicate keys, depth cap). */
+#include "formats/json.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+bool qt_utf8_valid(const char *buf, size_t n)
+{
+    const unsigned char *s = (const unsigned char *)buf;
+    size_t i = 0;
+    while (i < n) {
+        unsigned c = s[i];
+        if (c < 0x80) {
+            i++;
+            continue;
+        }
+        size_t len;
+        unsigned min;
+        if ((c & 0xe0) == 0xc0) len = 2, min = 0x80, c &= 0x1f;
+        else if ((c & 0xf0) == 0xe0) len = 3, min = 0x800, c &= 0x0f;
+        else if ((c & 0xf8) == 0xf0) len = 4, min = 0x10000, c &= 0x07;
+        else return false;
+        if (n - i < len) return false;
+        for (size_t k = 1; k < len; k++) {
+            if ((s[i + k] & 0xc0) != 0x80) return false;
+            c = (c << 6) | (s[i + k] & 0x3f);
+        }
+        if (c < min || c > 0x10ffff || (c >= 0xd800 && c <= 0xdfff)) return false;
+        i += len;
+    }
+    return true;
+}
+
+static int cmp_names(const void *a, const void *b)
+{
+    return strcmp(*(const char *const *)a, *(const char *const *)b);
+}
+
+/* Depth and duplicate-key walk. Returns the rule broken, QT_JSON_OK, or -1
+ * for out of memory; *dup gets the duplicate key. */
+static int walk(const cJSON *node, int depth, const char **dup)
+{
+    if (depth > QT_JSON_MAX_DEPTH) return QT_JSON_TOO_DEEP;
+    if (cJSON_IsObject(node)) {
+        size_t count = 0;
+        for (const cJSON *c = node->child; c; c = c->next) count++;
+        if (count > 1) {
+            const char **names = qt_malloc(count * sizeof *names);
+            if (!names) return -1;
+            size_t i = 0;
+            for (const cJSON *c = node->child; c; c = c->next) names[i++] = c->string;
+            qsort(names, count, sizeof *names, cmp_names);
+            for (i = 1; i < count; i++) {
+                if (strcmp(names[i - 1], names[i]) == 0) {
+                    *dup = names[i];
+                    qt_free(names);
+                    return QT_JSON_DUPLICATE;
+                }
+            }
+            qt_free(names);
+        }
+    }
+    if (cJSON_IsObject(node) || cJSON_IsArray(node)) {
+        for (const cJSON *c = node->child; c; c = c->next) {
+            int r = walk(c, depth + 1, dup);
+            if (r != QT_JSON_OK) return r;
+        }
+    }
+    return QT_JSON_OK;
+}
+
+qt_status qt_json_parse(const char *buf, size_t n, const char *what, cJSON **out,
+                        qt_json_rule *rule, char *errmsg)
+{
+    qt_json_rule dummy;
+    if (!rule) rule = &dummy;
+    *out = NULL;
+    *rule = QT_JSON_OK;
+    if (memchr(buf, 0, n)) {
+        *rule = QT_JSON_NUL_BYTE;
+        return qt_set_err(errmsg, QT_ERR_FORMAT, "%s: JSON holds a NUL byte", what);
+    }
+    if (!qt_utf8_valid(buf, n)) {
+        *rule = QT_JSON_BAD_UTF8;
+        return qt_set_err(errmsg, QT_ERR_FORMAT, "%s: JSON is not valid UTF-8", what);
+    }
+    const char *end = NULL;
+    cJSON *root = cJSON_ParseWithLengthOpts(buf, n, &end, 0);
+    if (!root) {
+        /* cJSON returns NULL for syntax errors; an allocation failure looks
+         * the same, but the inputs here are bounded so treat it as syntax. */
+        size_t pos = end && end >= buf ? (size_t)(end - buf) : 0;
+        *rule = QT_JSON_SYNTAX;
+        return qt_set_err(errmsg, QT_ERR_FORMAT, "%s: invalid JSON near byte %zu", what, pos);
+    }
+    /* only JSON whitespace may follow the value */
+    if (end) {
+        for (const char *p = end; p < buf + n; p++) {
+            if (*p != ' ' && *p != '\t' && *p != '\n' && *p != '\r') {
+                cJSON_Delete(root);
+                *rule = QT_JSON_SYNTAX;
+                return qt_set_err(errmsg, QT_ERR_FORMAT,
+                                  "%s: trailing bytes after the JSON value at byte %zu", what,
+                                  (size_t)(p - buf));
+            }
+        }
+    }
+    const char *dup = NULL;
+    int r = walk(root, 1, &dup);
+    if (r < 0) {
+        cJSON_Delete(root);
+        return qt_set_err(errmsg, QT_ERR_NOMEM, "%s: out of memory checking JSON", what);
+    }
+    if (r != QT_JSON_OK) {
+        *rule = (qt_json_rule)r;
+        if (r == QT_JSON_DUPLICATE)
+            qt_set_err(errmsg, QT_ERR_FORMAT, "%s: duplicate key '%s'", what, dup);
+        else
+            qt_set_err(errmsg, QT_ERR_FORMAT, "%s: JSON nested deeper than %d levels", what,
+                       QT_JSON_MAX_DEPTH);
+        cJSON_Delete(root);
+        return QT_ERR_FORMAT;
+    }
+    *out = root;
+    return QT_OK;
+}
+
+qt_status qt_json_parse_file(const char *path, size_t max_bytes, cJSON **out, char *errmsg)
+{
+    *out = NULL;
+    FILE *f = fopen(path, "rb");
+    if (!f) return qt_set_err(errmsg, QT_ERR_IO, "cannot open '%s': %s", path, strerror(errno));
+    struct stat sb;
+    if (fstat(fileno(f), &sb) != 0 || !S_ISREG(sb.st_mode)) {
+        fclose(f);
+        return qt_set_err(errmsg, QT_ERR_IO, "'%s' is not a regular file", path);
+    }
+    if ((uint64_t)sb.st_size > max_bytes) {
+        fclose(f);
+        return qt_set_err(errmsg, QT_ERR_FORMAT, "'%s': %lld bytes, more than the %zu allowed",
+                          path, (long long)sb.st_size, max_bytes);
+    }
+    size_t n = (size_t)sb.st_size;
+    char *buf = qt_malloc(n + 1);
+    if (!buf) {
+        fclose(f);
+        return qt_set_err(errmsg, QT_ERR_NOMEM, "'%s': out of memory", path);
+    }
+    size_t got = fread(buf, 1, n, f);
+    int rerr = ferror(f);
+    fclose(f);
+    if (got != n || rerr) {
+        qt_free(buf);
+        return qt_set_err(errmsg, QT_ERR_IO, "cannot read '%s'", path);
+    }
+    qt_status st = qt_json_parse(buf, n, path, out, NULL, errmsg);
+    qt_free(buf);
+    return st;
+}
