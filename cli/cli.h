@@ -7,7 +7,7 @@
  *   2. declare it below;
  *   3. add its row to `commands[]` in cli/qtool.c (name, function, summary);
  *   4. add a test in tests/cli/ and its section in README.md.
- * The Makefile picks up cli/*.c by itself.
+ * The Makefile picks up every .c file in cli/ by itself.
  *
  * Exit codes: 0 success, 1 runtime failure (I/O, out of memory, a check
  * that failed), 2 usage error or bad input.
@@ -21,6 +21,7 @@ enum { QT_EXIT_OK = 0, QT_EXIT_FAIL = 1, QT_EXIT_USAGE = 2 };
 
 int cmd_help(int argc, char **argv);
 int cmd_version(int argc, char **argv);
+int cmd_bench(int argc, char **argv);
 
 /* Prints "qtool: error: <msg>" to stderr. */
 void qt_cli_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));

@@ -67,8 +67,10 @@ qt_status qt_bnb_state_parse(const void *json, size_t n, const char *what, qt_bn
     QT_CHECK(cJSON_IsObject(root), QT_ERR_FORMAT, "%s: quant_state is not a JSON object", what);
     QT_CHECK(get_str(root, "quant_type", out->quant_type, sizeof out->quant_type),
              QT_ERR_FORMAT, "%s: quant_state lacks a string 'quant_type'", what);
-    QT_CHECK(!strcmp(out->quant_type, "nf4") || !strcmp(out->quant_type, "fp4"),
-             QT_ERR_UNSUPPORTED, "%s: quant_type '%s' is not nf4 or fp4", what, out->quant_type);
+    QT_CHECK(!strcmp(out->quant_type, "nf4") || !strcmp(out->quant_type, "fp4") ||
+                 !strcmp(out->quant_type, "q8"),
+             QT_ERR_UNSUPPORTED, "%s: quant_type '%s' is not nf4, fp4 or q8", what,
+             out->quant_type);
     QT_CHECK(get_int(root, "blocksize", &out->blocksize), QT_ERR_FORMAT,
              "%s: quant_state lacks an integer 'blocksize'", what);
     QT_CHECK(out->blocksize >= 32 && out->blocksize <= 4096 &&

@@ -34,7 +34,7 @@
 
 /* The parsed quant_state JSON of one 4-bit weight. */
 typedef struct qt_bnb_state {
-    char quant_type[8]; /* "nf4" or "fp4" */
+    char quant_type[8]; /* "nf4" or "fp4"; "q8" in qtool's own q8 layout */
     int64_t blocksize;
     char dtype[16]; /* "bfloat16", "float16", "float32" */
     int n_dims;
