@@ -12,8 +12,10 @@ struct qt_cmd {
 };
 
 static const struct qt_cmd commands[] = {
+    {"inspect", cmd_inspect, "show what is in a model file or directory"},
     {"version", cmd_version, "print qtool's version, build and CPU"},
     {"help", cmd_help, "list commands, or show one command's usage"},
+    {"bench", cmd_bench, "benchmarks: kernel throughput (and later perplexity)"},
 };
 
 static const struct qt_cmd *find_cmd(const char *name)
