@@ -22,7 +22,10 @@ enum { QT_EXIT_OK = 0, QT_EXIT_FAIL = 1, QT_EXIT_USAGE = 2 };
 int cmd_help(int argc, char **argv);
 int cmd_version(int argc, char **argv);
 int cmd_inspect(int argc, char **argv);
+int cmd_convert(int argc, char **argv);
+int cmd_dequant(int argc, char **argv);
 int cmd_bench(int argc, char **argv);
+int cmd_generate(int argc, char **argv);
 
 /* Prints "qtool: error: <msg>" to stderr. */
 void qt_cli_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));

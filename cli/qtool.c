@@ -12,10 +12,13 @@ struct qt_cmd {
 };
 
 static const struct qt_cmd commands[] = {
+    {"convert", cmd_convert, "quantize a model into a QLoRA-ready directory (nf4 by default)"},
+    {"dequant", cmd_dequant, "write a plain checkpoint from a quantized one"},
     {"inspect", cmd_inspect, "show what is in a model file or directory"},
     {"version", cmd_version, "print qtool's version, build and CPU"},
     {"help", cmd_help, "list commands, or show one command's usage"},
     {"bench", cmd_bench, "benchmarks: kernel throughput (and later perplexity)"},
+    {"generate", cmd_generate, "generate text with a model (greedy by default)"},
 };
 
 static const struct qt_cmd *find_cmd(const char *name)

@@ -124,9 +124,29 @@ qt_status qt_bnb_config_rewrite(const char *src, size_t n, const char *what,
     *out = NULL;
     QT_TRY(qt_json_parse(src, n, what, &root, NULL, errmsg));
     QT_CHECK(cJSON_IsObject(root), QT_ERR_FORMAT, "%s: config is not a JSON object", what);
-    QT_CHECK(!cJSON_GetObjectItemCaseSensitive(root, "quantization_config"), QT_ERR_FORMAT,
-             "%s: the model is already quantized (config has quantization_config)", what);
+    QT_CHECK(cfg->plain || !cJSON_GetObjectItemCaseSensitive(root, "quantization_config"),
+             QT_ERR_FORMAT, "%s: the model is already quantized (config has quantization_config)",
+             what);
     qt_pyjson_mark_floats(root, src, n);
+    if (cfg->plain) {
+        cJSON_DeleteItemFromObjectCaseSensitive(root, "quantization_config");
+        goto dtype;
+    }
+    if (cfg->qtool_scheme) {
+        cJSON *qq = cJSON_CreateObject();
+        QT_CHECK(qq != NULL, QT_ERR_NOMEM, "out of memory");
+        cJSON_AddItemToObject(root, "quantization_config", qq);
+        cJSON_AddNumberToObject(qq, "blocksize", (double)cfg->qtool_block);
+        cJSON_AddStringToObject(qq, "quant_method", "qtool");
+        cJSON_AddStringToObject(qq, "scheme", cfg->qtool_scheme);
+        if (cfg->n_skip) {
+            cJSON *arr = cJSON_AddArrayToObject(qq, "skip_modules");
+            QT_CHECK(arr != NULL, QT_ERR_NOMEM, "out of memory");
+            for (size_t i = 0; i < cfg->n_skip; i++)
+                cJSON_AddItemToArray(arr, cJSON_CreateString(cfg->skip_modules[i]));
+        }
+        goto dtype;
+    }
 
     cJSON *q = cJSON_CreateObject();
     QT_CHECK(q != NULL, QT_ERR_NOMEM, "out of memory");
@@ -154,6 +174,7 @@ qt_status qt_bnb_config_rewrite(const char *src, size_t n, const char *what,
     cJSON_AddBoolToObject(q, "load_in_8bit", !b4);
     cJSON_AddStringToObject(q, "quant_method", "bitsandbytes");
 
+dtype:;
     const char *dkey = cJSON_GetObjectItemCaseSensitive(root, "dtype") &&
                                !cJSON_GetObjectItemCaseSensitive(root, "torch_dtype")
                            ? "dtype"

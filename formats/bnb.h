@@ -65,6 +65,11 @@ typedef struct qt_bnb_config {
     const char *compute_dtype; /* "bfloat16", "float16", "float32" */
     const char *const *skip_modules; /* every unquantized Linear; may be NULL */
     size_t n_skip;
+    const char *qtool_scheme; /* non-NULL: qtool's own layout (q8): writes
+                                 {"quant_method": "qtool", "scheme": .., "blocksize": ..} */
+    int64_t qtool_block;
+    bool plain;               /* no quantization: drop any quantization_config
+                                 and only set the dtype (dequant, dtype conversion) */
 } qt_bnb_config;
 
 /* Rewrites config.json text (src[0..n), from file `what`) as transformers

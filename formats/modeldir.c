@@ -586,10 +586,15 @@ static const cJSON *lookup(const qt_modeldir *md, const char *key)
     while (node && *key) {
         const char *dot = strchr(key, '.');
         size_t n = dot ? (size_t)(dot - key) : strlen(key);
-        if (n >= sizeof seg || !cJSON_IsObject(node)) return NULL;
+        if (n >= sizeof seg) return NULL;
         memcpy(seg, key, n);
         seg[n] = 0;
-        node = cJSON_GetObjectItemCaseSensitive(node, seg);
+        if (cJSON_IsArray(node) && n > 0 && strspn(seg, "0123456789") == n && n < 9)
+            node = cJSON_GetArrayItem(node, atoi(seg)); /* "architectures.0" */
+        else if (cJSON_IsObject(node))
+            node = cJSON_GetObjectItemCaseSensitive(node, seg);
+        else
+            return NULL;
         key = dot ? dot + 1 : key + n;
     }
     return node && !cJSON_IsNull(node) ? node : NULL;

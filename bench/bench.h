@@ -1,0 +1,47 @@
+/*
+ * bench/bench.h: qtool's benchmarks (kernel throughput now; perplexity and
+ * KL divergence are added beside it).
+ *
+ * What it does: times library functions with one small generic harness
+ * (function pointer + payload, warm-up, best of N) and writes a table or
+ * JSON lines to a stream the caller gives. Every timed result is first
+ * checked against the scalar _ref kernels. What it does not do: parse
+ * command lines or exit (cli/cmd_bench.c does that). Not thread-safe: it
+ * sets the OpenMP thread count while it runs.
+ */
+#ifndef QT_BENCH_H
+#define QT_BENCH_H
+
+#include <stdbool.h>
+#include <stdio.h>
+
+#include "common/common.h"
+#include "common/cpu.h"
+
+/* Runs fn(payload) `warmup` times, then `reps` times (at least once, and
+ * until min_seconds have passed in total), and returns the fastest run in
+ * seconds. */
+double qt_bench_best(void (*fn)(void *payload), void *payload, int warmup, int reps,
+                     double min_seconds);
+
+typedef struct qt_bench_kernels_opts {
+    bool json;             /* JSON lines instead of a table */
+    bool small;            /* 1024x1024 instead of the Llama-7B shapes */
+    int reps;              /* best of reps (>= 1) */
+    int isa;               /* one qt_isa only, or -1 for every supported ISA */
+    int threads;           /* one thread count only, or 0 for 1 and 2 */
+    int src;               /* one qt_src_type only, or -1 for fp32, fp16, bf16 */
+    const char *scheme;    /* one benchmark scheme name only, or NULL */
+    bool no_matmul;        /* skip the matmul section */
+    const char *git;       /* `git describe` text for the records, or NULL */
+} qt_bench_kernels_opts;
+
+/* Kernel throughput: quantize / dequantize per scheme, ISA, input type and
+ * thread count next to a memcpy baseline of the same size, and quantized
+ * matmul GFLOP/s next to fp32. Writes to out; errmsg (QT_ERRMSG_SIZE, may be
+ * NULL) says what failed.
+ * @return QT_OK, QT_ERR_NOMEM, QT_ERR_NUMERIC (a kernel disagreed with _ref),
+ * QT_ERR_ARG (unknown scheme name). */
+qt_status qt_bench_kernels(const qt_bench_kernels_opts *opts, FILE *out, char *errmsg);
+
+#endif /* QT_BENCH_H */

@@ -1,0 +1,121 @@
+/*
+ * convert/convert.h: the conversion pipeline behind `qtool convert` and
+ * `qtool dequant`.
+ *
+ * qt_conv_plan opens the input (a model directory or a safetensors file
+ * with config.json beside it), groups its tensors into logical weights
+ * (formats/layout.h) and decides for each one: quantize (which scheme,
+ * block size, double quantization), keep in the compute dtype, or copy as
+ * is (non-float tensors). By default exactly the Linear weights that
+ * transformers' bitsandbytes integration replaces are quantized (for the
+ * Llama family: q/k/v/o and gate/up/down projections); --skip globs and a
+ * recipe override that. qt_conv_run then streams one weight at a time from
+ * the mapped input through the quant/ kernels into the output shards,
+ * assembled in a temporary folder beside OUT and renamed into place only
+ * when complete; config.json gets quantization_config (every unquantized
+ * Linear listed in llm_int8_skip_modules, lm_head included), every other
+ * non-weight file is copied byte for byte.
+ *
+ * Memory: the input stays mapped and each weight's pages are released once
+ * it is written, so peak memory is about the largest tensor (input pages)
+ * plus its output buffer. Output bytes do not depend on the thread count or
+ * the SIMD path. Not thread-safe itself (it threads internally).
+ */
+#ifndef QT_CONVERT_H
+#define QT_CONVERT_H
+
+#include <signal.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#include "calib/weight_error.h"
+#include "common/common.h"
+#include "formats/layout.h"
+#include "quant/quant.h"
+
+typedef enum qt_conv_action {
+    QT_ACT_QUANT = 0, /* quantize with item.scheme */
+    QT_ACT_KEEP,      /* float tensor written in item.out_dtype (dequantized if it was quantized) */
+    QT_ACT_COPY,      /* non-float tensor copied as is */
+} qt_conv_action;
+
+#define QT_CONV_MAX_PARTS 6
+
+typedef struct qt_conv_opts {
+    const char *in, *out;
+    qt_scheme scheme;          /* nf4, fp4, int8, q8, or bf16/fp16/fp32 (dtype conversion) */
+    size_t block;              /* 0 = the scheme's default */
+    bool double_quant;         /* nf4/fp4 */
+    const char *compute_dtype; /* "bf16"|"fp16"|"fp32"; NULL = from config.json */
+    const char *const *skip;   /* globs over tensor and module names (n_skip) */
+    size_t n_skip;
+    const char *recipe_path;   /* NULL = none */
+    uint64_t max_shard_size;   /* bytes; 0 = one file */
+    bool force;                /* replace an existing OUT */
+    bool allow_nonfinite;      /* quantize tensors holding NaN / Inf */
+    bool metrics;              /* measure RMSE / SQNR per tensor (for the report) */
+    bool allow_requantize;     /* dequant: input may be quantized */
+    FILE *progress;            /* progress bar target (a terminal), NULL = silent */
+    volatile sig_atomic_t *cancel; /* set non-zero to stop between chunks; may be NULL */
+} qt_conv_opts;
+
+typedef struct qt_conv_item {
+    const qt_lweight *src;
+    qt_conv_action action;
+    qt_scheme scheme;      /* QUANT: the scheme; otherwise the plain scheme of out_dtype */
+    size_t block;
+    bool double_quant;
+    qt_dtype out_dtype;    /* KEEP / COPY: the dtype written */
+    char reason[96];       /* why this action: "default Linear", "--skip 'x'", "recipe rule 2" */
+    uint64_t bytes_in, bytes_out;
+    size_t shard;
+    size_t n_parts;        /* output tensors */
+    char *part_name[QT_CONV_MAX_PARTS];
+    qt_dtype part_dtype[QT_CONV_MAX_PARTS];
+    size_t part_ndims[QT_CONV_MAX_PARTS];
+    uint64_t part_shape[QT_CONV_MAX_PARTS][QT_ST_MAX_DIMS];
+    size_t part_index[QT_CONV_MAX_PARTS]; /* in its shard's writer */
+    float nested_offset;   /* double quant */
+    /* results of qt_conv_run */
+    double seconds;
+    bool have_error;
+    qt_weight_error error;
+} qt_conv_item;
+
+typedef struct qt_conv qt_conv;
+
+/* Opens the input and builds the plan (nothing written).
+ * @return QT_OK, QT_ERR_ARG (bad options), QT_ERR_FORMAT / QT_ERR_UNSUPPORTED
+ * (bad input), QT_ERR_IO, QT_ERR_NOMEM. errmsg says which file, tensor and rule. */
+qt_status qt_conv_plan(const qt_conv_opts *o, qt_conv **out, char *errmsg);
+
+size_t qt_conv_n_items(const qt_conv *c);
+const qt_conv_item *qt_conv_item_at(const qt_conv *c, size_t i);
+/* The compute dtype chosen ("bfloat16", "float16", "float32"). */
+const char *qt_conv_compute_dtype(const qt_conv *c);
+/* Non-NULL when the plan mixes scheme families that transformers cannot
+ * load together (e.g. nf4 and int8): a warning for the user. */
+const char *qt_conv_warning(const qt_conv *c);
+/* Number of output shards. */
+size_t qt_conv_n_shards(const qt_conv *c);
+
+/* Writes OUT. On any failure nothing is left at OUT (and an existing OUT
+ * is untouched). @return QT_OK, QT_ERR_IO (disk full, permissions),
+ * QT_ERR_NUMERIC (NaN/Inf in a tensor to quantize), QT_ERR_ARG (OUT exists,
+ * cancelled), QT_ERR_NOMEM. */
+qt_status qt_conv_run(qt_conv *c, char *errmsg);
+
+/* The per-tensor report as JSON (after qt_conv_run). Caller frees *json
+ * with qt_free. @return QT_OK, QT_ERR_NOMEM. */
+qt_status qt_conv_report_json(const qt_conv *c, char **json, char *errmsg);
+
+/* A fingerprint of an input file: sha256 over its safetensors header, its
+ * size and 64 KiB sampled at 16 evenly spaced places of its data (not a hash
+ * of every byte: it is cheap on any model size). hex: 65 bytes. */
+void qt_conv_fingerprint(const qt_st_reader *r, char hex[65]);
+
+void qt_conv_free(qt_conv *c);
+
+#endif /* QT_CONVERT_H */

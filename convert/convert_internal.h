@@ -1,0 +1,29 @@
+/* convert/convert_internal.h: shared between convert/ files only. */
+#ifndef QT_CONVERT_INTERNAL_H
+#define QT_CONVERT_INTERNAL_H
+
+#include "convert/convert.h"
+#include "formats/modeldir.h"
+#include "formats/recipe.h"
+
+struct qt_conv {
+    qt_conv_opts o;
+    qt_modeldir *md;
+    qt_layout *L;
+    qt_recipe *recipe;
+    qt_conv_item *items; /* (n_items) */
+    size_t n_items;
+    size_t n_shards;
+    qt_dtype compute; /* F32 / F16 / BF16 */
+    char warning[256];
+    char in_dir[4096];
+    char **skip_modules; /* unquantized Linears, for the config (n_skip_modules) */
+    size_t n_skip_modules;
+    double seconds_total;
+};
+
+const char *qt_conv_torch_name(qt_dtype d);
+/* Recomputes an item's output parts (after its nested offset is known). */
+qt_status item_parts_refresh(qt_conv *c, qt_conv_item *it);
+
+#endif

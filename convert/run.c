@@ -1,0 +1,768 @@
+/* convert/run.c: executing a conversion plan: stream every weight through
+ * the kernels into the output shards, then assemble OUT atomically. */
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <libgen.h>
+#include <limits.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "common/half.h"
+#include "common/progress.h"
+#include "convert/convert.h"
+#include "convert/convert_internal.h"
+#include "formats/bnb.h"
+#include "formats/pyjson.h"
+#include "formats/safetensors.h"
+
+#define CHUNK_ELEMS ((size_t)1 << 20)
+
+static qt_src_type src_type_of(qt_dtype d)
+{
+    return d == QT_DTYPE_BF16 ? QT_SRC_BF16 : d == QT_DTYPE_F16 ? QT_SRC_F16 : QT_SRC_F32;
+}
+
+/* dst = a "/" b; false when it does not fit. */
+static bool pjoin(char *dst, size_t n, const char *a, const char *b)
+{
+    int r = snprintf(dst, n, "%s/%s", a, b);
+    return r >= 0 && (size_t)r < n;
+}
+
+static size_t dbytes(qt_dtype d) { return qt_dtype_bits(d) / 8; }
+
+static bool cancelled(const qt_conv *c) { return c->o.cancel && *c->o.cancel; }
+
+/* Converts n values between float dtypes (F32/F16/BF16) through a small
+ * fp32 buffer. */
+static void convert_values(qt_dtype sd, const void *src, qt_dtype dd, void *dst, size_t n,
+                           float *tmp)
+{
+    if (sd == dd) {
+        memcpy(dst, src, n * dbytes(sd));
+        return;
+    }
+    for (size_t i = 0; i < n; i += CHUNK_ELEMS) {
+        size_t m = n - i < CHUNK_ELEMS ? n - i : CHUNK_ELEMS;
+        const float *f;
+        if (sd == QT_DTYPE_F32) f = (const float *)src + i;
+        else {
+            if (sd == QT_DTYPE_BF16) qt_bf16_to_fp32_row((const uint16_t *)src + i, tmp, m);
+            else qt_fp16_to_fp32_row((const uint16_t *)src + i, tmp, m);
+            f = tmp;
+        }
+        if (dd == QT_DTYPE_F32) memcpy((float *)dst + i, f, m * 4);
+        else if (dd == QT_DTYPE_BF16) qt_fp32_to_bf16_row(f, (uint16_t *)dst + i, m);
+        else qt_fp32_to_fp16_row(f, (uint16_t *)dst + i, m);
+    }
+}
+
+/* Counts NaN and +-Inf in n values of a float dtype. */
+static void count_nonfinite(qt_dtype d, const void *p, size_t n, uint64_t *nan, uint64_t *inf)
+{
+    uint64_t a = 0, b = 0;
+    if (d == QT_DTYPE_F32) {
+        const uint32_t *u = p;
+        for (size_t i = 0; i < n; i++) {
+            uint32_t x = u[i] & 0x7fffffffu;
+            a += x > 0x7f800000u;
+            b += x == 0x7f800000u;
+        }
+    } else {
+        const uint16_t *u = p;
+        uint16_t e = d == QT_DTYPE_BF16 ? 0x7f80 : 0x7c00;
+        for (size_t i = 0; i < n; i++) {
+            uint16_t x = u[i] & 0x7fff;
+            a += x > e;
+            b += x == e;
+        }
+    }
+    *nan = a;
+    *inf = b;
+}
+
+/* The source values of a QUANT item in the compute dtype: the mapping when
+ * the dtypes agree, else a converted copy (*owned, caller frees). */
+static qt_status item_source(qt_conv *c, const qt_conv_item *it, const void **src, void **owned,
+                             char *errmsg)
+{
+    const qt_lweight *w = it->src;
+    *owned = NULL;
+    if (w->dtype == c->compute) {
+        *src = w->weight->data;
+        return QT_OK;
+    }
+    size_t bytes;
+    if (!qt_mul_size((size_t)w->n_elements, dbytes(c->compute), &bytes))
+        return qt_set_err(errmsg, QT_ERR_OVERFLOW, "tensor '%s': too large", w->name);
+    void *buf = qt_malloc(bytes);
+    float *tmp = qt_malloc(CHUNK_ELEMS * sizeof(float));
+    if (!buf || !tmp) {
+        qt_free(buf);
+        qt_free(tmp);
+        return qt_set_err(errmsg, QT_ERR_NOMEM, "tensor '%s': out of memory", w->name);
+    }
+    convert_values(w->dtype, w->weight->data, c->compute, buf, (size_t)w->n_elements, tmp);
+    qt_free(tmp);
+    *src = buf;
+    *owned = buf;
+    return QT_OK;
+}
+
+static void free_parts(void **parts)
+{
+    for (int k = 0; k < QT_CONV_MAX_PARTS; k++) {
+        qt_free(parts[k]);
+        parts[k] = NULL;
+    }
+}
+
+static void state_of(const qt_conv *c, const qt_conv_item *it, float offset, qt_bnb_state *s)
+{
+    memset(s, 0, sizeof *s);
+    snprintf(s->quant_type, sizeof s->quant_type, "%s",
+             it->scheme == QT_SCHEME_NF4 ? "nf4" : it->scheme == QT_SCHEME_FP4 ? "fp4" : "q8");
+    s->blocksize = (int64_t)it->block;
+    snprintf(s->dtype, sizeof s->dtype, "%s", qt_conv_torch_name(c->compute));
+    s->n_dims = (int)it->src->n_dims;
+    for (size_t i = 0; i < it->src->n_dims; i++) s->shape[i] = (int64_t)it->src->shape[i];
+    if (it->double_quant) {
+        s->nested = true;
+        s->nested_blocksize = 256;
+        snprintf(s->nested_dtype, sizeof s->nested_dtype, "float32");
+        s->nested_offset = offset;
+    }
+}
+
+/* Quantizes one item into freshly allocated part buffers (parts[k] holds
+ * the bytes of part k). */
+static qt_status quantize_item(qt_conv *c, qt_conv_item *it, const void *src, void **parts,
+                               float *offset_out, bool prepass, char *errmsg)
+{
+    qt_status st = QT_OK;
+    const qt_lweight *w = it->src;
+    float *absmax = NULL;
+    for (size_t k = 0; k < it->n_parts; k++) {
+        uint64_t e = 1;
+        for (size_t d = 0; d < it->part_ndims[k]; d++) e *= it->part_shape[k][d];
+        size_t bytes = (size_t)(e * dbytes(it->part_dtype[k]));
+        parts[k] = qt_malloc(bytes < 512 ? 512 : bytes); /* room for any quant_state */
+        QT_CHECK(parts[k] != NULL, QT_ERR_NOMEM, "tensor '%s': out of memory", w->name);
+    }
+    qt_src_type t = src_type_of(c->compute);
+    size_t n = (size_t)w->n_elements;
+    float offset = 0;
+    switch (it->scheme) {
+    case QT_SCHEME_NF4:
+    case QT_SCHEME_FP4: {
+        size_t nb = qt_n_blocks(n, it->block);
+        absmax = it->double_quant ? qt_malloc(nb * sizeof(float)) : parts[1];
+        QT_CHECK(absmax != NULL, QT_ERR_NOMEM, "out of memory");
+        QT_CHECK(qt_nf4_quantize(NULL, it->scheme, t, src, n, it->block, parts[0], absmax) ==
+                     QT_OK,
+                 QT_ERR_ARG, "tensor '%s': quantization failed", w->name);
+        memcpy(parts[2], it->scheme == QT_SCHEME_NF4 ? qt_nf4_map : qt_fp4_map, 64);
+        size_t js = 3;
+        if (it->double_quant) {
+            st = qt_dq_quantize(absmax, nb, parts[1], parts[3], &offset);
+            QT_CHECK(st == QT_OK, st, "tensor '%s': double quantization failed (%s)", w->name,
+                     qt_status_str(st));
+            memcpy(parts[4], qt_dynamic_map, 1024);
+            js = 5;
+        }
+        qt_bnb_state s;
+        state_of(c, it, offset, &s);
+        size_t len;
+        char buf[512];
+        QT_TRY(qt_bnb_state_format(&s, buf, sizeof buf, &len));
+        QT_CHECK(prepass || len == it->part_shape[js][0], QT_ERR_ARG,
+                 "tensor '%s': internal: quant_state length changed", w->name);
+        memcpy(parts[js], buf, len);
+        break;
+    }
+    case QT_SCHEME_INT8:
+        QT_CHECK(qt_int8_quantize(NULL, t, src, (size_t)w->shape[0], n / (size_t)w->shape[0],
+                                  parts[0], parts[1]) == QT_OK,
+                 QT_ERR_ARG, "tensor '%s': quantization failed", w->name);
+        *(uint8_t *)parts[2] = 0;
+        break;
+    case QT_SCHEME_Q8: {
+        QT_CHECK(qt_q8_quantize(NULL, t, src, n, it->block, parts[0]) == QT_OK, QT_ERR_ARG,
+                 "tensor '%s': quantization failed", w->name);
+        qt_bnb_state s;
+        state_of(c, it, 0, &s);
+        size_t len;
+        char buf[512];
+        QT_TRY(qt_bnb_state_format(&s, buf, sizeof buf, &len));
+        memcpy(parts[1], buf, len);
+        break;
+    }
+    default: QT_CHECK(0, QT_ERR_ARG, "tensor '%s': not a quantization scheme", w->name);
+    }
+    *offset_out = offset;
+fail:
+    if (it->double_quant) qt_free(absmax);
+    return st;
+}
+
+/* The kernel descriptor of an item's quantized output (for metrics). */
+static void output_qweight(const qt_conv_item *it, void **parts, float offset, qt_qweight *q)
+{
+    memset(q, 0, sizeof *q);
+    q->scheme = it->scheme;
+    q->n_out = (size_t)it->src->shape[0];
+    q->n_in = (size_t)(it->src->n_elements / it->src->shape[0]);
+    q->block_size = it->block;
+    q->data = parts[0];
+    if (it->scheme == QT_SCHEME_NF4 || it->scheme == QT_SCHEME_FP4) {
+        q->quant_map = parts[2];
+        if (it->double_quant) {
+            q->absmax_q = parts[1];
+            q->nested_absmax = parts[3];
+            q->nested_map = parts[4];
+            q->nested_offset = offset;
+        } else {
+            q->absmax = parts[1];
+        }
+    } else if (it->scheme == QT_SCHEME_INT8) {
+        q->scb = parts[1];
+    }
+}
+
+static qt_status check_finite(qt_conv *c, const qt_conv_item *it, const void *src, char *errmsg)
+{
+    uint64_t nan, inf;
+    count_nonfinite(c->compute, src, (size_t)it->src->n_elements, &nan, &inf);
+    if ((nan || inf) && !c->o.allow_nonfinite)
+        return qt_set_err(errmsg, QT_ERR_NUMERIC,
+                          "tensor '%s': %" PRIu64 " NaN and %" PRIu64
+                          " Inf values; refusing to quantize it (--allow-nonfinite overrides)",
+                          it->src->name, nan, inf);
+    return QT_OK;
+}
+
+/* ---- writing plain tensors ------------------------------------------- */
+static qt_status write_plain(qt_conv *c, qt_conv_item *it, qt_st_writer *wr, char *errmsg)
+{
+    (void)c;
+    qt_status st = QT_OK;
+    const qt_lweight *w = it->src;
+    size_t n = (size_t)w->n_elements;
+    void *out = NULL;
+    float *tmp = NULL;
+    if (it->action == QT_ACT_COPY || (w->kind == QT_LW_PLAIN && w->dtype == it->out_dtype)) {
+        const unsigned char *p = w->weight->data;
+        for (uint64_t off = 0; off < w->weight->nbytes; off += 64u << 20) {
+            size_t m = (size_t)(w->weight->nbytes - off < (64u << 20) ? w->weight->nbytes - off
+                                                                      : (64u << 20));
+            QT_CHECK(qt_st_writer_write(wr, it->part_index[0], off, p + off, m) == QT_OK,
+                     QT_ERR_IO, "%s", qt_st_writer_errmsg(wr));
+        }
+        return QT_OK;
+    }
+    out = qt_malloc(CHUNK_ELEMS * dbytes(it->out_dtype));
+    tmp = qt_malloc(CHUNK_ELEMS * sizeof(float));
+    QT_CHECK(out && tmp, QT_ERR_NOMEM, "out of memory");
+    if (w->kind == QT_LW_PLAIN) {
+        for (size_t i = 0; i < n; i += CHUNK_ELEMS) {
+            size_t m = n - i < CHUNK_ELEMS ? n - i : CHUNK_ELEMS;
+            convert_values(w->dtype, (const char *)w->weight->data + i * dbytes(w->dtype),
+                           it->out_dtype, out, m, tmp);
+            QT_CHECK(qt_st_writer_write(wr, it->part_index[0], (uint64_t)i * dbytes(it->out_dtype),
+                                        out, m * dbytes(it->out_dtype)) == QT_OK,
+                     QT_ERR_IO, "%s", qt_st_writer_errmsg(wr));
+        }
+    } else { /* dequantize a quantized weight a few rows at a time */
+        qt_qweight q;
+        QT_TRY(qt_layout_qweight(w, &q, errmsg));
+        size_t rows = CHUNK_ELEMS / q.n_in ? CHUNK_ELEMS / q.n_in : 1;
+        float *f = tmp;
+        if (rows * q.n_in > CHUNK_ELEMS) {
+            qt_free(tmp);
+            qt_free(out);
+            tmp = qt_malloc(q.n_in * sizeof(float));
+            out = qt_malloc(q.n_in * dbytes(it->out_dtype));
+            QT_CHECK(tmp && out, QT_ERR_NOMEM, "out of memory");
+            f = tmp;
+        }
+        for (size_t r = 0; r < q.n_out; r += rows) {
+            size_t nr = q.n_out - r < rows ? q.n_out - r : rows;
+            qt_qweight_rows(NULL, &q, r, nr, f);
+            convert_values(QT_DTYPE_F32, f, it->out_dtype, out, nr * q.n_in, NULL);
+            QT_CHECK(qt_st_writer_write(wr, it->part_index[0],
+                                        (uint64_t)r * q.n_in * dbytes(it->out_dtype), out,
+                                        nr * q.n_in * dbytes(it->out_dtype)) == QT_OK,
+                     QT_ERR_IO, "%s", qt_st_writer_errmsg(wr));
+        }
+    }
+fail:
+    qt_free(out);
+    qt_free(tmp);
+    return st;
+}
+
+/* ---- files ------------------------------------------------------------- */
+static qt_status write_file(const char *path, const void *data, size_t n, char *errmsg)
+{
+    int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    if (fd < 0) return qt_set_err(errmsg, QT_ERR_IO, "cannot create '%s': %s", path, strerror(errno));
+    const char *p = data;
+    while (n) {
+        ssize_t w = write(fd, p, n);
+        if (w < 0 && errno == EINTR) continue;
+        if (w <= 0) {
+            int e = errno;
+            close(fd);
+            return qt_set_err(errmsg, QT_ERR_IO, "cannot write '%s': %s", path, strerror(e));
+        }
+        p += w;
+        n -= (size_t)w;
+    }
+    if (fsync(fd) != 0 || close(fd) != 0)
+        return qt_set_err(errmsg, QT_ERR_IO, "cannot write '%s': %s", path, strerror(errno));
+    return QT_OK;
+}
+
+static qt_status read_file(const char *path, char **buf, size_t *n, size_t max, char *errmsg)
+{
+    *buf = NULL;
+    FILE *f = fopen(path, "rb");
+    if (!f) return qt_set_err(errmsg, QT_ERR_IO, "cannot open '%s': %s", path, strerror(errno));
+    struct stat sb;
+    if (fstat(fileno(f), &sb) != 0 || (uint64_t)sb.st_size > max) {
+        fclose(f);
+        return qt_set_err(errmsg, QT_ERR_FORMAT, "'%s' is too large", path);
+    }
+    *buf = qt_malloc((size_t)sb.st_size + 1);
+    if (!*buf) {
+        fclose(f);
+        return qt_set_err(errmsg, QT_ERR_NOMEM, "out of memory");
+    }
+    *n = fread(*buf, 1, (size_t)sb.st_size, f);
+    int bad = ferror(f) || *n != (size_t)sb.st_size;
+    fclose(f);
+    if (bad) {
+        qt_free(*buf);
+        *buf = NULL;
+        return qt_set_err(errmsg, QT_ERR_IO, "cannot read '%s'", path);
+    }
+    return QT_OK;
+}
+
+static qt_status copy_file(const char *src, const char *dst, char *errmsg)
+{
+    char *buf;
+    size_t n;
+    qt_status st = read_file(src, &buf, &n, (size_t)1 << 32, errmsg);
+    if (st != QT_OK) return st;
+    st = write_file(dst, buf, n, errmsg);
+    qt_free(buf);
+    return st;
+}
+
+static void remove_tree(const char *path)
+{
+    DIR *d = opendir(path);
+    if (d) {
+        struct dirent *e;
+        while ((e = readdir(d))) {
+            if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, "..")) continue;
+            char p[PATH_MAX];
+            if (!pjoin(p, sizeof p, path, e->d_name)) continue;
+            struct stat sb;
+            if (lstat(p, &sb) == 0 && S_ISDIR(sb.st_mode)) remove_tree(p);
+            else unlink(p);
+        }
+        closedir(d);
+    }
+    rmdir(path);
+}
+
+static void fsync_dir(const char *path)
+{
+    int fd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (fd >= 0) {
+        fsync(fd);
+        close(fd);
+    }
+}
+
+static void shard_name(const qt_conv *c, size_t s, char *buf, size_t n)
+{
+    if (c->n_shards == 1) snprintf(buf, n, "model.safetensors");
+    else snprintf(buf, n, "model-%05zu-of-%05zu.safetensors", s + 1, c->n_shards);
+}
+
+static qt_status write_config(qt_conv *c, const char *tmpdir, char *errmsg)
+{
+    qt_status st = QT_OK;
+    char src[PATH_MAX], dst[PATH_MAX], *text = NULL, *out = NULL;
+    size_t n, len;
+    QT_CHECK(pjoin(src, sizeof src, c->in_dir, "config.json") &&
+                 pjoin(dst, sizeof dst, tmpdir, "config.json"),
+             QT_ERR_ARG, "path too long");
+    QT_TRY(read_file(src, &text, &n, 16u << 20, errmsg));
+    qt_bnb_config cfg = {0};
+    qt_scheme s = c->o.scheme;
+    cfg.compute_dtype = qt_conv_torch_name(c->compute);
+    cfg.skip_modules = (const char *const *)c->skip_modules;
+    cfg.n_skip = c->n_skip_modules;
+    if (s == QT_SCHEME_NF4 || s == QT_SCHEME_FP4) {
+        cfg.load_in_4bit = true;
+        cfg.quant_type = s == QT_SCHEME_NF4 ? "nf4" : "fp4";
+        cfg.double_quant = c->o.double_quant;
+    } else if (s == QT_SCHEME_INT8) {
+        cfg.load_in_4bit = false;
+    } else if (s == QT_SCHEME_Q8) {
+        cfg.qtool_scheme = "q8";
+        cfg.qtool_block = (int64_t)(c->o.block ? c->o.block : qt_scheme_get(s)->default_block);
+    } else {
+        cfg.plain = true;
+    }
+    QT_TRY(qt_bnb_config_rewrite(text, n, src, &cfg, &out, &len, errmsg));
+    QT_TRY(write_file(dst, out, len, errmsg));
+fail:
+    qt_free(text);
+    qt_free(out);
+    return st;
+}
+
+static qt_status write_index(qt_conv *c, const char *tmpdir, char *errmsg)
+{
+    qt_strbuf b = {0};
+    uint64_t total = 0;
+    for (size_t i = 0; i < c->n_items; i++) total += c->items[i].bytes_out;
+    qt_strbuf_printf(&b, "{\n  \"metadata\": {\n    \"total_size\": %" PRIu64 "\n  },\n"
+                         "  \"weight_map\": {",
+                     total);
+    /* all part names sorted, each with its shard */
+    size_t np = 0;
+    for (size_t i = 0; i < c->n_items; i++) np += c->items[i].n_parts;
+    const char **names = qt_malloc((np + 1) * sizeof *names);
+    size_t *shard = qt_malloc((np + 1) * sizeof *shard);
+    if (!names || !shard) {
+        qt_free(names);
+        qt_free(shard);
+        return qt_set_err(errmsg, QT_ERR_NOMEM, "out of memory");
+    }
+    size_t k = 0;
+    for (size_t i = 0; i < c->n_items; i++)
+        for (size_t p = 0; p < c->items[i].n_parts; p++) {
+            names[k] = c->items[i].part_name[p];
+            shard[k++] = c->items[i].shard;
+        }
+    /* insertion sort on an index array would be O(n^2); sort pairs instead */
+    size_t *ord = qt_malloc((np + 1) * sizeof *ord);
+    if (!ord) {
+        qt_free(names);
+        qt_free(shard);
+        return qt_set_err(errmsg, QT_ERR_NOMEM, "out of memory");
+    }
+    for (size_t i = 0; i < np; i++) ord[i] = i;
+    /* simple merge sort by name */
+    size_t *tmp = qt_malloc((np + 1) * sizeof *tmp);
+    for (size_t w = 1; tmp && w < np; w *= 2) {
+        for (size_t lo = 0; lo < np; lo += 2 * w) {
+            size_t mid = lo + w < np ? lo + w : np, hi = lo + 2 * w < np ? lo + 2 * w : np;
+            size_t a = lo, bb = mid, o = lo;
+            while (a < mid && bb < hi)
+                tmp[o++] = strcmp(names[ord[a]], names[ord[bb]]) <= 0 ? ord[a++] : ord[bb++];
+            while (a < mid) tmp[o++] = ord[a++];
+            while (bb < hi) tmp[o++] = ord[bb++];
+        }
+        memcpy(ord, tmp, np * sizeof *ord);
+    }
+    for (size_t i = 0; i < np; i++) {
+        char sn[64];
+        shard_name(c, shard[ord[i]], sn, sizeof sn);
+        qt_strbuf_puts(&b, i ? ",\n    " : "\n    ");
+        qt_strbuf_json_string(&b, names[ord[i]]);
+        qt_strbuf_puts(&b, ": ");
+        qt_strbuf_json_string(&b, sn);
+    }
+    qt_strbuf_puts(&b, "\n  }\n}\n");
+    qt_free(tmp);
+    qt_free(ord);
+    qt_free(names);
+    qt_free(shard);
+    qt_status st = QT_OK;
+    if (b.oom) st = qt_set_err(errmsg, QT_ERR_NOMEM, "out of memory");
+    else {
+        char p[PATH_MAX];
+        st = pjoin(p, sizeof p, tmpdir, "model.safetensors.index.json")
+                 ? write_file(p, b.data, b.len, errmsg)
+                 : qt_set_err(errmsg, QT_ERR_ARG, "path too long");
+    }
+    qt_strbuf_release(&b);
+    return st;
+}
+
+/* ---- the run ----------------------------------------------------------- */
+static qt_status open_shard(qt_conv *c, size_t s, const char *tmpdir, qt_st_writer **out,
+                            char *errmsg)
+{
+    qt_status st = QT_OK;
+    char path[PATH_MAX], sn[64];
+    shard_name(c, s, sn, sizeof sn);
+    QT_CHECK(pjoin(path, sizeof path, tmpdir, sn), QT_ERR_ARG, "path too long");
+    qt_st_writer *w = NULL;
+    QT_TRY(qt_st_writer_open(path, &w, errmsg));
+    for (size_t i = 0; i < qt_modeldir_n_shards(c->md); i++)
+        qt_st_writer_protect_path(w, qt_st_reader_path(qt_modeldir_shard(c->md, i)));
+    const qt_scheme_info *si = qt_scheme_get(c->o.scheme);
+    char buf[96];
+    qt_st_writer_add_metadata(w, "format", "pt");
+    qt_st_writer_add_metadata(w, "qtool.version", QT_VERSION_STRING);
+    qt_st_writer_add_metadata(w, "qtool.scheme", si->name);
+    snprintf(buf, sizeof buf, "%zu",
+             c->o.block ? c->o.block : (c->o.scheme == QT_SCHEME_INT8 ? 0 : si->default_block));
+    qt_st_writer_add_metadata(w, "qtool.block_size", buf);
+    qt_st_writer_add_metadata(w, "qtool.double_quant",
+                              (c->o.scheme == QT_SCHEME_NF4 || c->o.scheme == QT_SCHEME_FP4) &&
+                                      c->o.double_quant
+                                  ? "true"
+                                  : "false");
+    qt_st_writer_add_metadata(w, "qtool.compute_dtype", qt_conv_torch_name(c->compute));
+    for (size_t i = 0; i < qt_modeldir_n_shards(c->md); i++) {
+        char key[96], hex[65];
+        qt_conv_fingerprint(qt_modeldir_shard(c->md, i), hex);
+        snprintf(key, sizeof key, "qtool.input.%zu", i);
+        char val[4200];
+        snprintf(val, sizeof val, "%s %s", qt_modeldir_shard_name(c->md, i), hex);
+        qt_st_writer_add_metadata(w, key, val);
+    }
+    for (size_t i = 0; i < c->n_items; i++) {
+        qt_conv_item *it = &c->items[i];
+        if (it->shard != s) continue;
+        for (size_t k = 0; k < it->n_parts; k++) {
+            st = qt_st_writer_declare(w, it->part_name[k], it->part_dtype[k], it->part_ndims[k],
+                                      it->part_shape[k], &it->part_index[k]);
+            QT_CHECK(st == QT_OK, st, "%s", qt_st_writer_errmsg(w));
+        }
+    }
+    st = qt_st_writer_begin(w);
+    QT_CHECK(st == QT_OK, st, "%s", qt_st_writer_errmsg(w));
+    *out = w;
+    return QT_OK;
+fail:
+    qt_st_writer_abort(w);
+    return st;
+}
+
+qt_status qt_conv_run(qt_conv *c, char *errmsg)
+{
+    qt_status st = QT_OK;
+    char tmpdir[PATH_MAX] = "", parent[PATH_MAX], base[PATH_MAX], tmp[PATH_MAX];
+    qt_st_writer *w = NULL;
+    void *parts[QT_CONV_MAX_PARTS] = {0};
+    void *owned = NULL;
+    bool made_tmp = false;
+    double t0 = qt_now();
+    const char *out = c->o.out;
+    struct stat sb;
+    bool exists = lstat(out, &sb) == 0;
+    QT_CHECK(!exists || c->o.force, QT_ERR_ARG, "output '%s' exists (--force replaces it)", out);
+    QT_CHECK(!exists || S_ISDIR(sb.st_mode), QT_ERR_ARG,
+             "output '%s' exists and is not a folder; refusing to replace it", out);
+    snprintf(tmp, sizeof tmp, "%s", out);
+    snprintf(parent, sizeof parent, "%s", dirname(tmp));
+    snprintf(tmp, sizeof tmp, "%s", out);
+    snprintf(base, sizeof base, "%s", basename(tmp));
+    {
+        char rin[PATH_MAX], rout[PATH_MAX];
+        if (exists && realpath(c->in_dir, rin) && realpath(out, rout)) {
+            size_t lo = strlen(rout);
+            QT_CHECK(!(strncmp(rin, rout, lo) == 0 && (rin[lo] == 0 || rin[lo] == '/')),
+                     QT_ERR_ARG, "output '%s' holds the input: refusing to replace it", out);
+        }
+    }
+    {
+        int r = snprintf(tmpdir, sizeof tmpdir, "%s/.%s.qtool-tmp.%ld", parent, base,
+                         (long)getpid());
+        QT_CHECK(r > 0 && (size_t)r < sizeof tmpdir, QT_ERR_ARG, "output path too long");
+    }
+    QT_CHECK(mkdir(tmpdir, 0755) == 0, QT_ERR_IO, "cannot create '%s': %s", tmpdir,
+             strerror(errno));
+    made_tmp = true;
+
+    /* prepass: NaN / Inf policy for every weight to quantize, and the
+     * double-quantization offsets that size the quant_state blobs */
+    for (size_t i = 0; i < c->n_items; i++) {
+        qt_conv_item *it = &c->items[i];
+        if (it->action != QT_ACT_QUANT) continue;
+        const void *src;
+        QT_TRY(item_source(c, it, &src, &owned, errmsg));
+        QT_TRY(check_finite(c, it, src, errmsg));
+        if (it->double_quant) {
+            float off;
+            QT_TRY(quantize_item(c, it, src, parts, &off, true, errmsg));
+            free_parts(parts);
+            it->nested_offset = off;
+            QT_TRY(item_parts_refresh(c, it));
+        }
+        qt_free(owned);
+        owned = NULL;
+        QT_CHECK(!cancelled(c), QT_ERR_ARG, "cancelled");
+    }
+
+    uint64_t total_in = 0;
+    for (size_t i = 0; i < c->n_items; i++) total_in += c->items[i].bytes_in;
+    qt_progress prog;
+    qt_progress_init(&prog, c->o.progress, c->o.progress != NULL, "convert", c->n_items, total_in);
+    size_t cur_shard = (size_t)-1;
+    for (size_t i = 0; i < c->n_items; i++) {
+        qt_conv_item *it = &c->items[i];
+        if (it->shard != cur_shard) {
+            if (w) {
+                st = qt_st_writer_close(w, errmsg);
+                w = NULL;
+                QT_TRY(st);
+            }
+            cur_shard = it->shard;
+            QT_TRY(open_shard(c, cur_shard, tmpdir, &w, errmsg));
+        }
+        double ti = qt_now();
+        qt_st_tensor_prefetch(it->src->reader, it->src->weight);
+        if (it->action == QT_ACT_QUANT) {
+            const void *src;
+            float off;
+            QT_TRY(item_source(c, it, &src, &owned, errmsg));
+            QT_TRY(quantize_item(c, it, src, parts, &off, false, errmsg));
+            QT_CHECK(!it->double_quant || off == it->nested_offset, QT_ERR_ARG,
+                     "tensor '%s': internal: offset changed between passes", it->src->name);
+            for (size_t k = 0; k < it->n_parts; k++) {
+                uint64_t nb = qt_st_writer_tensor_nbytes(w, it->part_index[k]);
+                st = qt_st_writer_write(w, it->part_index[k], 0, parts[k], (size_t)nb);
+                QT_CHECK(st == QT_OK, st, "%s", qt_st_writer_errmsg(w));
+            }
+            if (c->o.metrics) {
+                qt_qweight qo, qq;
+                memset(&qo, 0, sizeof qo);
+                qo.scheme = c->compute == QT_DTYPE_BF16   ? QT_SCHEME_BF16
+                            : c->compute == QT_DTYPE_F16 ? QT_SCHEME_FP16
+                                                          : QT_SCHEME_FP32;
+                qo.n_out = (size_t)it->src->shape[0];
+                qo.n_in = (size_t)(it->src->n_elements / it->src->shape[0]);
+                qo.data = src;
+                output_qweight(it, parts, off, &qq);
+                if (qt_weight_error_compute(&qo, &qq, &it->error) == QT_OK) it->have_error = true;
+            }
+            free_parts(parts);
+            qt_free(owned);
+            owned = NULL;
+        } else {
+            QT_TRY(write_plain(c, it, w, errmsg));
+        }
+        qt_st_tensor_release(it->src->reader, it->src->weight);
+        it->seconds = qt_now() - ti;
+        qt_progress_add(&prog, 1, it->bytes_in);
+        QT_CHECK(!cancelled(c), QT_ERR_ARG, "cancelled");
+    }
+    if (w) {
+        st = qt_st_writer_close(w, errmsg);
+        w = NULL;
+        QT_TRY(st);
+    }
+    qt_progress_finish(&prog);
+    if (c->n_shards > 1) QT_TRY(write_index(c, tmpdir, errmsg));
+    QT_TRY(write_config(c, tmpdir, errmsg));
+    for (size_t i = 0; i < qt_modeldir_n_files(c->md); i++) {
+        const char *f = qt_modeldir_file(c->md, i);
+        if (!strcmp(f, "config.json") || strchr(f, '/')) continue;
+        char s1[PATH_MAX], s2[PATH_MAX];
+        QT_CHECK(pjoin(s1, sizeof s1, c->in_dir, f) && pjoin(s2, sizeof s2, tmpdir, f),
+                 QT_ERR_ARG, "path too long");
+        QT_TRY(copy_file(s1, s2, errmsg));
+    }
+    fsync_dir(tmpdir);
+    QT_CHECK(!cancelled(c), QT_ERR_ARG, "cancelled");
+    if (exists) {
+        QT_CHECK(renameat2(AT_FDCWD, tmpdir, AT_FDCWD, out, RENAME_EXCHANGE) == 0, QT_ERR_IO,
+                 "cannot replace '%s': %s", out, strerror(errno));
+        remove_tree(tmpdir); /* the old OUT now lives there */
+    } else {
+        QT_CHECK(rename(tmpdir, out) == 0, QT_ERR_IO, "cannot rename '%s' to '%s': %s", tmpdir,
+                 out, strerror(errno));
+    }
+    made_tmp = false;
+    fsync_dir(parent);
+    c->seconds_total = qt_now() - t0;
+fail:
+    free_parts(parts);
+    qt_free(owned);
+    if (w) qt_st_writer_abort(w);
+    if (made_tmp) remove_tree(tmpdir);
+    return st;
+}
+
+/* ---- report ------------------------------------------------------------ */
+static void jnum(qt_strbuf *b, double v)
+{
+    char t[48];
+    if (!isfinite(v)) snprintf(t, sizeof t, "null");
+    else qt_py_float_repr(v, t, sizeof t);
+    qt_strbuf_puts(b, t);
+}
+
+qt_status qt_conv_report_json(const qt_conv *c, char **json, char *errmsg)
+{
+    qt_strbuf b = {0};
+    uint64_t tin = 0, tout = 0;
+    qt_strbuf_puts(&b, "{\n  \"input\": ");
+    qt_strbuf_json_string(&b, c->o.in);
+    qt_strbuf_puts(&b, ",\n  \"output\": ");
+    qt_strbuf_json_string(&b, c->o.out);
+    qt_strbuf_printf(&b, ",\n  \"qtool_version\": \"%s\",\n  \"scheme\": \"%s\",\n"
+                         "  \"compute_dtype\": \"%s\",\n  \"seconds\": ",
+                     QT_VERSION_STRING, qt_scheme_get(c->o.scheme)->name,
+                     qt_conv_torch_name(c->compute));
+    jnum(&b, c->seconds_total);
+    qt_strbuf_puts(&b, ",\n  \"tensors\": [");
+    for (size_t i = 0; i < c->n_items; i++) {
+        const qt_conv_item *it = &c->items[i];
+        tin += it->bytes_in;
+        tout += it->bytes_out;
+        qt_strbuf_puts(&b, i ? ",\n    {\"name\": " : "\n    {\"name\": ");
+        qt_strbuf_json_string(&b, it->src->name);
+        const char *sn = qt_scheme_get(it->scheme)->name;
+        qt_strbuf_printf(&b, ", \"action\": \"%s\", \"scheme\": \"%s%s\", \"block_size\": %zu",
+                         it->action == QT_ACT_QUANT ? "quantize"
+                         : it->action == QT_ACT_KEEP ? "keep"
+                                                     : "copy",
+                         sn, it->double_quant ? "+dq" : "", it->block);
+        qt_strbuf_puts(&b, ", \"reason\": ");
+        qt_strbuf_json_string(&b, it->reason);
+        qt_strbuf_puts(&b, ", \"shape\": [");
+        for (size_t d = 0; d < it->src->n_dims; d++)
+            qt_strbuf_printf(&b, "%s%" PRIu64, d ? ", " : "", it->src->shape[d]);
+        qt_strbuf_printf(&b, "], \"bytes_in\": %" PRIu64 ", \"bytes_out\": %" PRIu64, it->bytes_in,
+                         it->bytes_out);
+        if (it->have_error) {
+            qt_strbuf_puts(&b, ", \"rmse\": ");
+            jnum(&b, it->error.rmse);
+            qt_strbuf_puts(&b, ", \"max_abs_error\": ");
+            jnum(&b, it->error.max_abs);
+            qt_strbuf_puts(&b, ", \"sqnr_db\": ");
+            jnum(&b, it->error.sqnr_db);
+            qt_strbuf_puts(&b, ", \"cosine\": ");
+            jnum(&b, it->error.cosine);
+        }
+        qt_strbuf_puts(&b, ", \"seconds\": ");
+        jnum(&b, it->seconds);
+        qt_strbuf_puts(&b, "}");
+    }
+    qt_strbuf_printf(&b, "\n  ],\n  \"bytes_in\": %" PRIu64 ",\n  \"bytes_out\": %" PRIu64 "\n}\n",
+                     tin, tout);
+    if (b.oom) {
+        qt_strbuf_release(&b);
+        return qt_set_err(errmsg, QT_ERR_NOMEM, "out of memory");
+    }
+    *json = b.data;
+    return QT_OK;
+}

@@ -1,0 +1,261 @@
+/*
+ * quant/quant.h: the quantization formats of qtool as pure computation on
+ * memory: the scheme table, quantize / dequantize kernels and the quantized
+ * matrix multiply, bit-exact with bitsandbytes (specs/bnb-format.md) and
+ * with GGUF Q8_0.
+ *
+ * Schemes (one table, qt_scheme_info):
+ *   nf4, fp4        4-bit codes, blockwise absmax over the FLATTENED tensor
+ *                   (blocks may straddle rows), optional double quantization
+ *                   of the absmax (spec §1, §2).
+ *   int8-blockwise  8-bit codes into the signed dynamic map, blockwise absmax
+ *                   (spec §3.1).
+ *   int8            LLM.int8 row-wise: int8 CB [rows, cols] + float SCB [rows]
+ *                   (spec §3.2).
+ *   q8              per-block symmetric int8 (GGUF Q8_0 at block 32).
+ *   bf16/fp16/fp32  plain weights (only as matmul / dequantize inputs).
+ *
+ * Byte layouts:
+ *   4-bit codes     byte k = code[2k] << 4 | code[2k+1] (first element in the
+ *                   HIGH nibble); n odd: the last low nibble is the code of a
+ *                   padded 0.0 (nf4 7, fp4 0; 0 if that block is all-zero).
+ *                   (n+1)/2 bytes, then float32 absmax [ceil(n/B)].
+ *   double quant    uint8 codes [nb] into qt_dynamic_map, float32 nested
+ *                   absmax [ceil(nb/256)], float32 offset:
+ *                   A[j] = f32(f32(map[q[j]] * nested[j/256]) + offset).
+ *   q8              qt_q8_block32 (34 bytes, == GGUF block_q8_0) at B = 32,
+ *                   else qt_q8_blockf: float d then B int8; every block is
+ *                   stored whole (a partial last block is zero-padded).
+ *
+ * Inputs are read as fp32, fp16 or bf16 (qt_src_type) in place: no fp32 copy
+ * of a tensor is made. Input pointers may be unaligned (memory-mapped
+ * safetensors data); values are little-endian.
+ *
+ * What this module does not do: files, JSON, printing, choosing schemes for
+ * a model. Kernels never allocate: the size functions below say how much the
+ * caller provides. Only qt_matmul and qt_dequantize allocate a small
+ * per-thread tile (a few rows), never a dequantized copy of a matrix.
+ *
+ * Threads: the drivers (qt_*_quantize, qt_dq_quantize, qt_dequantize,
+ * qt_matmul) use OpenMP when built with it; their results are bit-identical
+ * whatever the thread count. Quantized bytes are bit-identical on every ISA;
+ * dequantize is bit-identical too; matmul differs between ISAs only by the
+ * summation order of the dot products (each output element has one fixed
+ * order per ISA). Everything is thread-safe; the only global state is the
+ * constant dispatch tables.
+ */
+#ifndef QT_QUANT_H
+#define QT_QUANT_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "common/common.h"
+#include "common/cpu.h"
+
+/* ---- schemes ----------------------------------------------------------- */
+
+typedef enum qt_scheme {
+    QT_SCHEME_NF4 = 0,
+    QT_SCHEME_FP4,
+    QT_SCHEME_INT8,           /* LLM.int8 row-wise */
+    QT_SCHEME_Q8,             /* per-block symmetric int8 */
+    QT_SCHEME_INT8_BLOCKWISE, /* dynamic-map 8-bit, blockwise */
+    QT_SCHEME_BF16,
+    QT_SCHEME_FP16,
+    QT_SCHEME_FP32,
+    QT_SCHEME_COUNT
+} qt_scheme;
+
+/* Element type of a tensor read by the kernels. */
+typedef enum qt_src_type {
+    QT_SRC_F32 = 0,
+    QT_SRC_F16,
+    QT_SRC_BF16,
+    QT_SRC_COUNT
+} qt_src_type;
+
+typedef struct qt_scheme_info {
+    const char *name;       /* "nf4", "fp4", "int8", "q8", "int8-blockwise", ... */
+    qt_scheme scheme;
+    double bits_per_weight; /* storage incl. scales at the default block size
+                               (nf4/fp4 with double quantization) */
+    size_t default_block;   /* elements; 0 when the scheme has no blocks */
+    size_t min_block;       /* allowed block sizes: powers of two in */
+    size_t max_block;       /*   [min_block, max_block]; 0 = none */
+    const char *description; /* one line, for --help and inspect */
+} qt_scheme_info;
+
+/* Number of rows in the scheme table. */
+size_t qt_scheme_count(void);
+/* Row i (i < qt_scheme_count()), or NULL. Borrowed, static. */
+const qt_scheme_info *qt_scheme_info_at(size_t i);
+/* The row for a scheme enum, or NULL. */
+const qt_scheme_info *qt_scheme_get(qt_scheme s);
+/* The row named name (exact match), or NULL. */
+const qt_scheme_info *qt_scheme_find(const char *name);
+/* Whether block is an allowed block size for s. */
+bool qt_scheme_block_ok(qt_scheme s, size_t block);
+/* Bytes per element of a source type (4 or 2). */
+size_t qt_src_size(qt_src_type t);
+
+/* ---- tables (spec §1.1, §1.2, §1.4, §2.2) --------------------------------- */
+
+extern const float qt_nf4_map[16];         /* NF4 quant_map, ascending */
+extern const float qt_nf4_thresholds[15];  /* f32 midpoints, strict > */
+extern const float qt_fp4_map[16];         /* FP4 quant_map (entry 8 is +0.0) */
+extern const float qt_fp4_thresholds[7];   /* G, E, F, A, D, B, C ascending */
+extern const float qt_dynamic_map[256];    /* canonical signed dynamic map */
+#define QT_DQ_BLOCK 256                    /* nested block size */
+
+/* ---- sizes --------------------------------------------------------------- */
+
+/* ceil(n / block) (block > 0). */
+size_t qt_n_blocks(size_t n, size_t block);
+/* Packed 4-bit bytes for n elements: (n + 1) / 2. */
+size_t qt_nf4_bytes(size_t n);
+/* Nested absmax count for nb first-level blocks: ceil(nb / 256). */
+size_t qt_dq_n_nested(size_t nb);
+/* Bytes of the q8 blocks for n elements at block size block. */
+size_t qt_q8_bytes(size_t n, size_t block);
+/* Bytes of one q8 block (34 at block 32, else 4 + block). */
+size_t qt_q8_block_bytes(size_t block);
+
+/* GGUF Q8_0 block (block size 32): 34 bytes, no padding. */
+typedef struct qt_q8_block32 {
+    uint16_t d;     /* fp16 bits of the scale d = absmax / 127 (LE) */
+    int8_t qs[32];  /* roundf(x / d), half away from zero */
+} qt_q8_block32;
+_Static_assert(sizeof(qt_q8_block32) == 34, "q8 block32 must be 34 bytes (GGUF Q8_0)");
+
+/* q8 block of another size B: a float scale then B int8 (4 + B bytes). The
+ * struct shows the header; qs runs on for B bytes. */
+typedef struct qt_q8_blockf {
+    float d;        /* scale d = absmax / 127, float32 LE */
+    int8_t qs[];    /* (B,) codes */
+} qt_q8_blockf;
+_Static_assert(sizeof(qt_q8_blockf) == 4, "q8 float block header must be 4 bytes");
+
+/* ---- kernels and dispatch ------------------------------------------------ */
+
+/* One ISA's kernels. Pure functions of their arguments: no threads, no
+ * allocation. Quantize kernels are bit-identical across ISAs. */
+typedef struct qt_kernels {
+    qt_isa isa;
+    /* NF4 (fp4 = false) or FP4: n > 0 elements of src starting at a block
+     * boundary, blocks of `block` (even) elements, the last one may be
+     * partial. codes: ((n+1)/2) bytes; absmax: (ceil(n/block),) float32. */
+    void (*quant4)(bool fp4, qt_src_type t, const void *src, size_t n, size_t block,
+                   uint8_t *codes, float *absmax);
+    /* Dequantizes len elements of one block: flat element indices
+     * [i0, i0+len) of the packed codes (codes = start of the whole tensor),
+     * dst[k] = f32(map[code(i0+k)] * scale). */
+    void (*dequant4)(const uint8_t *codes, size_t i0, size_t len, const float map[16],
+                     float scale, float *dst);
+    /* Per-block int8: n > 0 elements at a block boundary; writes
+     * qt_q8_bytes(n, block) bytes to dst. */
+    void (*q8_quant)(qt_src_type t, const void *src, size_t n, size_t block, void *dst);
+    /* LLM.int8 of one row of n_cols elements: cb (n_cols,), *scb. */
+    void (*int8_quant_row)(qt_src_type t, const void *src, size_t n_cols, int8_t *cb, float *scb);
+    /* Dynamic-map 8-bit: like quant4, codes (n,) uint8 into map[256]. */
+    void (*blockwise8_quant)(qt_src_type t, const void *src, size_t n, size_t block,
+                             const float map[256], uint8_t *codes, float *absmax);
+    /* y[t*ldy + r] = sum_k x[t*ldx + k] * w[r*ldw + k], k < n, for t < n_tok,
+     * r < n_rows. w may be unaligned. The summation order of one element
+     * depends only on n and the ISA, never on n_tok / n_rows / grouping. */
+    void (*dot_tile)(const float *x, size_t ldx, size_t n_tok, const float *w, size_t ldw,
+                     size_t n_rows, size_t n, float *y, size_t ldy);
+} qt_kernels;
+
+/* The kernels for isa, or NULL when this build or CPU lacks it. Static. */
+const qt_kernels *qt_kernels_for(qt_isa isa);
+/* The kernels for qt_isa_active() (QT_ISA / --isa honoured). Never NULL. */
+const qt_kernels *qt_kernels_active(void);
+
+/* ---- quantize drivers (OpenMP over blocks / rows) -------------------------
+ * k: the kernels to use, NULL = qt_kernels_active(). Results do not depend
+ * on the thread count. @return QT_OK or QT_ERR_ARG (bad block size, NULL
+ * pointer, n == 0). */
+
+/* NF4 / FP4 of n elements. codes (qt_nf4_bytes(n),), absmax (qt_n_blocks(n,B),). */
+qt_status qt_nf4_quantize(const qt_kernels *k, qt_scheme scheme, qt_src_type t, const void *src,
+                          size_t n, size_t block, uint8_t *codes, float *absmax);
+
+/* Correctly rounded float32 mean of v[0..n) (exact sum; n <= 2^32-1).
+ * @return QT_OK, QT_ERR_ARG (n == 0 or too large), QT_ERR_NUMERIC (Inf/NaN). */
+qt_status qt_dq_mean(const float *v, size_t n, float *mean);
+
+/* Double quantization of absmax (nb,) with offset = qt_dq_mean(absmax):
+ * codes (nb,) uint8, nested (qt_dq_n_nested(nb),), *offset.
+ * @return QT_OK, QT_ERR_ARG, QT_ERR_NUMERIC (non-finite absmax). */
+qt_status qt_dq_quantize(const float *absmax, size_t nb, uint8_t *codes, float *nested,
+                         float *offset);
+/* The same with a given offset (e.g. a file's own nested_offset). */
+qt_status qt_dq_quantize_with_offset(const float *absmax, size_t nb, float offset, uint8_t *codes,
+                                     float *nested);
+/* A[j] = f32(f32(map[codes[j]] * nested[j/256]) + offset) for j < nb (spec §5).
+ * map NULL = qt_dynamic_map. nested may be unaligned. */
+void qt_dq_dequantize(const uint8_t *codes, size_t nb, const void *nested, float offset,
+                      const float *map, float *absmax);
+
+/* Dynamic-map 8-bit of n elements, block in [64, 4096] power of two:
+ * codes (n,), absmax (qt_n_blocks(n,B),). */
+qt_status qt_blockwise8_quantize(const qt_kernels *k, qt_src_type t, const void *src, size_t n,
+                                 size_t block, uint8_t *codes, float *absmax);
+
+/* LLM.int8 row-wise of a (n_rows, n_cols) matrix: cb (n_rows, n_cols) int8,
+ * scb (n_rows,) float32. */
+qt_status qt_int8_quantize(const qt_kernels *k, qt_src_type t, const void *src, size_t n_rows,
+                           size_t n_cols, int8_t *cb, float *scb);
+
+/* Per-block int8 of n elements, block in [32, 4096] power of two:
+ * dst (qt_q8_bytes(n, block),). */
+qt_status qt_q8_quantize(const qt_kernels *k, qt_src_type t, const void *src, size_t n,
+                         size_t block, void *dst);
+
+/* ---- quantized weights: dequantize and matmul ---------------------------- */
+
+/* A weight matrix W (n_out, n_in) in any scheme. Every pointer is BORROWED
+ * (typically into memory-mapped safetensors data), read-only, may be
+ * unaligned, little-endian. Fields a scheme does not use are ignored. */
+typedef struct qt_qweight {
+    qt_scheme scheme;
+    size_t n_out, n_in;       /* rows, columns */
+    size_t block_size;        /* nf4/fp4/q8/int8-blockwise block (flat tensor) */
+    const void *data;         /* nf4/fp4: ((n+1)/2,) packed codes; int8-blockwise:
+                                 (n,) uint8; int8: (n_out, n_in) int8; q8: the
+                                 blocks; bf16/fp16/fp32: (n_out, n_in) values */
+    const void *absmax;       /* float32 (nb,): nf4/fp4 without double quant,
+                                 int8-blockwise */
+    const uint8_t *absmax_q;  /* (nb,) nested codes: nf4/fp4 with double quant
+                                 (then absmax is ignored) */
+    const void *nested_absmax; /* float32 (ceil(nb/256),) */
+    float nested_offset;
+    const void *quant_map;    /* float32 (16,) or (256,); NULL = built-in */
+    const void *nested_map;   /* float32 (256,); NULL = qt_dynamic_map */
+    const void *scb;          /* float32 (n_out,): int8 */
+} qt_qweight;
+
+/* Checks that w is complete and consistent (pointers present for its
+ * scheme, block size allowed, sizes not overflowing).
+ * @return QT_OK or QT_ERR_ARG / QT_ERR_OVERFLOW. */
+qt_status qt_qweight_check(const qt_qweight *w);
+
+/* Dequantizes rows [r0, r0+nr) of w to fp32 dst (nr, n_in), single thread
+ * (spec §5 arithmetic exactly). k NULL = active. No allocation. */
+void qt_qweight_rows(const qt_kernels *k, const qt_qweight *w, size_t r0, size_t nr, float *dst);
+
+/* Dequantizes all of w to dst (n_out, n_in) of type out (f32, or bf16/fp16
+ * rounded to nearest even). OpenMP over rows.
+ * @return QT_OK, QT_ERR_ARG, QT_ERR_NOMEM (per-thread tile for bf16/fp16). */
+qt_status qt_dequantize(const qt_kernels *k, const qt_qweight *w, qt_src_type out, void *dst);
+
+/* y (n_tok, n_out) = x (n_tok, n_in) . W^T, W dequantized on the fly a few
+ * rows at a time into a per-thread tile. OpenMP over output rows; identical
+ * results for any thread count. x, y fp32, caller-owned.
+ * @return QT_OK, QT_ERR_ARG, QT_ERR_NOMEM (the tile). */
+qt_status qt_matmul(const qt_kernels *k, const qt_qweight *w, const float *x, size_t n_tok,
+                    float *y);
+
+#endif /* QT_QUANT_H */

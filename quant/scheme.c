@@ -1,0 +1,90 @@
+/* quant/scheme.c: the one scheme table (STYLE 31) and the size functions.
+ * CLI parsing, --help and inspect all read this table. */
+#include "quant/quant.h"
+
+#include <string.h>
+
+/* bits per weight: codes plus scales at the default block size
+ *   nf4/fp4 (double quant): 4 + 8/64 + 32/(64*256)
+ *   q8 (block 32): 34 bytes / 32 weights
+ *   int8-blockwise (block 4096): 8 + 32/4096
+ *   int8 row-wise: 8 plus one float per row (shown without it) */
+static const qt_scheme_info schemes[] = {
+    {"nf4", QT_SCHEME_NF4, 4.0 + 8.0 / 64 + 32.0 / (64 * 256), 64, 32, 4096,
+     "4-bit NormalFloat, blockwise absmax (bitsandbytes / QLoRA), double quant"},
+    {"fp4", QT_SCHEME_FP4, 4.0 + 8.0 / 64 + 32.0 / (64 * 256), 64, 32, 4096,
+     "4-bit float (1-2-1 style table), blockwise absmax (bitsandbytes)"},
+    {"int8", QT_SCHEME_INT8, 8.0, 0, 0, 0,
+     "LLM.int8 row-wise int8 with per-row SCB (bitsandbytes Linear8bitLt)"},
+    {"q8", QT_SCHEME_Q8, 34.0 * 8 / 32, 32, 32, 4096,
+     "per-block symmetric int8, block 32 = GGUF Q8_0 bytes"},
+    {"int8-blockwise", QT_SCHEME_INT8_BLOCKWISE, 8.0 + 32.0 / 4096, 4096, 64, 4096,
+     "8-bit dynamic map, blockwise absmax (bitsandbytes quantize_blockwise)"},
+    {"bf16", QT_SCHEME_BF16, 16.0, 0, 0, 0, "bfloat16, unquantized"},
+    {"fp16", QT_SCHEME_FP16, 16.0, 0, 0, 0, "IEEE half, unquantized"},
+    {"fp32", QT_SCHEME_FP32, 32.0, 0, 0, 0, "float32, unquantized"},
+};
+_Static_assert(sizeof schemes / sizeof schemes[0] == QT_SCHEME_COUNT,
+               "one scheme table row per qt_scheme");
+
+size_t qt_scheme_count(void)
+{
+    return sizeof schemes / sizeof schemes[0];
+}
+
+const qt_scheme_info *qt_scheme_info_at(size_t i)
+{
+    return i < qt_scheme_count() ? &schemes[i] : NULL;
+}
+
+const qt_scheme_info *qt_scheme_get(qt_scheme s)
+{
+    for (size_t i = 0; i < qt_scheme_count(); i++)
+        if (schemes[i].scheme == s) return &schemes[i];
+    return NULL;
+}
+
+const qt_scheme_info *qt_scheme_find(const char *name)
+{
+    if (!name) return NULL;
+    for (size_t i = 0; i < qt_scheme_count(); i++)
+        if (strcmp(schemes[i].name, name) == 0) return &schemes[i];
+    return NULL;
+}
+
+bool qt_scheme_block_ok(qt_scheme s, size_t block)
+{
+    const qt_scheme_info *si = qt_scheme_get(s);
+    if (!si || si->max_block == 0) return false;
+    return block >= si->min_block && block <= si->max_block && (block & (block - 1)) == 0;
+}
+
+size_t qt_src_size(qt_src_type t)
+{
+    return t == QT_SRC_F32 ? 4 : 2;
+}
+
+size_t qt_n_blocks(size_t n, size_t block)
+{
+    return n / block + (n % block != 0);
+}
+
+size_t qt_nf4_bytes(size_t n)
+{
+    return n / 2 + (n & 1);
+}
+
+size_t qt_dq_n_nested(size_t nb)
+{
+    return qt_n_blocks(nb, QT_DQ_BLOCK);
+}
+
+size_t qt_q8_block_bytes(size_t block)
+{
+    return block == 32 ? sizeof(qt_q8_block32) : sizeof(qt_q8_blockf) + block;
+}
+
+size_t qt_q8_bytes(size_t n, size_t block)
+{
+    return qt_n_blocks(n, block) * qt_q8_block_bytes(block);
+}
