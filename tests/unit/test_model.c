@@ -427,22 +427,23 @@ Test(model, thread_count_does_not_change_logits)
 
 /* ---- refusals ------------------------------------------------------------ */
 
-/* A folder with stories260K's weights and the given config.json. */
+/* A folder with a copy of stories260K's weights and the given config.json
+ * (a copy: the model directory refuses shards that link out of it). */
 static const char *model_with_config(char *dir, size_t n, const char *config)
 {
     char src[1024], dst[1200];
     cr_assert(ne(ptr, (void *)qt_test_tmpdir(dir, n), NULL));
     qt_test_data_path(src, sizeof src, "models/stories260K-f32/model.safetensors");
-    if (src[0] != '/') {
-        char cwd[800], abs[1024];
-        cr_assert(ne(ptr, getcwd(cwd, sizeof cwd), NULL));
-        snprintf(abs, sizeof abs, "%s/%s", cwd, src);
-        snprintf(src, sizeof src, "%s", abs);
-    }
+    size_t len;
+    char *bytes = read_all(src, &len);
     snprintf(dst, sizeof dst, "%s/model.safetensors", dir);
-    cr_assert(eq(int, symlink(src, dst), 0));
+    FILE *f = fopen(dst, "wb");
+    cr_assert(ne(ptr, f, NULL));
+    cr_assert(eq(sz, fwrite(bytes, 1, len, f), len));
+    fclose(f);
+    free(bytes);
     snprintf(dst, sizeof dst, "%s/config.json", dir);
-    FILE *f = fopen(dst, "w");
+    f = fopen(dst, "w");
     cr_assert(ne(ptr, f, NULL));
     fputs(config, f);
     fclose(f);
@@ -464,15 +465,21 @@ static void remove_model_dir(const char *dir)
     "\"num_attention_heads\": 8, \"num_key_value_heads\": 4, \"vocab_size\": 512, "         \
     "\"max_position_embeddings\": 512, \"rms_norm_eps\": 1e-05, \"tie_word_embeddings\": true"
 
-static qt_status open_with_config(const char *config, char *err)
+static qt_status open_with_config_opts(const char *config, const qt_model_opts *o, char *err)
 {
     char dir[256];
     model_with_config(dir, sizeof dir, config);
     qt_model *m = NULL;
-    qt_status st = qt_model_open(dir, NULL, &m, err);
+    qt_status st = qt_model_open(dir, o, &m, err);
+    if (st == QT_OK && o && o->n_ctx) cr_assert(eq(sz, qt_model_n_ctx(m), o->n_ctx));
     qt_model_free(m);
     remove_model_dir(dir);
     return st;
+}
+
+static qt_status open_with_config(const char *config, char *err)
+{
+    return open_with_config_opts(config, NULL, err);
 }
 
 Test(model, unsupported_configurations_are_refused)
@@ -486,7 +493,11 @@ Test(model, unsupported_configurations_are_refused)
     cr_assert(ne(ptr, strstr(err, "gelu"), NULL), "%s", err);
     cr_assert(eq(int, open_with_config("{\"architectures\": [\"LlamaForCausalLM\"], \"rope_scaling\": {\"rope_type\": \"yarn\", \"factor\": 4.0}, " BASE_CONFIG "}", err), QT_ERR_UNSUPPORTED));
     cr_assert(ne(ptr, strstr(err, "yarn"), NULL), "%s", err);
-    cr_assert(eq(int, open_with_config("{\"architectures\": [\"MistralForCausalLM\"], \"sliding_window\": 128, " BASE_CONFIG "}", err), QT_ERR_UNSUPPORTED));
+    /* a sliding window shorter than the context: the default context shrinks
+     * to the window (full attention is then exact); a longer one is refused */
+    qt_model_opts o128 = {.n_ctx = 128}, o512 = {.n_ctx = 512};
+    cr_assert(eq(int, open_with_config_opts("{\"architectures\": [\"MistralForCausalLM\"], \"sliding_window\": 128, " BASE_CONFIG "}", &o128, err), QT_OK), "%s", err);
+    cr_assert(eq(int, open_with_config_opts("{\"architectures\": [\"MistralForCausalLM\"], \"sliding_window\": 128, " BASE_CONFIG "}", &o512, err), QT_ERR_UNSUPPORTED));
     cr_assert(ne(ptr, strstr(err, "sliding_window"), NULL), "%s", err);
     cr_assert(eq(int, open_with_config("{\"architectures\": [\"MistralForCausalLM\"], \"sliding_window\": null, " BASE_CONFIG "}", err), QT_OK), "%s", err);
     /* the weights do not fit the shape */
