@@ -3,7 +3,7 @@
 # (ASan + UBSan) and runs it for FUZZ_TIME seconds on its corpus
 # (tests/fuzz/corpus/<name>, new finds are added there) with its dictionary
 # (tests/fuzz/<name>.dict when present).
-set -eu
+set -euo pipefail
 cd "$(dirname "$0")/../.."
 FUZZ_TIME=${FUZZ_TIME:-60}
 command -v clang >/dev/null || { echo "fuzz: clang is needed (apt-get install clang)" >&2; exit 2; }
