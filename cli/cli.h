@@ -26,6 +26,7 @@ int cmd_convert(int argc, char **argv);
 int cmd_dequant(int argc, char **argv);
 int cmd_bench(int argc, char **argv);
 int cmd_generate(int argc, char **argv);
+int cmd_batch_plan(int argc, char **argv);
 
 /* Prints "qtool: error: <msg>" to stderr. */
 void qt_cli_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));

@@ -1,11 +1,13 @@
 /* cli/cmd_inspect.c: `qtool inspect PATH`: what is in a model file or
  * directory (safetensors, sharded or not, quantized or not; GGUF). */
+#include <errno.h>
 #include <getopt.h>
 #include <inttypes.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #ifdef _OPENMP
 #include <omp.h>
 #endif
@@ -437,6 +439,11 @@ int cmd_inspect(int argc, char **argv)
         return QT_EXIT_USAGE;
     }
     const char *path = argv[optind];
+    struct stat sb;
+    if (stat(path, &sb) != 0) {
+        qt_cli_error("cannot open '%s': %s", path, strerror(errno));
+        return QT_EXIT_USAGE; /* a path that does not exist is bad input */
+    }
     if (is_gguf(path)) return inspect_gguf(path, stats, json);
     return inspect_modeldir(path, stats, json);
 }

@@ -19,6 +19,7 @@ static const struct qt_cmd commands[] = {
     {"help", cmd_help, "list commands, or show one command's usage"},
     {"bench", cmd_bench, "benchmarks: kernel throughput (and later perplexity)"},
     {"generate", cmd_generate, "generate text with a model (greedy by default)"},
+    {"batch-plan", cmd_batch_plan, "expand a batch manifest into conversion jobs (scripts/qtool-batch)"},
 };
 
 static const struct qt_cmd *find_cmd(const char *name)

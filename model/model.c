@@ -15,6 +15,10 @@
 
 #define DEFAULT_CTX_CAP 4096
 #define DEFAULT_BATCH 512
+/* Below this many multiply-adds (n_tok * n_out * n_in) a matmul runs on the
+ * calling thread (see mm()). */
+#define SERIAL_MATMUL_WORK 262144.0
+#define SERIAL_TILE_ROWS 4
 
 /* ============================================================================
  * Ownership helpers
@@ -153,8 +157,11 @@ qt_status qt_model_setup(qt_model *m, const qt_model_opts *opts, size_t default_
     s->rope_cos = qt_model_alloc_f32(m, n_ctx * (c->head_dim / 2));
     s->rope_sin = qt_model_alloc_f32(m, n_ctx * (c->head_dim / 2));
     float *inv = qt_model_alloc_f32(m, c->head_dim / 2);
+    s->tile_cols = c->dim > c->hidden_dim ? c->dim : c->hidden_dim;
+    if (q_dim > s->tile_cols) s->tile_cols = q_dim;
+    s->tile = qt_model_alloc_f32(m, SERIAL_TILE_ROWS * s->tile_cols);
     QT_CHECK(s->x && s->xb && s->xb2 && s->q && s->k && s->v && s->att_out && s->hb &&
-                 s->hb2 && s->key_cache && s->value_cache && s->rope_cos && s->rope_sin && inv,
+                 s->hb2 && s->key_cache && s->value_cache && s->rope_cos && s->rope_sin && inv && s->tile,
              QT_ERR_NOMEM, "%s: out of memory for the KV cache (%zu tokens)", c->arch, n_ctx);
 
     rope_inv_freq(c, inv);
@@ -640,6 +647,19 @@ static void rope(float *v, size_t n_h, size_t hd, const float *cs, const float *
     }
 }
 
+/* q . k over n elements in 8 interleaved partial sums combined pairwise: a
+ * fixed order (deterministic) that the compiler can vectorize without
+ * reassociating floating-point sums itself. */
+static float dot8(const float *a, const float *b, size_t n)
+{
+    float acc[8] = {0};
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8)
+        for (size_t j = 0; j < 8; j++) acc[j] += a[i + j] * b[i + j];
+    for (size_t j = 0; i < n; i++, j++) acc[j] += a[i] * b[i];
+    return ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7]));
+}
+
 /* Causal GQA attention of n tokens at positions pos0.. over the layer's
  * cache: att_out (n, q_dim). One (token, head) output per iteration, each
  * computed by one thread in a fixed order. */
@@ -653,10 +673,13 @@ static void attention(qt_model *m, size_t l, size_t n, size_t pos0, int nth)
     const float *vc = s->value_cache + l * m->n_ctx * kv_dim;
     const float scale = (float)(1.0 / sqrt((double)hd));
     const ptrdiff_t total = (ptrdiff_t)(n * c->n_heads);
+    /* threads only when there is work enough to pay for waking them */
+    const bool par = total > 1 && (double)total * (double)(pos0 + n) * (double)hd > 65536.0;
     ptrdiff_t idx;
     (void)nth;
+    (void)par;
 #ifdef _OPENMP
-#pragma omp parallel for schedule(dynamic, 1) num_threads(nth) if (total > 1)
+#pragma omp parallel for schedule(dynamic, 1) num_threads(nth) if (par)
 #endif
     for (idx = 0; idx < total; idx++) {
         const size_t t = (size_t)idx / c->n_heads, h = (size_t)idx % c->n_heads;
@@ -665,10 +688,7 @@ static void attention(qt_model *m, size_t l, size_t n, size_t pos0, int nth)
         float *att = s->att + (size_t)thread_id() * m->n_ctx;
         float mx = -INFINITY;
         for (size_t p = 0; p < n_pos; p++) {
-            const float *k = kc + p * kv_dim + kvh * hd;
-            float d = 0.0f;
-            for (size_t i = 0; i < hd; i++) d += q[i] * k[i];
-            d *= scale;
+            float d = dot8(q, kc + p * kv_dim + kvh * hd, hd) * scale;
             att[p] = d;
             if (d > mx) mx = d;
         }
@@ -694,10 +714,33 @@ static void residual(float *x, const float *y, size_t nd)
     for (size_t i = 0; i < nd; i++) x[i] += y[i];
 }
 
+/* Small matmuls run on the calling thread: waking a team costs more than it
+ * saves, and far more when the cores are shared. */
+
+/* y (n, n_out) = x (n, n_in) . W^T through qt_matmul, or for small work
+ * through the same kernels on this thread: qt_qweight_rows then dot_tile,
+ * whose per-element summation order depends only on n_in and the ISA, so
+ * the result is bit-identical to qt_matmul's. */
 static qt_status mm(qt_model *m, const qt_qweight *w, const float *x, size_t n, float *y,
                     const char *what, size_t l)
 {
-    qt_status st = qt_matmul(m->k, w, x, n, y);
+    qt_status st;
+    if ((double)n * (double)w->n_out * (double)w->n_in < SERIAL_MATMUL_WORK &&
+        m->s.tile && w->n_in <= m->s.tile_cols) {
+        for (size_t r0 = 0; r0 < w->n_out; r0 += SERIAL_TILE_ROWS) {
+            size_t nr = w->n_out - r0 < SERIAL_TILE_ROWS ? w->n_out - r0 : SERIAL_TILE_ROWS;
+            const float *wt;
+            if (w->scheme == QT_SCHEME_FP32) {
+                wt = (const float *)w->data + r0 * w->n_in;
+            } else {
+                qt_qweight_rows(m->k, w, r0, nr, m->s.tile);
+                wt = m->s.tile;
+            }
+            m->k->dot_tile(x, w->n_in, n, wt, w->n_in, nr, w->n_in, y + r0, w->n_out);
+        }
+        return QT_OK;
+    }
+    st = qt_matmul(m->k, w, x, n, y);
     if (st != QT_OK)
         return qt_set_err(m->errmsg, st, "layer %zu: %s: matmul failed (%s)", l, what,
                           qt_status_str(st));
@@ -766,10 +809,7 @@ static qt_status forward_chunk(qt_model *m, const int32_t *tokens, size_t n, siz
     if (!logits) return QT_OK;
     const size_t first = last_only ? n - 1 : 0, nl = n - first;
     rmsnorm(s->xb, s->x + first * dim, w->norm, nl, dim, c->norm_eps);
-    st = qt_matmul(m->k, &w->lm_head, s->xb, nl, logits);
-    if (st != QT_OK)
-        return qt_set_err(m->errmsg, st, "lm_head: matmul failed (%s)", qt_status_str(st));
-    return QT_OK;
+    return mm(m, &w->lm_head, s->xb, nl, logits, "lm_head", c->n_layers);
 }
 
 static qt_status eval(qt_model *m, const int32_t *tokens, size_t n, size_t pos0, float *logits,

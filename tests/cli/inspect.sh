@@ -14,7 +14,7 @@ done
 "$Q" inspect --json "$D/stories260K-gguf/stories260K.gguf" | grep -q '"tensors": 48, "stored_tensors": 48' || fail "gguf"
 "$Q" inspect --stats "$D/stories260K-f32" | grep -q 'nan 0  +inf 0' || fail "--stats"
 "$Q" inspect --stats --json "$D/stories260K-bf16" | grep -q '"beyond_6sigma"' || fail "--stats --json"
-"$Q" inspect /nonexistent 2>/dev/null && fail "missing path accepted"
+"$Q" inspect /nonexistent 2>/dev/null; [ $? = 2 ] || fail "missing path: want exit 2"
 printf 'garbage!' > /tmp/qtool-inspect-bad.safetensors
 "$Q" inspect /tmp/qtool-inspect-bad.safetensors 2>/dev/null; rc=$?
 rm -f /tmp/qtool-inspect-bad.safetensors
