@@ -30,6 +30,8 @@ QT_LDLIBS := $(PKG_LIBS) -lm -lpthread
 ifeq ($(OPENMP),1)
   QT_CFLAGS += -fopenmp
   QT_LDFLAGS += -fopenmp
+else
+  QT_CFLAGS += -Wno-unknown-pragmas
 endif
 ifeq ($(NATIVE),1)
   QT_CFLAGS += -march=native
