@@ -147,7 +147,7 @@ clean: ## remove every build folder
 	rm -rf build build-asan build-fuzz build-noomp
 
 help: ## this list
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/^([a-z-]+):.*## /  \1\t/' | expand -t 14
+	@grep -hE '^[a-z-]+:.*## ' Makefile | sed -E 's/^([a-z-]+):.*## /  \1\t/' | expand -t 14
 	@echo "  variables: BUILD OPENMP=0|1 NATIVE=0|1 SAN=0|1 V=1 MODEL=DIR DATA=DIR PREFIX DESTDIR FUZZ_TIME"
 
 -include $(LIB_OBJ:.o=.d) $(CLI_OBJ:.o=.d)
