@@ -10,7 +10,7 @@ export QTOOL="$PWD/$BUILD/qtool"
 pass=0 fail=0 skip=0 failed_names=""
 for t in "$BUILD"/tests/test_*; do
   [ -x "$t" ] || continue
-  out=$("$t" --jobs 2 2>&1); rc=$?
+  out=$("$t" --jobs 2 --verbose 2>&1); rc=$?
   syn=$(printf '%s\n' "$out" | grep 'Synthesis:' | tail -1)
   tested=$(printf '%s' "$syn" | sed -n 's/.*Tested: \([0-9]*\).*/\1/p')
   passing=$(printf '%s' "$syn" | sed -n 's/.*Passing: \([0-9]*\).*/\1/p')
