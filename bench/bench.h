@@ -44,4 +44,28 @@ typedef struct qt_bench_kernels_opts {
  * QT_ERR_ARG (unknown scheme name). */
 qt_status qt_bench_kernels(const qt_bench_kernels_opts *opts, FILE *out, char *errmsg);
 
+/* ---- synthetic checkpoints (bench/synth.c) ----------------------------- */
+
+/* The shape of a synthetic Llama checkpoint (`qtool bench synth`). */
+typedef struct qt_bench_synth_opts {
+    size_t hidden, intermediate, layers, heads, kv_heads, vocab;
+    const char *dtype;       /* "bf16" | "fp16" | "fp32" */
+    uint64_t seed;
+    uint64_t max_shard_size; /* bytes; 0 = one file */
+    bool force;              /* replace an existing OUT */
+} qt_bench_synth_opts;
+
+/* Writes a SYNTHETIC Llama model directory at out (LlamaForCausalLM
+ * config.json labelled "qtool_synthetic", model.safetensors or shards +
+ * index, untied lm_head): seeded bell-shaped noise (sum of four uniforms),
+ * sigma 0.02 for embeddings and Linears, 1 +- 0.05 for norms. Values depend
+ * only on (seed, tensor, element), not on the thread count. Streams through
+ * the safetensors writer (memory: a few 4 Mi-element buffers), assembles
+ * the folder beside out and renames it into place. *bytes_out (may be NULL)
+ * receives the tensor bytes written. errmsg: QT_ERRMSG_SIZE or NULL.
+ * @return QT_OK, QT_ERR_ARG (bad shape or dtype, out exists without
+ * force), QT_ERR_IO, QT_ERR_NOMEM. */
+qt_status qt_bench_synth(const qt_bench_synth_opts *o, const char *out, uint64_t *bytes_out,
+                         char *errmsg);
+
 #endif /* QT_BENCH_H */

@@ -20,3 +20,76 @@ echo "== kernels (qtool bench kernels ${KERNELS_ARGS:-})"
 "$QTOOL" bench kernels --json --no-matmul --src bf16 --scheme nf4-dq ${KERNELS_ARGS:-} \
   > "$OUT/kernels.jsonl"
 echo "kernels: $OUT/kernels.txt, $OUT/kernels.jsonl"
+
+# ---- convert -----------------------------------------------------------------
+# (section of the convert pipeline; figures in docs/BENCHMARKS.md "Convert")
+#   A SYNTHETIC TinyLlama-1.1B-shaped checkpoint (qtool bench synth: hidden
+#   2048, intermediate 5632, 22 layers, 32/4 heads, vocab 32000, bf16, seed 1;
+#   generated once under $OUT and reused) converted to NF4 + double
+#   quantization on 2 threads, CONVERT_REPS times (default 3), next to `cp`
+#   of the same input in the same run (page cache warm for both). Reports
+#   wall time, the phases (prepass, quantize+write, fsync+rename), GB/s of
+#   input over the conversion proper (prepass + quantize+write) and peak RSS
+#   (GNU time). Lines in $OUT/convert.txt.
+SYN="$OUT/synth-tinyllama-bf16"
+if [ ! -f "$SYN/config.json" ]; then
+  "$QTOOL" bench synth "$SYN" --hidden 2048 --intermediate 5632 --layers 22 --heads 32 \
+    --kv-heads 4 --vocab 32000 --dtype bf16 --seed 1
+fi
+IN_BYTES=$(stat -c %s "$SYN/model.safetensors")
+cat "$SYN/model.safetensors" > /dev/null
+{
+  echo "== convert (synthetic TinyLlama-1.1B shapes, bf16 -> nf4+dq, --threads 2; input $IN_BYTES bytes; load $(cut -d' ' -f1-3 /proc/loadavg))"
+  for r in $(seq "${CONVERT_REPS:-3}"); do
+    rm -rf "$OUT/convert-cp" "$OUT/convert-nf4"
+    t0=$(date +%s.%N); cp -r "$SYN" "$OUT/convert-cp"; t1=$(date +%s.%N)
+    cp_s=$(echo "$t1 - $t0" | bc -l)
+    if [ -x /usr/bin/time ]; then
+      /usr/bin/time -f "maxrss_kb %M" "$QTOOL" convert --threads 2 "$SYN" "$OUT/convert-nf4" 2> "$OUT/convert.err"
+    else
+      "$QTOOL" convert --threads 2 "$SYN" "$OUT/convert-nf4" 2> "$OUT/convert.err"
+    fi
+    wall=$(sed -n 's/.* in \([0-9.]*\)s$/\1/p' "$OUT/convert.err")
+    pp=$(sed -n 's/.*prepass \([0-9.]*\)s.*/\1/p' "$OUT/convert.err")
+    pw=$(sed -n 's/.*quantize+write \([0-9.]*\)s.*/\1/p' "$OUT/convert.err")
+    pf=$(sed -n 's/.*fsync+rename \([0-9.]*\)s.*/\1/p' "$OUT/convert.err")
+    rss=$(sed -n 's/^maxrss_kb //p' "$OUT/convert.err")
+    proper=$(echo "$pp + $pw" | bc -l)
+    printf 'run %s: convert %.2fs (prepass %.3fs, quantize+write %.3fs, fsync+rename %.3fs), proper %.2fs = %.2f GB/s, peak RSS %s MiB; cp %.2fs = %.2f GB/s\n' \
+      "$r" "$wall" "$pp" "$pw" "$pf" "$proper" "$(echo "$IN_BYTES / $proper / 1000000000" | bc -l)" \
+      "$(( ${rss:-0} / 1024 ))" "$cp_s" "$(echo "$IN_BYTES / $cp_s / 1000000000" | bc -l)"
+  done
+  echo "targets: conversion proper <= 2 s; peak RSS <= 2 x largest tensor (131072000 bytes) + 64 MiB = 314 MiB"
+} | tee "$OUT/convert.txt"
+rm -rf "$OUT/convert-cp" "$OUT/convert-nf4"
+
+# ---- perplexity (qtool bench ppl; figures in docs/BENCHMARKS.md "Perplexity") ----
+#   stories260K f32 (BASE) against fp16, bf16, int8, q8, nf4, nf4+dq, fp4+dq
+#   made by `qtool convert`, on the full wikitext-2 test set at ctx 512;
+#   table in $OUT/ppl.txt, JSON in $OUT/ppl.json, chart in $OUT/ppl.svg.
+#   PPL_ARGS adds options (e.g. "--chunks 100" for a quick run); PPL_THREADS
+#   sets the thread count (default: all cores). BASE's log-probs are cached
+#   in $OUT/ppl-cache, so a rerun only evaluates the quantized models.
+PPL_MODEL=${PPL_MODEL:-${DATA:-../shared/data}/models/stories260K-f32}
+PPL_TEXT=${PPL_TEXT:-${DATA:-../shared/data}/text/wiki.test.raw}
+if [ -d "$PPL_MODEL" ] && [ -f "$PPL_TEXT" ]; then
+  echo "== perplexity (qtool bench ppl, $(basename "$PPL_MODEL"), $(basename "$PPL_TEXT"))"
+  mkdir -p "$OUT/ppl"
+  ppl_models=("$PPL_MODEL")
+  for spec in fp16:fp16 bf16:bf16 int8:int8 q8:q8 nf4:"nf4 --no-double-quant" nf4-dq:nf4 fp4-dq:fp4; do
+    name=${spec%%:*}; args=${spec#*:}
+    # shellcheck disable=SC2086
+    "$QTOOL" convert --quiet --if-changed --scheme $args "$PPL_MODEL" "$OUT/ppl/$name" >/dev/null
+    ppl_models+=("$OUT/ppl/$name")
+  done
+  t0=$(date +%s.%N)
+  # shellcheck disable=SC2086
+  "$QTOOL" bench ppl "${ppl_models[@]}" --text "$PPL_TEXT" --ctx 512 --cache "$OUT/ppl-cache" \
+    ${PPL_THREADS:+--threads "$PPL_THREADS"} --json "$OUT/ppl.json" --plot "$OUT/ppl.svg" \
+    ${PPL_ARGS:-} | tee "$OUT/ppl.txt"
+  t1=$(date +%s.%N)
+  printf 'bench ppl: %.1f s wall in all\n' "$(echo "$t1 - $t0" | bc -l)" | tee -a "$OUT/ppl.txt"
+  echo "perplexity: $OUT/ppl.txt, $OUT/ppl.json, $OUT/ppl.svg"
+else
+  echo "== perplexity: skipped ($PPL_MODEL or $PPL_TEXT absent)"
+fi

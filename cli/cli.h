@@ -15,6 +15,10 @@
 #ifndef QT_CLI_H
 #define QT_CLI_H
 
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdio.h>
+
 #include "common/common.h"
 
 enum { QT_EXIT_OK = 0, QT_EXIT_FAIL = 1, QT_EXIT_USAGE = 2 };
@@ -25,8 +29,10 @@ int cmd_inspect(int argc, char **argv);
 int cmd_convert(int argc, char **argv);
 int cmd_dequant(int argc, char **argv);
 int cmd_bench(int argc, char **argv);
+int cmd_bench_ppl(int argc, char **argv); /* `qtool bench ppl`, a row of cmd_bench.c's table */
 int cmd_generate(int argc, char **argv);
 int cmd_batch_plan(int argc, char **argv);
+int cmd_validate(int argc, char **argv);
 
 /* Prints "qtool: error: <msg>" to stderr. */
 void qt_cli_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
@@ -37,5 +43,33 @@ int qt_cli_parse_int(const char *opt, const char *s, long lo, long hi, long *out
 /* Applies QT_ISA (and --isa) to the dispatch; prints an error and returns
  * false when it names an ISA this CPU lacks. */
 int qt_cli_setup_isa(const char *isa_opt);
+
+/* Calibration options shared by `convert --calib` and `validate`
+ * (cli/cmd_validate.c). Option codes for getopt_long's val. */
+enum { QT_CLI_CALIB_TEXT = 1024, QT_CLI_CALIB_TOKENS, QT_CLI_CALIB_CACHE, QT_CLI_CALIB_NOCACHE,
+       QT_CLI_CALIB_MAXERR, QT_CLI_CALIB_HTML };
+typedef struct qt_cli_calib {
+    const char *text;  /* --calib */
+    size_t rows;       /* --calib-tokens, 0 = default */
+    const char *cache; /* --calib-cache */
+    bool no_cache;     /* --no-calib-cache */
+    double max_error;  /* --max-output-error, 0 = per-scheme defaults */
+    const char *html;  /* --html */
+} qt_cli_calib;
+struct qt_calib_set;
+struct qt_calib_report;
+/* Applies a calibration option: 1 when opt was one, 0 when not, -1 on a bad
+ * value (message printed). */
+int qt_cli_calib_option(qt_cli_calib *o, int opt, const char *arg);
+/* Builds or reads (cache) the calibration set of model and fills the
+ * report's calibration fields; returns an exit code (message printed). */
+int qt_cli_calib_load(const char *model, const qt_cli_calib *o, struct qt_calib_set **set,
+                      struct qt_calib_report *rep, bool quiet);
+/* Writes the JSON (json_path, may be NULL) and HTML (o->html) reports. */
+int qt_cli_calib_write(const qt_cli_calib *o, const char *json_path,
+                       const struct qt_calib_report *rep);
+/* The per-tensor table (all) and the summary line; one error line per failure. */
+void qt_cli_calib_print(FILE *f, const struct qt_calib_report *r, bool all);
+void qt_cli_calib_print_failures(const struct qt_calib_report *r);
 
 #endif

@@ -110,8 +110,73 @@ static int bench_kernels_main(int argc, char **argv)
     return QT_EXIT_OK;
 }
 
+static int bench_synth_main(int argc, char **argv)
+{
+    static const struct option opts[] = {
+        {"hidden", required_argument, NULL, 'H'},  {"intermediate", required_argument, NULL, 'I'},
+        {"layers", required_argument, NULL, 'L'},  {"heads", required_argument, NULL, 'A'},
+        {"kv-heads", required_argument, NULL, 'K'}, {"vocab", required_argument, NULL, 'V'},
+        {"dtype", required_argument, NULL, 'd'},   {"seed", required_argument, NULL, 's'},
+        {"max-shard-size", required_argument, NULL, 'z'}, {"force", no_argument, NULL, 'f'},
+        {"help", no_argument, NULL, 'h'},          {NULL, 0, NULL, 0},
+    };
+    qt_bench_synth_opts o = {.hidden = 2048, .intermediate = 5632, .layers = 22, .heads = 32,
+                             .kv_heads = 4, .vocab = 32000, .dtype = "bf16", .seed = 1};
+    size_t *dims[] = {&o.hidden, &o.intermediate, &o.layers, &o.heads, &o.kv_heads, &o.vocab};
+    const char *dnames = "HILAKV";
+    long v;
+    int ch;
+    optind = 1;
+    while ((ch = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
+        const char *dp = ch > 0 ? strchr(dnames, ch) : NULL;
+        if (dp) {
+            if (!qt_cli_parse_int(argv[optind - 1], optarg, 1, 1L << 24, &v)) return QT_EXIT_USAGE;
+            *dims[dp - dnames] = (size_t)v;
+            continue;
+        }
+        switch (ch) {
+        case 'd': o.dtype = optarg; break;
+        case 's':
+            if (!qt_cli_parse_int("--seed", optarg, 0, 1L << 62, &v)) return QT_EXIT_USAGE;
+            o.seed = (uint64_t)v;
+            break;
+        case 'z':
+            if (!qt_cli_parse_int("--max-shard-size", optarg, 1, 1L << 62, &v)) return QT_EXIT_USAGE;
+            o.max_shard_size = (uint64_t)v;
+            break;
+        case 'f': o.force = true; break;
+        case 'h':
+            printf("usage: qtool bench synth OUT [--hidden N] [--intermediate N] [--layers N]\n"
+                   "         [--heads N] [--kv-heads N] [--vocab N] [--dtype bf16|fp16|fp32]\n"
+                   "         [--seed N] [--max-shard-size BYTES] [--force]\n\n"
+                   "Writes a SYNTHETIC Llama checkpoint (seeded noise, not a trained model) for\n"
+                   "benchmarks; defaults: TinyLlama-1.1B shapes (2048, 5632, 22, 32, 4, 32000),\n"
+                   "bf16, seed 1.\n");
+            return QT_EXIT_OK;
+        default: return QT_EXIT_USAGE;
+        }
+    }
+    if (optind != argc - 1) {
+        qt_cli_error("bench synth: expected one OUT folder");
+        return QT_EXIT_USAGE;
+    }
+    char err[QT_ERRMSG_SIZE] = "";
+    uint64_t bytes = 0;
+    double t0 = qt_now();
+    qt_status st = qt_bench_synth(&o, argv[optind], &bytes, err);
+    if (st != QT_OK) {
+        qt_cli_error("bench synth: %s", err[0] ? err : qt_status_str(st));
+        return st == QT_ERR_ARG ? QT_EXIT_USAGE : QT_EXIT_FAIL;
+    }
+    fprintf(stderr, "qtool: wrote synthetic model %s: %.2f GB in %.2fs\n", argv[optind],
+            (double)bytes / 1e9, qt_now() - t0);
+    return QT_EXIT_OK;
+}
+
 static const struct bench_sub subs[] = {
     {"kernels", bench_kernels_main, "kernel throughput: quantize, dequantize, matmul"},
+    {"synth", bench_synth_main, "write a synthetic Llama checkpoint (for benchmarks)"},
+    {"ppl", cmd_bench_ppl, "perplexity and KL divergence of quantized models vs the original"},
 };
 
 static void usage(FILE *f)
@@ -134,6 +199,6 @@ int cmd_bench(int argc, char **argv)
     }
     for (size_t i = 0; i < sizeof subs / sizeof subs[0]; i++)
         if (!strcmp(subs[i].name, argv[1])) return subs[i].fn(argc - 1, argv + 1);
-    qt_cli_error("bench: unknown benchmark '%s' (one of: kernels)", argv[1]);
+    qt_cli_error("bench: unknown benchmark '%s' (one of: ppl, kernels, synth)", argv[1]);
     return QT_EXIT_USAGE;
 }

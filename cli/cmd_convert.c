@@ -6,11 +6,13 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 #ifdef _OPENMP
 #include <omp.h>
 #endif
 
 #include "cli/cli.h"
+#include "calib/calib.h"
 #include "convert/convert.h"
 #include "quant/quant.h"
 
@@ -25,8 +27,8 @@ static void on_signal(int sig)
 static void usage(FILE *f, bool dequant)
 {
     if (dequant) {
-        fprintf(f, "usage: qtool dequant IN OUT [--dtype bf16|fp16|fp32] [--force] [--quiet]\n"
-                   "                    [--threads N] [--max-shard-size SIZE]\n\n"
+        fprintf(f, "usage: qtool dequant IN OUT [--dtype bf16|fp16|fp32] [--force] [--if-changed]\n"
+                   "                    [--quiet] [--threads N] [--max-shard-size SIZE]\n\n"
                    "Writes a plain checkpoint from a quantized one (bitsandbytes NF4/FP4/int8 or\n"
                    "qtool q8), with the exact dequantization of specs/bnb-format.md section 5.\n");
         return;
@@ -55,9 +57,22 @@ static void usage(FILE *f, bool dequant)
             "  --allow-nonfinite    quantize tensors that hold NaN or Inf\n"
             "  --dry-run            print the plan, write nothing\n"
             "  --force              replace an existing OUT\n"
+            "  --if-changed         do nothing (exit 0) when OUT records the same input\n"
+            "                       fingerprints, qtool version and output-changing options;\n"
+            "                       otherwise convert as with --force\n"
             "  --threads N          threads (default: all cores); output bytes do not change\n"
             "  --quiet              no progress bar\n"
-            "  --isa ISA            force ref|avx2|avx512\n");
+            "  --isa ISA            force ref|avx2|avx512\n"
+            "calibration check (see qtool validate -h, docs/CALIBRATION.md):\n"
+            "  --calib TEXT         check each quantized tensor's output error on activations\n"
+            "                       of TEXT (or a file of token ids); over its threshold the\n"
+            "                       conversion fails (exit 1, no OUT) naming each tensor\n"
+            "  --max-output-error E one threshold for every scheme (default per scheme)\n"
+            "  --fallback[=S]       keep tensors over the threshold as S instead of failing:\n"
+            "                       keep (the compute dtype, default), bf16, fp16, fp32, int8, q8\n"
+            "  --calib-tokens N     token positions sampled per Linear (default 512)\n"
+            "  --calib-cache FILE   cache file; --no-calib-cache: none\n"
+            "  --calib-report FILE  the check's JSON report; --html FILE: as an HTML page\n");
 }
 
 static bool parse_size(const char *s, uint64_t *out)
@@ -79,7 +94,7 @@ static bool parse_size(const char *s, uint64_t *out)
 static int run(int argc, char **argv, bool dequant)
 {
     enum { O_SCHEME = 256, O_BLOCK, O_NODQ, O_CDT, O_SKIP, O_RECIPE, O_REPORT, O_SHARD, O_NONFIN,
-           O_DRY, O_FORCE, O_THREADS, O_QUIET, O_ISA, O_DTYPE };
+           O_DRY, O_FORCE, O_THREADS, O_QUIET, O_ISA, O_DTYPE, O_IFCH, O_FALLBACK, O_CALREP };
     static const struct option opts[] = {
         {"scheme", required_argument, 0, O_SCHEME},
         {"block", required_argument, 0, O_BLOCK},
@@ -92,22 +107,38 @@ static int run(int argc, char **argv, bool dequant)
         {"allow-nonfinite", no_argument, 0, O_NONFIN},
         {"dry-run", no_argument, 0, O_DRY},
         {"force", no_argument, 0, O_FORCE},
+        {"if-changed", no_argument, 0, O_IFCH},
         {"threads", required_argument, 0, O_THREADS},
         {"quiet", no_argument, 0, O_QUIET},
         {"isa", required_argument, 0, O_ISA},
         {"dtype", required_argument, 0, O_DTYPE},
+        /* calibration check (cli/cmd_validate.c) */
+        {"calib", required_argument, 0, QT_CLI_CALIB_TEXT},
+        {"calib-tokens", required_argument, 0, QT_CLI_CALIB_TOKENS},
+        {"calib-cache", required_argument, 0, QT_CLI_CALIB_CACHE},
+        {"no-calib-cache", no_argument, 0, QT_CLI_CALIB_NOCACHE},
+        {"max-output-error", required_argument, 0, QT_CLI_CALIB_MAXERR},
+        {"html", required_argument, 0, QT_CLI_CALIB_HTML},
+        {"fallback", optional_argument, 0, O_FALLBACK},
+        {"calib-report", required_argument, 0, O_CALREP},
         {"help", no_argument, 0, 'h'},
         {0, 0, 0, 0}};
     qt_conv_opts o = {.scheme = QT_SCHEME_NF4, .double_quant = true};
+    qt_cli_calib calib = {0};
+    qt_conv_calib cal = {.fallback = QT_SCHEME_COUNT};
+    const char *calib_report = NULL;
     const char *skip[256];
     size_t n_skip = 0;
     const char *report = NULL, *isa = NULL;
-    bool dry = false, quiet = false;
+    bool dry = false, quiet = false, if_changed = false;
     long threads = 0, block = 0;
     int c;
     if (dequant) o.scheme = QT_SCHEME_BF16;
     optind = 1;
     while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
+        int cr = qt_cli_calib_option(&calib, c, optarg);
+        if (cr < 0) return QT_EXIT_USAGE;
+        if (cr > 0) continue;
         switch (c) {
         case O_SCHEME:
         case O_DTYPE: {
@@ -148,12 +179,27 @@ static int run(int argc, char **argv, bool dequant)
         case O_NONFIN: o.allow_nonfinite = true; break;
         case O_DRY: dry = true; break;
         case O_FORCE: o.force = true; break;
+        case O_IFCH: if_changed = o.force = true; break;
         case O_THREADS:
             if (!qt_cli_parse_int("--threads", optarg, 1, 1024, &threads)) return QT_EXIT_USAGE;
             break;
         case O_QUIET: quiet = true; break;
         case O_ISA: isa = optarg; break;
         case 'h': usage(stdout, dequant); return QT_EXIT_OK;
+        case O_FALLBACK: {
+            const qt_scheme_info *s = optarg && strcmp(optarg, "keep") ? qt_scheme_find(optarg) : NULL;
+            if (optarg && strcmp(optarg, "keep") &&
+                (!s || (s->scheme != QT_SCHEME_BF16 && s->scheme != QT_SCHEME_FP16 &&
+                        s->scheme != QT_SCHEME_FP32 && s->scheme != QT_SCHEME_INT8 &&
+                        s->scheme != QT_SCHEME_Q8))) {
+                qt_cli_error("--fallback '%s': not one of keep, bf16, fp16, fp32, int8, q8", optarg);
+                return QT_EXIT_USAGE;
+            }
+            cal.fallback_on = true;
+            cal.fallback = s ? s->scheme : QT_SCHEME_COUNT;
+            break;
+        }
+        case O_CALREP: calib_report = optarg; break;
         default: usage(stderr, dequant); return QT_EXIT_USAGE;
         }
     }
@@ -178,6 +224,16 @@ static int run(int argc, char **argv, bool dequant)
     o.cancel = &cancel_flag;
     char err[QT_ERRMSG_SIZE] = "";
     qt_conv *cv = NULL;
+    if ((dequant && calib.text) || (!calib.text && (cal.fallback_on || calib_report))) {
+        qt_cli_error(dequant ? "--calib: dequant does not quantize"
+                             : "--fallback and --calib-report need --calib TEXT");
+        return QT_EXIT_USAGE;
+    }
+    if (calib.text) {
+        o.check = qt_conv_calib_check;
+        o.check_ctx = &cal;
+        cal.max_error = calib.max_error;
+    }
     qt_status st = qt_conv_plan(&o, &cv, err);
     if (st != QT_OK) {
         qt_cli_error("%s", err);
@@ -211,14 +267,61 @@ static int run(int argc, char **argv, bool dequant)
         qt_conv_free(cv);
         return QT_EXIT_OK;
     }
+    if (if_changed) {
+        bool same = false;
+        char why[256] = "";
+        st = qt_conv_up_to_date(cv, &same, why, sizeof why);
+        if (st != QT_OK) {
+            qt_cli_error("%s", qt_status_str(st));
+            qt_conv_free(cv);
+            return qt_cli_exit_for(st);
+        }
+        if (same) {
+            fprintf(stderr, "qtool: %s is up to date\n", o.out);
+            qt_conv_free(cv);
+            return QT_EXIT_OK;
+        }
+        if (!quiet && access(o.out, F_OK) == 0)
+            fprintf(stderr, "qtool: %s is out of date (%s); converting again\n", o.out, why);
+    }
     struct sigaction sa;
     memset(&sa, 0, sizeof sa);
     sa.sa_handler = on_signal;
     sigaction(SIGINT, &sa, NULL);
     sigaction(SIGTERM, &sa, NULL);
+    qt_calib_set *cset = NULL;
+    qt_calib_report crep;
+    qt_calib_report_init(&crep);
+    int calib_rc = QT_EXIT_OK;
+    bool had_warning = qt_conv_warning(cv) != NULL;
+    if (calib.text) {
+        snprintf(crep.original, sizeof crep.original, "%s", o.in);
+        snprintf(crep.quantized, sizeof crep.quantized, "%s", o.out);
+        calib_rc = qt_cli_calib_load(o.in, &calib, &cset, &crep, quiet);
+        if (calib_rc != QT_EXIT_OK) {
+            qt_conv_free(cv);
+            return calib_rc;
+        }
+        cal.set = cset;
+        cal.report = &crep;
+    }
     double t0 = qt_now();
     st = qt_conv_run(cv, err);
-    if (cancel_flag) {
+    if (calib.text) { /* the check's report, whether the run passed or not */
+        size_t cnt[QT_VERDICT_COUNT];
+        qt_calib_report_counts(&crep, cnt);
+        if (st == QT_ERR_NUMERIC && cnt[QT_VERDICT_FAIL]) {
+            qt_cli_calib_print_failures(&crep);
+            st = QT_ERR_IO; /* a check that failed: exit 1 */
+        }
+        if (!quiet && (st == QT_OK || st == QT_ERR_IO)) qt_cli_calib_print(stderr, &crep, false);
+        if (!cancel_flag) calib_rc = qt_cli_calib_write(&calib, calib_report, &crep);
+        if (st == QT_OK && !had_warning && qt_conv_warning(cv))
+            fprintf(stderr, "qtool: warning: %s\n", qt_conv_warning(cv));
+        qt_calib_set_free(cset);
+        qt_calib_report_release(&crep);
+    }
+    if (st != QT_OK && cancel_flag) {
         qt_cli_error("interrupted: no output written, temporary files removed");
         qt_conv_free(cv);
         return QT_EXIT_FAIL;
@@ -237,10 +340,15 @@ static int run(int argc, char **argv, bool dequant)
         nq += it->action == QT_ACT_QUANT;
     }
     double dt = qt_now() - t0;
-    if (!quiet)
+    if (!quiet) {
+        double pp, pw, pf;
+        qt_conv_phase_seconds(cv, &pp, &pw, &pf);
         fprintf(stderr, "qtool: wrote %s: %zu tensors (%zu quantized), %.2f MB -> %.2f MB in %.2fs\n",
                 o.out, qt_conv_n_items(cv), nq, (double)tin / 1e6, (double)tout / 1e6, dt);
-    int rc = QT_EXIT_OK;
+        fprintf(stderr, "qtool: phases: prepass %.3fs, quantize+write %.3fs, fsync+rename %.3fs\n",
+                pp, pw, pf);
+    }
+    int rc = calib_rc;
     if (report) {
         char *json = NULL;
         if (qt_conv_report_json(cv, &json, err) == QT_OK) {

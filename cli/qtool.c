@@ -17,8 +17,9 @@ static const struct qt_cmd commands[] = {
     {"inspect", cmd_inspect, "show what is in a model file or directory"},
     {"version", cmd_version, "print qtool's version, build and CPU"},
     {"help", cmd_help, "list commands, or show one command's usage"},
-    {"bench", cmd_bench, "benchmarks: kernel throughput (and later perplexity)"},
+    {"bench", cmd_bench, "benchmarks: perplexity and KL divergence (ppl), kernels, synthetic models"},
     {"generate", cmd_generate, "generate text with a model (greedy by default)"},
+    {"validate", cmd_validate, "check a quantized model against the original on calibration data"},
     {"batch-plan", cmd_batch_plan, "expand a batch manifest into conversion jobs (scripts/qtool-batch)"},
 };
 

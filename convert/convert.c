@@ -116,6 +116,8 @@ static qt_status add_part(qt_conv_item *it, const char *prefix, const char *suff
     return QT_OK;
 }
 
+/* The length of the item's quant_state blob; 0 when it cannot be formatted
+ * (out of memory), which callers treat as an error. */
 static size_t state_json_len(const qt_conv_item *it, const qt_conv *c)
 {
     qt_bnb_state s = {0};
@@ -134,12 +136,24 @@ static size_t state_json_len(const qt_conv_item *it, const qt_conv *c)
     }
     char buf[512];
     size_t len = 0;
-    qt_bnb_state_format(&s, buf, sizeof buf, &len);
+    if (qt_bnb_state_format(&s, buf, sizeof buf, &len) != QT_OK) return 0;
     return len;
 }
 
-/* Declares the output parts of an item (names, dtypes, shapes). */
-static qt_status item_parts(qt_conv *c, qt_conv_item *it)
+static qt_status item_parts_impl(qt_conv *c, qt_conv_item *it);
+
+/* Declares the output parts of an item (names, dtypes, shapes); the message
+ * names the tensor. */
+static qt_status item_parts(qt_conv *c, qt_conv_item *it, char *errmsg)
+{
+    qt_status st = item_parts_impl(c, it);
+    if (st != QT_OK)
+        qt_set_err(errmsg, st, "tensor '%s': cannot plan its output parts (%s)", it->src->name,
+                   qt_status_str(st));
+    return st;
+}
+
+static qt_status item_parts_impl(qt_conv *c, qt_conv_item *it)
 {
     const qt_lweight *w = it->src;
     for (size_t k = 0; k < it->n_parts; k++) qt_free(it->part_name[k]);
@@ -179,7 +193,10 @@ static qt_status item_parts(qt_conv *c, qt_conv_item *it)
         return add_part(it, prefix,
                         it->scheme == QT_SCHEME_NF4 ? ".weight.quant_state.bitsandbytes__nf4"
                                                     : ".weight.quant_state.bitsandbytes__fp4",
-                        QT_DTYPE_U8, 1, state_json_len(it, c), 0);
+                        QT_DTYPE_U8, 1, state_json_len(it, c), 0) != QT_OK ||
+                       it->part_shape[it->n_parts - 1][0] == 0
+                   ? QT_ERR_NOMEM
+                   : QT_OK;
     case QT_SCHEME_INT8:
         if ((st = add_part(it, prefix, ".weight", QT_DTYPE_I8, 2, w->shape[0], n / w->shape[0])))
             return st;
@@ -190,7 +207,10 @@ static qt_status item_parts(qt_conv *c, qt_conv_item *it)
                            0)))
             return st;
         return add_part(it, prefix, ".weight.quant_state.qtool__q8", QT_DTYPE_U8, 1,
-                        state_json_len(it, c), 0);
+                        state_json_len(it, c), 0) != QT_OK ||
+                       it->part_shape[it->n_parts - 1][0] == 0
+                   ? QT_ERR_NOMEM
+                   : QT_OK;
     default: return QT_ERR_ARG;
     }
 }
@@ -202,7 +222,54 @@ static bool glob_match(const char *pat, const char *name)
     return fnmatch(pat, name, 0) == 0 || fnmatch(pat, mod, 0) == 0;
 }
 
-qt_status item_parts_refresh(qt_conv *c, qt_conv_item *it) { return item_parts(c, it); }
+qt_status item_parts_refresh(qt_conv *c, qt_conv_item *it, char *errmsg)
+{
+    return item_parts(c, it, errmsg);
+}
+
+/* The canonical string of every option that changes output bytes, recorded
+ * as "qtool.options" and compared by qt_conv_up_to_date:
+ *   scheme=S;block=N;double_quant=0|1;compute_dtype=D;skip=["g1","g2"];
+ *   recipe=<sha256 of the file's bytes>|none;max_shard_size=N;allow_nonfinite=0|1
+ * (block: the effective block size, 0 for int8). */
+static qt_status options_string(qt_conv *c, char *errmsg)
+{
+    qt_status st = QT_OK;
+    const qt_conv_opts *o = &c->o;
+    const qt_scheme_info *si = qt_scheme_get(o->scheme);
+    bool fam4 = o->scheme == QT_SCHEME_NF4 || o->scheme == QT_SCHEME_FP4;
+    size_t block = o->block ? o->block : (o->scheme == QT_SCHEME_INT8 ? 0 : si->default_block);
+    char rhex[65] = "none";
+    FILE *f = NULL;
+    qt_strbuf b = {0};
+    if (o->recipe_path) {
+        f = fopen(o->recipe_path, "rb");
+        QT_CHECK(f != NULL, QT_ERR_IO, "recipe '%s': %s", o->recipe_path, strerror(errno));
+        qt_sha256_ctx h;
+        qt_sha256_init(&h);
+        unsigned char buf[8192], d[32];
+        size_t n;
+        while ((n = fread(buf, 1, sizeof buf, f)) > 0) qt_sha256_update(&h, buf, n);
+        QT_CHECK(!ferror(f), QT_ERR_IO, "recipe '%s': read error", o->recipe_path);
+        qt_sha256_final(&h, d);
+        qt_sha256_hex(d, rhex);
+    }
+    qt_strbuf_printf(&b, "scheme=%s;block=%zu;double_quant=%d;compute_dtype=%s;skip=[", si->name,
+                     block, fam4 && o->double_quant, qt_conv_torch_name(c->compute));
+    for (size_t i = 0; i < o->n_skip; i++) {
+        if (i) qt_strbuf_puts(&b, ",");
+        qt_strbuf_json_string(&b, o->skip[i]);
+    }
+    qt_strbuf_printf(&b, "];recipe=%s;max_shard_size=%" PRIu64 ";allow_nonfinite=%d", rhex,
+                     o->max_shard_size, o->allow_nonfinite ? 1 : 0);
+    QT_CHECK(!b.oom, QT_ERR_NOMEM, "out of memory");
+    c->options = b.data;
+    b.data = NULL;
+fail:
+    if (f) fclose(f);
+    qt_strbuf_release(&b);
+    return st;
+}
 
 qt_status qt_conv_plan(const qt_conv_opts *o, qt_conv **out, char *errmsg)
 {
@@ -335,7 +402,7 @@ qt_status qt_conv_plan(const qt_conv_opts *o, qt_conv **out, char *errmsg)
         }
         if (it->action != QT_ACT_QUANT) it->scheme = plain_scheme(it->out_dtype);
         it->bytes_in = w->nbytes;
-        QT_TRY(item_parts(c, it));
+        QT_TRY(item_parts(c, it, errmsg));
     }
     if (quantizing) {
         c->skip_modules[c->n_skip_modules] = qt_strdup("lm_head");
@@ -359,6 +426,7 @@ qt_status qt_conv_plan(const qt_conv_opts *o, qt_conv **out, char *errmsg)
         it->shard = c->n_shards - 1;
         cur += it->bytes_out;
     }
+    QT_TRY(options_string(c, errmsg));
     *out = c;
     c = NULL;
 fail:
@@ -374,6 +442,13 @@ const qt_conv_item *qt_conv_item_at(const qt_conv *c, size_t i)
 const char *qt_conv_compute_dtype(const qt_conv *c) { return qt_conv_torch_name(c->compute); }
 const char *qt_conv_warning(const qt_conv *c) { return c->warning[0] ? c->warning : NULL; }
 size_t qt_conv_n_shards(const qt_conv *c) { return c->n_shards; }
+void qt_conv_phase_seconds(const qt_conv *c, double *prepass, double *write, double *finish)
+{
+    *prepass = c->t_prepass;
+    *write = c->t_write;
+    *finish = c->t_finish;
+}
+const char *qt_conv_options(const qt_conv *c) { return c->options ? c->options : ""; }
 
 void qt_conv_free(qt_conv *c)
 {
@@ -383,6 +458,7 @@ void qt_conv_free(qt_conv *c)
     qt_free(c->items);
     for (size_t i = 0; i < c->n_skip_modules; i++) qt_free(c->skip_modules[i]);
     qt_free(c->skip_modules);
+    qt_free(c->options);
     qt_recipe_free(c->recipe);
     qt_layout_free(c->L);
     qt_modeldir_close(c->md);

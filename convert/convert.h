@@ -30,6 +30,7 @@
 #include <stdint.h>
 #include <stdio.h>
 
+#include "calib/calib.h"
 #include "calib/weight_error.h"
 #include "common/common.h"
 #include "formats/layout.h"
@@ -42,6 +43,24 @@ typedef enum qt_conv_action {
 } qt_conv_action;
 
 #define QT_CONV_MAX_PARTS 6
+
+/* Calibration check (convert/validate.c): after the prepass and before any
+ * shard is opened, qt_conv_run quantizes every tensor to quantize (with
+ * the same kernels as the write) and calls check with the original weight
+ * (in the compute dtype) and the quantized one. PASS keeps the plan; FAIL
+ * makes the run fail (QT_ERR_NUMERIC) after every tensor was checked, so
+ * that the message and the check's own records name each offender;
+ * FALLBACK re-plans the tensor as *fallback (a plain scheme bf16/fp16/fp32
+ * keeps it unquantized in that dtype and lists its module in
+ * llm_int8_skip_modules; QT_SCHEME_COUNT means the compute dtype; a
+ * quantization scheme is checked once more, and FALLBACK again counts as
+ * FAIL). Each fallback is recorded in the item's reason and in the
+ * output's __metadata__ as "qtool.fallback.<tensor>". */
+typedef enum qt_conv_verdict { QT_CONV_PASS = 0, QT_CONV_FALLBACK, QT_CONV_FAIL } qt_conv_verdict;
+typedef struct qt_conv_item qt_conv_item;
+typedef qt_status (*qt_conv_check_fn)(void *ctx, const qt_conv_item *it, const qt_qweight *orig,
+                                      const qt_qweight *quant, qt_conv_verdict *verdict,
+                                      qt_scheme *fallback, char *errmsg);
 
 typedef struct qt_conv_opts {
     const char *in, *out;
@@ -59,6 +78,8 @@ typedef struct qt_conv_opts {
     bool allow_requantize;     /* dequant: input may be quantized */
     FILE *progress;            /* progress bar target (a terminal), NULL = silent */
     volatile sig_atomic_t *cancel; /* set non-zero to stop between chunks; may be NULL */
+    qt_conv_check_fn check;    /* calibration check; NULL = none (see qt_conv_check_fn) */
+    void *check_ctx;           /* passed to check; borrowed */
 } qt_conv_opts;
 
 typedef struct qt_conv_item {
@@ -107,6 +128,30 @@ size_t qt_conv_n_shards(const qt_conv *c);
  * cancelled), QT_ERR_NOMEM. */
 qt_status qt_conv_run(qt_conv *c, char *errmsg);
 
+/* Whether OUT already holds what qt_conv_run would write (for
+ * `convert --if-changed`): every output file is there and the provenance
+ * in the first shard's __metadata__ (qtool.version, .scheme, .block_size,
+ * .double_quant, .compute_dtype, .options (every option that changes
+ * output bytes: see qt_conv_options), .input.<i>: each input shard's name
+ * and qt_conv_fingerprint) equals this plan's. reason (reason_n bytes, may
+ * be NULL) says what differs when *up_to_date is false. An unreadable OUT
+ * is "not up to date", not an error.
+ * @return QT_OK, QT_ERR_NOMEM. */
+qt_status qt_conv_up_to_date(const qt_conv *c, bool *up_to_date, char *reason, size_t reason_n);
+
+/* The canonical "qtool.options" string of the plan: every option that
+ * changes output bytes (scheme, effective block size, double quantization,
+ * compute dtype, each --skip glob, sha256 of the recipe file, max shard
+ * size, allow-nonfinite). Borrowed, valid until qt_conv_free. */
+const char *qt_conv_options(const qt_conv *c);
+
+/* Where the time of the last qt_conv_run went, in seconds: prepass (NaN /
+ * Inf scan and the double-quantization offsets), quantize + write (every
+ * tensor through the kernels into the shards, page cache), finish (shard
+ * fsync + rename, config and other files, folder fsync and the final
+ * rename). */
+void qt_conv_phase_seconds(const qt_conv *c, double *prepass, double *write, double *finish);
+
 /* The per-tensor report as JSON (after qt_conv_run). Caller frees *json
  * with qt_free. @return QT_OK, QT_ERR_NOMEM. */
 qt_status qt_conv_report_json(const qt_conv *c, char **json, char *errmsg);
@@ -117,5 +162,24 @@ qt_status qt_conv_report_json(const qt_conv *c, char **json, char *errmsg);
 void qt_conv_fingerprint(const qt_st_reader *r, char hex[65]);
 
 void qt_conv_free(qt_conv *c);
+
+/* ---- calibration check (convert/validate.c) ------------------------------ */
+
+/* The context of qt_conv_calib_check: checks each tensor's relative output
+ * error on a calibration set against its scheme's threshold. */
+typedef struct qt_conv_calib {
+    const qt_calib_set *set;  /* borrowed; NULL = weight metrics only (all unchecked) */
+    qt_calib_report *report;  /* borrowed; every checked tensor is added to it */
+    double max_error;         /* > 0 overrides the per-scheme default thresholds */
+    bool fallback_on;         /* over the threshold: fall back instead of failing */
+    qt_scheme fallback;       /* bf16/fp16/fp32 (kept), int8, q8, or QT_SCHEME_COUNT = the
+                                 compute dtype */
+} qt_conv_calib;
+
+/* A qt_conv_check_fn over a qt_conv_calib (ctx).
+ * @return QT_OK, QT_ERR_ARG (shapes), QT_ERR_NOMEM. */
+qt_status qt_conv_calib_check(void *ctx, const qt_conv_item *it, const qt_qweight *orig,
+                              const qt_qweight *quant, qt_conv_verdict *verdict,
+                              qt_scheme *fallback, char *errmsg);
 
 #endif /* QT_CONVERT_H */

@@ -20,10 +20,17 @@ struct qt_conv {
     char **skip_modules; /* unquantized Linears, for the config (n_skip_modules) */
     size_t n_skip_modules;
     double seconds_total;
+    char *options;     /* canonical "qtool.options" provenance string (heap) */
+    double t_prepass, t_write, t_finish; /* phase times of qt_conv_run, seconds */
 };
 
 const char *qt_conv_torch_name(qt_dtype d);
 /* Recomputes an item's output parts (after its nested offset is known). */
-qt_status item_parts_refresh(qt_conv *c, qt_conv_item *it);
+qt_status item_parts_refresh(qt_conv *c, qt_conv_item *it, char *errmsg);
+/* convert/validate.c: the calibration check pass over every item to
+ * quantize (o.check; see qt_conv_check_fn), and the "qtool.fallback.*"
+ * metadata of its fallbacks into a shard writer. */
+qt_status qt_conv_check_pass(qt_conv *c, char *errmsg);
+qt_status qt_conv_fallback_metadata(const qt_conv *c, qt_st_writer *w, char *errmsg);
 
 #endif

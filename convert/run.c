@@ -10,8 +10,13 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <signal.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
+#ifdef _OPENMP
+#include <omp.h>
+#endif
 
 #include "common/half.h"
 #include "common/progress.h"
@@ -180,7 +185,8 @@ static qt_status quantize_item(qt_conv *c, qt_conv_item *it, const void *src, vo
         state_of(c, it, offset, &s);
         size_t len;
         char buf[512];
-        QT_TRY(qt_bnb_state_format(&s, buf, sizeof buf, &len));
+        st = qt_bnb_state_format(&s, buf, sizeof buf, &len);
+        QT_CHECK(st == QT_OK, st, "tensor '%s': cannot format its quant_state (%s)", w->name, qt_status_str(st));
         QT_CHECK(prepass || len == it->part_shape[js][0], QT_ERR_ARG,
                  "tensor '%s': internal: quant_state length changed", w->name);
         memcpy(parts[js], buf, len);
@@ -199,7 +205,8 @@ static qt_status quantize_item(qt_conv *c, qt_conv_item *it, const void *src, vo
         state_of(c, it, 0, &s);
         size_t len;
         char buf[512];
-        QT_TRY(qt_bnb_state_format(&s, buf, sizeof buf, &len));
+        st = qt_bnb_state_format(&s, buf, sizeof buf, &len);
+        QT_CHECK(st == QT_OK, st, "tensor '%s': cannot format its quant_state (%s)", w->name, qt_status_str(st));
         memcpy(parts[1], buf, len);
         break;
     }
@@ -247,6 +254,234 @@ static qt_status check_finite(qt_conv *c, const qt_conv_item *it, const void *sr
     return QT_OK;
 }
 
+/* ---- prepass scan ------------------------------------------------------ */
+/* Largest |x| of n values as the bit pattern with the sign cleared: for
+ * every IEEE format the magnitude order of non-NaN values is the integer
+ * order of these bits, and NaN / Inf lie at or above the all-ones exponent
+ * (0x7f80 bf16, 0x7c00 fp16, 0x7f800000 fp32). Loads go through memcpy:
+ * mapped tensor data may be unaligned. Fixed-length inner loops of 32 so
+ * that the compiler vectorizes them. */
+#define SCAN_W 32
+static uint32_t scan_max16(const unsigned char *p, size_t n)
+{
+    uint16_t m[SCAN_W] = {0};
+    size_t i = 0;
+    for (; i + SCAN_W <= n; i += SCAN_W) {
+        uint16_t v[SCAN_W];
+        memcpy(v, p + 2 * i, sizeof v);
+        for (int k = 0; k < SCAN_W; k++) {
+            uint16_t a = v[k] & 0x7fff;
+            m[k] = a > m[k] ? a : m[k];
+        }
+    }
+    for (int w = SCAN_W / 2; w >= 1; w /= 2) /* tree reduction: vectorizes down to 8 lanes */
+        for (int k = 0; k < w; k++) m[k] = m[k + w] > m[k] ? m[k + w] : m[k];
+    uint16_t r = m[0];
+    for (; i < n; i++) {
+        uint16_t a;
+        memcpy(&a, p + 2 * i, 2);
+        a &= 0x7fff;
+        r = a > r ? a : r;
+    }
+    return r;
+}
+
+static uint32_t scan_max32(const unsigned char *p, size_t n)
+{
+    uint32_t m[SCAN_W / 2] = {0};
+    size_t i = 0;
+    for (; i + SCAN_W / 2 <= n; i += SCAN_W / 2) {
+        uint32_t v[SCAN_W / 2];
+        memcpy(v, p + 4 * i, sizeof v);
+        for (int k = 0; k < SCAN_W / 2; k++) {
+            uint32_t a = v[k] & 0x7fffffffu;
+            m[k] = a > m[k] ? a : m[k];
+        }
+    }
+    for (int w = SCAN_W / 4; w >= 1; w /= 2)
+        for (int k = 0; k < w; k++) m[k] = m[k + w] > m[k] ? m[k + w] : m[k];
+    uint32_t r = m[0];
+    for (; i < n; i++) {
+        uint32_t a;
+        memcpy(&a, p + 4 * i, 4);
+        a &= 0x7fffffffu;
+        r = a > r ? a : r;
+    }
+    return r;
+}
+
+static float bits_to_float(qt_dtype d, uint32_t b)
+{
+    if (d == QT_DTYPE_F16) return qt_fp16_to_fp32((uint16_t)b);
+    if (d == QT_DTYPE_BF16) b <<= 16;
+    float f;
+    memcpy(&f, &b, 4);
+    return f;
+}
+
+/* One pass over the n values of src (dtype d) in blocks of `block`:
+ * absmax[j] (may be NULL) = max |x| of block j, exactly the kernels'
+ * absmax when no value is NaN; *nonfinite = some value is NaN or Inf.
+ * OpenMP over groups of blocks; the result does not depend on threads. */
+static void scan_blocks(qt_dtype d, const void *src, size_t n, size_t block, float *absmax,
+                        bool *nonfinite)
+{
+    const size_t es = d == QT_DTYPE_F32 ? 4 : 2, nb = qt_n_blocks(n, block);
+    const uint32_t inf = d == QT_DTYPE_F32 ? 0x7f800000u : d == QT_DTYPE_F16 ? 0x7c00u : 0x7f80u;
+    const size_t group = block >= 4096 ? 1 : 4096 / block; /* blocks per iteration */
+    const ptrdiff_t ng = (ptrdiff_t)qt_n_blocks(nb, group);
+    int bad = 0;
+    ptrdiff_t g;
+#ifdef _OPENMP
+#pragma omp parallel for schedule(static) reduction(| : bad) if (ng > 1)
+#endif
+    for (g = 0; g < ng; g++) {
+        size_t b1 = (size_t)g * group + group < nb ? (size_t)g * group + group : nb;
+        for (size_t b = (size_t)g * group; b < b1; b++) {
+            size_t e0 = b * block, len = n - e0 < block ? n - e0 : block;
+            const unsigned char *p = (const unsigned char *)src + e0 * es;
+            uint32_t m = es == 2 ? scan_max16(p, len) : scan_max32(p, len);
+            bad |= m >= inf;
+            if (absmax) absmax[b] = bits_to_float(d, m);
+        }
+    }
+    *nonfinite = bad != 0;
+}
+
+/* The prepass for one QUANT item: the NaN / Inf policy and, with double
+ * quantization, the nested offset (qt_dq_mean of the block absmax, which
+ * sizes the quant_state JSON). One read of the data; only a tensor that
+ * holds NaN under --allow-nonfinite goes through the kernels instead, so
+ * the offset is always the one the quantization pass computes. */
+static qt_status prepass_item(qt_conv *c, qt_conv_item *it, const void *src, void **parts,
+                              char *errmsg)
+{
+    qt_status st = QT_OK;
+    size_t n = (size_t)it->src->n_elements;
+    bool fam4 = it->scheme == QT_SCHEME_NF4 || it->scheme == QT_SCHEME_FP4;
+    size_t block = fam4 ? it->block : 4096, nb = qt_n_blocks(n, block);
+    float *absmax = NULL;
+    bool nonfinite = false;
+    if (it->double_quant) {
+        absmax = qt_malloc(nb * sizeof(float));
+        QT_CHECK(absmax != NULL, QT_ERR_NOMEM, "tensor '%s': out of memory", it->src->name);
+    }
+    scan_blocks(c->compute, src, n, block, absmax, &nonfinite);
+    if (nonfinite) QT_TRY(check_finite(c, it, src, errmsg)); /* refuses unless allowed */
+    if (it->double_quant) {
+        float off;
+        if (nonfinite) { /* NaN / Inf allowed: the kernels' own absmax rules */
+            QT_TRY(quantize_item(c, it, src, parts, &off, true, errmsg));
+            free_parts(parts);
+        } else {
+            st = qt_dq_mean(absmax, nb, &off);
+            QT_CHECK(st == QT_OK, st, "tensor '%s': double quantization failed (%s)",
+                     it->src->name, qt_status_str(st));
+        }
+        it->nested_offset = off;
+        QT_TRY(item_parts_refresh(c, it, errmsg));
+    }
+fail:
+    qt_free(absmax);
+    return st;
+}
+
+/* ---- tensor-level parallelism ------------------------------------------
+ * Threads take whole tensors (dynamic schedule, item order); the kernels
+ * inside run on one thread each (nested regions are inactive), so one
+ * thread quantizes while another copies its result into the page cache.
+ * Output bytes do not depend on who computes what: every tensor's bytes
+ * are a function of its input, written at offsets fixed before. The writer
+ * is used by one thread at a time (critical section); the input bytes in
+ * flight are kept under a budget so memory stays bounded. */
+static qt_status wr_write(qt_st_writer *w, size_t index, uint64_t off, const void *data, size_t n,
+                          char *errmsg)
+{
+    qt_status st;
+#ifdef _OPENMP
+#pragma omp critical(qt_conv_writer)
+#endif
+    {
+        st = qt_st_writer_write(w, index, off, data, n);
+        if (st != QT_OK) qt_set_err(errmsg, st, "%s", qt_st_writer_errmsg(w));
+    }
+    return st;
+}
+
+typedef struct par_state {
+    uint64_t inflight, limit; /* bytes of the tensors being worked on */
+    qt_status st;             /* the failure of the lowest failing item */
+    size_t err_item;
+    char errmsg[QT_ERRMSG_SIZE];
+    volatile int stop;
+} par_state;
+
+/* Memory a thread holds while it works on an item: its mapped input, its
+ * output buffers and a converted copy of the input. */
+static uint64_t item_need(const qt_conv *c, const qt_conv_item *it)
+{
+    uint64_t need = it->bytes_in;
+    if (it->action == QT_ACT_QUANT) {
+        need += it->bytes_out;
+        if (it->src->dtype != c->compute) need += it->src->n_elements * dbytes(c->compute);
+    }
+    return need;
+}
+
+static void par_init(par_state *p, const qt_conv *c)
+{
+    memset(p, 0, sizeof *p);
+    p->err_item = SIZE_MAX;
+    uint64_t m = 0;
+    for (size_t i = 0; i < c->n_items; i++) {
+        uint64_t n = item_need(c, &c->items[i]);
+        m = n > m ? n : m;
+    }
+    p->limit = m + m / 2;
+}
+
+static void par_acquire(par_state *p, uint64_t need)
+{
+    for (;;) {
+        bool ok;
+#ifdef _OPENMP
+#pragma omp critical(qt_conv_budget)
+#endif
+        {
+            ok = p->inflight == 0 || p->inflight + need <= p->limit;
+            if (ok) p->inflight += need;
+        }
+        if (ok || p->stop) return;
+        struct timespec ts = {0, 200000};
+        nanosleep(&ts, NULL);
+    }
+}
+
+static void par_release(par_state *p, uint64_t need)
+{
+#ifdef _OPENMP
+#pragma omp critical(qt_conv_budget)
+#endif
+    p->inflight -= need;
+}
+
+/* Records item i's failure; the lowest failing item's message wins, so the
+ * message does not depend on the schedule. */
+static void par_fail(par_state *p, size_t i, qt_status st, const char *msg)
+{
+#ifdef _OPENMP
+#pragma omp critical(qt_conv_err)
+#endif
+    {
+        if (i < p->err_item) {
+            p->err_item = i;
+            p->st = st;
+            snprintf(p->errmsg, sizeof p->errmsg, "%s", msg);
+        }
+        p->stop = 1;
+    }
+}
+
 /* ---- writing plain tensors ------------------------------------------- */
 static qt_status write_plain(qt_conv *c, qt_conv_item *it, qt_st_writer *wr, char *errmsg)
 {
@@ -261,8 +496,7 @@ static qt_status write_plain(qt_conv *c, qt_conv_item *it, qt_st_writer *wr, cha
         for (uint64_t off = 0; off < w->weight->nbytes; off += 64u << 20) {
             size_t m = (size_t)(w->weight->nbytes - off < (64u << 20) ? w->weight->nbytes - off
                                                                       : (64u << 20));
-            QT_CHECK(qt_st_writer_write(wr, it->part_index[0], off, p + off, m) == QT_OK,
-                     QT_ERR_IO, "%s", qt_st_writer_errmsg(wr));
+            QT_TRY(wr_write(wr, it->part_index[0], off, p + off, m, errmsg));
         }
         return QT_OK;
     }
@@ -274,9 +508,8 @@ static qt_status write_plain(qt_conv *c, qt_conv_item *it, qt_st_writer *wr, cha
             size_t m = n - i < CHUNK_ELEMS ? n - i : CHUNK_ELEMS;
             convert_values(w->dtype, (const char *)w->weight->data + i * dbytes(w->dtype),
                            it->out_dtype, out, m, tmp);
-            QT_CHECK(qt_st_writer_write(wr, it->part_index[0], (uint64_t)i * dbytes(it->out_dtype),
-                                        out, m * dbytes(it->out_dtype)) == QT_OK,
-                     QT_ERR_IO, "%s", qt_st_writer_errmsg(wr));
+            QT_TRY(wr_write(wr, it->part_index[0], (uint64_t)i * dbytes(it->out_dtype), out,
+                            m * dbytes(it->out_dtype), errmsg));
         }
     } else { /* dequantize a quantized weight a few rows at a time */
         qt_qweight q;
@@ -295,10 +528,8 @@ static qt_status write_plain(qt_conv *c, qt_conv_item *it, qt_st_writer *wr, cha
             size_t nr = q.n_out - r < rows ? q.n_out - r : rows;
             qt_qweight_rows(NULL, &q, r, nr, f);
             convert_values(QT_DTYPE_F32, f, it->out_dtype, out, nr * q.n_in, NULL);
-            QT_CHECK(qt_st_writer_write(wr, it->part_index[0],
-                                        (uint64_t)r * q.n_in * dbytes(it->out_dtype), out,
-                                        nr * q.n_in * dbytes(it->out_dtype)) == QT_OK,
-                     QT_ERR_IO, "%s", qt_st_writer_errmsg(wr));
+            QT_TRY(wr_write(wr, it->part_index[0], (uint64_t)r * q.n_in * dbytes(it->out_dtype),
+                            out, nr * q.n_in * dbytes(it->out_dtype), errmsg));
         }
     }
 fail:
@@ -503,6 +734,112 @@ static qt_status write_index(qt_conv *c, const char *tmpdir, char *errmsg)
     return st;
 }
 
+/* ---- provenance ------------------------------------------------------ */
+typedef qt_status (*prov_fn)(void *ctx, const char *key, const char *value);
+
+/* Calls fn for every provenance pair of the output's __metadata__, in the
+ * order written: qtool.version, .scheme, .block_size, .double_quant,
+ * .compute_dtype, .options, .input.<i> ("<shard> <fingerprint>"). */
+static qt_status provenance(const qt_conv *c, prov_fn fn, void *ctx)
+{
+    qt_status st;
+    const qt_scheme_info *si = qt_scheme_get(c->o.scheme);
+    char buf[96];
+    if ((st = fn(ctx, "qtool.version", QT_VERSION_STRING))) return st;
+    if ((st = fn(ctx, "qtool.scheme", si->name))) return st;
+    snprintf(buf, sizeof buf, "%zu",
+             c->o.block ? c->o.block : (c->o.scheme == QT_SCHEME_INT8 ? 0 : si->default_block));
+    if ((st = fn(ctx, "qtool.block_size", buf))) return st;
+    bool dq = (c->o.scheme == QT_SCHEME_NF4 || c->o.scheme == QT_SCHEME_FP4) && c->o.double_quant;
+    if ((st = fn(ctx, "qtool.double_quant", dq ? "true" : "false"))) return st;
+    if ((st = fn(ctx, "qtool.compute_dtype", qt_conv_torch_name(c->compute)))) return st;
+    if ((st = fn(ctx, "qtool.options", c->options ? c->options : ""))) return st;
+    for (size_t i = 0; i < qt_modeldir_n_shards(c->md); i++) {
+        char key[96], hex[65], val[4200];
+        qt_conv_fingerprint(qt_modeldir_shard(c->md, i), hex);
+        snprintf(key, sizeof key, "qtool.input.%zu", i);
+        snprintf(val, sizeof val, "%s %s", qt_modeldir_shard_name(c->md, i), hex);
+        if ((st = fn(ctx, key, val))) return st;
+    }
+    return QT_OK;
+}
+
+static qt_status add_meta(void *ctx, const char *key, const char *value)
+{
+    return qt_st_writer_add_metadata(ctx, key, value);
+}
+
+struct prov_cmp {
+    const qt_st_reader *r;
+    char *reason;
+    size_t reason_n;
+    bool differ;
+};
+
+static qt_status cmp_meta(void *ctx, const char *key, const char *value)
+{
+    struct prov_cmp *p = ctx;
+    const char *have = qt_st_reader_metadata_get(p->r, key);
+    if (!p->differ && (!have || strcmp(have, value) != 0)) {
+        p->differ = true;
+        snprintf(p->reason, p->reason_n, "%s: recorded '%.60s', now '%.60s'", key,
+                 have ? have : "(none)", value);
+    }
+    return QT_OK;
+}
+
+qt_status qt_conv_up_to_date(const qt_conv *c, bool *up_to_date, char *reason, size_t reason_n)
+{
+    char p[PATH_MAX], sn[64], tmp[256];
+    struct stat sb;
+    qt_st_reader *r = NULL;
+    *up_to_date = false;
+    if (!reason || !reason_n) reason = tmp, reason_n = sizeof tmp;
+    reason[0] = 0;
+    if (stat(c->o.out, &sb) != 0 || !S_ISDIR(sb.st_mode)) {
+        snprintf(reason, reason_n, "'%s' is not a folder", c->o.out);
+        return QT_OK;
+    }
+    /* every file the run writes is there (OUT only ever appears complete) */
+    for (size_t s = 0; s < c->n_shards; s++) {
+        shard_name(c, s, sn, sizeof sn);
+        if (!pjoin(p, sizeof p, c->o.out, sn) || stat(p, &sb) != 0) {
+            snprintf(reason, reason_n, "'%s' is missing (shard layout differs)", sn);
+            return QT_OK;
+        }
+    }
+    const char *extra[] = {"config.json", c->n_shards > 1 ? "model.safetensors.index.json" : NULL};
+    for (size_t i = 0; i < 2; i++) {
+        if (!extra[i]) continue;
+        if (!pjoin(p, sizeof p, c->o.out, extra[i]) || stat(p, &sb) != 0) {
+            snprintf(reason, reason_n, "'%s' is missing", extra[i]);
+            return QT_OK;
+        }
+    }
+    shard_name(c, 0, sn, sizeof sn);
+    pjoin(p, sizeof p, c->o.out, sn);
+    char err[QT_ERRMSG_SIZE];
+    qt_status st = qt_st_reader_open(p, &r, err);
+    if (st == QT_ERR_NOMEM) return st;
+    if (st != QT_OK) {
+        snprintf(reason, reason_n, "%.200s", err);
+        return QT_OK;
+    }
+    struct prov_cmp pc = {r, reason, reason_n, false};
+    provenance(c, cmp_meta, &pc);
+    if (!pc.differ) {
+        char key[64];
+        snprintf(key, sizeof key, "qtool.input.%zu", qt_modeldir_n_shards(c->md));
+        if (qt_st_reader_metadata_get(r, key)) {
+            pc.differ = true;
+            snprintf(reason, reason_n, "the input had more shards");
+        }
+    }
+    qt_st_reader_close(r);
+    *up_to_date = !pc.differ;
+    return QT_OK;
+}
+
 /* ---- the run ----------------------------------------------------------- */
 static qt_status open_shard(qt_conv *c, size_t s, const char *tmpdir, qt_st_writer **out,
                             char *errmsg)
@@ -513,30 +850,15 @@ static qt_status open_shard(qt_conv *c, size_t s, const char *tmpdir, qt_st_writ
     QT_CHECK(pjoin(path, sizeof path, tmpdir, sn), QT_ERR_ARG, "path too long");
     qt_st_writer *w = NULL;
     QT_TRY(qt_st_writer_open(path, &w, errmsg));
-    for (size_t i = 0; i < qt_modeldir_n_shards(c->md); i++)
-        qt_st_writer_protect_path(w, qt_st_reader_path(qt_modeldir_shard(c->md, i)));
-    const qt_scheme_info *si = qt_scheme_get(c->o.scheme);
-    char buf[96];
-    qt_st_writer_add_metadata(w, "format", "pt");
-    qt_st_writer_add_metadata(w, "qtool.version", QT_VERSION_STRING);
-    qt_st_writer_add_metadata(w, "qtool.scheme", si->name);
-    snprintf(buf, sizeof buf, "%zu",
-             c->o.block ? c->o.block : (c->o.scheme == QT_SCHEME_INT8 ? 0 : si->default_block));
-    qt_st_writer_add_metadata(w, "qtool.block_size", buf);
-    qt_st_writer_add_metadata(w, "qtool.double_quant",
-                              (c->o.scheme == QT_SCHEME_NF4 || c->o.scheme == QT_SCHEME_FP4) &&
-                                      c->o.double_quant
-                                  ? "true"
-                                  : "false");
-    qt_st_writer_add_metadata(w, "qtool.compute_dtype", qt_conv_torch_name(c->compute));
     for (size_t i = 0; i < qt_modeldir_n_shards(c->md); i++) {
-        char key[96], hex[65];
-        qt_conv_fingerprint(qt_modeldir_shard(c->md, i), hex);
-        snprintf(key, sizeof key, "qtool.input.%zu", i);
-        char val[4200];
-        snprintf(val, sizeof val, "%s %s", qt_modeldir_shard_name(c->md, i), hex);
-        qt_st_writer_add_metadata(w, key, val);
+        st = qt_st_writer_protect_path(w, qt_st_reader_path(qt_modeldir_shard(c->md, i)));
+        QT_CHECK(st == QT_OK, st, "%s", qt_st_writer_errmsg(w));
     }
+    st = qt_st_writer_add_metadata(w, "format", "pt");
+    QT_CHECK(st == QT_OK, st, "%s", qt_st_writer_errmsg(w));
+    st = provenance(c, add_meta, w);
+    QT_CHECK(st == QT_OK, st, "%s", qt_st_writer_errmsg(w));
+    QT_TRY(qt_conv_fallback_metadata(c, w, errmsg));
     for (size_t i = 0; i < c->n_items; i++) {
         qt_conv_item *it = &c->items[i];
         if (it->shard != s) continue;
@@ -555,13 +877,96 @@ fail:
     return st;
 }
 
+/* Removes stale temporary folders of earlier runs for the same OUT
+ * (`<parent>/.<base>.qtool-tmp.<pid>`) whose process is gone (a run killed
+ * with SIGKILL cannot clean up after itself). Folders of live processes
+ * are left alone. */
+static void remove_stale_tmp(const char *parent, const char *base)
+{
+    char prefix[PATH_MAX];
+    int r = snprintf(prefix, sizeof prefix, ".%s.qtool-tmp.", base);
+    if (r <= 0 || (size_t)r >= sizeof prefix) return;
+    size_t pl = (size_t)r;
+    DIR *d = opendir(parent);
+    if (!d) return;
+    struct dirent *e;
+    while ((e = readdir(d))) {
+        if (strncmp(e->d_name, prefix, pl) != 0) continue;
+        const char *ds = e->d_name + pl;
+        char *end;
+        errno = 0;
+        long pid = strtol(ds, &end, 10);
+        if (errno || end == ds || *end || pid <= 0 || pid == (long)getpid()) continue;
+        if (kill((pid_t)pid, 0) == 0 || errno != ESRCH) continue; /* alive, or not ours to judge */
+        char p[PATH_MAX];
+        struct stat sb;
+        if (pjoin(p, sizeof p, parent, e->d_name) && lstat(p, &sb) == 0 && S_ISDIR(sb.st_mode))
+            remove_tree(p);
+    }
+    closedir(d);
+}
+
+/* Converts item it into writer w (any thread). */
+static qt_status run_item(qt_conv *c, qt_conv_item *it, qt_st_writer *w, char *errmsg)
+{
+    qt_status st = QT_OK;
+    void *parts[QT_CONV_MAX_PARTS] = {0};
+    void *owned = NULL;
+    double ti = qt_now();
+    qt_st_tensor_prefetch(it->src->reader, it->src->weight);
+    if (it->action == QT_ACT_QUANT) {
+        const void *src;
+        float off;
+        QT_TRY(item_source(c, it, &src, &owned, errmsg));
+        QT_TRY(quantize_item(c, it, src, parts, &off, false, errmsg));
+        QT_CHECK(!it->double_quant || off == it->nested_offset, QT_ERR_ARG,
+                 "tensor '%s': internal: offset changed between passes", it->src->name);
+        for (size_t k = 0; k < it->n_parts; k++) {
+            uint64_t nb = qt_st_writer_tensor_nbytes(w, it->part_index[k]);
+            QT_TRY(wr_write(w, it->part_index[k], 0, parts[k], (size_t)nb, errmsg));
+        }
+        if (c->o.metrics) {
+            qt_qweight qo, qq;
+            memset(&qo, 0, sizeof qo);
+            qo.scheme = c->compute == QT_DTYPE_BF16   ? QT_SCHEME_BF16
+                        : c->compute == QT_DTYPE_F16 ? QT_SCHEME_FP16
+                                                      : QT_SCHEME_FP32;
+            qo.n_out = (size_t)it->src->shape[0];
+            qo.n_in = (size_t)(it->src->n_elements / it->src->shape[0]);
+            qo.data = src;
+            output_qweight(it, parts, off, &qq);
+            if (qt_weight_error_compute(&qo, &qq, &it->error) == QT_OK) it->have_error = true;
+        }
+    } else {
+        QT_TRY(write_plain(c, it, w, errmsg));
+    }
+fail:
+    free_parts(parts);
+    qt_free(owned);
+    qt_st_tensor_release(it->src->reader, it->src->weight);
+    it->seconds = qt_now() - ti;
+    return st;
+}
+
+/* The prepass of item it (any thread). */
+static qt_status prepass_run(qt_conv *c, qt_conv_item *it, char *errmsg)
+{
+    void *parts[QT_CONV_MAX_PARTS] = {0};
+    void *owned = NULL;
+    const void *src;
+    qt_status st = item_source(c, it, &src, &owned, errmsg);
+    if (st == QT_OK) st = prepass_item(c, it, src, parts, errmsg);
+    free_parts(parts);
+    qt_free(owned);
+    qt_st_tensor_release(it->src->reader, it->src->weight);
+    return st;
+}
+
 qt_status qt_conv_run(qt_conv *c, char *errmsg)
 {
     qt_status st = QT_OK;
     char tmpdir[PATH_MAX] = "", parent[PATH_MAX], base[PATH_MAX], tmp[PATH_MAX];
     qt_st_writer *w = NULL;
-    void *parts[QT_CONV_MAX_PARTS] = {0};
-    void *owned = NULL;
     bool made_tmp = false;
     double t0 = qt_now();
     const char *out = c->o.out;
@@ -582,6 +987,7 @@ qt_status qt_conv_run(qt_conv *c, char *errmsg)
                      QT_ERR_ARG, "output '%s' holds the input: refusing to replace it", out);
         }
     }
+    remove_stale_tmp(parent, base);
     {
         int r = snprintf(tmpdir, sizeof tmpdir, "%s/.%s.qtool-tmp.%ld", parent, base,
                          (long)getpid());
@@ -591,84 +997,79 @@ qt_status qt_conv_run(qt_conv *c, char *errmsg)
              strerror(errno));
     made_tmp = true;
 
+    double tp = qt_now();
+    par_state ps;
+    par_init(&ps, c);
+#ifdef _OPENMP
+    const int nth = omp_get_max_threads();
+#endif
+    const ptrdiff_t ni = (ptrdiff_t)c->n_items;
     /* prepass: NaN / Inf policy for every weight to quantize, and the
      * double-quantization offsets that size the quant_state blobs */
-    for (size_t i = 0; i < c->n_items; i++) {
-        qt_conv_item *it = &c->items[i];
-        if (it->action != QT_ACT_QUANT) continue;
-        const void *src;
-        QT_TRY(item_source(c, it, &src, &owned, errmsg));
-        QT_TRY(check_finite(c, it, src, errmsg));
-        if (it->double_quant) {
-            float off;
-            QT_TRY(quantize_item(c, it, src, parts, &off, true, errmsg));
-            free_parts(parts);
-            it->nested_offset = off;
-            QT_TRY(item_parts_refresh(c, it));
+    {
+        ptrdiff_t i;
+#ifdef _OPENMP
+#pragma omp parallel for schedule(dynamic, 1) num_threads(nth) if (nth > 1)
+#endif
+        for (i = 0; i < ni; i++) {
+            qt_conv_item *it = &c->items[i];
+            if (it->action != QT_ACT_QUANT || ps.stop) continue;
+            char e[QT_ERRMSG_SIZE] = "";
+            uint64_t need = item_need(c, it);
+            par_acquire(&ps, need);
+            qt_status s1 = prepass_run(c, it, e);
+            par_release(&ps, need);
+            if (s1 == QT_OK && cancelled(c)) s1 = qt_set_err(e, QT_ERR_ARG, "cancelled");
+            if (s1 != QT_OK) par_fail(&ps, (size_t)i, s1, e);
         }
-        qt_free(owned);
-        owned = NULL;
-        QT_CHECK(!cancelled(c), QT_ERR_ARG, "cancelled");
     }
-
+    if (ps.st != QT_OK) {
+        st = qt_set_err(errmsg, ps.st, "%s", ps.errmsg);
+        goto fail;
+    }
+    c->t_prepass = qt_now() - tp;
+    if (c->o.check) QT_TRY(qt_conv_check_pass(c, errmsg)); /* calibration (validate.c) */
+    double tw = qt_now(), t_close = 0;
     uint64_t total_in = 0;
     for (size_t i = 0; i < c->n_items; i++) total_in += c->items[i].bytes_in;
     qt_progress prog;
     qt_progress_init(&prog, c->o.progress, c->o.progress != NULL, "convert", c->n_items, total_in);
-    size_t cur_shard = (size_t)-1;
-    for (size_t i = 0; i < c->n_items; i++) {
-        qt_conv_item *it = &c->items[i];
-        if (it->shard != cur_shard) {
-            if (w) {
-                st = qt_st_writer_close(w, errmsg);
-                w = NULL;
-                QT_TRY(st);
-            }
-            cur_shard = it->shard;
-            QT_TRY(open_shard(c, cur_shard, tmpdir, &w, errmsg));
+    for (size_t s = 0, first = 0; s < c->n_shards; s++) {
+        size_t last = first; /* items [first, last) form shard s */
+        while (last < c->n_items && c->items[last].shard == s) last++;
+        QT_TRY(open_shard(c, s, tmpdir, &w, errmsg));
+        ptrdiff_t i;
+#ifdef _OPENMP
+#pragma omp parallel for schedule(dynamic, 1) num_threads(nth) if (nth > 1)
+#endif
+        for (i = (ptrdiff_t)first; i < (ptrdiff_t)last; i++) {
+            qt_conv_item *it = &c->items[i];
+            if (ps.stop) continue;
+            char e[QT_ERRMSG_SIZE] = "";
+            uint64_t need = item_need(c, it);
+            par_acquire(&ps, need);
+            qt_status s1 = run_item(c, it, w, e);
+            par_release(&ps, need);
+            if (s1 == QT_OK && cancelled(c)) s1 = qt_set_err(e, QT_ERR_ARG, "cancelled");
+            if (s1 != QT_OK) par_fail(&ps, (size_t)i, s1, e);
+#ifdef _OPENMP
+#pragma omp critical(qt_conv_progress)
+#endif
+            qt_progress_add(&prog, 1, it->bytes_in);
         }
-        double ti = qt_now();
-        qt_st_tensor_prefetch(it->src->reader, it->src->weight);
-        if (it->action == QT_ACT_QUANT) {
-            const void *src;
-            float off;
-            QT_TRY(item_source(c, it, &src, &owned, errmsg));
-            QT_TRY(quantize_item(c, it, src, parts, &off, false, errmsg));
-            QT_CHECK(!it->double_quant || off == it->nested_offset, QT_ERR_ARG,
-                     "tensor '%s': internal: offset changed between passes", it->src->name);
-            for (size_t k = 0; k < it->n_parts; k++) {
-                uint64_t nb = qt_st_writer_tensor_nbytes(w, it->part_index[k]);
-                st = qt_st_writer_write(w, it->part_index[k], 0, parts[k], (size_t)nb);
-                QT_CHECK(st == QT_OK, st, "%s", qt_st_writer_errmsg(w));
-            }
-            if (c->o.metrics) {
-                qt_qweight qo, qq;
-                memset(&qo, 0, sizeof qo);
-                qo.scheme = c->compute == QT_DTYPE_BF16   ? QT_SCHEME_BF16
-                            : c->compute == QT_DTYPE_F16 ? QT_SCHEME_FP16
-                                                          : QT_SCHEME_FP32;
-                qo.n_out = (size_t)it->src->shape[0];
-                qo.n_in = (size_t)(it->src->n_elements / it->src->shape[0]);
-                qo.data = src;
-                output_qweight(it, parts, off, &qq);
-                if (qt_weight_error_compute(&qo, &qq, &it->error) == QT_OK) it->have_error = true;
-            }
-            free_parts(parts);
-            qt_free(owned);
-            owned = NULL;
-        } else {
-            QT_TRY(write_plain(c, it, w, errmsg));
+        if (ps.st != QT_OK) {
+            st = qt_set_err(errmsg, ps.st, "%s", ps.errmsg);
+            goto fail;
         }
-        qt_st_tensor_release(it->src->reader, it->src->weight);
-        it->seconds = qt_now() - ti;
-        qt_progress_add(&prog, 1, it->bytes_in);
-        QT_CHECK(!cancelled(c), QT_ERR_ARG, "cancelled");
-    }
-    if (w) {
+        double tc = qt_now();
         st = qt_st_writer_close(w, errmsg);
         w = NULL;
+        t_close += qt_now() - tc;
         QT_TRY(st);
+        first = last;
     }
+    c->t_write = qt_now() - tw - t_close;
+    double tf = qt_now();
     qt_progress_finish(&prog);
     if (c->n_shards > 1) QT_TRY(write_index(c, tmpdir, errmsg));
     QT_TRY(write_config(c, tmpdir, errmsg));
@@ -692,10 +1093,9 @@ qt_status qt_conv_run(qt_conv *c, char *errmsg)
     }
     made_tmp = false;
     fsync_dir(parent);
+    c->t_finish = qt_now() - tf + t_close;
     c->seconds_total = qt_now() - t0;
 fail:
-    free_parts(parts);
-    qt_free(owned);
     if (w) qt_st_writer_abort(w);
     if (made_tmp) remove_tree(tmpdir);
     return st;

@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "formats/formats_internal.h"
 #include "formats/json.h"
 #include "formats/pyjson.h"
 
@@ -181,6 +182,8 @@ dtype:;
                            : "torch_dtype";
     cJSON_DeleteItemFromObjectCaseSensitive(root, dkey);
     cJSON_AddStringToObject(root, dkey, cfg->compute_dtype);
+    /* the Add / Create calls above drop items silently when out of memory */
+    QT_CHECK(!qt_json_alloc_failed(), QT_ERR_NOMEM, "out of memory building config.json");
 
     qt_pyjson_dump(root, 2, true, &b);
     qt_strbuf_append(&b, "\n", 1);

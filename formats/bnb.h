@@ -47,7 +47,7 @@ typedef struct qt_bnb_state {
 
 /* Writes the blob exactly as bitsandbytes' json.dumps does into buf
  * (cap bytes, NUL-terminated); *len gets its length (without the NUL).
- * @return QT_OK, QT_ERR_ARG (buffer too small). */
+ * @return QT_OK, QT_ERR_ARG (buffer too small), QT_ERR_NOMEM. */
 qt_status qt_bnb_state_format(const qt_bnb_state *s, char *buf, size_t cap, size_t *len);
 
 /* Parses a blob (json[0..n), not NUL-terminated). `what` names the tensor

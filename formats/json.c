@@ -2,10 +2,46 @@
 #include "formats/json.h"
 
 #include <errno.h>
+#include <math.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+
+#include "formats/formats_internal.h"
+
+/* cJSON allocates through qt_malloc, so that out-of-memory and the
+ * qt_alloc_fail_after test hook reach its allocations too; a failed one is
+ * remembered per thread, so that a NULL from cJSON_Parse* is reported as
+ * QT_ERR_NOMEM rather than as a syntax error, and builders of cJSON trees
+ * (bnb.c) can tell that an Add/Create call dropped an item (issue 8). */
+static _Thread_local bool json_oom;
+
+static void *json_alloc(size_t n)
+{
+    void *p = qt_malloc(n);
+    if (!p) json_oom = true;
+    return p;
+}
+
+static void json_free(void *p) { qt_free(p); }
+
+static pthread_once_t json_hooks_once = PTHREAD_ONCE_INIT;
+
+static void json_install_hooks(void)
+{
+    cJSON_Hooks h = {json_alloc, json_free};
+    cJSON_InitHooks(&h);
+}
+
+void qt_json_alloc_reset(void)
+{
+    pthread_once(&json_hooks_once, json_install_hooks);
+    json_oom = false;
+}
+
+bool qt_json_alloc_failed(void) { return json_oom; }
 
 bool qt_utf8_valid(const char *buf, size_t n)
 {
@@ -39,11 +75,14 @@ static int cmp_names(const void *a, const void *b)
     return strcmp(*(const char *const *)a, *(const char *const *)b);
 }
 
-/* Depth and duplicate-key walk. Returns the rule broken, QT_JSON_OK, or -1
- * for out of memory; *dup gets the duplicate key. */
+/* Depth, number-range and duplicate-key walk. Returns the rule broken,
+ * QT_JSON_OK, or -1 for out of memory; *dup gets the duplicate key. */
 static int walk(const cJSON *node, int depth, const char **dup)
 {
     if (depth > QT_JSON_MAX_DEPTH) return QT_JSON_TOO_DEEP;
+    /* 1e400 parses to inf: a writer would turn it into "Infinity", which no
+     * strict reader (qtool's included) accepts back (found by fuzz_config) */
+    if (cJSON_IsNumber(node) && !isfinite(node->valuedouble)) return QT_JSON_NUMBER_RANGE;
     if (cJSON_IsObject(node)) {
         size_t count = 0;
         for (const cJSON *c = node->child; c; c = c->next) count++;
@@ -88,10 +127,12 @@ qt_status qt_json_parse(const char *buf, size_t n, const char *what, cJSON **out
         return qt_set_err(errmsg, QT_ERR_FORMAT, "%s: JSON is not valid UTF-8", what);
     }
     const char *end = NULL;
+    qt_json_alloc_reset();
     cJSON *root = cJSON_ParseWithLengthOpts(buf, n, &end, 0);
+    if (!root && qt_json_alloc_failed())
+        return qt_set_err(errmsg, QT_ERR_NOMEM, "%s: out of memory parsing JSON", what);
     if (!root) {
-        /* cJSON returns NULL for syntax errors; an allocation failure looks
-         * the same, but the inputs here are bounded so treat it as syntax. */
+        /* cJSON also fails here past its own nesting limit (1000) */
         size_t pos = end && end >= buf ? (size_t)(end - buf) : 0;
         *rule = QT_JSON_SYNTAX;
         return qt_set_err(errmsg, QT_ERR_FORMAT, "%s: invalid JSON near byte %zu", what, pos);
@@ -118,6 +159,8 @@ qt_status qt_json_parse(const char *buf, size_t n, const char *what, cJSON **out
         *rule = (qt_json_rule)r;
         if (r == QT_JSON_DUPLICATE)
             qt_set_err(errmsg, QT_ERR_FORMAT, "%s: duplicate key '%s'", what, dup);
+        else if (r == QT_JSON_NUMBER_RANGE)
+            qt_set_err(errmsg, QT_ERR_FORMAT, "%s: a number is outside the float64 range", what);
         else
             qt_set_err(errmsg, QT_ERR_FORMAT, "%s: JSON nested deeper than %d levels", what,
                        QT_JSON_MAX_DEPTH);

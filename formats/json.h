@@ -3,7 +3,8 @@
  * files, on top of cJSON (which this module alone links).
  *
  * cJSON accepts duplicate keys, invalid UTF-8 and stops at a NUL byte;
- * qt_json_parse rejects all three, caps nesting at QT_JSON_MAX_DEPTH,
+ * qt_json_parse rejects all three and numbers beyond float64 (1e400), caps
+ * nesting at QT_JSON_MAX_DEPTH,
  * and requires the whole buffer to be one JSON value with only JSON
  * whitespace around it. Thread-safe (no cJSON global error state is used
  * across calls). The tree is owned by the caller: free it with
@@ -27,6 +28,7 @@ typedef enum qt_json_rule {
     QT_JSON_SYNTAX,     /* not valid JSON / truncated / trailing garbage */
     QT_JSON_TOO_DEEP,   /* nesting deeper than QT_JSON_MAX_DEPTH */
     QT_JSON_DUPLICATE,  /* an object has the same key twice */
+    QT_JSON_NUMBER_RANGE, /* a number overflows float64 (1e400) */
 } qt_json_rule;
 
 /* Parses buf[0..n). `what` names the source in messages (a file path).

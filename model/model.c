@@ -137,6 +137,8 @@ qt_status qt_model_setup(qt_model *m, const qt_model_opts *opts, size_t default_
     if (n_batch > n_ctx) n_batch = n_ctx;
     m->n_ctx = n_ctx;
     m->n_batch = n_batch;
+    m->capture = opts ? opts->capture : NULL;
+    m->capture_ctx = opts ? opts->capture_ctx : NULL;
 
     const size_t q_dim = c->n_heads * c->head_dim, kv_dim = c->n_kv_heads * c->head_dim;
     qt_run_state *s = &m->s;
@@ -725,6 +727,13 @@ static qt_status mm(qt_model *m, const qt_qweight *w, const float *x, size_t n, 
                     const char *what, size_t l)
 {
     qt_status st;
+    if (m->capture && l < m->cfg.n_layers) {
+        for (int p = 0; p < QT_PROJ_COUNT; p++)
+            if (!strcmp(what, qt_proj_name((qt_proj)p))) {
+                m->capture(m->capture_ctx, l, (qt_proj)p, m->cur_pos0, x, n, w->n_in);
+                break;
+            }
+    }
     if ((double)n * (double)w->n_out * (double)w->n_in < SERIAL_MATMUL_WORK &&
         m->s.tile && w->n_in <= m->s.tile_cols) {
         for (size_t r0 = 0; r0 < w->n_out; r0 += SERIAL_TILE_ROWS) {
@@ -762,6 +771,7 @@ static qt_status forward_chunk(qt_model *m, const int32_t *tokens, size_t n, siz
     if ((st = ensure_att(m, nth)) != QT_OK)
         return qt_set_err(m->errmsg, st, "out of memory for attention scores");
 
+    m->cur_pos0 = pos0;
     /* embedding rows */
     for (size_t t = 0; t < n; t++) qt_qweight_rows(m->k, &w->embed, (size_t)tokens[t], 1, s->x + t * dim);
 
@@ -859,6 +869,13 @@ qt_status qt_model_eval_last(qt_model *m, const int32_t *tokens, size_t n, size_
 /* ============================================================================
  * Sampling
  * ========================================================================== */
+
+const char *qt_proj_name(qt_proj p)
+{
+    static const char *const names[QT_PROJ_COUNT] = {"q_proj",    "k_proj",  "v_proj", "o_proj",
+                                                     "gate_proj", "up_proj", "down_proj"};
+    return (unsigned)p < QT_PROJ_COUNT ? names[p] : "?";
+}
 
 int32_t qt_sample_argmax(const float *logits, size_t n)
 {

@@ -97,13 +97,36 @@ typedef struct qt_model_config {
     int32_t bos_id, eos_id; /* -1 when the config does not say */
 } qt_model_config;
 
+/* The seven Linear projections of a decoder layer, in forward order. */
+typedef enum qt_proj {
+    QT_PROJ_Q = 0, QT_PROJ_K, QT_PROJ_V, QT_PROJ_O, QT_PROJ_GATE, QT_PROJ_UP, QT_PROJ_DOWN,
+    QT_PROJ_COUNT
+} qt_proj;
+
+/* Activation capture (calib/ collects calibration samples with it): called
+ * on the evaluating thread right before each decoder-layer matmul, with the
+ * layer, the projection and its input rows x: (n_rows, n_in) fp32, where
+ * row t is the token at position pos0 + t (pos0 of the chunk being
+ * evaluated; chunks follow qt_model_eval's n_batch split). x is borrowed
+ * for the call only and must not be modified. q/k/v (and gate/up) share
+ * one input and are reported separately. The lm_head matmul is not
+ * reported. The callback cannot fail the evaluation: it records its own
+ * errors in ctx. */
+typedef void (*qt_model_capture_fn)(void *ctx, size_t layer, qt_proj proj, size_t pos0,
+                                    const float *x, size_t n_rows, size_t n_in);
+
 /* Options for opening a model; a zeroed struct (or NULL) means defaults. */
 typedef struct qt_model_opts {
     size_t n_ctx;   /* KV cache length in tokens; 0 = the trained context
                        (max_position_embeddings) capped at 4096 */
     size_t n_batch; /* tokens evaluated at once by qt_model_eval (longer
                        inputs run in chunks of this size); 0 = 512 */
+    qt_model_capture_fn capture; /* NULL = none (see qt_model_capture_fn) */
+    void *capture_ctx;           /* passed to capture; borrowed */
 } qt_model_opts;
+
+/* "q_proj", "k_proj", ... "down_proj"; "?" out of range. */
+const char *qt_proj_name(qt_proj p);
 
 typedef struct qt_model qt_model;
 

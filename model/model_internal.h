@@ -76,6 +76,9 @@ struct qt_model {
     qt_run_state s;
     const qt_kernels *k;   /* the active kernels at open */
     size_t n_ctx, n_batch, n_past;
+    qt_model_capture_fn capture; /* opts->capture, NULL = none */
+    void *capture_ctx;
+    size_t cur_pos0;             /* position of the chunk being evaluated */
     /* what the model owns */
     qt_modeldir *md_owned; /* NULL when borrowed or GGUF */
     qt_layout *layout;

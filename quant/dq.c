@@ -6,11 +6,19 @@
  * The mean is exact: every float32 is an integer multiple of 2^-149, so the
  * sum is accumulated exactly in a fixed-point integer of 32-bit limbs, then
  * divided by n with enough extra bits and rounded once to float32 (nearest
- * even, subnormals included). The result does not depend on the order of
- * the values, hence not on threads. */
+ * even, subnormals included). The significands are first summed per
+ * exponent in uint64 (OpenMP over chunks, merged exactly), then shifted into
+ * the limbs. The result does not depend on the order of the values, hence
+ * not on threads.
+ *
+ * On AVX-512 the nested blocks use qt_dq_block_avx512 with a bucket table of
+ * the dQuantize<0> boundaries (quant_internal.h), built per call from
+ * qt_dq8_code itself; other ISAs use their blockwise8 kernel. The bytes are
+ * the same. */
 #include "quant/quant.h"
 
 #include <math.h>
+#include <string.h>
 
 #include "quant/quant_internal.h"
 
@@ -22,27 +30,70 @@
  * count: 13 limbs of 32 bits hold everything. */
 #define MEAN_LIMBS 13
 #define MEAN_FRAC_LIMBS 2
+/* values per parallel work item of the mean */
+#define MEAN_CHUNK 16384
+
+/* The first invalid value decides the status, as a plain left-to-right scan. */
+static qt_status mean_bad_status(const float *v, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        uint32_t b = qt_f32_bits(v[i]);
+        if (((b >> 23) & 0xff) == 0xff) return QT_ERR_NUMERIC;
+        if (b > 0x80000000u) return QT_ERR_ARG; /* absmax is never negative (-0.0 is fine) */
+    }
+    return QT_OK;
+}
 
 qt_status qt_dq_mean(const float *v, size_t n, float *mean)
 {
     if (!v || !mean || n == 0 || n > UINT32_MAX) return QT_ERR_ARG;
-    uint64_t acc[MEAN_LIMBS] = {0}; /* limbs of 32 bits, carries deferred */
-    for (size_t i = 0; i < n; i++) {
-        uint32_t b = qt_f32_bits(v[i]);
-        uint32_t e = (b >> 23) & 0xff, m = b & 0x7fffff;
-        if (e == 0xff) return QT_ERR_NUMERIC;
-        if (b >> 31 && (e | m)) return QT_ERR_ARG; /* absmax is never negative */
-        unsigned shift = e ? e - 1 : 0; /* value = m * 2^(shift - 149) */
-        uint64_t mant = e ? (m | 0x800000u) : m;
-        unsigned limb = MEAN_FRAC_LIMBS + shift / 32, off = shift % 32;
-        uint64_t part = mant << off; /* < 2^56 */
-        acc[limb] += part & 0xffffffffu;
-        acc[limb + 1] += part >> 32;
-        if ((i & 0xffff) == 0xffff) /* normalize before the 64-bit limbs could overflow */
-            for (int k = 0; k + 1 < MEAN_LIMBS; k++) {
-                acc[k + 1] += acc[k] >> 32;
-                acc[k] &= 0xffffffffu;
+    /* Exact per-biased-exponent sums of the significands (value of one unit
+     * at exponent e: 2^(max(e,1) - 150)); 4 interleaved tables keep the
+     * read-modify-write chains short. Each sum < 2^24 * 2^32 = 2^56. */
+    uint64_t se[4][256];
+    memset(se, 0, sizeof se);
+    uint32_t bad = 0;
+    const size_t nch = qt_n_blocks(n, MEAN_CHUNK);
+    ptrdiff_t c;
+#ifdef _OPENMP
+#pragma omp parallel if (nch > 4)
+#endif
+    {
+        uint64_t loc[4][256];
+        memset(loc, 0, sizeof loc);
+        uint32_t lbad = 0;
+#ifdef _OPENMP
+#pragma omp for schedule(static) nowait
+#endif
+        for (c = 0; c < (ptrdiff_t)nch; c++) {
+            size_t i = (size_t)c * MEAN_CHUNK, end = n - i < MEAN_CHUNK ? n : i + MEAN_CHUNK;
+            for (; i < end; i++) {
+                uint32_t b = qt_f32_bits(v[i]);
+                lbad |= ((b & 0x7fffffffu) >= 0x7f800000u) | (b > 0x80000000u);
+                uint32_t e = (b >> 23) & 0xff;
+                loc[i & 3][e] += (b & 0x7fffffu) | (uint32_t)(e != 0) << 23;
             }
+        }
+#ifdef _OPENMP
+#pragma omp critical(qt_dq_mean_merge)
+#endif
+        {
+            bad |= lbad;
+            for (int l = 0; l < 4; l++)
+                for (int e = 0; e < 256; e++) se[l][e] += loc[l][e];
+        }
+    }
+    if (bad) return mean_bad_status(v, n);
+    uint64_t acc[MEAN_LIMBS] = {0}; /* limbs of 32 bits, carries deferred */
+    for (unsigned e = 0; e < 255; e++) {
+        uint64_t x = se[0][e] + se[1][e] + se[2][e] + se[3][e]; /* < 2^58 */
+        if (!x) continue;
+        unsigned shift = e ? e - 1 : 0; /* value = x * 2^(shift - 149) */
+        unsigned limb = MEAN_FRAC_LIMBS + shift / 32, off = shift % 32;
+        uint64_t lo = (x & 0xffffffffu) << off, hi = (x >> 32) << off; /* < 2^63, 2^57 */
+        acc[limb] += lo & 0xffffffffu;
+        acc[limb + 1] += (lo >> 32) + (hi & 0xffffffffu);
+        acc[limb + 2] += hi >> 32;
     }
     for (int k = 0; k + 1 < MEAN_LIMBS; k++) {
         acc[k + 1] += acc[k] >> 32;
@@ -78,13 +129,74 @@ qt_status qt_dq_mean(const float *v, size_t n, float *mean)
     return QT_OK;
 }
 
+/* The last float that still codes k: the decision between map[k] and
+ * map[k+1] is at their float midpoint; at the midpoint itself the search
+ * keeps the entry it landed on, so the boundary is the midpoint or the float
+ * below it. */
+bool qt_dq8_tab_init(qt_dq8_tab *tab)
+{
+    const float *map = qt_dynamic_map;
+    for (int k = 0; k < 255; k++) {
+        float mid = (map[k] + map[k + 1]) * 0.5f;
+        tab->bound[k] = qt_dq8_code(map, mid) > k ? nextafterf(mid, -INFINITY) : mid;
+        if (k && !(tab->bound[k] > tab->bound[k - 1])) return false;
+    }
+    /* buckets in ascending order of xn: the negative side from the top
+     * bucket down, then the positive side */
+    int p = 0;
+    for (int side = 0; side < 2; side++)
+        for (int j = 0; j < QT_DQ8_NBK; j++) {
+            int b = side ? j : QT_DQ8_NBK - 1 - j;
+            uint32_t lo = b == 0 ? 0 : (QT_DQ8_KMIN + (uint32_t)b) << 17;
+            uint32_t hi = b == QT_DQ8_NBK - 1 ? 0x7f800000u
+                                              : ((QT_DQ8_KMIN + (uint32_t)b + 1) << 17) - 1;
+            float xmin = side ? qt_f32_from_bits(lo) : -qt_f32_from_bits(hi);
+            float xmax = side ? qt_f32_from_bits(hi) : -qt_f32_from_bits(lo);
+            while (p < 255 && tab->bound[p] < xmin) p++;
+            int q = p;
+            while (q < 255 && tab->bound[q] <= xmax) q++;
+            if (q - p > 1) return false;
+            size_t at = (size_t)b + (side ? 0 : QT_DQ8_NBK);
+            tab->base[at] = p;
+            tab->t[at] = q > p ? tab->bound[p] : INFINITY;
+        }
+    return true;
+}
+
+void qt_dq_block_ref(const float *absmax, size_t len, float offset, uint8_t *codes,
+                     float *nested)
+{
+    float centered[QT_DQ_BLOCK];
+    for (size_t i = 0; i < len; i++) centered[i] = absmax[i] - offset;
+    qt_blockwise8_quant_ref(QT_SRC_F32, centered, len, QT_DQ_BLOCK, qt_dynamic_map, codes,
+                            nested);
+}
+
 qt_status qt_dq_quantize_with_offset(const float *absmax, size_t nb, float offset, uint8_t *codes,
                                      float *nested)
 {
     if (!absmax || !codes || !nested || nb == 0) return QT_ERR_ARG;
     if (!isfinite(offset)) return QT_ERR_NUMERIC;
     size_t ng = qt_dq_n_nested(nb);
-    const qt_kernels *k = qt_kernels_active(); /* bytes are the same on every ISA */
+    /* bytes are the same on every ISA */
+#if defined(__x86_64__)
+    if (qt_kernels_active()->isa == QT_ISA_AVX512) {
+        qt_dq8_tab tab; /* ~28 KB, read-only once built */
+        if (qt_dq8_tab_init(&tab)) {
+            ptrdiff_t g;
+#ifdef _OPENMP
+#pragma omp parallel for schedule(static) if (ng > 64)
+#endif
+            for (g = 0; g < (ptrdiff_t)ng; g++) {
+                size_t b0 = (size_t)g * QT_DQ_BLOCK;
+                size_t len = nb - b0 < QT_DQ_BLOCK ? nb - b0 : QT_DQ_BLOCK;
+                qt_dq_block_avx512(&tab, absmax + b0, len, offset, codes + b0, nested + g);
+            }
+            return QT_OK;
+        }
+    }
+#endif
+    const qt_kernels *k = qt_kernels_active();
     ptrdiff_t g;
 #ifdef _OPENMP
 #pragma omp parallel for schedule(static) if (ng > 4)

@@ -1,10 +1,12 @@
 /* quant/kernels_avx512.c: AVX-512 (F/BW/VL/DQ) kernels. Quantize kernels
  * give the same bytes as the _ref definitions (nf4.c, q8.c, int8.c): the
- * same float32 operations per element (absmax is an exact max, one scalar
- * correctly rounded reciprocal per block, one multiply, the same compares);
- * the code lookups are branch-free binary searches over the sorted
- * thresholds, which count exactly the thresholds below xn. A final partial
- * block goes to the _ref kernel. */
+ * same float32 operations per element (absmax is an exact max, a correctly
+ * rounded reciprocal per block, one multiply, the same strict compares). The
+ * 4-bit kernel works on 16 blocks at once (16 absmax in one vector, one
+ * vector division) and finds codes through bucket tables (see below); the
+ * double quantization of the absmax has its own exact bucket search over the
+ * dynamic map (qt_dq_block_avx512, quant_internal.h). A final partial block
+ * goes to the _ref kernel. */
 #include "quant/quant.h"
 
 #include <immintrin.h>
@@ -40,61 +42,227 @@ static inline float absmax16(qt_src_type t, const unsigned char *p, size_t len, 
     return _mm512_reduce_max_ps(_mm512_max_ps(m0, m1));
 }
 
-static inline __m512i nf4_codes(__m512 xn, __m512 thr)
+/* ---- 4-bit quantization ----------------------------------------------------
+ *
+ * Work unit: 32 consecutive elements held as two 16-lane vectors, E (elements
+ * 0, 2, .., 30) and O (1, 3, .., 31), so that packed byte k is
+ * code(E[k]) << 4 | code(O[k]) (bf16: E = v << 16, O = v & 0xffff0000 on the
+ * 32 raw values as 16 dwords). Blocks are processed 16 at a time: pass 1
+ * takes the exact absmax of each block (max(|x|, m) from m = 0: NaN never
+ * wins) and transposes-reduces the 16 per-block vectors into one vector of
+ * 16 absmax; one vector division gives the 16 correctly rounded reciprocals
+ * (the same values as the scalar 1.0f / m); pass 2 re-reads the blocks (from
+ * L1) and codes f32(x * r).
+ *
+ * Code search: a monotone bucket function b(x) (an FMA or multiply and a
+ * truncation) splits the range into 32 (NF4, signed xn) or 16 (FP4, |xn|)
+ * buckets narrower than the smallest gap between thresholds, so a bucket
+ * holds at most one threshold T[b] (+inf if none). b is monotone, so the
+ * thresholds below xn are those of the lower buckets plus T[b] if xn > T[b]:
+ * code = base[b] + (xn > T[b]), the exact count with the same strict ordered
+ * compare as the scalar definition. NaN truncates to 0x80000000, whose low
+ * index bits select bucket 0 (base 0, the compare is false): code 0. The
+ * index is only valid for |xn| < 1.015, which holds whenever r is finite
+ * (|x| <= absmax, so |x * r| <= 1 + 2^-23); a block whose reciprocal
+ * overflows (0 < absmax < 2^-128) goes to the scalar definition. */
+
+#define NF4_BSCALE 15.75f /* b = trunc(xn * 15.75 + 16) in [0, 31] */
+#define NF4_BOFF 16.0f
+#define FP4_BSCALE 15.5f /* b = trunc(|xn| * 15.5) in [0, 15] */
+
+typedef struct q4tab {
+    __m512 t0, t1;          /* T[0..15], T[16..31] (FP4: t0 only) */
+    __m512i lo0, lo1;       /* NF4: base[b]; FP4: the code when |xn| <= T[b] */
+    __m512i hi0, hi1;       /* NF4: base[b] << 4; FP4: the code when |xn| > T[b] */
+    __m512i lo0s, hi0s;     /* FP4: lo0, hi0 << 4 (the high nibble) */
+} q4tab;
+
+static inline __m512i nf4_bucket(__m512 xn)
 {
-    __m512i idx = _mm512_setzero_si512();
-    for (int step = 8; step >= 1; step >>= 1) {
-        __m512 t = _mm512_permutexvar_ps(_mm512_add_epi32(idx, _mm512_set1_epi32(step - 1)), thr);
-        __mmask16 gt = _mm512_cmp_ps_mask(xn, t, _CMP_GT_OQ);
-        idx = _mm512_mask_add_epi32(idx, gt, idx, _mm512_set1_epi32(step));
-    }
-    return idx;
+    return _mm512_cvttps_epi32(
+        _mm512_fmadd_ps(xn, _mm512_set1_ps(NF4_BSCALE), _mm512_set1_ps(NF4_BOFF)));
 }
 
-static inline __m512i fp4_codes(__m512 xn, __m512 thr, __m512i lut)
+static inline __m512i fp4_bucket(__m512 a)
 {
-    __mmask16 neg = _mm512_cmp_ps_mask(xn, _mm512_setzero_ps(), _CMP_LT_OQ);
+    return _mm512_cvttps_epi32(_mm512_mul_ps(a, _mm512_set1_ps(FP4_BSCALE)));
+}
+
+/* The bucket tables, built with the vector bucket functions themselves.
+ * Returns false if a bucket would hold two thresholds (never for the
+ * built-in tables; test_quant.c sweeps every bucket against _ref). */
+static bool q4tab_init(bool fp4, q4tab *tb)
+{
+    static const int32_t fp4_lut[8] = {0, 1, 6, 7, 4, 5, 2, 3};
+    float th[16], tt[32];
+    int32_t bk[16], lo[32], hi[32];
+    const int nt = fp4 ? 7 : 15, nbk = fp4 ? 16 : 32;
+    for (int i = 0; i < 16; i++)
+        th[i] = i < nt ? (fp4 ? qt_fp4_thresholds[i] : qt_nf4_thresholds[i]) : 0.0f;
+    __m512 v = _mm512_loadu_ps(th);
+    _mm512_storeu_si512(bk, fp4 ? fp4_bucket(v) : nf4_bucket(v));
+    for (int b = 0; b < 32; b++) {
+        int below = 0, in = 0;
+        tt[b] = INFINITY;
+        for (int i = 0; i < nt; i++) {
+            if (bk[i] < 0 || bk[i] >= nbk) return false;
+            below += bk[i] < b;
+            if (bk[i] == b) {
+                in++;
+                tt[b] = th[i];
+            }
+        }
+        if (in > 1) return false;
+        lo[b] = fp4 ? fp4_lut[below] : below;
+        hi[b] = fp4 ? fp4_lut[below + in] : below << 4;
+    }
+    tb->t0 = _mm512_loadu_ps(tt);
+    tb->t1 = _mm512_loadu_ps(tt + 16);
+    tb->lo0 = _mm512_loadu_si512(lo);
+    tb->lo1 = _mm512_loadu_si512(lo + 16);
+    tb->hi0 = _mm512_loadu_si512(hi);
+    tb->hi1 = _mm512_loadu_si512(hi + 16);
+    tb->lo0s = _mm512_slli_epi32(tb->lo0, 4);
+    tb->hi0s = _mm512_slli_epi32(tb->hi0, 4);
+    return true;
+}
+
+/* NF4 codes of 16 lanes; hi: shifted into the high nibble. */
+static inline __m512i nf4_code16(__m512 xn, const q4tab *tb, bool hi)
+{
+    __m512i b = nf4_bucket(xn);
+    __m512 t = _mm512_permutex2var_ps(tb->t0, b, tb->t1);
+    __mmask16 gt = _mm512_cmp_ps_mask(xn, t, _CMP_GT_OQ);
+    __m512i base = hi ? _mm512_permutex2var_epi32(tb->hi0, b, tb->hi1)
+                      : _mm512_permutex2var_epi32(tb->lo0, b, tb->lo1);
+    return _mm512_mask_add_epi32(base, gt, base, _mm512_set1_epi32(hi ? 16 : 1));
+}
+
+/* FP4 codes of 16 lanes (sign 8 when xn < 0, ordered). */
+static inline __m512i fp4_code16(__m512 xn, const q4tab *tb, bool hi)
+{
     __m512 a = abs16(xn);
-    __m512i idx = _mm512_setzero_si512();
-    for (int step = 4; step >= 1; step >>= 1) {
-        __m512 t = _mm512_permutexvar_ps(_mm512_add_epi32(idx, _mm512_set1_epi32(step - 1)), thr);
-        __mmask16 gt = _mm512_cmp_ps_mask(a, t, _CMP_GT_OQ);
-        idx = _mm512_mask_add_epi32(idx, gt, idx, _mm512_set1_epi32(step));
-    }
-    __m512i m = _mm512_permutexvar_epi32(idx, lut);
-    return _mm512_mask_add_epi32(m, neg, m, _mm512_set1_epi32(8));
+    __m512i b = fp4_bucket(a);
+    __mmask16 gt = _mm512_cmp_ps_mask(a, _mm512_permutexvar_ps(b, tb->t0), _CMP_GT_OQ);
+    __mmask16 neg = _mm512_cmp_ps_mask(xn, _mm512_setzero_ps(), _CMP_LT_OQ);
+    __m512i c = _mm512_mask_permutexvar_epi32(_mm512_permutexvar_epi32(b, hi ? tb->lo0s : tb->lo0),
+                                              gt, b, hi ? tb->hi0s : tb->hi0);
+    return _mm512_mask_or_epi32(c, neg, c, _mm512_set1_epi32(hi ? 0x80 : 8));
 }
 
-/* 16 codes (int32 lanes, element 2k then 2k+1) -> 8 packed bytes. */
-static inline void pack16(__m512i c, uint8_t *dst)
+/* 32 elements of type t at p as E (even elements) and O (odd), float32. */
+static inline __attribute__((always_inline)) void load_eo(qt_src_type t, const unsigned char *p,
+                                                          __m512 *e, __m512 *o)
 {
-    __m512i v = _mm512_or_si512(_mm512_slli_epi64(c, 4), _mm512_srli_epi64(c, 32));
-    _mm_storel_epi64((__m128i *)dst, _mm512_cvtepi64_epi8(v));
+    if (t == QT_SRC_BF16) {
+        __m512i v = _mm512_loadu_si512(p);
+        *e = _mm512_castsi512_ps(_mm512_slli_epi32(v, 16));
+        *o = _mm512_castsi512_ps(_mm512_and_si512(v, _mm512_set1_epi32((int)0xffff0000u)));
+        return;
+    }
+    __m512 a, b;
+    if (t == QT_SRC_F32) {
+        a = _mm512_loadu_ps(p);
+        b = _mm512_loadu_ps(p + 64);
+    } else {
+        a = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)p));
+        b = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(p + 32)));
+    }
+    const __m512i ie = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+    *e = _mm512_permutex2var_ps(a, ie, b);
+    *o = _mm512_permutex2var_ps(a, _mm512_add_epi32(ie, _mm512_set1_epi32(1)), b);
+}
+
+/* Lane j of the result = max over the lanes of m[j] (no NaN in m). */
+static inline __m512 reduce16x16(__m512 m[16])
+{
+    int cnt = 16;
+    for (int w = 8; w >= 1; w >>= 1, cnt >>= 1) {
+        int32_t ia[16];
+        for (int i = 0; i < 16; i++) ia[i] = (i / w) * 2 * w + i % w;
+        const __m512i a = _mm512_loadu_si512(ia), b = _mm512_add_epi32(a, _mm512_set1_epi32(w));
+        for (int i = 0; i < cnt / 2; i++)
+            m[i] = _mm512_max_ps(_mm512_permutex2var_ps(m[2 * i], a, m[2 * i + 1]),
+                                 _mm512_permutex2var_ps(m[2 * i], b, m[2 * i + 1]));
+    }
+    return m[0];
+}
+
+/* cnt <= 16 whole blocks of `block` (a multiple of 32) elements. */
+static inline __attribute__((always_inline)) void quant4_group(
+    bool fp4, qt_src_type t, const unsigned char *p, size_t block, int cnt, const q4tab *tb,
+    uint8_t *codes, float *absmax)
+{
+    const size_t es = qt_src_size(t), units = block / 32;
+    __m512 m[16];
+    for (int j = 0; j < 16; j++) {
+        __m512 mj = _mm512_setzero_ps();
+        if (j < cnt)
+            for (size_t u = 0; u < units; u++) {
+                __m512 e, o;
+                load_eo(t, p + (j * units + u) * 32 * es, &e, &o);
+                mj = _mm512_max_ps(abs16(e), mj);
+                mj = _mm512_max_ps(abs16(o), mj);
+            }
+        m[j] = mj;
+    }
+    const __mmask16 valid = (__mmask16)((1u << cnt) - 1);
+    __m512 am = reduce16x16(m);
+    _mm512_mask_storeu_ps(absmax, valid, am);
+    __m512 r = _mm512_div_ps(_mm512_set1_ps(1.0f), am);
+    __mmask16 big = _mm512_mask_cmp_ps_mask(valid, r, _mm512_set1_ps(INFINITY), _CMP_EQ_OQ) &
+                    _mm512_cmp_ps_mask(am, _mm512_setzero_ps(), _CMP_NEQ_OQ);
+    float rr[16];
+    _mm512_storeu_ps(rr, r);
+    for (int j = 0; j < cnt; j++) {
+        if (big >> j & 1) { /* the reciprocal overflowed: the scalar definition */
+            qt_quant4_ref(fp4, t, p + j * block * es, block, block, codes + j * block / 2,
+                          absmax + j);
+            continue;
+        }
+        const __m512 rj = _mm512_set1_ps(rr[j]);
+        for (size_t u = 0; u < units; u++) {
+            __m512 e, o;
+            load_eo(t, p + (j * units + u) * 32 * es, &e, &o);
+            e = _mm512_mul_ps(e, rj);
+            o = _mm512_mul_ps(o, rj);
+            __m512i c = fp4 ? _mm512_or_si512(fp4_code16(e, tb, true), fp4_code16(o, tb, false))
+                            : _mm512_or_si512(nf4_code16(e, tb, true), nf4_code16(o, tb, false));
+            _mm_storeu_si128((__m128i *)(codes + (j * units + u) * 16), _mm512_cvtepi32_epi8(c));
+        }
+    }
+}
+
+static inline __attribute__((always_inline)) void quant4_t(bool fp4, qt_src_type t,
+                                                           const unsigned char *s, size_t nfull,
+                                                           size_t block, const q4tab *tb,
+                                                           uint8_t *codes, float *absmax)
+{
+    const size_t es = qt_src_size(t);
+    for (size_t g = 0; g < nfull; g += 16) {
+        int cnt = nfull - g < 16 ? (int)(nfull - g) : 16;
+        quant4_group(fp4, t, s + g * block * es, block, cnt, tb, codes + g * block / 2,
+                     absmax + g);
+    }
 }
 
 static void quant4(bool fp4, qt_src_type t, const void *src, size_t n, size_t block,
                    uint8_t *codes, float *absmax)
 {
     const unsigned char *s = src;
-    const size_t es = qt_src_size(t), nfull = n / block;
-    float th[16];
-    __m512i lut = _mm512_setr_epi32(0, 1, 6, 7, 4, 5, 2, 3, 0, 0, 0, 0, 0, 0, 0, 0);
+    const size_t es = qt_src_size(t);
+    size_t nfull = n / block;
+    q4tab tb;
+    memset(&tb, 0, sizeof tb);
+    if (block % 32 || !q4tab_init(fp4, &tb)) nfull = 0; /* (never) all scalar */
     if (fp4) {
-        for (int i = 0; i < 16; i++) th[i] = i < 7 ? qt_fp4_thresholds[i] : INFINITY;
+        if (t == QT_SRC_BF16) quant4_t(true, QT_SRC_BF16, s, nfull, block, &tb, codes, absmax);
+        else if (t == QT_SRC_F16) quant4_t(true, QT_SRC_F16, s, nfull, block, &tb, codes, absmax);
+        else quant4_t(true, QT_SRC_F32, s, nfull, block, &tb, codes, absmax);
     } else {
-        for (int i = 0; i < 16; i++) th[i] = i < 15 ? qt_nf4_thresholds[i] : INFINITY;
-    }
-    const __m512 thr = _mm512_loadu_ps(th);
-    for (size_t j = 0; j < nfull; j++) {
-        const unsigned char *p = s + j * block * es;
-        uint8_t *out = codes + j * block / 2;
-        float m = absmax16(t, p, block, es);
-        absmax[j] = m;
-        const __m512 r = _mm512_set1_ps(1.0f / m);
-        for (size_t i = 0; i < block; i += 16) {
-            __m512 xn = _mm512_mul_ps(load16(t, p + i * es), r);
-            pack16(fp4 ? fp4_codes(xn, thr, lut) : nf4_codes(xn, thr), out + i / 2);
-        }
+        if (t == QT_SRC_BF16) quant4_t(false, QT_SRC_BF16, s, nfull, block, &tb, codes, absmax);
+        else if (t == QT_SRC_F16) quant4_t(false, QT_SRC_F16, s, nfull, block, &tb, codes, absmax);
+        else quant4_t(false, QT_SRC_F32, s, nfull, block, &tb, codes, absmax);
     }
     if (nfull * block < n)
         qt_quant4_ref(fp4, t, s + nfull * block * es, n - nfull * block, block,
@@ -256,6 +424,51 @@ static void blockwise8_quant(qt_src_type t, const void *src, size_t n, size_t bl
     if (nfull * block < n)
         qt_blockwise8_quant_ref(t, s + nfull * block * es, n - nfull * block, block, map,
                                 codes + nfull * block, absmax + nfull);
+}
+
+/* ---- double quantization: one nested block (quant_internal.h) ---------- */
+
+/* dQuantize<0> over qt_dynamic_map of 16 lanes through the bucket table. */
+static inline __m512i dq8_codes_tab(__m512 xn, const qt_dq8_tab *tab)
+{
+    __m512i bits = _mm512_castps_si512(xn);
+    __m512i key = _mm512_srli_epi32(_mm512_and_si512(bits, _mm512_set1_epi32(0x7fffffff)), 17);
+    key = _mm512_max_epu32(key, _mm512_set1_epi32((int)QT_DQ8_KMIN));
+    key = _mm512_min_epu32(_mm512_sub_epi32(key, _mm512_set1_epi32((int)QT_DQ8_KMIN)),
+                           _mm512_set1_epi32(QT_DQ8_NBK - 1));
+    key = _mm512_mask_add_epi32(key, _mm512_movepi32_mask(bits), key,
+                                _mm512_set1_epi32(QT_DQ8_NBK));
+    __m512 t = _mm512_i32gather_ps(key, tab->t, 4);
+    __m512i base = _mm512_i32gather_epi32(key, tab->base, 4);
+    __mmask16 gt = _mm512_cmp_ps_mask(xn, t, _CMP_GT_OQ);
+    __mmask16 ord = _mm512_cmp_ps_mask(xn, xn, _CMP_ORD_Q);
+    return _mm512_maskz_add_epi32(ord, base, _mm512_maskz_set1_epi32(gt, 1));
+}
+
+void qt_dq_block_avx512(const qt_dq8_tab *tab, const float *absmax, size_t len, float offset,
+                        uint8_t *codes, float *nested)
+{
+    const __m512 off = _mm512_set1_ps(offset);
+    __m512 mv = _mm512_setzero_ps();
+    for (size_t i = 0; i < len; i += 16) {
+        __mmask16 k = len - i >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (len - i)) - 1);
+        /* masked-off lanes: 0 - offset, left out of the max */
+        __m512 c = _mm512_sub_ps(_mm512_maskz_loadu_ps(k, absmax + i), off);
+        mv = _mm512_mask_max_ps(mv, k, abs16(c), mv);
+    }
+    float m = _mm512_reduce_max_ps(mv);
+    *nested = m;
+    float r = 1.0f / m;
+    if (isinf(r) && m != 0.0f) { /* |xn| unbounded: the scalar definition */
+        qt_dq_block_ref(absmax, len, offset, codes, nested);
+        return;
+    }
+    const __m512 vr = _mm512_set1_ps(r);
+    for (size_t i = 0; i < len; i += 16) {
+        __mmask16 k = len - i >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (len - i)) - 1);
+        __m512 xn = _mm512_mul_ps(_mm512_sub_ps(_mm512_maskz_loadu_ps(k, absmax + i), off), vr);
+        _mm_mask_storeu_epi8(codes + i, k, _mm512_cvtepi32_epi8(dq8_codes_tab(xn, tab)));
+    }
 }
 
 /* Dot products of NT token rows with NR weight rows. Per element: one

@@ -71,4 +71,34 @@ void qt_blockwise8_quant_ref(qt_src_type t, const void *src, size_t n, size_t bl
 void qt_dot_tile_ref(const float *x, size_t ldx, size_t n_tok, const float *w, size_t ldw,
                      size_t n_rows, size_t n, float *y, size_t ldy);
 
+/* ---- fast exact dQuantize<0> over qt_dynamic_map (double quantization) ----
+ * For a non-NaN xn, qt_dq8_code(qt_dynamic_map, xn) is the nearest-entry
+ * search, monotone in xn: it equals #{k < 255 : xn > P[k]} where P[k] is the
+ * last float that still codes k (the float midpoint of map[k], map[k+1] or
+ * the float below it, depending on the tie side). NaN codes 0. The table
+ * splits |xn| by its float bits (exponent and 6 mantissa bits: 64 buckets per
+ * octave, octaves 2^-24 .. 2^3, clamped at both ends), per sign, so that a
+ * bucket holds at most one boundary T (+inf if none):
+ * code = base[b] + (xn > T[b]). */
+#define QT_DQ8_KMIN (103u << 6) /* bits >> 17 of 2^-24 */
+#define QT_DQ8_NBK (27 * 64)    /* buckets per sign: 2^-24 .. 2^3 */
+typedef struct qt_dq8_tab {
+    float t[2 * QT_DQ8_NBK];      /* [0, NBK): xn >= +0, [NBK, 2 NBK): sign bit set */
+    int32_t base[2 * QT_DQ8_NBK];
+    float bound[255];             /* P[k] */
+} qt_dq8_tab;
+
+/* Builds the table from qt_dq8_code (a few microseconds). false if a bucket
+ * would hold two boundaries (never for qt_dynamic_map; tests check). */
+bool qt_dq8_tab_init(qt_dq8_tab *tab);
+
+/* One nested block of double quantization, like qt_dq_quantize_with_offset
+ * for absmax[0..len), len <= QT_DQ_BLOCK: codes[0..len), *nested. */
+void qt_dq_block_ref(const float *absmax, size_t len, float offset, uint8_t *codes,
+                     float *nested);
+#if defined(__x86_64__)
+void qt_dq_block_avx512(const qt_dq8_tab *tab, const float *absmax, size_t len, float offset,
+                        uint8_t *codes, float *nested);
+#endif
+
 #endif

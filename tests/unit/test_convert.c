@@ -133,3 +133,35 @@ Test(convert, refuses_existing_output_and_quantized_input)
     cr_assert(eq(int, qt_conv_plan(&o2, &c, err), QT_ERR_ARG));
     cr_assert(strstr(err, "already quantized") != NULL, "%s", err);
 }
+
+Test(convert, options_string_and_up_to_date)
+{
+    QT_NEED_DATA();
+    char in[512], tmp[64], out[128], err[QT_ERRMSG_SIZE] = "", why[256];
+    qt_test_tmpdir(tmp, sizeof tmp);
+    snprintf(out, sizeof out, "%s/o", tmp);
+    const char *skip[] = {"*.mlp.*", "a\"b"};
+    qt_conv_opts o = {.in = qt_test_data_path(in, sizeof in, "models/stories260K-f32"),
+                      .out = out, .scheme = QT_SCHEME_NF4, .double_quant = true, .skip = skip,
+                      .n_skip = 2, .max_shard_size = 1000000};
+    qt_conv *c = NULL;
+    cr_assert(eq(int, qt_conv_plan(&o, &c, err), QT_OK), "%s", err);
+    cr_assert(eq(str, (char *)qt_conv_options(c),
+                 "scheme=nf4;block=64;double_quant=1;compute_dtype=float32;"
+                 "skip=[\"*.mlp.*\",\"a\\\"b\"];recipe=none;max_shard_size=1000000;"
+                 "allow_nonfinite=0"));
+    bool same = true;
+    cr_assert(eq(int, qt_conv_up_to_date(c, &same, why, sizeof why), QT_OK));
+    cr_assert(not(same));
+    cr_assert(eq(int, qt_conv_run(c, err), QT_OK), "%s", err);
+    cr_assert(eq(int, qt_conv_up_to_date(c, &same, why, sizeof why), QT_OK));
+    cr_assert(same, "%s", why);
+    qt_conv_free(c);
+    /* one option less: not up to date, and the reason names the key */
+    o.n_skip = 1;
+    cr_assert(eq(int, qt_conv_plan(&o, &c, err), QT_OK), "%s", err);
+    cr_assert(eq(int, qt_conv_up_to_date(c, &same, why, sizeof why), QT_OK));
+    cr_assert(not(same));
+    cr_assert(strstr(why, "qtool.options") != NULL, "%s", why);
+    qt_conv_free(c);
+}

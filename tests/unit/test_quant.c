@@ -1078,3 +1078,143 @@ Test(golden, transformers_int8_matches_qtool)
     free(g.buf);
     free(m.buf);
 }
+
+/* ---- fast searches: every bucket against the scalar definitions ----------- */
+
+/* The SIMD 4-bit kernels find codes through bucket tables (kernels_avx512.c);
+ * blocks led by 1.0 (absmax 1, r = 1) sweep xn over [-1, 1] densely and
+ * around every threshold; all 65536 bf16 patterns too. */
+Test(quant, quant4_sweeps_match_ref_on_every_isa)
+{
+    const size_t B = 64, per = B - 1;
+    size_t nv = 0, cap = 2 * (0x3f800000u / 509 + 2) + 15 * 17 + 7 * 2 * 17 + 8;
+    float *vals = malloc(cap * 4);
+    for (uint32_t u = 0; u <= 0x3f800000u; u += 509) {
+        vals[nv++] = qt_f32_from_bits(u);
+        vals[nv++] = -qt_f32_from_bits(u);
+    }
+    for (int i = 0; i < 15 + 14; i++) {
+        float t = i < 15 ? qt_nf4_thresholds[i] : (i & 1 ? -1 : 1) * qt_fp4_thresholds[(i - 15) / 2];
+        for (int d = -8; d <= 8; d++) vals[nv++] = qt_f32_from_bits(qt_f32_bits(t) + (uint32_t)d);
+    }
+    vals[nv++] = 1.0f;
+    vals[nv++] = -1.0f;
+    vals[nv++] = NAN;
+    size_t nblk = (nv + per - 1) / per, n = nblk * B;
+    float *x = malloc(n * 4);
+    for (size_t b = 0, k = 0; b < nblk; b++) {
+        x[b * B] = 1.0f;
+        for (size_t i = 1; i < B; i++) x[b * B + i] = k < nv ? vals[k++] : 0.5f;
+    }
+    uint16_t *bf = malloc(65536 * 2);
+    for (uint32_t u = 0; u < 65536; u++) bf[u] = (uint16_t)u;
+    uint8_t *c0 = malloc(n / 2), *c1 = malloc(n / 2);
+    float *a0 = malloc(nblk * 4), *a1 = malloc(nblk * 4);
+    for (int isa = 0; isa < QT_ISA_COUNT; isa++) {
+        const qt_kernels *k = qt_kernels_for((qt_isa)isa);
+        if (!k || isa == QT_ISA_REF) continue;
+        for (int fp4 = 0; fp4 <= 1; fp4++) {
+            qt_kernels_ref.quant4(fp4, QT_SRC_F32, x, n, B, c0, a0);
+            k->quant4(fp4, QT_SRC_F32, x, n, B, c1, a1);
+            cr_assert(eq(int, memcmp(c0, c1, n / 2), 0), "%s fp4 %d", qt_isa_name((qt_isa)isa), fp4);
+            cr_assert(eq(int, memcmp(a0, a1, nblk * 4), 0));
+            for (size_t B2 = 32; B2 <= 4096; B2 *= 2) {
+                qt_kernels_ref.quant4(fp4, QT_SRC_BF16, bf, 65536, B2, c0, a0);
+                k->quant4(fp4, QT_SRC_BF16, bf, 65536, B2, c1, a1);
+                cr_assert(eq(int, memcmp(c0, c1, 32768), 0), "bf16 B %zu fp4 %d", B2, fp4);
+                cr_assert(eq(int, memcmp(a0, a1, 65536 / B2 * 4), 0));
+            }
+        }
+    }
+    free(vals);
+    free(x);
+    free(bf);
+    free(c0);
+    free(c1);
+    free(a0);
+    free(a1);
+}
+
+#if defined(__x86_64__)
+/* The dQuantize<0> bucket table (quant_internal.h): each boundary is the
+ * last float of its code, and the AVX-512 nested block equals the scalar one
+ * on a dense sweep of xn (blocks led by 1.0 with offset 0: r = 1), on every
+ * midpoint +-4 ulps, NaN / Inf and a block whose reciprocal overflows. */
+Test(dq, dq8_table_and_avx512_block_match_search)
+{
+    static qt_dq8_tab tab;
+    cr_assert(qt_dq8_tab_init(&tab));
+    const float *m = qt_dynamic_map;
+    for (int k = 0; k < 255; k++) {
+        cr_assert(eq(int, qt_dq8_code(m, tab.bound[k]), k), "bound %d", k);
+        cr_assert(eq(int, qt_dq8_code(m, nextafterf(tab.bound[k], INFINITY)), k + 1));
+    }
+    if (!qt_kernels_for(QT_ISA_AVX512)) cr_skip_test("CPU lacks avx512");
+    size_t cap = 2 * (0x3f800000u / 251 + 2) + 255 * 9 + 16, nv = 0;
+    float *vals = malloc(cap * 4);
+    for (uint32_t u = 0; u <= 0x3f800000u; u += 251) {
+        vals[nv++] = qt_f32_from_bits(u);
+        vals[nv++] = -qt_f32_from_bits(u);
+    }
+    for (int k = 0; k < 255; k++) {
+        float mid = (m[k] + m[k + 1]) * 0.5f;
+        for (int d = -4; d <= 4; d++) vals[nv++] = qt_f32_from_bits(qt_f32_bits(mid) + (uint32_t)d);
+    }
+    float specials[] = {NAN, -NAN, INFINITY, -INFINITY, 0.0f, -0.0f, 1.0f, -1.0f, 1e-30f, -1e-30f};
+    for (size_t i = 0; i < sizeof specials / sizeof specials[0]; i++) vals[nv++] = specials[i];
+    float blk[QT_DQ_BLOCK];
+    uint8_t c0[QT_DQ_BLOCK], c1[QT_DQ_BLOCK];
+    float n0, n1;
+    for (size_t k = 0; k < nv;) {
+        size_t len = 1;
+        blk[0] = 1.0f;
+        while (len < QT_DQ_BLOCK - (k % 7) && k < nv) blk[len++] = vals[k++]; /* partial blocks too */
+        qt_dq_block_ref(blk, len, 0.0f, c0, &n0);
+        qt_dq_block_avx512(&tab, blk, len, 0.0f, c1, &n1);
+        cr_assert(eq(int, memcmp(c0, c1, len), 0), "block at %zu", k);
+        cr_assert(eq(u32, qt_f32_bits(n0), qt_f32_bits(n1)));
+    }
+    /* offset != 0, and a reciprocal that overflows (spread 1e-40) */
+    for (size_t i = 0; i < 200; i++) blk[i] = 0.5f + (float)i * 1e-3f;
+    qt_dq_block_ref(blk, 200, 0.55f, c0, &n0);
+    qt_dq_block_avx512(&tab, blk, 200, 0.55f, c1, &n1);
+    cr_assert(eq(int, memcmp(c0, c1, 200), 0));
+    for (size_t i = 0; i < 100; i++) blk[i] = (i % 3) ? 0.0f : 1e-40f;
+    qt_dq_block_ref(blk, 100, 0.0f, c0, &n0);
+    qt_dq_block_avx512(&tab, blk, 100, 0.0f, c1, &n1);
+    cr_assert(eq(int, memcmp(c0, c1, 100), 0));
+    cr_assert(eq(u32, qt_f32_bits(n0), qt_f32_bits(n1)));
+    free(vals);
+}
+#endif
+
+/* The mean over many parallel chunks, and the status of the first invalid
+ * value in order (NaN/Inf -> QT_ERR_NUMERIC, negative -> QT_ERR_ARG). */
+Test(dq, mean_parallel_chunks_and_error_order)
+{
+    unsigned long long seed = qt_test_seed(DEFAULT_SEED + 12);
+    const size_t n = 300007;
+    float *v = malloc(n * 4);
+    long double s = 0;
+    for (size_t i = 0; i < n; i++) {
+        v[i] = (i % 1000 == 0) ? ((i & 1) ? -0.0f : 0.0f) : fabsf(qt_test_gauss(&seed)) * 0.05f + 1e-3f;
+        s += v[i];
+    }
+    float want = (float)(s / (long double)n), mean;
+    for (int th = 1; th <= 2; th++) {
+        set_threads(th);
+        cr_assert(eq(int, qt_dq_mean(v, n, &mean), QT_OK));
+        cr_assert(eq(u32, qt_f32_bits(mean), qt_f32_bits(want)), "threads %d", th);
+    }
+    v[250000] = NAN;
+    v[280000] = -1.0f;
+    cr_assert(eq(int, qt_dq_mean(v, n, &mean), QT_ERR_NUMERIC));
+    v[250000] = -2.0f;
+    v[280000] = INFINITY;
+    cr_assert(eq(int, qt_dq_mean(v, n, &mean), QT_ERR_ARG));
+    set_threads(1);
+    float small[3] = {-0.0f, 1.0f, 2.0f};
+    cr_assert(eq(int, qt_dq_mean(small, 3, &mean), QT_OK));
+    cr_assert(eq(flt, mean, 1.0f));
+    free(v);
+}
