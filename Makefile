@@ -110,7 +110,7 @@ $(BUILD)/tests/replay_%: tests/fuzz/%.c tests/fuzz/replay.c $(LIB)
 
 test: deps ## build with -Werror and run every test (unit, CLI, fuzz corpus replay)
 	$(Q)$(MAKE) --no-print-directory WERROR=1 BUILD=$(BUILD) all $(TEST_BIN) $(REPLAY_BIN)
-	$(Q)BUILD=$(BUILD) DATA=$(DATA) bash tests/run.sh
+	$(Q)BUILD=$(BUILD) DATA=$(DATA) SAN=$(SAN) bash tests/run.sh
 
 asan: ## the whole test suite under ASan + UBSan
 	$(Q)$(MAKE) --no-print-directory BUILD=build-asan SAN=1 test

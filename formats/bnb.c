@@ -136,7 +136,10 @@ qt_status qt_bnb_config_rewrite(const char *src, size_t n, const char *what,
     if (cfg->qtool_scheme) {
         cJSON *qq = cJSON_CreateObject();
         QT_CHECK(qq != NULL, QT_ERR_NOMEM, "out of memory");
-        cJSON_AddItemToObject(root, "quantization_config", qq);
+        if (!cJSON_AddItemToObject(root, "quantization_config", qq)) { /* key copy failed */
+            cJSON_Delete(qq);
+            QT_CHECK(0, QT_ERR_NOMEM, "out of memory");
+        }
         cJSON_AddNumberToObject(qq, "blocksize", (double)cfg->qtool_block);
         cJSON_AddStringToObject(qq, "quant_method", "qtool");
         cJSON_AddStringToObject(qq, "scheme", cfg->qtool_scheme);
@@ -151,7 +154,10 @@ qt_status qt_bnb_config_rewrite(const char *src, size_t n, const char *what,
 
     cJSON *q = cJSON_CreateObject();
     QT_CHECK(q != NULL, QT_ERR_NOMEM, "out of memory");
-    cJSON_AddItemToObject(root, "quantization_config", q);
+    if (!cJSON_AddItemToObject(root, "quantization_config", q)) { /* key copy failed */
+        cJSON_Delete(q);
+        QT_CHECK(0, QT_ERR_NOMEM, "out of memory");
+    }
     bool b4 = cfg->load_in_4bit;
     cJSON_AddBoolToObject(q, "_load_in_4bit", b4);
     cJSON_AddBoolToObject(q, "_load_in_8bit", !b4);

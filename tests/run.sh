@@ -7,6 +7,7 @@ set -u
 BUILD=${BUILD:-build}
 export QT_DATA=${DATA:-../shared/data}
 export QTOOL="$PWD/$BUILD/qtool"
+export LSAN_OPTIONS="suppressions=$PWD/tests/lsan.supp${LSAN_OPTIONS:+:$LSAN_OPTIONS}"
 pass=0 fail=0 skip=0 failed_names=""
 for t in "$BUILD"/tests/test_*; do
   [ -x "$t" ] || continue

@@ -9,6 +9,7 @@ set -u
 Q=${QTOOL:-build/qtool}
 TIME=/usr/bin/time
 [ -x "$TIME" ] && "$TIME" -v true > /dev/null 2>&1 || { echo "skipped: GNU $TIME -v is absent"; exit 77; }
+[ "${SAN:-0}" = 1 ] && { echo "skipped: sanitizer builds inflate RSS (ASan shadow memory and quarantine)"; exit 77; }
 T=$(mktemp -d); trap 'rm -rf "$T"' EXIT
 fail() { echo "FAIL: $*"; exit 1; }
 
