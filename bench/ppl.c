@@ -255,41 +255,13 @@ fail:
     return st;
 }
 
-/* Loads the vocabulary from a file or a folder's tokenizer.json /
- * tokenizer.model (*v NULL when the folder holds neither). */
-static qt_status vocab_from(const char *path, qt_vocab **v, char *errmsg)
-{
-    char buf[PPL_PATH_MAX + 32];
-    *v = NULL;
-    if (is_dir(path)) {
-        snprintf(buf, sizeof buf, "%s/tokenizer.json", path);
-        if (is_file(buf)) return qt_vocab_load_hf_json(buf, v, errmsg);
-        snprintf(buf, sizeof buf, "%s/tokenizer.model", path);
-        if (is_file(buf)) return qt_vocab_load_spm(buf, v, errmsg);
-        return QT_OK;
-    }
-    if (ends_with(path, ".json")) return qt_vocab_load_hf_json(path, v, errmsg);
-    if (file_is_gguf(path)) return qt_model_gguf_vocab(path, v, errmsg);
-    return qt_vocab_load_spm(path, v, errmsg);
-}
-
-/* BASE's tokenizer: opts->tokenizer, else BASE's folder (or GGUF vocab). */
+/* BASE's tokenizer: opts->tokenizer, else the one that comes with BASE. */
 static qt_status find_vocab(const char *base, const char *tok_opt, qt_vocab **v, char *errmsg)
 {
-    qt_status st;
-    const char *where = tok_opt ? tok_opt : base;
-    char dir[PPL_PATH_MAX];
-    if (!tok_opt && !is_dir(base) && !file_is_gguf(base)) { /* a .safetensors file */
-        snprintf(dir, sizeof dir, "%s", base);
-        char *slash = strrchr(dir, '/');
-        if (slash) *slash = 0;
-        else snprintf(dir, sizeof dir, ".");
-        where = dir;
-    }
-    st = vocab_from(where, v, errmsg);
+    qt_status st = qt_model_find_vocab(base, tok_opt, v, errmsg);
     if (st == QT_OK && !*v)
-        st = qt_set_err(errmsg, QT_ERR_ARG, "'%s' holds no tokenizer.json or tokenizer.model "
-                        "(give one with --tokenizer)", where);
+        st = qt_set_err(errmsg, QT_ERR_ARG, "'%s' comes with no tokenizer.json or tokenizer.model "
+                        "(give one with --tokenizer)", base);
     return st;
 }
 

@@ -45,80 +45,6 @@ static void usage(FILE *f)
             "  -h, --help            this help\n");
 }
 
-static bool is_dir(const char *p)
-{
-    struct stat sb;
-    return stat(p, &sb) == 0 && S_ISDIR(sb.st_mode);
-}
-
-static bool is_file(const char *p)
-{
-    struct stat sb;
-    return stat(p, &sb) == 0 && S_ISREG(sb.st_mode);
-}
-
-static bool ends_with(const char *s, const char *suf)
-{
-    size_t a = strlen(s), b = strlen(suf);
-    return a >= b && !strcmp(s + a - b, suf);
-}
-
-/* Loads the vocabulary from a file or a folder's tokenizer.json /
- * tokenizer.model. *v NULL (and QT_OK) when the folder holds neither. */
-static qt_status load_vocab_from(const char *path, qt_vocab **v, char *errmsg)
-{
-    char buf[4096];
-    *v = NULL;
-    if (is_dir(path)) {
-        snprintf(buf, sizeof buf, "%s/tokenizer.json", path);
-        if (is_file(buf)) return qt_vocab_load_hf_json(buf, v, errmsg);
-        snprintf(buf, sizeof buf, "%s/tokenizer.model", path);
-        if (is_file(buf)) return qt_vocab_load_spm(buf, v, errmsg);
-        return QT_OK;
-    }
-    if (ends_with(path, ".json")) return qt_vocab_load_hf_json(path, v, errmsg);
-    if (ends_with(path, ".gguf")) return qt_model_gguf_vocab(path, v, errmsg);
-    return qt_vocab_load_spm(path, v, errmsg);
-}
-
-static qt_status find_vocab(const char *model, const char *tok_opt, bool gguf, qt_vocab **v,
-                            char *errmsg)
-{
-    if (tok_opt) {
-        qt_status st = load_vocab_from(tok_opt, v, errmsg);
-        if (st == QT_OK && !*v)
-            st = qt_set_err(errmsg, QT_ERR_ARG, "'%s' holds no tokenizer.json or tokenizer.model",
-                            tok_opt);
-        return st;
-    }
-    if (gguf) {
-        qt_status st = qt_model_gguf_vocab(model, v, errmsg);
-        if (st == QT_ERR_UNSUPPORTED) { /* no vocabulary in the file: ids only */
-            *v = NULL;
-            return QT_OK;
-        }
-        return st;
-    }
-    if (is_dir(model)) return load_vocab_from(model, v, errmsg);
-    /* a .safetensors file: its folder */
-    char dir[4096];
-    snprintf(dir, sizeof dir, "%s", model);
-    char *slash = strrchr(dir, '/');
-    if (slash) *slash = 0;
-    else snprintf(dir, sizeof dir, ".");
-    return load_vocab_from(dir, v, errmsg);
-}
-
-static bool file_is_gguf(const char *path)
-{
-    FILE *f = fopen(path, "rb");
-    if (!f) return false;
-    char m[4] = {0};
-    size_t n = fread(m, 1, 4, f);
-    fclose(f);
-    return n == 4 && !memcmp(m, "GGUF", 4);
-}
-
 int cmd_generate(int argc, char **argv)
 {
     enum { OPT_TOKENIZER = 256, OPT_IDS, OPT_BENCH, OPT_BENCH_PP, OPT_BENCH_TG, OPT_ISA, OPT_NOSTOP };
@@ -238,7 +164,7 @@ int cmd_generate(int argc, char **argv)
         goto out;
     }
 
-    if ((st = find_vocab(model_path, tok_path, file_is_gguf(model_path), &vocab, errmsg)) != QT_OK) {
+    if ((st = qt_model_find_vocab(model_path, tok_path, &vocab, errmsg)) != QT_OK) {
         qt_cli_error("tokenizer: %s", errmsg);
         rc = qt_cli_exit_for(st);
         goto out;

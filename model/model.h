@@ -216,6 +216,18 @@ int32_t qt_sample(const float *logits, size_t n, float temp, uint64_t *rng);
  *         vocabulary, or another tokenizer model), QT_ERR_NOMEM. */
 qt_status qt_model_gguf_vocab(const char *path, qt_vocab **out, char *errmsg);
 
+/* Loads the vocabulary that goes with a model. With `tokenizer` (may be
+ * NULL): that file (tokenizer.json, tokenizer.model or a GGUF) or folder.
+ * Without: tokenizer.json, else tokenizer.model, in the model's folder (the
+ * folder of a .safetensors file), or a GGUF model's own vocabulary.
+ * *out is NULL (and QT_OK) when the model comes with none (a folder without
+ * tokenizer files, a GGUF without a vocabulary); a `tokenizer` that holds
+ * none is an error. *out: free with qt_vocab_free.
+ * @return QT_OK, QT_ERR_ARG, QT_ERR_IO, QT_ERR_FORMAT, QT_ERR_UNSUPPORTED,
+ *         QT_ERR_NOMEM. */
+qt_status qt_model_find_vocab(const char *model_path, const char *tokenizer, qt_vocab **out,
+                              char *errmsg);
+
 /* Speed of one model: prompt processing of n_prompt tokens in chunks of
  * n_batch (the model's n_batch; logits of every token computed, as
  * perplexity does) and decoding of n_gen tokens one at a time after it.
