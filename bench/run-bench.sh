@@ -93,3 +93,40 @@ if [ -d "$PPL_MODEL" ] && [ -f "$PPL_TEXT" ]; then
 else
   echo "== perplexity: skipped ($PPL_MODEL or $PPL_TEXT absent)"
 fi
+
+# ---- model (forward-pass speed; figures in docs/BENCHMARKS.md "Model runtime") ----
+#   `qtool generate MODEL --bench` (512-token prompt in one chunk, then greedy
+#   decoding of --bench-tg tokens) at MODEL_THREADS (default "2 1") threads on
+#   the SYNTHETIC TinyLlama-1.1B-shaped checkpoint of the convert section
+#   (bf16; generated under $OUT if absent) and its nf4 (+double quant) and
+#   int8 (LLM.int8) conversions, and on stories260K f32 and nf4. Lines in
+#   $OUT/model.txt, each with the load average at its start. MODEL_ARGS adds
+#   options (e.g. "--bench-tg 32" for a quick run).
+SYN="$OUT/synth-tinyllama-bf16"
+if [ ! -f "$SYN/config.json" ]; then
+  "$QTOOL" bench synth "$SYN" --hidden 2048 --intermediate 5632 --layers 22 --heads 32 \
+    --kv-heads 4 --vocab 32000 --dtype bf16 --seed 1
+fi
+"$QTOOL" convert --quiet --if-changed --threads 2 --scheme nf4 "$SYN" "$OUT/model-synth-nf4" >/dev/null
+"$QTOOL" convert --quiet --if-changed --threads 2 --scheme int8 "$SYN" "$OUT/model-synth-int8" >/dev/null
+model_list=("$SYN" "$OUT/model-synth-nf4" "$OUT/model-synth-int8")
+ST_MODEL=${DATA:-../shared/data}/models/stories260K-f32
+if [ -d "$ST_MODEL" ]; then
+  "$QTOOL" convert --quiet --if-changed --scheme nf4 "$ST_MODEL" "$OUT/model-stories260K-nf4" >/dev/null
+  model_list+=("$ST_MODEL" "$OUT/model-stories260K-nf4")
+fi
+{
+  echo "== model runtime (qtool generate --bench: pp 512 tokens in one chunk, tg ${MODEL_ARGS:-128 tokens})"
+  for m in "${model_list[@]}"; do
+    cat "$m"/*.safetensors > /dev/null
+    for th in ${MODEL_THREADS:-2 1}; do
+      load=$(cut -d' ' -f1-3 /proc/loadavg)
+      # shellcheck disable=SC2086
+      res=$("$QTOOL" generate "$m" --bench --threads "$th" ${MODEL_ARGS:-} 2>/dev/null |
+            sed -n 's/^\(prompt processing\|decoding\): .*: \([0-9.]*\) tokens\/s$/\1 \2/p' |
+            awk '{printf "%s %s tok/s  ", ($1 == "prompt" ? "pp" : "tg"), $NF}')
+      printf '%-28s threads %s: %s(load %s)\n' "$(basename "$m")" "$th" "$res" "$load"
+    done
+  done
+} | tee "$OUT/model.txt"
+echo "model: $OUT/model.txt"

@@ -15,10 +15,6 @@
 
 #define DEFAULT_CTX_CAP 4096
 #define DEFAULT_BATCH 512
-/* Below this many multiply-adds (n_tok * n_out * n_in) a matmul runs on the
- * calling thread (see mm()). */
-#define SERIAL_MATMUL_WORK 262144.0
-#define SERIAL_TILE_ROWS 4
 
 /* ============================================================================
  * Ownership helpers
@@ -159,11 +155,8 @@ qt_status qt_model_setup(qt_model *m, const qt_model_opts *opts, size_t default_
     s->rope_cos = qt_model_alloc_f32(m, n_ctx * (c->head_dim / 2));
     s->rope_sin = qt_model_alloc_f32(m, n_ctx * (c->head_dim / 2));
     float *inv = qt_model_alloc_f32(m, c->head_dim / 2);
-    s->tile_cols = c->dim > c->hidden_dim ? c->dim : c->hidden_dim;
-    if (q_dim > s->tile_cols) s->tile_cols = q_dim;
-    s->tile = qt_model_alloc_f32(m, SERIAL_TILE_ROWS * s->tile_cols);
     QT_CHECK(s->x && s->xb && s->xb2 && s->q && s->k && s->v && s->att_out && s->hb &&
-                 s->hb2 && s->key_cache && s->value_cache && s->rope_cos && s->rope_sin && inv && s->tile,
+                 s->hb2 && s->key_cache && s->value_cache && s->rope_cos && s->rope_sin && inv,
              QT_ERR_NOMEM, "%s: out of memory for the KV cache (%zu tokens)", c->arch, n_ctx);
 
     rope_inv_freq(c, inv);
@@ -716,17 +709,12 @@ static void residual(float *x, const float *y, size_t nd)
     for (size_t i = 0; i < nd; i++) x[i] += y[i];
 }
 
-/* Small matmuls run on the calling thread: waking a team costs more than it
- * saves, and far more when the cores are shared. */
-
-/* y (n, n_out) = x (n, n_in) . W^T through qt_matmul, or for small work
- * through the same kernels on this thread: qt_qweight_rows then dot_tile,
- * whose per-element summation order depends only on n_in and the ISA, so
- * the result is bit-identical to qt_matmul's. */
+/* y (n, n_out) = x (n, n_in) . W^T through qt_matmul (which keeps small
+ * matmuls on the calling thread; every output element has one summation
+ * order whatever n, the tiling or the threads). */
 static qt_status mm(qt_model *m, const qt_qweight *w, const float *x, size_t n, float *y,
                     const char *what, size_t l)
 {
-    qt_status st;
     if (m->capture && l < m->cfg.n_layers) {
         for (int p = 0; p < QT_PROJ_COUNT; p++)
             if (!strcmp(what, qt_proj_name((qt_proj)p))) {
@@ -734,22 +722,7 @@ static qt_status mm(qt_model *m, const qt_qweight *w, const float *x, size_t n, 
                 break;
             }
     }
-    if ((double)n * (double)w->n_out * (double)w->n_in < SERIAL_MATMUL_WORK &&
-        m->s.tile && w->n_in <= m->s.tile_cols) {
-        for (size_t r0 = 0; r0 < w->n_out; r0 += SERIAL_TILE_ROWS) {
-            size_t nr = w->n_out - r0 < SERIAL_TILE_ROWS ? w->n_out - r0 : SERIAL_TILE_ROWS;
-            const float *wt;
-            if (w->scheme == QT_SCHEME_FP32) {
-                wt = (const float *)w->data + r0 * w->n_in;
-            } else {
-                qt_qweight_rows(m->k, w, r0, nr, m->s.tile);
-                wt = m->s.tile;
-            }
-            m->k->dot_tile(x, w->n_in, n, wt, w->n_in, nr, w->n_in, y + r0, w->n_out);
-        }
-        return QT_OK;
-    }
-    st = qt_matmul(m->k, w, x, n, y);
+    qt_status st = qt_matmul(m->k, w, x, n, y);
     if (st != QT_OK)
         return qt_set_err(m->errmsg, st, "layer %zu: %s: matmul failed (%s)", l, what,
                           qt_status_str(st));

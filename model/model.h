@@ -8,9 +8,9 @@
  * memory-mapped files as a quant/ descriptor (formats/layout.h: plain
  * F32/F16/BF16, bitsandbytes NF4/FP4 with or without double quantization,
  * LLM.int8, qtool q8; GGUF F32/F16/BF16/Q8_0) and multiplies through
- * qt_matmul, which dequantizes a few rows at a time (matmuls under 2^18
- * multiply-adds run the same kernels, qt_qweight_rows + dot_tile, on the
- * calling thread, with bit-identical results): the model is never
+ * qt_matmul, which dequantizes one cache-sized tile of weight rows at a
+ * time (small matmuls stay on the calling thread; results do not depend
+ * on the thread count): the model is never
  * expanded to fp32 in memory, so perplexity measures exactly the bytes
  * `convert` wrote. Only the norm vectors and biases are converted to fp32.
  * LLM.int8 weights are run weight-only (W = CB * SCB / 127 in fp32), without

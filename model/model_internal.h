@@ -66,8 +66,6 @@ typedef struct qt_run_state {
     float *rope_cos;    /* (n_ctx, head_dim / 2) */
     float *rope_sin;    /* (n_ctx, head_dim / 2) */
     int32_t *qk_perm;   /* (head_dim,) HF index -> stored index, GGUF only */
-    float *tile;        /* (4, tile_cols) dequantized rows for small serial matmuls */
-    size_t tile_cols;   /* max(dim, hidden_dim, q_dim) */
 } qt_run_state;
 
 struct qt_model {

@@ -3,8 +3,9 @@
  * Dispatch: qt_kernels_for(isa) returns a constant table; the active one
  * follows qt_isa_active() (decided once, QT_ISA / --isa honoured).
  * Threads: each driver splits its work into fixed chunks (blocks, rows,
- * 4-row output tiles) whose results do not depend on which thread computes
- * them, so every output is bit-identical for any thread count. */
+ * output tiles) whose results do not depend on which thread computes them,
+ * so every output is bit-identical for any thread count. qt_matmul stays on
+ * the calling thread below MM_PAR_WORK multiply-adds. */
 #include "quant/quant.h"
 
 #include "quant/quant_internal.h"
@@ -144,8 +145,19 @@ qt_status qt_int8_quantize(const qt_kernels *k, qt_src_type t, const void *src, 
     return QT_OK;
 }
 
-/* Output rows per dequantized tile in qt_matmul / qt_dequantize. */
+/* Output rows per dequantized tile in qt_dequantize and the dot_tile path
+ * of qt_matmul. */
 #define TILE_ROWS 4
+/* Packed GEMM: input columns per block (kc), micro-panels per tile when
+ * prompt processing and when decoding (few tokens). */
+#define MM_KC 256
+#define MM_PANELS 2
+#define MM_PANELS_GEMV 4
+/* Below this many multiply-adds a matmul runs on the calling thread: waking
+ * a team costs more than it saves. */
+#define MM_PAR_WORK 262144.0
+/* Work items per thread wanted before tokens are split too. */
+#define MM_ITEMS_PER_THREAD 4
 
 static int max_threads(void)
 {
@@ -181,6 +193,8 @@ qt_status qt_dequantize(const qt_kernels *k, const qt_qweight *w, qt_src_type ou
         tiles = qt_aligned_alloc(64, bytes);
         if (!tiles) return QT_ERR_NOMEM;
     }
+    qt_dq_ctx ctx;
+    qt_dq_ctx_init(&ctx, k, w);
     ptrdiff_t ti;
 #ifdef _OPENMP
 #pragma omp parallel for schedule(static) num_threads(nth) if (nt > 1)
@@ -189,16 +203,139 @@ qt_status qt_dequantize(const qt_kernels *k, const qt_qweight *w, qt_src_type ou
         size_t r0 = (size_t)ti * TILE_ROWS;
         size_t nr = w->n_out - r0 < TILE_ROWS ? w->n_out - r0 : TILE_ROWS;
         if (out == QT_SRC_F32) {
-            qt_qweight_rows(k, w, r0, nr, (float *)dst + r0 * n_in);
+            qt_dq_range(&ctx, r0 * n_in, nr * n_in, (float *)dst + r0 * n_in);
             continue;
         }
         float *tile = tiles + (size_t)thread_id() * TILE_ROWS * n_in;
-        qt_qweight_rows(k, w, r0, nr, tile);
+        qt_dq_range(&ctx, r0 * n_in, nr * n_in, tile);
         uint16_t *o = (uint16_t *)dst + r0 * n_in;
         for (size_t i = 0; i < nr * n_in; i++)
             o[i] = out == QT_SRC_BF16 ? qt_fp32_to_bf16(tile[i]) : qt_fp32_to_fp16(tile[i]);
     }
     qt_aligned_free(tiles);
+    return QT_OK;
+}
+
+/* The ref ISA: 4-row tiles dequantized then dot_tile, OpenMP over tiles. */
+static qt_status matmul_dot(const qt_kernels *k, const qt_qweight *w, const float *x,
+                            size_t n_tok, float *y, bool par, int nth)
+{
+    const size_t n_in = w->n_in, n_out = w->n_out, nt = qt_n_blocks(n_out, TILE_ROWS);
+    /* fp32 weights at float alignment are used in place */
+    const bool direct = w->scheme == QT_SCHEME_FP32 && ((uintptr_t)w->data % sizeof(float)) == 0;
+    float *tiles = NULL;
+    if (!par) nth = 1;
+    if (!direct) {
+        size_t bytes;
+        if (!qt_mul_size((size_t)nth * TILE_ROWS, n_in * sizeof(float), &bytes))
+            return QT_ERR_OVERFLOW;
+        tiles = qt_aligned_alloc(64, bytes);
+        if (!tiles) return QT_ERR_NOMEM;
+    }
+    qt_dq_ctx ctx;
+    qt_dq_ctx_init(&ctx, k, w);
+    ptrdiff_t ti;
+#ifdef _OPENMP
+#pragma omp parallel for schedule(static) num_threads(nth) if (par && nt > 1)
+#endif
+    for (ti = 0; ti < (ptrdiff_t)nt; ti++) {
+        size_t r0 = (size_t)ti * TILE_ROWS;
+        size_t nr = n_out - r0 < TILE_ROWS ? n_out - r0 : TILE_ROWS;
+        const float *wt;
+        if (direct) {
+            wt = (const float *)w->data + r0 * n_in;
+        } else {
+            float *tile = tiles + (size_t)thread_id() * TILE_ROWS * n_in;
+            qt_dq_range(&ctx, r0 * n_in, nr * n_in, tile);
+            wt = tile;
+        }
+        k->dot_tile(x, n_in, n_tok, wt, n_in, nr, n_in, y + r0, n_out);
+    }
+    qt_aligned_free(tiles);
+    return QT_OK;
+}
+
+/* The packed GEMM (quant_internal.h). Work item = (tile of np micro-panels
+ * of output rows, chunk of tokens); for each block of kc input columns the
+ * tile's rows are dequantized into `rows`, packed into `panel`, and the
+ * kernel continues every output's fma chain. Which thread runs an item, and
+ * how items are cut, changes nothing in the result. */
+static qt_status matmul_gemm(const qt_kernels *k, const qt_mm_ops *ops, const qt_qweight *w,
+                             const float *x, size_t n_tok, float *y, bool par, int nth)
+{
+    const size_t n_in = w->n_in, n_out = w->n_out, nr = ops->nr;
+    const size_t np = n_tok < 4 ? MM_PANELS_GEMV : MM_PANELS, nc = np * nr;
+    const size_t kc = n_in < MM_KC ? n_in : MM_KC;
+    const size_t n_tiles = qt_n_blocks(n_out, nc);
+    if (!par) nth = 1;
+    /* tokens split when there are too few tiles to share */
+    size_t tch = n_tok;
+    if (par && n_tiles < (size_t)nth * MM_ITEMS_PER_THREAD && n_tok > ops->mr) {
+        size_t want = qt_n_blocks((size_t)nth * MM_ITEMS_PER_THREAD, n_tiles);
+        tch = qt_n_blocks(qt_n_blocks(n_tok, want), ops->mr) * ops->mr;
+    }
+    const size_t n_tch = qt_n_blocks(n_tok, tch), items = n_tiles * n_tch;
+    /* fp32, and bf16 / fp16 where the ISA widens while packing: no rows copy */
+    const bool direct = w->scheme == QT_SCHEME_FP32;
+    const bool half = (w->scheme == QT_SCHEME_BF16 || w->scheme == QT_SCHEME_FP16) &&
+                      ops->pack_half;
+    /* per thread: dequantized rows (nc x kc) and the panels (kc x nc) */
+    const size_t per = 2 * nc * kc;
+    size_t bytes;
+    if (!qt_mul_size((size_t)nth * per, sizeof(float), &bytes)) return QT_ERR_OVERFLOW;
+    float *scratch = qt_aligned_alloc(64, bytes);
+    if (!scratch) return QT_ERR_NOMEM;
+    qt_dq_ctx ctx;
+    qt_dq_ctx_init(&ctx, k, w);
+    ptrdiff_t it;
+#ifdef _OPENMP
+#pragma omp parallel for schedule(static) num_threads(nth) if (par && items > 1)
+#endif
+    for (it = 0; it < (ptrdiff_t)items; it++) {
+        const size_t tile = (size_t)it / n_tch, tc = (size_t)it % n_tch;
+        const size_t o0 = tile * nc, ncv = n_out - o0 < nc ? n_out - o0 : nc;
+        const size_t t0 = tc * tch, nt = n_tok - t0 < tch ? n_tok - t0 : tch;
+        const size_t n_pan = qt_n_blocks(ncv, nr);
+        float *rows = scratch + (size_t)thread_id() * per, *panel = rows + nc * kc;
+        for (size_t k0 = 0; k0 < n_in; k0 += kc) {
+            const size_t kl = n_in - k0 < kc ? n_in - k0 : kc;
+            for (size_t p = 0; p < n_pan; p++) {
+                const size_t r0 = o0 + p * nr, nrw = ncv - p * nr < nr ? ncv - p * nr : nr;
+                const void *src;
+                size_t ld;
+                if (half) {
+                    const size_t nl = n_in - k0 - kl < kc ? n_in - k0 - kl : kc;
+                    for (size_t r = 0; r < nrw && nl; r++)
+                        qt_dq_prefetch(&ctx, (r0 + r) * n_in + k0 + kl, nl);
+                    ops->pack_half(w->scheme == QT_SCHEME_BF16,
+                                   (const unsigned char *)w->data + 2 * (r0 * n_in + k0), n_in,
+                                   nrw, kl, panel + p * kl * nr);
+                    continue;
+                }
+                if (direct) {
+                    src = (const unsigned char *)w->data + 4 * (r0 * n_in + k0);
+                    ld = n_in;
+                } else {
+                    for (size_t r = 0; r < nrw; r++) {
+                        /* the same row's next block, or the next tile's first */
+                        if (k0 + kl < n_in) {
+                            size_t nl = n_in - k0 - kl < kc ? n_in - k0 - kl : kc;
+                            qt_dq_prefetch(&ctx, (r0 + r) * n_in + k0 + kl, nl);
+                        } else if (r0 + r + nc < n_out) {
+                            qt_dq_prefetch(&ctx, (r0 + r + nc) * n_in, kc);
+                        }
+                        qt_dq_range(&ctx, (r0 + r) * n_in + k0, kl, rows + r * kl);
+                    }
+                    src = rows;
+                    ld = kl;
+                }
+                ops->pack(src, ld, nrw, kl, panel + p * kl * nr);
+            }
+            ops->gemm(x + t0 * n_in + k0, n_in, nt, panel, n_pan, kl, ncv, y + t0 * n_out + o0,
+                      n_out, k0 > 0);
+        }
+    }
+    qt_aligned_free(scratch);
     return QT_OK;
 }
 
@@ -209,35 +346,10 @@ qt_status qt_matmul(const qt_kernels *k, const qt_qweight *w, const float *x, si
     if (st != QT_OK) return st;
     if (!x || !y || n_tok == 0) return QT_ERR_ARG;
     if (!k) k = qt_kernels_active();
-    const size_t n_in = w->n_in, n_out = w->n_out, nt = qt_n_blocks(n_out, TILE_ROWS);
-    /* fp32 weights at float alignment are used in place */
-    const bool direct = w->scheme == QT_SCHEME_FP32 && ((uintptr_t)w->data % sizeof(float)) == 0;
-    int nth = max_threads();
-    float *tiles = NULL;
-    if (!direct) {
-        size_t bytes;
-        if (!qt_mul_size((size_t)nth * TILE_ROWS, n_in * sizeof(float), &bytes))
-            return QT_ERR_OVERFLOW;
-        tiles = qt_aligned_alloc(64, bytes);
-        if (!tiles) return QT_ERR_NOMEM;
-    }
-    ptrdiff_t ti;
-#ifdef _OPENMP
-#pragma omp parallel for schedule(static) num_threads(nth) if (nt > 1)
-#endif
-    for (ti = 0; ti < (ptrdiff_t)nt; ti++) {
-        size_t r0 = (size_t)ti * TILE_ROWS;
-        size_t nr = n_out - r0 < TILE_ROWS ? n_out - r0 : TILE_ROWS;
-        const float *wt;
-        if (direct) {
-            wt = (const float *)w->data + r0 * n_in;
-        } else {
-            float *tile = tiles + (size_t)thread_id() * TILE_ROWS * n_in;
-            qt_qweight_rows(k, w, r0, nr, tile);
-            wt = tile;
-        }
-        k->dot_tile(x, n_in, n_tok, wt, n_in, nr, n_in, y + r0, n_out);
-    }
-    qt_aligned_free(tiles);
-    return QT_OK;
+    const int nth = max_threads();
+    const bool par =
+        nth > 1 && (double)n_tok * (double)w->n_out * (double)w->n_in >= MM_PAR_WORK;
+    const qt_mm_ops *ops = qt_mm_ops_for(k);
+    if (!ops->gemm) return matmul_dot(k, w, x, n_tok, y, par, nth);
+    return matmul_gemm(k, ops, w, x, n_tok, y, par, nth);
 }

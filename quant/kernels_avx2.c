@@ -308,3 +308,210 @@ const qt_kernels qt_kernels_avx2 = {
     QT_ISA_AVX2,    quant4, dequant4, q8_quant, int8_quant_row, qt_blockwise8_quant_ref,
     dot_tile,
 };
+
+/* ---- matmul: conversions, packing and the GEMM kernel (quant_internal.h) ---- */
+
+static void cvt_half(bool bf16, const void *src, size_t n, float *dst)
+{
+    const unsigned char *p = src;
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        __m128i h = _mm_loadu_si128((const __m128i *)(const void *)(p + 2 * i));
+        __m256 v = bf16 ? _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16))
+                        : _mm256_cvtph_ps(h);
+        _mm256_storeu_ps(dst + i, v);
+    }
+    if (i < n) qt_cvt_half_ref(bf16, p + 2 * i, n - i, dst + i);
+}
+
+static void cvt_i8(const int8_t *q, size_t n, float s, float c, float *dst)
+{
+    const __m256 vs = _mm256_set1_ps(s), vc = _mm256_set1_ps(c);
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        __m128i b = _mm_loadl_epi64((const __m128i *)(const void *)(q + i));
+        __m256 v = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(b));
+        _mm256_storeu_ps(dst + i, _mm256_mul_ps(_mm256_mul_ps(v, vs), vc));
+    }
+    if (i < n) qt_cvt_i8_ref(q + i, n - i, s, c, dst + i);
+}
+
+static void cvt_map8(const uint8_t *code, size_t n, const float map[256], float a, float *dst)
+{
+    const __m256 va = _mm256_set1_ps(a);
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        __m128i b = _mm_loadl_epi64((const __m128i *)(const void *)(code + i));
+        __m256 v = _mm256_i32gather_ps(map, _mm256_cvtepu8_epi32(b), 4);
+        _mm256_storeu_ps(dst + i, _mm256_mul_ps(v, va));
+    }
+    if (i < n) qt_cvt_map8_ref(code + i, n - i, map, a, dst + i);
+}
+
+/* In-register transpose of 8 rows of 8. */
+static inline __attribute__((always_inline)) void transpose8(__m256 r[8])
+{
+    __m256 t[8], u[8];
+#pragma GCC unroll 16
+    for (int i = 0; i < 4; i++) {
+        t[2 * i] = _mm256_unpacklo_ps(r[2 * i], r[2 * i + 1]);
+        t[2 * i + 1] = _mm256_unpackhi_ps(r[2 * i], r[2 * i + 1]);
+    }
+#pragma GCC unroll 16
+    for (int g = 0; g < 2; g++) {
+        __m256 a0 = t[4 * g], a1 = t[4 * g + 1], b0 = t[4 * g + 2], b1 = t[4 * g + 3];
+        u[4 * g + 0] = _mm256_shuffle_ps(a0, b0, 0x44);
+        u[4 * g + 1] = _mm256_shuffle_ps(a0, b0, 0xEE);
+        u[4 * g + 2] = _mm256_shuffle_ps(a1, b1, 0x44);
+        u[4 * g + 3] = _mm256_shuffle_ps(a1, b1, 0xEE);
+    }
+#pragma GCC unroll 16
+    for (int j = 0; j < 4; j++) {
+        r[j] = _mm256_permute2f128_ps(u[j], u[4 + j], 0x20);
+        r[4 + j] = _mm256_permute2f128_ps(u[j], u[4 + j], 0x31);
+    }
+}
+
+#define MM_NR 16 /* outputs per micro-panel: 2 vectors */
+#define MM_MR 6  /* tokens per register block: 12 accumulators */
+
+/* 8 rows (g .. g+7 of n_rows, zero past it) x kk <= 8 columns from k,
+ * transposed: r[j] = column j. */
+static inline __attribute__((always_inline)) void load_t8(const unsigned char *base, size_t ld,
+                                                          size_t n_rows, size_t g, size_t k,
+                                                          size_t kk, __m256 r[8])
+{
+#pragma GCC unroll 8
+    for (size_t i = 0; i < 8; i++) {
+        const unsigned char *s = base + 4 * ((g + i) * ld + k);
+        if (g + i >= n_rows) {
+            r[i] = _mm256_setzero_ps();
+        } else if (kk == 8) {
+            r[i] = _mm256_loadu_ps((const float *)(const void *)s);
+        } else {
+            float tmp[8] = {0};
+            memcpy(tmp, s, 4 * kk);
+            r[i] = _mm256_loadu_ps(tmp);
+        }
+    }
+    transpose8(r);
+}
+
+static void pack(const void *rows, size_t ld, size_t n_rows, size_t kc, float *panel)
+{
+    const unsigned char *base = rows;
+    size_t k = 0;
+    for (; k + 8 <= kc; k += 8)
+#pragma GCC unroll 2
+        for (size_t g = 0; g < MM_NR; g += 8) {
+            __m256 r[8];
+            load_t8(base, ld, n_rows, g, k, 8, r);
+#pragma GCC unroll 8
+            for (size_t j = 0; j < 8; j++) _mm256_store_ps(panel + (k + j) * MM_NR + g, r[j]);
+        }
+    if (k < kc) {
+        _Alignas(32) float tb[8][8];
+        for (size_t g = 0; g < MM_NR; g += 8) {
+            __m256 r[8];
+            load_t8(base, ld, n_rows, g, k, kc - k, r);
+#pragma GCC unroll 8
+            for (size_t j = 0; j < 8; j++) _mm256_store_ps(tb[j], r[j]);
+            for (size_t j = 0; k + j < kc; j++)
+                memcpy(panel + (k + j) * MM_NR + g, tb[j], sizeof tb[j]);
+        }
+    }
+}
+
+/* mr tokens x 16 outputs over kc: c = fma(x[t][k], p[k][o], c) in k order.
+ * ncol < 16: y goes through a local copy. */
+static inline __attribute__((always_inline)) void kern(const int mr, const float *x, size_t ldx,
+                                                       const float *p, size_t kc, float *y,
+                                                       size_t ldy, size_t ncol, bool acc)
+{
+    __m256 c0[MM_MR], c1[MM_MR];
+    float tmp[MM_MR][MM_NR];
+    const bool full = ncol == MM_NR;
+#pragma GCC unroll 6
+    for (int i = 0; i < mr; i++) {
+        if (!acc) {
+            c0[i] = c1[i] = _mm256_setzero_ps();
+        } else if (full) {
+            c0[i] = _mm256_loadu_ps(y + i * ldy);
+            c1[i] = _mm256_loadu_ps(y + i * ldy + 8);
+        } else {
+            memset(tmp[i], 0, sizeof tmp[i]);
+            memcpy(tmp[i], y + i * ldy, ncol * sizeof(float));
+            c0[i] = _mm256_loadu_ps(tmp[i]);
+            c1[i] = _mm256_loadu_ps(tmp[i] + 8);
+        }
+    }
+    for (size_t k = 0; k < kc; k++) {
+        const __m256 b0 = _mm256_load_ps(p + k * MM_NR), b1 = _mm256_load_ps(p + k * MM_NR + 8);
+#pragma GCC unroll 6
+        for (int i = 0; i < mr; i++) {
+            const __m256 a = _mm256_broadcast_ss(x + i * ldx + k);
+            c0[i] = _mm256_fmadd_ps(a, b0, c0[i]);
+            c1[i] = _mm256_fmadd_ps(a, b1, c1[i]);
+        }
+    }
+#pragma GCC unroll 6
+    for (int i = 0; i < mr; i++) {
+        if (full) {
+            _mm256_storeu_ps(y + i * ldy, c0[i]);
+            _mm256_storeu_ps(y + i * ldy + 8, c1[i]);
+        } else {
+            _mm256_storeu_ps(tmp[i], c0[i]);
+            _mm256_storeu_ps(tmp[i] + 8, c1[i]);
+            memcpy(y + i * ldy, tmp[i], ncol * sizeof(float));
+        }
+    }
+}
+
+/* One token x 4 consecutive panels (64 outputs, 8 chains in flight). */
+static inline void kern1x4(const float *x, const float *p, size_t kc, float *y, bool acc)
+{
+    const size_t ps = kc * MM_NR;
+    __m256 c[8];
+    for (int v = 0; v < 8; v++) c[v] = acc ? _mm256_loadu_ps(y + 8 * v) : _mm256_setzero_ps();
+    for (size_t k = 0; k < kc; k++) {
+        const __m256 a = _mm256_broadcast_ss(x + k);
+#pragma GCC unroll 4
+        for (int q = 0; q < 4; q++) {
+            c[2 * q] = _mm256_fmadd_ps(a, _mm256_load_ps(p + q * ps + k * MM_NR), c[2 * q]);
+            c[2 * q + 1] =
+                _mm256_fmadd_ps(a, _mm256_load_ps(p + q * ps + k * MM_NR + 8), c[2 * q + 1]);
+        }
+    }
+    for (int v = 0; v < 8; v++) _mm256_storeu_ps(y + 8 * v, c[v]);
+}
+
+static void gemm(const float *x, size_t ldx, size_t n_tok, const float *panels, size_t n_pan,
+                 size_t kc, size_t nc, float *y, size_t ldy, bool acc)
+{
+    for (size_t t = 0; t < n_tok; t += MM_MR) {
+        const size_t mr = n_tok - t < MM_MR ? n_tok - t : MM_MR;
+        const float *xt = x + t * ldx;
+        float *yt = y + t * ldy;
+        size_t p = 0;
+        if (mr == 1)
+            for (; p + 4 <= n_pan && (p + 4) * MM_NR <= nc; p += 4)
+                kern1x4(xt, panels + p * kc * MM_NR, kc, yt + p * MM_NR, acc);
+        for (; p < n_pan; p++) {
+            const size_t o = p * MM_NR, ncol = nc - o < MM_NR ? nc - o : MM_NR;
+            const float *pp = panels + p * kc * MM_NR;
+            float *yo = yt + o;
+            switch (mr) {
+            case 1: kern(1, xt, ldx, pp, kc, yo, ldy, ncol, acc); break;
+            case 2: kern(2, xt, ldx, pp, kc, yo, ldy, ncol, acc); break;
+            case 3: kern(3, xt, ldx, pp, kc, yo, ldy, ncol, acc); break;
+            case 4: kern(4, xt, ldx, pp, kc, yo, ldy, ncol, acc); break;
+            case 5: kern(5, xt, ldx, pp, kc, yo, ldy, ncol, acc); break;
+            default: kern(MM_MR, xt, ldx, pp, kc, yo, ldy, ncol, acc); break;
+            }
+        }
+    }
+}
+
+const qt_mm_ops qt_mm_ops_avx2 = {
+    MM_NR, MM_MR, cvt_half, cvt_i8, cvt_map8, pack, NULL, gemm,
+};

@@ -523,3 +523,217 @@ const qt_kernels qt_kernels_avx512 = {
     QT_ISA_AVX512,  quant4, dequant4, q8_quant, int8_quant_row, blockwise8_quant,
     dot_tile,
 };
+
+/* ---- matmul: conversions, packing and the GEMM kernel (quant_internal.h) ---- */
+
+static inline __mmask16 tail_mask(size_t n)
+{
+    return n >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << n) - 1);
+}
+
+static void cvt_half(bool bf16, const void *src, size_t n, float *dst)
+{
+    const unsigned char *p = src;
+    for (size_t i = 0; i < n; i += 16) {
+        __mmask16 m = tail_mask(n - i);
+        __m256i h = _mm256_maskz_loadu_epi16(m, p + 2 * i);
+        __m512 v = bf16 ? _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16))
+                        : _mm512_cvtph_ps(h);
+        _mm512_mask_storeu_ps(dst + i, m, v);
+    }
+}
+
+static void cvt_i8(const int8_t *q, size_t n, float s, float c, float *dst)
+{
+    const __m512 vs = _mm512_set1_ps(s), vc = _mm512_set1_ps(c);
+    for (size_t i = 0; i < n; i += 16) {
+        __mmask16 m = tail_mask(n - i);
+        __m512 v = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_maskz_loadu_epi8(m, q + i)));
+        _mm512_mask_storeu_ps(dst + i, m, _mm512_mul_ps(_mm512_mul_ps(v, vs), vc));
+    }
+}
+
+static void cvt_map8(const uint8_t *code, size_t n, const float map[256], float a, float *dst)
+{
+    const __m512 va = _mm512_set1_ps(a);
+    for (size_t i = 0; i < n; i += 16) {
+        __mmask16 m = tail_mask(n - i);
+        __m512i idx = _mm512_cvtepu8_epi32(_mm_maskz_loadu_epi8(m, code + i));
+        __m512 v = _mm512_i32gather_ps(idx, map, 4);
+        _mm512_mask_storeu_ps(dst + i, m, _mm512_mul_ps(v, va));
+    }
+}
+
+/* In-register transpose: r[i] (row i, 16 columns) -> r[j] (column j). */
+static inline __attribute__((always_inline)) void transpose16(__m512 r[16])
+{
+    __m512 t[16], u[16];
+#pragma GCC unroll 16
+    for (int i = 0; i < 8; i++) {
+        t[2 * i] = _mm512_unpacklo_ps(r[2 * i], r[2 * i + 1]);
+        t[2 * i + 1] = _mm512_unpackhi_ps(r[2 * i], r[2 * i + 1]);
+    }
+#pragma GCC unroll 16
+    for (int g = 0; g < 4; g++) { /* rows 4g .. 4g+3 */
+        __m512 a0 = t[4 * g], a1 = t[4 * g + 1], b0 = t[4 * g + 2], b1 = t[4 * g + 3];
+        u[4 * g + 0] = _mm512_shuffle_ps(a0, b0, 0x44);
+        u[4 * g + 1] = _mm512_shuffle_ps(a0, b0, 0xEE);
+        u[4 * g + 2] = _mm512_shuffle_ps(a1, b1, 0x44);
+        u[4 * g + 3] = _mm512_shuffle_ps(a1, b1, 0xEE);
+    }
+    /* u[4g + j], 128-bit lane L: column 4L + j of rows 4g .. 4g+3 */
+#pragma GCC unroll 16
+    for (int j = 0; j < 4; j++) {
+        __m512 v0 = _mm512_shuffle_f32x4(u[j], u[4 + j], 0x88);
+        __m512 v1 = _mm512_shuffle_f32x4(u[8 + j], u[12 + j], 0x88);
+        __m512 w0 = _mm512_shuffle_f32x4(u[j], u[4 + j], 0xDD);
+        __m512 w1 = _mm512_shuffle_f32x4(u[8 + j], u[12 + j], 0xDD);
+        r[j] = _mm512_shuffle_f32x4(v0, v1, 0x88);
+        r[8 + j] = _mm512_shuffle_f32x4(v0, v1, 0xDD);
+        r[4 + j] = _mm512_shuffle_f32x4(w0, w1, 0x88);
+        r[12 + j] = _mm512_shuffle_f32x4(w0, w1, 0xDD);
+    }
+}
+
+#define MM_NR 32 /* outputs per micro-panel: 2 vectors */
+#define MM_MR 12 /* tokens per register block: 24 accumulators */
+
+/* 16 rows (g .. g+15 of n_rows, zero past it) x 16 columns from k (m: the
+ * columns present) of fp32 (T == QT_SRC_F32), bf16 or fp16 values widened
+ * exactly, transposed: r[j] = column j. */
+static inline __attribute__((always_inline)) void load_t16(qt_src_type T,
+                                                           const unsigned char *base, size_t ld,
+                                                           size_t n_rows, size_t g, size_t k,
+                                                           __mmask16 m, __m512 r[16])
+{
+    const size_t es = T == QT_SRC_F32 ? 4 : 2;
+#pragma GCC unroll 16
+    for (size_t i = 0; i < 16; i++) {
+        const unsigned char *s = base + es * ((g + i) * ld + k);
+        if (g + i >= n_rows) r[i] = _mm512_setzero_ps();
+        else if (T == QT_SRC_F32) r[i] = _mm512_maskz_loadu_ps(m, s);
+        else if (T == QT_SRC_BF16)
+            r[i] = _mm512_castsi512_ps(
+                _mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_maskz_loadu_epi16(m, s)), 16));
+        else r[i] = _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(m, s));
+    }
+    transpose16(r);
+}
+
+static inline __attribute__((always_inline)) void pack_t(qt_src_type T, const void *rows,
+                                                         size_t ld, size_t n_rows, size_t kc,
+                                                         float *panel)
+{
+    const unsigned char *base = rows;
+    size_t k = 0;
+    for (; k + 16 <= kc; k += 16)
+#pragma GCC unroll 2
+        for (size_t g = 0; g < MM_NR; g += 16) {
+            __m512 r[16];
+            load_t16(T, base, ld, n_rows, g, k, (__mmask16)0xffff, r);
+#pragma GCC unroll 16
+            for (size_t j = 0; j < 16; j++) _mm512_store_ps(panel + (k + j) * MM_NR + g, r[j]);
+        }
+    if (k < kc) {
+        _Alignas(64) float tb[16][16];
+        for (size_t g = 0; g < MM_NR; g += 16) {
+            __m512 r[16];
+            load_t16(T, base, ld, n_rows, g, k, tail_mask(kc - k), r);
+#pragma GCC unroll 16
+            for (size_t j = 0; j < 16; j++) _mm512_store_ps(tb[j], r[j]);
+            for (size_t j = 0; k + j < kc; j++)
+                memcpy(panel + (k + j) * MM_NR + g, tb[j], sizeof tb[j]);
+        }
+    }
+}
+
+static void pack(const void *rows, size_t ld, size_t n_rows, size_t kc, float *panel)
+{
+    pack_t(QT_SRC_F32, rows, ld, n_rows, kc, panel);
+}
+
+static void pack_half(bool bf16, const void *rows, size_t ld, size_t n_rows, size_t kc,
+                      float *panel)
+{
+    if (bf16) pack_t(QT_SRC_BF16, rows, ld, n_rows, kc, panel);
+    else pack_t(QT_SRC_F16, rows, ld, n_rows, kc, panel);
+}
+
+/* mr tokens x 32 outputs over kc: c = fma(x[t][k], p[k][o], c) in k order. */
+static inline __attribute__((always_inline)) void kern(const int mr, const float *x, size_t ldx,
+                                                       const float *p, size_t kc, float *y,
+                                                       size_t ldy, __mmask16 m0, __mmask16 m1,
+                                                       bool acc)
+{
+    __m512 c0[MM_MR], c1[MM_MR];
+#pragma GCC unroll 12
+    for (int i = 0; i < mr; i++) {
+        c0[i] = acc ? _mm512_maskz_loadu_ps(m0, y + i * ldy) : _mm512_setzero_ps();
+        c1[i] = acc ? _mm512_maskz_loadu_ps(m1, y + i * ldy + 16) : _mm512_setzero_ps();
+    }
+    for (size_t k = 0; k < kc; k++) {
+        const __m512 b0 = _mm512_load_ps(p + k * MM_NR), b1 = _mm512_load_ps(p + k * MM_NR + 16);
+#pragma GCC unroll 12
+        for (int i = 0; i < mr; i++) {
+            const __m512 a = _mm512_set1_ps(x[i * ldx + k]);
+            c0[i] = _mm512_fmadd_ps(a, b0, c0[i]);
+            c1[i] = _mm512_fmadd_ps(a, b1, c1[i]);
+        }
+    }
+#pragma GCC unroll 12
+    for (int i = 0; i < mr; i++) {
+        _mm512_mask_storeu_ps(y + i * ldy, m0, c0[i]);
+        _mm512_mask_storeu_ps(y + i * ldy + 16, m1, c1[i]);
+    }
+}
+
+/* One token x 4 consecutive panels (128 outputs, 8 chains in flight): the
+ * decoding case, where one panel alone would wait on the FMA latency. */
+static inline void kern1x4(const float *x, const float *p, size_t kc, float *y, bool acc)
+{
+    const size_t ps = kc * MM_NR;
+    __m512 c[8];
+    for (int v = 0; v < 8; v++) c[v] = acc ? _mm512_loadu_ps(y + 16 * v) : _mm512_setzero_ps();
+    for (size_t k = 0; k < kc; k++) {
+        const __m512 a = _mm512_set1_ps(x[k]);
+#pragma GCC unroll 4
+        for (int q = 0; q < 4; q++) {
+            c[2 * q] = _mm512_fmadd_ps(a, _mm512_load_ps(p + q * ps + k * MM_NR), c[2 * q]);
+            c[2 * q + 1] =
+                _mm512_fmadd_ps(a, _mm512_load_ps(p + q * ps + k * MM_NR + 16), c[2 * q + 1]);
+        }
+    }
+    for (int v = 0; v < 8; v++) _mm512_storeu_ps(y + 16 * v, c[v]);
+}
+
+static void gemm(const float *x, size_t ldx, size_t n_tok, const float *panels, size_t n_pan,
+                 size_t kc, size_t nc, float *y, size_t ldy, bool acc)
+{
+    for (size_t t = 0; t < n_tok; t += MM_MR) {
+        const size_t mr = n_tok - t < MM_MR ? n_tok - t : MM_MR;
+        const float *xt = x + t * ldx;
+        float *yt = y + t * ldy;
+        size_t p = 0;
+        if (mr == 1)
+            for (; p + 4 <= n_pan && (p + 4) * MM_NR <= nc; p += 4)
+                kern1x4(xt, panels + p * kc * MM_NR, kc, yt + p * MM_NR, acc);
+        for (; p < n_pan; p++) {
+            const size_t o = p * MM_NR, ncol = nc - o < MM_NR ? nc - o : MM_NR;
+            const __mmask16 m0 = tail_mask(ncol), m1 = ncol > 16 ? tail_mask(ncol - 16) : 0;
+            const float *pp = panels + p * kc * MM_NR;
+            float *yo = yt + o;
+            switch (mr) {
+#define KCASE(n)                                                                                  \
+    case n: kern(n, xt, ldx, pp, kc, yo, ldy, m0, m1, acc); break;
+                KCASE(1) KCASE(2) KCASE(3) KCASE(4) KCASE(5) KCASE(6)
+                KCASE(7) KCASE(8) KCASE(9) KCASE(10) KCASE(11)
+                default: kern(MM_MR, xt, ldx, pp, kc, yo, ldy, m0, m1, acc); break;
+#undef KCASE
+            }
+        }
+    }
+}
+
+const qt_mm_ops qt_mm_ops_avx512 = {
+    MM_NR, MM_MR, cvt_half, cvt_i8, cvt_map8, pack, pack_half, gemm,
+};

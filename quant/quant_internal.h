@@ -101,4 +101,73 @@ void qt_dq_block_avx512(const qt_dq8_tab *tab, const float *absmax, size_t len, 
                         uint8_t *codes, float *nested);
 #endif
 
+/* ---- matmul internals (matmul.c, driver.c, kernels_*.c) -------------------
+ *
+ * qt_matmul on AVX2 / AVX-512 is a packed GEMM: for a tile of output rows
+ * (weight rows) and a block of kc input columns, the rows are dequantized
+ * (qt_dq_range, bit-identical on every ISA) and transposed into K-major
+ * micro-panels of nr rows (panel[k * nr + j] = W[o0 + j][k0 + k], rows past
+ * the end zero), then a register-blocked kernel computes mr tokens x nr
+ * outputs with FMA accumulators, continuing from y for every block after
+ * the first. Per output element the summation is therefore ONE order,
+ *     y = 0; for k = 0 .. n_in-1: y = fmaf(x[k], w[k], y)
+ * whatever the tiling, the token count or the threads (AVX2 and AVX-512
+ * give the same bits). The ref ISA keeps dot_tile (a mul + add chain). */
+typedef struct qt_mm_ops {
+    size_t nr; /* outputs per micro-panel (0 = no packed GEMM: use dot_tile) */
+    size_t mr; /* tokens per register block */
+    /* dst[i] = f32 value of bf16 (bf16) or fp16 src[i], i < n; src unaligned */
+    void (*cvt_half)(bool bf16, const void *src, size_t n, float *dst);
+    /* dst[i] = f32(f32((float)q[i] * s) * c), i < n */
+    void (*cvt_i8)(const int8_t *q, size_t n, float s, float c, float *dst);
+    /* dst[i] = f32(map[code[i]] * a), i < n */
+    void (*cvt_map8)(const uint8_t *code, size_t n, const float map[256], float a, float *dst);
+    /* panel[k * nr + j] = rows[j * ld + k] (floats at any float-or-byte
+     * alignment) for j < n_rows (<= nr), k < kc; 0 for n_rows <= j < nr.
+     * panel 64-byte aligned. */
+    void (*pack)(const void *rows, size_t ld, size_t n_rows, size_t kc, float *panel);
+    /* pack of bf16 (bf16) or fp16 rows, widened exactly (the values of
+     * cvt_half); NULL: cvt_half then pack */
+    void (*pack_half)(bool bf16, const void *rows, size_t ld, size_t n_rows, size_t kc,
+                      float *panel);
+    /* y[t * ldy + o] for t < n_tok, o < nc (<= n_pan * nr): continues the
+     * chain over k < kc with x[t * ldx + k] and the n_pan consecutive
+     * micro-panels of kc x nr (from y when acc, else from +0). */
+    void (*gemm)(const float *x, size_t ldx, size_t n_tok, const float *panels, size_t n_pan,
+                 size_t kc, size_t nc, float *y, size_t ldy, bool acc);
+} qt_mm_ops;
+
+extern const qt_mm_ops qt_mm_ops_ref;
+#if defined(__x86_64__)
+extern const qt_mm_ops qt_mm_ops_avx2;
+extern const qt_mm_ops qt_mm_ops_avx512;
+#endif
+/* The ops of kernels k (ref ops, nr = 0, for ISAs without a packed GEMM). */
+const qt_mm_ops *qt_mm_ops_for(const qt_kernels *k);
+
+/* Everything qt_dq_range needs about one weight, resolved once (maps copied
+ * out of possibly unaligned storage). Read-only once built: threads share it. */
+typedef struct qt_dq_ctx {
+    const qt_qweight *w;
+    const qt_kernels *k;
+    const qt_mm_ops *ops;
+    float map4[16];
+    float nmap[256];   /* double-quant nested map */
+    float map8[256];   /* int8-blockwise map */
+} qt_dq_ctx;
+
+void qt_dq_ctx_init(qt_dq_ctx *c, const qt_kernels *k, const qt_qweight *w);
+/* Flat elements [i0, i0+len) of the weight into dst (spec §5 arithmetic,
+ * bit-identical on every ISA). */
+void qt_dq_range(const qt_dq_ctx *c, size_t i0, size_t len, float *dst);
+/* Prefetches the stored bytes of flat elements [i0, i0+len) (the codes or
+ * values, not the scales): the GEMM reads many rows a block at a time, more
+ * streams than the hardware prefetchers follow. */
+void qt_dq_prefetch(const qt_dq_ctx *c, size_t i0, size_t len);
+
+/* scalar definitions of the qt_mm_ops conversions */
+void qt_cvt_half_ref(bool bf16, const void *src, size_t n, float *dst);
+void qt_cvt_i8_ref(const int8_t *q, size_t n, float s, float c, float *dst);
+void qt_cvt_map8_ref(const uint8_t *code, size_t n, const float map[256], float a, float *dst);
+
 #endif

@@ -1218,3 +1218,128 @@ Test(dq, mean_parallel_chunks_and_error_order)
     cr_assert(eq(flt, mean, 1.0f));
     free(v);
 }
+
+/* ---- the packed GEMM of qt_matmul (AVX2 / AVX-512) -------------------------- */
+
+/* y = 0; y = fmaf(x[k], w[k], y) for k in order: the one summation order of
+ * the packed GEMM (quant_internal.h), computed here element by element. */
+static float fma_chain(const float *x, const float *w, size_t n)
+{
+    float s = 0.0f;
+    for (size_t i = 0; i < n; i++) s = fmaf(x[i], w[i], s);
+    return s;
+}
+
+ParameterizedTestParameters(quant_isa, gemm_is_one_fma_chain_for_any_tiling_and_threads)
+{
+    static qt_isa isas[] = {QT_ISA_AVX2, QT_ISA_AVX512};
+    return cr_make_param_array(qt_isa, isas, sizeof isas / sizeof isas[0]);
+}
+
+/* Shapes around every edge (panel widths 16 / 32, tiles of 2 or 4 panels,
+ * kc = 256 blocks, 6 / 12 token blocks, the 1-token path), weights with
+ * straddling blocks: bit-identical to fma_chain over the dequantized weight,
+ * for 1, 2 and 3 threads, batched or one token at a time. */
+ParameterizedTest(qt_isa *isa, quant_isa, gemm_is_one_fma_chain_for_any_tiling_and_threads)
+{
+    const qt_kernels *k;
+    NEED_ISA(*isa, k);
+    unsigned long long seed = qt_test_seed(DEFAULT_SEED + 11);
+    struct { size_t n_out, n_in, n_tok; qt_scheme s; size_t B; } cases[] = {
+        {1, 1, 1, QT_SCHEME_FP32, 0},        {37, 172, 5, QT_SCHEME_NF4, 64},
+        {130, 520, 13, QT_SCHEME_BF16, 0},   {300, 257, 30, QT_SCHEME_FP32, 0},
+        {129, 300, 1, QT_SCHEME_Q8, 32},     {256, 256, 2, QT_SCHEME_INT8, 0},
+        {96, 700, 25, QT_SCHEME_FP16, 0},    {200, 172, 7, QT_SCHEME_FP4, 128},
+        {65, 513, 12, QT_SCHEME_INT8_BLOCKWISE, 64}, {512, 96, 1, QT_SCHEME_NF4, 64},
+    };
+    for (size_t ci = 0; ci < sizeof cases / sizeof cases[0]; ci++) {
+        const size_t n_out = cases[ci].n_out, n_in = cases[ci].n_in, n_tok = cases[ci].n_tok;
+        const size_t n = n_out * n_in;
+        float *wf = malloc(n * 4), *dq = malloc(n * 4), *x = malloc(n_tok * n_in * 4);
+        float *want = malloc(n_tok * n_out * 4), *y[4];
+        for (int v = 0; v < 4; v++) y[v] = malloc(n_tok * n_out * 4);
+        for (size_t i = 0; i < n; i++) wf[i] = qt_test_gauss(&seed) * 0.05f;
+        for (size_t i = 0; i < n_tok * n_in; i++) x[i] = qt_test_gauss(&seed);
+        built b = build_weight(cases[ci].s, cases[ci].s == QT_SCHEME_NF4, n_out, n_in,
+                               cases[ci].B, wf);
+        cr_assert(eq(int, qt_dequantize(&qt_kernels_ref, &b.w, QT_SRC_F32, dq), QT_OK));
+        for (size_t t = 0; t < n_tok; t++)
+            for (size_t o = 0; o < n_out; o++)
+                want[t * n_out + o] = fma_chain(x + t * n_in, dq + o * n_in, n_in);
+        for (int th = 1; th <= 3; th++) {
+            set_threads(th);
+            cr_assert(eq(int, qt_matmul(k, &b.w, x, n_tok, y[th]), QT_OK));
+        }
+        set_threads(2);
+        for (size_t t = 0; t < n_tok; t++)
+            cr_assert(eq(int, qt_matmul(k, &b.w, x + t * n_in, 1, y[0] + t * n_out), QT_OK));
+        for (int v = 0; v < 4; v++)
+            for (size_t i = 0; i < n_tok * n_out; i++)
+                cr_assert(eq(u32, qt_f32_bits(y[v][i]), qt_f32_bits(want[i])),
+                          "%s case %zu variant %d: t %zu o %zu", qt_isa_name(*isa), ci, v,
+                          i / n_out, i % n_out);
+        built_free(&b);
+        free(wf);
+        free(dq);
+        free(x);
+        free(want);
+        for (int v = 0; v < 4; v++) free(y[v]);
+    }
+}
+
+/* Raw random bytes as weights of every scheme (NaN, Inf, subnormal halves,
+ * every code), rows straddling blocks: every ISA dequantizes to the bits of
+ * _ref (one multiply per element, spec §5). */
+Test(quant, dequantize_is_bit_identical_on_every_isa_for_every_scheme)
+{
+    unsigned long long seed = qt_test_seed(DEFAULT_SEED + 12);
+    const size_t n_out = 7, n_in = 172, n = n_out * n_in;
+    struct { qt_scheme s; size_t B; bool nested; } cases[] = {
+        {QT_SCHEME_NF4, 64, false}, {QT_SCHEME_NF4, 64, true}, {QT_SCHEME_FP4, 128, true},
+        {QT_SCHEME_INT8_BLOCKWISE, 64, false}, {QT_SCHEME_Q8, 32, false},
+        {QT_SCHEME_Q8, 64, false}, {QT_SCHEME_INT8, 0, false}, {QT_SCHEME_BF16, 0, false},
+        {QT_SCHEME_FP16, 0, false}, {QT_SCHEME_FP32, 0, false},
+    };
+    unsigned char *data = malloc(8 * n + 64);
+    float *am = malloc(n * 4), *ne = malloc(64), *scb = malloc(n_out * 4);
+    uint8_t *amq = malloc(n);
+    float *d0 = malloc(n * 4), *d1 = malloc(n * 4);
+    for (size_t i = 0; i < 8 * n + 64; i++) data[i] = (uint8_t)qt_test_rand(&seed);
+    for (size_t i = 0; i < n; i++) {
+        am[i] = qt_test_randf(&seed) * 3.0f;
+        amq[i] = (uint8_t)qt_test_rand(&seed);
+    }
+    for (size_t i = 0; i < 16; i++) ne[i] = qt_test_randf(&seed);
+    for (size_t i = 0; i < n_out; i++) scb[i] = qt_test_randf(&seed) * 100.0f;
+    for (size_t ci = 0; ci < sizeof cases / sizeof cases[0]; ci++) {
+        qt_qweight w;
+        memset(&w, 0, sizeof w);
+        w.scheme = cases[ci].s;
+        w.n_out = n_out;
+        w.n_in = n_in;
+        w.block_size = cases[ci].B;
+        w.data = data + (w.scheme == QT_SCHEME_FP32 ? 1 : 0); /* unaligned fp32 */
+        w.absmax = am;
+        w.scb = scb;
+        if (cases[ci].nested) {
+            w.absmax_q = amq;
+            w.nested_absmax = ne;
+            w.nested_offset = 0.25f;
+        }
+        cr_assert(eq(int, qt_dequantize(&qt_kernels_ref, &w, QT_SRC_F32, d0), QT_OK));
+        for (int isa = 0; isa < QT_ISA_COUNT; isa++) {
+            const qt_kernels *k = qt_kernels_for((qt_isa)isa);
+            if (!k) continue;
+            cr_assert(eq(int, qt_dequantize(k, &w, QT_SRC_F32, d1), QT_OK));
+            cr_assert(eq(int, memcmp(d0, d1, n * 4), 0), "scheme %d isa %s", w.scheme,
+                      qt_isa_name((qt_isa)isa));
+        }
+    }
+    free(data);
+    free(am);
+    free(ne);
+    free(scb);
+    free(amq);
+    free(d0);
+    free(d1);
+}
