@@ -1,6 +1,7 @@
 /* bench/synth.c: synthetic Llama checkpoints for benchmarks and tests
  * (`qtool bench synth`), see bench/bench.h. */
 #include "bench/bench.h"
+#include "formats/fsutil.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -60,41 +61,6 @@ static void gen_values(uint64_t key, uint64_t first, float mean, float std, floa
     }
 }
 
-static bool pjoin(char *dst, size_t n, const char *a, const char *b)
-{
-    int r = snprintf(dst, n, "%s/%s", a, b);
-    return r >= 0 && (size_t)r < n;
-}
-
-static void remove_tree(const char *path)
-{
-    DIR *d = opendir(path);
-    if (d) {
-        struct dirent *e;
-        while ((e = readdir(d))) {
-            if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, "..")) continue;
-            char p[PATH_MAX];
-            if (!pjoin(p, sizeof p, path, e->d_name)) continue;
-            struct stat sb;
-            if (lstat(p, &sb) == 0 && S_ISDIR(sb.st_mode)) remove_tree(p);
-            else unlink(p);
-        }
-        closedir(d);
-    }
-    rmdir(path);
-}
-
-static qt_status write_text(const char *path, const char *text, char *errmsg)
-{
-    FILE *f = fopen(path, "w");
-    if (!f) return qt_set_err(errmsg, QT_ERR_IO, "cannot create '%s': %s", path, strerror(errno));
-    bool ok = fputs(text, f) >= 0;
-    ok = (fflush(f) == 0) && ok;
-    ok = (fsync(fileno(f)) == 0) && ok;
-    ok = (fclose(f) == 0) && ok;
-    return ok ? QT_OK : qt_set_err(errmsg, QT_ERR_IO, "cannot write '%s': %s", path, strerror(errno));
-}
-
 static void shard_file(size_t s, size_t n, char *buf, size_t len)
 {
     if (n == 1) snprintf(buf, len, "model.safetensors");
@@ -134,8 +100,8 @@ static qt_status write_config(const qt_bench_synth_opts *o, const char *dir, con
                      torch, o->seed);
     char p[PATH_MAX];
     qt_status st = b.oom ? qt_set_err(errmsg, QT_ERR_NOMEM, "out of memory")
-                   : pjoin(p, sizeof p, dir, "config.json")
-                       ? write_text(p, b.data, errmsg)
+                   : qt_path_join(p, sizeof p, dir, "config.json")
+                       ? qt_file_write(p, b.data, strlen(b.data), errmsg)
                        : qt_set_err(errmsg, QT_ERR_ARG, "path too long");
     qt_strbuf_release(&b);
     return st;
@@ -169,8 +135,8 @@ static qt_status write_index(const synth_tensor *t, size_t n, size_t n_shards, u
     qt_free(ord);
     char p[PATH_MAX];
     qt_status st = b.oom ? qt_set_err(errmsg, QT_ERR_NOMEM, "out of memory")
-                   : pjoin(p, sizeof p, dir, "model.safetensors.index.json")
-                       ? write_text(p, b.data, errmsg)
+                   : qt_path_join(p, sizeof p, dir, "model.safetensors.index.json")
+                       ? qt_file_write(p, b.data, strlen(b.data), errmsg)
                        : qt_set_err(errmsg, QT_ERR_ARG, "path too long");
     qt_strbuf_release(&b);
     return st;
@@ -286,7 +252,7 @@ qt_status qt_bench_synth(const qt_bench_synth_opts *o, const char *out, uint64_t
     for (size_t s = 0; s < n_shards; s++) {
         char sn[64], path[PATH_MAX];
         shard_file(s, n_shards, sn, sizeof sn);
-        QT_CHECK(pjoin(path, sizeof path, tmpdir, sn), QT_ERR_ARG, "path too long");
+        QT_CHECK(qt_path_join(path, sizeof path, tmpdir, sn), QT_ERR_ARG, "path too long");
         QT_TRY(qt_st_writer_open(path, &w, errmsg));
         qt_st_writer_add_metadata(w, "format", "pt");
         qt_st_writer_add_metadata(w, "qtool.synthetic", meta);
@@ -309,14 +275,14 @@ qt_status qt_bench_synth(const qt_bench_synth_opts *o, const char *out, uint64_t
     }
     if (n_shards > 1) QT_TRY(write_index(t, nt, n_shards, total, tmpdir, errmsg));
     QT_TRY(write_config(o, tmpdir, torch, errmsg));
-    if (lstat(out, &sb) == 0) remove_tree(out); /* o->force, checked above */
+    if (lstat(out, &sb) == 0) qt_tree_remove(out); /* o->force, checked above */
     QT_CHECK(rename(tmpdir, out) == 0, QT_ERR_IO, "cannot rename '%s' to '%s': %s", tmpdir, out,
              strerror(errno));
     made_tmp = false;
     if (bytes_out) *bytes_out = total;
 fail:
     if (w) qt_st_writer_abort(w);
-    if (made_tmp) remove_tree(tmpdir);
+    if (made_tmp) qt_tree_remove(tmpdir);
     qt_aligned_free(f);
     qt_aligned_free(conv);
     qt_free(t);

@@ -23,6 +23,7 @@
 #include "convert/convert.h"
 #include "convert/convert_internal.h"
 #include "formats/bnb.h"
+#include "formats/fsutil.h"
 #include "formats/pyjson.h"
 #include "formats/safetensors.h"
 
@@ -31,13 +32,6 @@
 static qt_src_type src_type_of(qt_dtype d)
 {
     return d == QT_DTYPE_BF16 ? QT_SRC_BF16 : d == QT_DTYPE_F16 ? QT_SRC_F16 : QT_SRC_F32;
-}
-
-/* dst = a "/" b; false when it does not fit. */
-static bool pjoin(char *dst, size_t n, const char *a, const char *b)
-{
-    int r = snprintf(dst, n, "%s/%s", a, b);
-    return r >= 0 && (size_t)r < n;
 }
 
 static size_t dbytes(qt_dtype d) { return qt_dtype_bits(d) / 8; }
@@ -538,92 +532,6 @@ fail:
     return st;
 }
 
-/* ---- files ------------------------------------------------------------- */
-static qt_status write_file(const char *path, const void *data, size_t n, char *errmsg)
-{
-    int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-    if (fd < 0) return qt_set_err(errmsg, QT_ERR_IO, "cannot create '%s': %s", path, strerror(errno));
-    const char *p = data;
-    while (n) {
-        ssize_t w = write(fd, p, n);
-        if (w < 0 && errno == EINTR) continue;
-        if (w <= 0) {
-            int e = errno;
-            close(fd);
-            return qt_set_err(errmsg, QT_ERR_IO, "cannot write '%s': %s", path, strerror(e));
-        }
-        p += w;
-        n -= (size_t)w;
-    }
-    if (fsync(fd) != 0 || close(fd) != 0)
-        return qt_set_err(errmsg, QT_ERR_IO, "cannot write '%s': %s", path, strerror(errno));
-    return QT_OK;
-}
-
-static qt_status read_file(const char *path, char **buf, size_t *n, size_t max, char *errmsg)
-{
-    *buf = NULL;
-    FILE *f = fopen(path, "rb");
-    if (!f) return qt_set_err(errmsg, QT_ERR_IO, "cannot open '%s': %s", path, strerror(errno));
-    struct stat sb;
-    if (fstat(fileno(f), &sb) != 0 || (uint64_t)sb.st_size > max) {
-        fclose(f);
-        return qt_set_err(errmsg, QT_ERR_FORMAT, "'%s' is too large", path);
-    }
-    *buf = qt_malloc((size_t)sb.st_size + 1);
-    if (!*buf) {
-        fclose(f);
-        return qt_set_err(errmsg, QT_ERR_NOMEM, "out of memory");
-    }
-    *n = fread(*buf, 1, (size_t)sb.st_size, f);
-    int bad = ferror(f) || *n != (size_t)sb.st_size;
-    fclose(f);
-    if (bad) {
-        qt_free(*buf);
-        *buf = NULL;
-        return qt_set_err(errmsg, QT_ERR_IO, "cannot read '%s'", path);
-    }
-    return QT_OK;
-}
-
-static qt_status copy_file(const char *src, const char *dst, char *errmsg)
-{
-    char *buf;
-    size_t n;
-    qt_status st = read_file(src, &buf, &n, (size_t)1 << 32, errmsg);
-    if (st != QT_OK) return st;
-    st = write_file(dst, buf, n, errmsg);
-    qt_free(buf);
-    return st;
-}
-
-static void remove_tree(const char *path)
-{
-    DIR *d = opendir(path);
-    if (d) {
-        struct dirent *e;
-        while ((e = readdir(d))) {
-            if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, "..")) continue;
-            char p[PATH_MAX];
-            if (!pjoin(p, sizeof p, path, e->d_name)) continue;
-            struct stat sb;
-            if (lstat(p, &sb) == 0 && S_ISDIR(sb.st_mode)) remove_tree(p);
-            else unlink(p);
-        }
-        closedir(d);
-    }
-    rmdir(path);
-}
-
-static void fsync_dir(const char *path)
-{
-    int fd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (fd >= 0) {
-        fsync(fd);
-        close(fd);
-    }
-}
-
 static void shard_name(const qt_conv *c, size_t s, char *buf, size_t n)
 {
     if (c->n_shards == 1) snprintf(buf, n, "model.safetensors");
@@ -635,10 +543,10 @@ static qt_status write_config(qt_conv *c, const char *tmpdir, char *errmsg)
     qt_status st = QT_OK;
     char src[PATH_MAX], dst[PATH_MAX], *text = NULL, *out = NULL;
     size_t n, len;
-    QT_CHECK(pjoin(src, sizeof src, c->in_dir, "config.json") &&
-                 pjoin(dst, sizeof dst, tmpdir, "config.json"),
+    QT_CHECK(qt_path_join(src, sizeof src, c->in_dir, "config.json") &&
+                 qt_path_join(dst, sizeof dst, tmpdir, "config.json"),
              QT_ERR_ARG, "path too long");
-    QT_TRY(read_file(src, &text, &n, 16u << 20, errmsg));
+    QT_TRY(qt_file_read(src, &text, &n, 16u << 20, errmsg));
     qt_bnb_config cfg = {0};
     qt_scheme s = c->o.scheme;
     cfg.compute_dtype = qt_conv_torch_name(c->compute);
@@ -657,7 +565,7 @@ static qt_status write_config(qt_conv *c, const char *tmpdir, char *errmsg)
         cfg.plain = true;
     }
     QT_TRY(qt_bnb_config_rewrite(text, n, src, &cfg, &out, &len, errmsg));
-    QT_TRY(write_file(dst, out, len, errmsg));
+    QT_TRY(qt_file_write(dst, out, len, errmsg));
 fail:
     qt_free(text);
     qt_free(out);
@@ -726,8 +634,8 @@ static qt_status write_index(qt_conv *c, const char *tmpdir, char *errmsg)
     if (b.oom) st = qt_set_err(errmsg, QT_ERR_NOMEM, "out of memory");
     else {
         char p[PATH_MAX];
-        st = pjoin(p, sizeof p, tmpdir, "model.safetensors.index.json")
-                 ? write_file(p, b.data, b.len, errmsg)
+        st = qt_path_join(p, sizeof p, tmpdir, "model.safetensors.index.json")
+                 ? qt_file_write(p, b.data, b.len, errmsg)
                  : qt_set_err(errmsg, QT_ERR_ARG, "path too long");
     }
     qt_strbuf_release(&b);
@@ -803,7 +711,7 @@ qt_status qt_conv_up_to_date(const qt_conv *c, bool *up_to_date, char *reason, s
     /* every file the run writes is there (OUT only ever appears complete) */
     for (size_t s = 0; s < c->n_shards; s++) {
         shard_name(c, s, sn, sizeof sn);
-        if (!pjoin(p, sizeof p, c->o.out, sn) || stat(p, &sb) != 0) {
+        if (!qt_path_join(p, sizeof p, c->o.out, sn) || stat(p, &sb) != 0) {
             snprintf(reason, reason_n, "'%s' is missing (shard layout differs)", sn);
             return QT_OK;
         }
@@ -811,13 +719,13 @@ qt_status qt_conv_up_to_date(const qt_conv *c, bool *up_to_date, char *reason, s
     const char *extra[] = {"config.json", c->n_shards > 1 ? "model.safetensors.index.json" : NULL};
     for (size_t i = 0; i < 2; i++) {
         if (!extra[i]) continue;
-        if (!pjoin(p, sizeof p, c->o.out, extra[i]) || stat(p, &sb) != 0) {
+        if (!qt_path_join(p, sizeof p, c->o.out, extra[i]) || stat(p, &sb) != 0) {
             snprintf(reason, reason_n, "'%s' is missing", extra[i]);
             return QT_OK;
         }
     }
     shard_name(c, 0, sn, sizeof sn);
-    pjoin(p, sizeof p, c->o.out, sn);
+    qt_path_join(p, sizeof p, c->o.out, sn);
     char err[QT_ERRMSG_SIZE];
     qt_status st = qt_st_reader_open(p, &r, err);
     if (st == QT_ERR_NOMEM) return st;
@@ -847,7 +755,7 @@ static qt_status open_shard(qt_conv *c, size_t s, const char *tmpdir, qt_st_writ
     qt_status st = QT_OK;
     char path[PATH_MAX], sn[64];
     shard_name(c, s, sn, sizeof sn);
-    QT_CHECK(pjoin(path, sizeof path, tmpdir, sn), QT_ERR_ARG, "path too long");
+    QT_CHECK(qt_path_join(path, sizeof path, tmpdir, sn), QT_ERR_ARG, "path too long");
     qt_st_writer *w = NULL;
     QT_TRY(qt_st_writer_open(path, &w, errmsg));
     for (size_t i = 0; i < qt_modeldir_n_shards(c->md); i++) {
@@ -900,8 +808,8 @@ static void remove_stale_tmp(const char *parent, const char *base)
         if (kill((pid_t)pid, 0) == 0 || errno != ESRCH) continue; /* alive, or not ours to judge */
         char p[PATH_MAX];
         struct stat sb;
-        if (pjoin(p, sizeof p, parent, e->d_name) && lstat(p, &sb) == 0 && S_ISDIR(sb.st_mode))
-            remove_tree(p);
+        if (qt_path_join(p, sizeof p, parent, e->d_name) && lstat(p, &sb) == 0 && S_ISDIR(sb.st_mode))
+            qt_tree_remove(p);
     }
     closedir(d);
 }
@@ -1077,27 +985,27 @@ qt_status qt_conv_run(qt_conv *c, char *errmsg)
         const char *f = qt_modeldir_file(c->md, i);
         if (!strcmp(f, "config.json") || strchr(f, '/')) continue;
         char s1[PATH_MAX], s2[PATH_MAX];
-        QT_CHECK(pjoin(s1, sizeof s1, c->in_dir, f) && pjoin(s2, sizeof s2, tmpdir, f),
+        QT_CHECK(qt_path_join(s1, sizeof s1, c->in_dir, f) && qt_path_join(s2, sizeof s2, tmpdir, f),
                  QT_ERR_ARG, "path too long");
-        QT_TRY(copy_file(s1, s2, errmsg));
+        QT_TRY(qt_file_copy(s1, s2, errmsg));
     }
-    fsync_dir(tmpdir);
+    qt_dir_fsync(tmpdir);
     QT_CHECK(!cancelled(c), QT_ERR_ARG, "cancelled");
     if (exists) {
         QT_CHECK(renameat2(AT_FDCWD, tmpdir, AT_FDCWD, out, RENAME_EXCHANGE) == 0, QT_ERR_IO,
                  "cannot replace '%s': %s", out, strerror(errno));
-        remove_tree(tmpdir); /* the old OUT now lives there */
+        qt_tree_remove(tmpdir); /* the old OUT now lives there */
     } else {
         QT_CHECK(rename(tmpdir, out) == 0, QT_ERR_IO, "cannot rename '%s' to '%s': %s", tmpdir,
                  out, strerror(errno));
     }
     made_tmp = false;
-    fsync_dir(parent);
+    qt_dir_fsync(parent);
     c->t_finish = qt_now() - tf + t_close;
     c->seconds_total = qt_now() - t0;
 fail:
     if (w) qt_st_writer_abort(w);
-    if (made_tmp) remove_tree(tmpdir);
+    if (made_tmp) qt_tree_remove(tmpdir);
     return st;
 }
 
