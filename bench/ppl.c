@@ -1,6 +1,7 @@
 /* bench/ppl.c: perplexity / KL-divergence harness (protocol, cache and
  * metrics in ppl.h). */
 #include "bench/ppl.h"
+#include "formats/fsutil.h"
 
 #include <errno.h>
 #include <math.h>
@@ -41,34 +42,6 @@ const char *qt_ppl_score_name(qt_ppl_score s)
     case QT_PPL_SCORE_ALL: return "all";
     default: return "?";
     }
-}
-
-static bool is_dir(const char *p)
-{
-    struct stat sb;
-    return stat(p, &sb) == 0 && S_ISDIR(sb.st_mode);
-}
-
-static bool is_file(const char *p)
-{
-    struct stat sb;
-    return stat(p, &sb) == 0 && S_ISREG(sb.st_mode);
-}
-
-static bool ends_with(const char *s, const char *suf)
-{
-    size_t a = strlen(s), b = strlen(suf);
-    return a >= b && !strcmp(s + a - b, suf);
-}
-
-static bool file_is_gguf(const char *path)
-{
-    FILE *f = fopen(path, "rb");
-    if (!f) return false;
-    char m[4] = {0};
-    size_t n = fread(m, 1, 4, f);
-    fclose(f);
-    return n == 4 && !memcmp(m, "GGUF", 4);
 }
 
 static void hash_u64(qt_sha256_ctx *c, uint64_t v)
@@ -150,7 +123,7 @@ static qt_status hash_file(qt_sha256_ctx *c, const char *path, bool full, char *
     if (!full) {
         head = 16u << 20;
         unsigned char b8[8];
-        if (size >= 8 && fread(b8, 1, 8, f) == 8 && !ends_with(path, ".gguf")) {
+        if (size >= 8 && fread(b8, 1, 8, f) == 8 && !qt_str_ends_with(path, ".gguf")) {
             uint64_t n = qt_load_le64(b8);
             if (n <= QT_ST_MAX_HEADER) head = 8 + n;
         }
@@ -208,7 +181,7 @@ static qt_status src_open(const char *path, size_t ctx, ppl_src *s, qt_ppl_model
     qt_sha256_ctx c;
     qt_sha256_init(&c);
     hash_str(&c, "qtool-model-fingerprint/1");
-    if (!is_dir(path) && file_is_gguf(path)) {
+    if (!qt_path_is_dir(path) && qt_file_is_gguf(path)) {
         QT_TRY(qt_gguf_open(path, &g, NULL, errmsg));
         for (size_t t = 0; t < qt_gguf_n_tensors(g); t++) {
             res->n_params += (uint64_t)qt_gguf_tensor_n_elements(g, t);
@@ -236,7 +209,7 @@ static qt_status src_open(const char *path, size_t ctx, ppl_src *s, qt_ppl_model
                 QT_TRY(hash_file(&c, qt_st_reader_path(qt_modeldir_shard(s->md, i)), full,
                                  errmsg));
             snprintf(buf, sizeof buf, "%s/config.json", qt_modeldir_path(s->md));
-            if (is_file(buf)) QT_TRY(hash_file(&c, buf, true, errmsg));
+            if (qt_path_is_file(buf)) QT_TRY(hash_file(&c, buf, true, errmsg));
         }
         QT_TRY(qt_model_open_modeldir(s->md, &mo, &s->m, errmsg));
     }
@@ -649,7 +622,7 @@ qt_status qt_ppl_compare(const char *const *models, size_t n_models, const char 
         char why[QT_ERRMSG_SIZE] = "";
         qt_status vst = qt_zcache_verify(run.path, run.key, PPL_KIND, NULL, why);
         if (vst == QT_OK) cached = true;
-        else if (!(vst == QT_ERR_IO && !is_file(run.path)))
+        else if (!(vst == QT_ERR_IO && !qt_path_is_file(run.path)))
             snprintf(res->cache_note, sizeof res->cache_note, "rebuilt the cache file: %s", why);
     } else {
         const char *tmp = opts->tmp_dir ? opts->tmp_dir : getenv("TMPDIR");

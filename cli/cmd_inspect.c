@@ -15,6 +15,7 @@
 #include "calib/tensor_stats.h"
 #include "cli/cli.h"
 #include "common/cpu.h"
+#include "formats/fsutil.h"
 #include "formats/gguf.h"
 #include "formats/layout.h"
 #include "formats/modeldir.h"
@@ -391,16 +392,6 @@ static int inspect_gguf(const char *path, bool stats, bool json)
     return rc;
 }
 
-static bool is_gguf(const char *path)
-{
-    FILE *f = fopen(path, "rb");
-    if (!f) return false;
-    char m[4] = {0};
-    size_t got = fread(m, 1, 4, f);
-    fclose(f);
-    return got == 4 && memcmp(m, "GGUF", 4) == 0;
-}
-
 int cmd_inspect(int argc, char **argv)
 {
     static const struct option opts[] = {
@@ -444,6 +435,6 @@ int cmd_inspect(int argc, char **argv)
         qt_cli_error("cannot open '%s': %s", path, strerror(errno));
         return QT_EXIT_USAGE; /* a path that does not exist is bad input */
     }
-    if (is_gguf(path)) return inspect_gguf(path, stats, json);
+    if (qt_file_is_gguf(path)) return inspect_gguf(path, stats, json);
     return inspect_modeldir(path, stats, json);
 }

@@ -11,6 +11,34 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+bool qt_path_is_dir(const char *path)
+{
+    struct stat sb;
+    return stat(path, &sb) == 0 && S_ISDIR(sb.st_mode);
+}
+
+bool qt_path_is_file(const char *path)
+{
+    struct stat sb;
+    return stat(path, &sb) == 0 && S_ISREG(sb.st_mode);
+}
+
+bool qt_str_ends_with(const char *s, const char *suffix)
+{
+    size_t a = strlen(s), b = strlen(suffix);
+    return a >= b && memcmp(s + a - b, suffix, b) == 0;
+}
+
+bool qt_file_is_gguf(const char *path)
+{
+    FILE *f = fopen(path, "rb");
+    if (!f) return false;
+    char m[4] = {0};
+    size_t got = fread(m, 1, 4, f);
+    fclose(f);
+    return got == 4 && memcmp(m, "GGUF", 4) == 0;
+}
+
 bool qt_path_join(char *dst, size_t n, const char *a, const char *b)
 {
     int r = snprintf(dst, n, "%s/%s", a, b);

@@ -15,6 +15,17 @@
 
 #include "common/common.h"
 
+/* Whether path names an existing folder / regular file (symlinks followed). */
+bool qt_path_is_dir(const char *path);
+bool qt_path_is_file(const char *path);
+
+/* Whether s ends with suffix. */
+bool qt_str_ends_with(const char *s, const char *suffix);
+
+/* Whether the file starts with the GGUF magic (content sniffing, not the
+ * file name). */
+bool qt_file_is_gguf(const char *path);
+
 /* dst = a "/" b; false (dst unspecified) when it does not fit in n bytes. */
 bool qt_path_join(char *dst, size_t n, const char *a, const char *b);
 

@@ -3,6 +3,7 @@
  * batched forward pass, sampling and the speed benchmark. The GGUF loader is
  * in gguf_model.c. */
 #include "model/model.h"
+#include "formats/fsutil.h"
 
 #include <math.h>
 #include <stdio.h>
@@ -495,16 +496,6 @@ fail:
     return st;
 }
 
-static bool is_gguf_file(const char *path)
-{
-    FILE *f = fopen(path, "rb");
-    if (!f) return false;
-    char magic[4] = {0};
-    size_t n = fread(magic, 1, 4, f);
-    fclose(f);
-    return n == 4 && !memcmp(magic, QT_GGUF_MAGIC, 4);
-}
-
 qt_status qt_model_open(const char *path, const qt_model_opts *opts, qt_model **out,
                         char *errmsg)
 {
@@ -512,7 +503,7 @@ qt_status qt_model_open(const char *path, const qt_model_opts *opts, qt_model **
     qt_modeldir *md = NULL;
     if (out) *out = NULL;
     QT_CHECK(path && out, QT_ERR_ARG, "qt_model_open: NULL argument");
-    if (is_gguf_file(path)) return qt_model_open_gguf(path, opts, out, errmsg);
+    if (qt_file_is_gguf(path)) return qt_model_open_gguf(path, opts, out, errmsg);
     QT_TRY(qt_modeldir_open(path, &md, errmsg));
     QT_TRY(qt_model_open_modeldir(md, opts, out, errmsg));
     (*out)->md_owned = md;

@@ -3,29 +3,8 @@
 #include <string.h>
 #include <sys/stat.h>
 
+#include "formats/fsutil.h"
 #include "model/model.h"
-
-static bool is_dir(const char *p)
-{
-    struct stat sb;
-    return stat(p, &sb) == 0 && S_ISDIR(sb.st_mode);
-}
-
-static bool is_file(const char *p)
-{
-    struct stat sb;
-    return stat(p, &sb) == 0 && S_ISREG(sb.st_mode);
-}
-
-static bool is_gguf(const char *path)
-{
-    FILE *f = fopen(path, "rb");
-    if (!f) return false;
-    char m[4] = {0};
-    size_t n = fread(m, 1, 4, f);
-    fclose(f);
-    return n == 4 && !memcmp(m, "GGUF", 4);
-}
 
 /* A file, or a folder's tokenizer.json / tokenizer.model; *v NULL when a
  * folder holds neither. */
@@ -33,18 +12,18 @@ static qt_status vocab_from(const char *path, qt_vocab **v, char *errmsg)
 {
     char buf[4200];
     *v = NULL;
-    if (is_dir(path)) {
+    if (qt_path_is_dir(path)) {
         if (snprintf(buf, sizeof buf, "%s/tokenizer.json", path) < (int)sizeof buf &&
-            is_file(buf))
+            qt_path_is_file(buf))
             return qt_vocab_load_hf_json(buf, v, errmsg);
         if (snprintf(buf, sizeof buf, "%s/tokenizer.model", path) < (int)sizeof buf &&
-            is_file(buf))
+            qt_path_is_file(buf))
             return qt_vocab_load_spm(buf, v, errmsg);
         return QT_OK;
     }
     size_t n = strlen(path);
     if (n >= 5 && !strcmp(path + n - 5, ".json")) return qt_vocab_load_hf_json(path, v, errmsg);
-    if (is_gguf(path)) return qt_model_gguf_vocab(path, v, errmsg);
+    if (qt_file_is_gguf(path)) return qt_model_gguf_vocab(path, v, errmsg);
     return qt_vocab_load_spm(path, v, errmsg);
 }
 
@@ -59,8 +38,8 @@ qt_status qt_model_find_vocab(const char *model_path, const char *tokenizer, qt_
                             tokenizer);
         return st;
     }
-    if (is_dir(model_path)) return vocab_from(model_path, out, errmsg);
-    if (is_gguf(model_path)) {
+    if (qt_path_is_dir(model_path)) return vocab_from(model_path, out, errmsg);
+    if (qt_file_is_gguf(model_path)) {
         qt_status st = qt_model_gguf_vocab(model_path, out, errmsg);
         if (st == QT_ERR_UNSUPPORTED) { /* no vocabulary in the file */
             *out = NULL;
