@@ -57,6 +57,8 @@ static void usage(FILE *f, bool dequant)
             "  --allow-nonfinite    quantize tensors that hold NaN or Inf\n"
             "  --dry-run            print the plan, write nothing\n"
             "  --force              replace an existing OUT\n"
+            "  --follow-symlinks    accept shards that are symlinks leaving IN (a Hugging Face\n"
+            "                       cache snapshot); refused by default (rule I6)\n"
             "  --if-changed         do nothing (exit 0) when OUT records the same input\n"
             "                       fingerprints, qtool version and output-changing options;\n"
             "                       otherwise convert as with --force\n"
@@ -94,7 +96,8 @@ static bool parse_size(const char *s, uint64_t *out)
 static int run(int argc, char **argv, bool dequant)
 {
     enum { O_SCHEME = 256, O_BLOCK, O_NODQ, O_CDT, O_SKIP, O_RECIPE, O_REPORT, O_SHARD, O_NONFIN,
-           O_DRY, O_FORCE, O_THREADS, O_QUIET, O_ISA, O_DTYPE, O_IFCH, O_FALLBACK, O_CALREP };
+           O_DRY, O_FORCE, O_THREADS, O_QUIET, O_ISA, O_DTYPE, O_IFCH, O_FALLBACK, O_CALREP,
+           O_FOLLOW };
     static const struct option opts[] = {
         {"scheme", required_argument, 0, O_SCHEME},
         {"block", required_argument, 0, O_BLOCK},
@@ -108,6 +111,7 @@ static int run(int argc, char **argv, bool dequant)
         {"dry-run", no_argument, 0, O_DRY},
         {"force", no_argument, 0, O_FORCE},
         {"if-changed", no_argument, 0, O_IFCH},
+        {"follow-symlinks", no_argument, 0, O_FOLLOW},
         {"threads", required_argument, 0, O_THREADS},
         {"quiet", no_argument, 0, O_QUIET},
         {"isa", required_argument, 0, O_ISA},
@@ -180,6 +184,7 @@ static int run(int argc, char **argv, bool dequant)
         case O_DRY: dry = true; break;
         case O_FORCE: o.force = true; break;
         case O_IFCH: if_changed = o.force = true; break;
+        case O_FOLLOW: o.follow_symlinks = true; break;
         case O_THREADS:
             if (!qt_cli_parse_int("--threads", optarg, 1, 1024, &threads)) return QT_EXIT_USAGE;
             break;

@@ -25,6 +25,7 @@ static void usage(FILE *f)
 {
     fprintf(f,
             "usage: qtool inspect PATH [--stats] [--json] [--threads N] [--isa ISA]\n"
+            "                          [--follow-symlinks]\n"
             "       qtool inspect --cpu\n\n"
             "PATH is a safetensors file, a model directory (sharded or not, original or\n"
             "quantized) or a GGUF file. Shows every tensor (quantized weights as one\n"
@@ -34,6 +35,8 @@ static void usage(FILE *f)
             "               and values beyond 6 sigma\n"
             "  --json       the same as JSON on stdout\n"
             "  --threads N  threads for --stats (default: all cores)\n"
+            "  --follow-symlinks  accept shards that are symlinks leaving the folder (a\n"
+            "               Hugging Face cache snapshot); refused by default (rule I6)\n"
             "  --cpu        the CPU features and the SIMD path qtool uses\n");
 }
 
@@ -136,14 +139,15 @@ static void commas(uint64_t v, char *buf, size_t n)
 }
 
 /* ---- safetensors / model directory -------------------------------------- */
-static int inspect_modeldir(const char *path, bool stats, bool json)
+static int inspect_modeldir(const char *path, bool stats, bool json, bool follow)
 {
     char err[QT_ERRMSG_SIZE] = "";
     qt_modeldir *md = NULL;
     qt_layout *L = NULL;
     qt_strbuf b = {0};
     int rc = QT_EXIT_OK;
-    qt_status st = qt_modeldir_open(path, &md, err);
+    qt_status st = qt_modeldir_open_ex(path, follow ? QT_MODELDIR_FOLLOW_SYMLINKS : 0, &md,
+                                       NULL, NULL, err);
     if (st != QT_OK) {
         qt_cli_error("%s", err);
         return qt_cli_exit_for(st);
@@ -398,8 +402,9 @@ int cmd_inspect(int argc, char **argv)
         {"stats", no_argument, 0, 's'},   {"json", no_argument, 0, 'j'},
         {"threads", required_argument, 0, 't'}, {"cpu", no_argument, 0, 'c'},
         {"isa", required_argument, 0, 'i'}, {"help", no_argument, 0, 'h'},
+        {"follow-symlinks", no_argument, 0, 'f'},
         {0, 0, 0, 0}};
-    bool stats = false, json = false, cpu = false;
+    bool stats = false, json = false, cpu = false, follow = false;
     const char *isa = NULL;
     long threads = 0;
     int c;
@@ -409,6 +414,7 @@ int cmd_inspect(int argc, char **argv)
         case 's': stats = true; break;
         case 'j': json = true; break;
         case 'c': cpu = true; break;
+        case 'f': follow = true; break;
         case 'i': isa = optarg; break;
         case 't':
             if (!qt_cli_parse_int("--threads", optarg, 1, 1024, &threads)) return QT_EXIT_USAGE;
@@ -436,5 +442,5 @@ int cmd_inspect(int argc, char **argv)
         return QT_EXIT_USAGE; /* a path that does not exist is bad input */
     }
     if (qt_file_is_gguf(path)) return inspect_gguf(path, stats, json);
-    return inspect_modeldir(path, stats, json);
+    return inspect_modeldir(path, stats, json, follow);
 }

@@ -283,7 +283,8 @@ qt_status qt_conv_plan(const qt_conv_opts *o, qt_conv **out, char *errmsg)
     c->o = *o;
     struct stat sb;
     QT_CHECK(stat(o->in, &sb) == 0, QT_ERR_ARG, "input '%s': %s", o->in, strerror(errno));
-    QT_TRY(qt_modeldir_open(o->in, &c->md, errmsg));
+    QT_TRY(qt_modeldir_open_ex(o->in, o->follow_symlinks ? QT_MODELDIR_FOLLOW_SYMLINKS : 0,
+                               &c->md, NULL, NULL, errmsg));
     if (S_ISDIR(sb.st_mode)) snprintf(c->in_dir, sizeof c->in_dir, "%s", o->in);
     else {
         char tmp[4096];

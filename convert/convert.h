@@ -76,6 +76,8 @@ typedef struct qt_conv_opts {
     bool allow_nonfinite;      /* quantize tensors holding NaN / Inf */
     bool metrics;              /* measure RMSE / SQNR per tensor (for the report) */
     bool allow_requantize;     /* dequant: input may be quantized */
+    bool follow_symlinks;      /* accept shards that are symlinks leaving IN (a Hugging
+                                  Face cache snapshot); refused by default (rule I6) */
     FILE *progress;            /* progress bar target (a terminal), NULL = silent */
     volatile sig_atomic_t *cancel; /* set non-zero to stop between chunks; may be NULL */
     qt_conv_check_fn check;    /* calibration check; NULL = none (see qt_conv_check_fn) */

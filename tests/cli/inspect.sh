@@ -20,4 +20,12 @@ printf 'garbage!' > /tmp/qtool-inspect-bad.safetensors
 rm -f /tmp/qtool-inspect-bad.safetensors
 [ $rc = 2 ] || fail "malformed file: exit $rc, want 2"
 "$Q" inspect 2>/dev/null; [ $? = 2 ] || fail "no argument: want exit 2"
+# a Hugging Face cache snapshot: files are symlinks that leave the folder (rule I6)
+S=$(mktemp -d); trap 'rm -rf "$S"' EXIT
+mkdir "$S/snap"
+for f in "$D/stories260K-f32"/*; do ln -s "$(cd "$(dirname "$f")" && pwd)/$(basename "$f")" "$S/snap/"; done
+"$Q" inspect "$S/snap" > /dev/null 2>&1; [ $? = 2 ] || fail "symlinked shard accepted without --follow-symlinks"
+"$Q" inspect --follow-symlinks --json "$S/snap" | grep -q '"parameters": 260032' || fail "--follow-symlinks"
+"$Q" convert --quiet --follow-symlinks "$S/snap" "$S/out" || fail "convert --follow-symlinks"
+[ -f "$S/out/model.safetensors" ] && [ ! -L "$S/out/model.safetensors" ] || fail "convert output is not a real file"
 echo ok
