@@ -122,8 +122,8 @@ void qt_conv_qbuf_free(qt_qbuf *b)
     memset(b, 0, sizeof *b);
 }
 
-qt_status qt_conv_quantize(const qt_conv *c, const qt_conv_item *it, const void *src, qt_qbuf *b,
-                           qt_qweight *q, char *errmsg)
+qt_status qt_conv_quantize(const qt_conv *c, const qt_conv_item *it, const float *dq_offset,
+                           const void *src, qt_qbuf *b, qt_qweight *q, char *errmsg)
 {
     qt_status st = QT_OK;
     const qt_lweight *w = it->src;
@@ -142,7 +142,7 @@ qt_status qt_conv_quantize(const qt_conv *c, const qt_conv_item *it, const void 
                  (b->nested || !sz.nested) && (b->scb || !sz.scb),
              QT_ERR_NOMEM, "tensor '%s': out of memory", w->name);
     /* the kernels */
-    st = qt_quantize_weight(NULL, it->scheme, it->block, it->double_quant,
+    st = qt_quantize_weight(NULL, it->scheme, it->block, it->double_quant, dq_offset,
                             src_type_of(c->compute), src, n_out, n_in, b, q);
     QT_CHECK(st == QT_OK, st, "tensor '%s': quantization failed (%s)", w->name,
              qt_status_str(st));
@@ -281,7 +281,7 @@ static qt_status prepass_item(qt_conv *c, qt_conv_item *it, const void *src, cha
         if (nonfinite) { /* NaN / Inf allowed: the kernels' own absmax rules */
             qt_qbuf b;
             qt_qweight q;
-            QT_TRY(qt_conv_quantize(c, it, src, &b, &q, errmsg));
+            QT_TRY(qt_conv_quantize(c, it, NULL, src, &b, &q, errmsg));
             off = q.nested_offset;
             qt_conv_qbuf_free(&b);
         } else {
@@ -568,7 +568,7 @@ static qt_status run_item(qt_conv *c, qt_conv_item *it, char *errmsg)
         const void *src;
         qt_qweight q;
         QT_TRY(qt_conv_item_source(c, it, &src, &owned, errmsg));
-        QT_TRY(qt_conv_quantize(c, it, src, &b, &q, errmsg));
+        QT_TRY(qt_conv_quantize(c, it, &it->nested_offset, src, &b, &q, errmsg));
         QT_TRY(out_write_quant(c, it, &q, errmsg));
         if (c->o.metrics) { /* error of the quantized weight against its source */
             qt_qweight qo;

@@ -87,7 +87,7 @@ qt_status qt_conv_check_pass(qt_conv *c, char *errmsg)
             const void *src = NULL;
             qt_qweight qo, qq;
             QT_TRY(qt_conv_item_source(c, it, &src, &owned, errmsg));
-            QT_TRY(qt_conv_quantize(c, it, src, &b, &qq, errmsg));
+            QT_TRY(qt_conv_quantize(c, it, &it->nested_offset, src, &b, &qq, errmsg));
             memset(&qo, 0, sizeof qo);
             qo.scheme = plain_of(c->compute);
             qo.n_out = qq.n_out;

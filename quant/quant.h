@@ -281,12 +281,15 @@ qt_status qt_qbuf_sizes_of(qt_scheme scheme, size_t block, bool double_quant, si
                            size_t n_in, qt_qbuf_sizes *out);
 
 /* Quantizes src (n_out, n_in) of type t into b and describes the result in
- * *out (pointers into b; quant_map / nested_map NULL = built-in). The one
- * entry that picks the kernels of a scheme for a whole weight (convert,
- * validate and merge use it). @return QT_OK, QT_ERR_ARG, QT_ERR_NUMERIC
- * (double quant of a non-finite absmax). */
+ * *out (pointers into b). The one entry that picks the kernels of a scheme
+ * for a whole weight (convert, validate and merge use it). dq_offset: the
+ * double-quantization offset when the caller computed it already
+ * (qt_dq_mean of these absmax, e.g. in a prepass), NULL = computed here.
+ * @return QT_OK, QT_ERR_ARG, QT_ERR_NUMERIC (double quant of a non-finite
+ * absmax). */
 qt_status qt_quantize_weight(const qt_kernels *k, qt_scheme scheme, size_t block,
-                             bool double_quant, qt_src_type t, const void *src, size_t n_out,
-                             size_t n_in, const qt_qbuf *b, qt_qweight *out);
+                             bool double_quant, const float *dq_offset, qt_src_type t,
+                             const void *src, size_t n_out, size_t n_in, const qt_qbuf *b,
+                             qt_qweight *out);
 
 #endif /* QT_QUANT_H */

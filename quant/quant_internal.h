@@ -96,6 +96,9 @@ bool qt_dq8_tab_init(qt_dq8_tab *tab);
  * for absmax[0..len), len <= QT_DQ_BLOCK: codes[0..len), *nested. */
 void qt_dq_block_ref(const float *absmax, size_t len, float offset, uint8_t *codes,
                      float *nested);
+/* The same through k's blockwise8 kernel (the ref one above uses the ref kernel). */
+void qt_dq_block_with(const qt_kernels *k, const float *absmax, size_t len, float offset,
+                      uint8_t *codes, float *nested);
 #if defined(__x86_64__)
 void qt_dq_block_avx512(const qt_dq8_tab *tab, const float *absmax, size_t len, float offset,
                         uint8_t *codes, float *nested);
