@@ -163,100 +163,6 @@ static qt_status check_finite(qt_conv *c, const qt_conv_item *it, const void *sr
     return QT_OK;
 }
 
-/* ---- prepass scan ------------------------------------------------------ */
-/* Largest |x| of n values as the bit pattern with the sign cleared: for
- * every IEEE format the magnitude order of non-NaN values is the integer
- * order of these bits, and NaN / Inf lie at or above the all-ones exponent
- * (0x7f80 bf16, 0x7c00 fp16, 0x7f800000 fp32). Loads go through memcpy:
- * mapped tensor data may be unaligned. Fixed-length inner loops of 32 so
- * that the compiler vectorizes them. */
-#define SCAN_W 32
-static uint32_t scan_max16(const unsigned char *p, size_t n)
-{
-    uint16_t m[SCAN_W] = {0};
-    size_t i = 0;
-    for (; i + SCAN_W <= n; i += SCAN_W) {
-        uint16_t v[SCAN_W];
-        memcpy(v, p + 2 * i, sizeof v);
-        for (int k = 0; k < SCAN_W; k++) {
-            uint16_t a = v[k] & 0x7fff;
-            m[k] = a > m[k] ? a : m[k];
-        }
-    }
-    for (int w = SCAN_W / 2; w >= 1; w /= 2) /* tree reduction: vectorizes down to 8 lanes */
-        for (int k = 0; k < w; k++) m[k] = m[k + w] > m[k] ? m[k + w] : m[k];
-    uint16_t r = m[0];
-    for (; i < n; i++) {
-        uint16_t a;
-        memcpy(&a, p + 2 * i, 2);
-        a &= 0x7fff;
-        r = a > r ? a : r;
-    }
-    return r;
-}
-
-static uint32_t scan_max32(const unsigned char *p, size_t n)
-{
-    uint32_t m[SCAN_W / 2] = {0};
-    size_t i = 0;
-    for (; i + SCAN_W / 2 <= n; i += SCAN_W / 2) {
-        uint32_t v[SCAN_W / 2];
-        memcpy(v, p + 4 * i, sizeof v);
-        for (int k = 0; k < SCAN_W / 2; k++) {
-            uint32_t a = v[k] & 0x7fffffffu;
-            m[k] = a > m[k] ? a : m[k];
-        }
-    }
-    for (int w = SCAN_W / 4; w >= 1; w /= 2)
-        for (int k = 0; k < w; k++) m[k] = m[k + w] > m[k] ? m[k + w] : m[k];
-    uint32_t r = m[0];
-    for (; i < n; i++) {
-        uint32_t a;
-        memcpy(&a, p + 4 * i, 4);
-        a &= 0x7fffffffu;
-        r = a > r ? a : r;
-    }
-    return r;
-}
-
-static float bits_to_float(qt_dtype d, uint32_t b)
-{
-    if (d == QT_DTYPE_F16) return qt_fp16_to_fp32((uint16_t)b);
-    if (d == QT_DTYPE_BF16) b <<= 16;
-    float f;
-    memcpy(&f, &b, 4);
-    return f;
-}
-
-/* One pass over the n values of src (dtype d) in blocks of `block`:
- * absmax[j] (may be NULL) = max |x| of block j, exactly the kernels'
- * absmax when no value is NaN; *nonfinite = some value is NaN or Inf.
- * OpenMP over groups of blocks; the result does not depend on threads. */
-static void scan_blocks(qt_dtype d, const void *src, size_t n, size_t block, float *absmax,
-                        bool *nonfinite)
-{
-    const size_t es = d == QT_DTYPE_F32 ? 4 : 2, nb = qt_n_blocks(n, block);
-    const uint32_t inf = d == QT_DTYPE_F32 ? 0x7f800000u : d == QT_DTYPE_F16 ? 0x7c00u : 0x7f80u;
-    const size_t group = block >= 4096 ? 1 : 4096 / block; /* blocks per iteration */
-    const ptrdiff_t ng = (ptrdiff_t)qt_n_blocks(nb, group);
-    int bad = 0;
-    ptrdiff_t g;
-#ifdef _OPENMP
-#pragma omp parallel for schedule(static) reduction(| : bad) if (ng > 1)
-#endif
-    for (g = 0; g < ng; g++) {
-        size_t b1 = (size_t)g * group + group < nb ? (size_t)g * group + group : nb;
-        for (size_t b = (size_t)g * group; b < b1; b++) {
-            size_t e0 = b * block, len = n - e0 < block ? n - e0 : block;
-            const unsigned char *p = (const unsigned char *)src + e0 * es;
-            uint32_t m = es == 2 ? scan_max16(p, len) : scan_max32(p, len);
-            bad |= m >= inf;
-            if (absmax) absmax[b] = bits_to_float(d, m);
-        }
-    }
-    *nonfinite = bad != 0;
-}
-
 /* The prepass for one QUANT item: the NaN / Inf policy and, with double
  * quantization, the nested offset (qt_dq_mean of the block absmax, which
  * sizes the quant_state JSON). One read of the data; only a tensor that
@@ -274,7 +180,9 @@ static qt_status prepass_item(qt_conv *c, qt_conv_item *it, const void *src, cha
         absmax = qt_malloc(nb * sizeof(float));
         QT_CHECK(absmax != NULL, QT_ERR_NOMEM, "tensor '%s': out of memory", it->src->name);
     }
-    scan_blocks(c->compute, src, n, block, absmax, &nonfinite);
+    st = qt_absmax_scan(src_type_of(c->compute), src, n, block, absmax, &nonfinite);
+    QT_CHECK(st == QT_OK, st, "tensor '%s': cannot scan it (%s)", it->src->name,
+             qt_status_str(st));
     if (nonfinite) QT_TRY(check_finite(c, it, src, errmsg)); /* refuses unless allowed */
     if (it->double_quant) {
         float off;

@@ -147,6 +147,27 @@ qt_status qt_int8_quantize(const qt_kernels *k, qt_src_type t, const void *src, 
     return QT_OK;
 }
 
+qt_status qt_absmax_scan(qt_src_type t, const void *src, size_t n, size_t block, float *absmax,
+                         bool *nonfinite)
+{
+    if (!src || !nonfinite || n == 0 || block == 0 || (unsigned)t >= QT_SRC_COUNT)
+        return QT_ERR_ARG;
+    const size_t nb = qt_n_blocks(n, block);
+    const size_t group = block >= 4096 ? 1 : 4096 / block; /* blocks per work item */
+    const ptrdiff_t ng = (ptrdiff_t)qt_n_blocks(nb, group);
+    int bad = 0;
+    ptrdiff_t g;
+#ifdef _OPENMP
+#pragma omp parallel for schedule(static) reduction(| : bad) if (ng > 1)
+#endif
+    for (g = 0; g < ng; g++) {
+        size_t b0 = (size_t)g * group, b1 = b0 + group < nb ? b0 + group : nb;
+        bad |= qt_absmax_blocks_ref(t, src, n, block, b0, b1, absmax);
+    }
+    *nonfinite = bad != 0;
+    return QT_OK;
+}
+
 /* Double quantization (spec §2): the centered absmax in nested blocks of
  * QT_DQ_BLOCK, one block per work item. AVX-512 has a bucket-table kernel
  * (the table built per call, a few microseconds); other ISAs run their

@@ -258,6 +258,14 @@ qt_status qt_dequantize(const qt_kernels *k, const qt_qweight *w, qt_src_type ou
 qt_status qt_matmul(const qt_kernels *k, const qt_qweight *w, const float *x, size_t n_tok,
                     float *y);
 
+/* One pass over the n values of src (type t) in blocks of `block` (any
+ * size > 0): absmax[j] (may be NULL) = max |x| of block j, exactly the
+ * quantize kernels' absmax when no value is NaN; *nonfinite = some value
+ * is NaN or Inf. OpenMP over groups of blocks; the result does not depend
+ * on threads. @return QT_OK, QT_ERR_ARG. */
+qt_status qt_absmax_scan(qt_src_type t, const void *src, size_t n, size_t block, float *absmax,
+                         bool *nonfinite);
+
 /* ---- quantizing a whole weight ------------------------------------------ */
 
 /* The buffers a weight quantized with qt_quantize_weight fills, caller

@@ -104,6 +104,13 @@ void qt_dq_block_avx512(const qt_dq8_tab *tab, const float *absmax, size_t len, 
                         uint8_t *codes, float *nested);
 #endif
 
+/* ---- absmax scan (scan.c; driver qt_absmax_scan in driver.c) ----------- */
+/* Blocks [b0, b1) of the n values of src (type t, blocks of `block`):
+ * absmax[b] (may be NULL) = max |x| of block b; true when one holds NaN or
+ * Inf. */
+bool qt_absmax_blocks_ref(qt_src_type t, const void *src, size_t n, size_t block, size_t b0,
+                          size_t b1, float *absmax);
+
 /* ---- matmul internals (matmul.c, driver.c, kernels_*.c) -------------------
  *
  * qt_matmul on AVX2 / AVX-512 is a packed GEMM: for a tile of output rows
