@@ -159,9 +159,6 @@ void qt_output_error_finish(qt_output_error *e);
  * 0 for plain dtypes (not checked). */
 double qt_calib_default_threshold(qt_scheme s);
 
-/* Whether name is "model.layers.<L>.{self_attn,mlp}.<proj>.weight"; sets
- * *layer and *proj. */
-bool qt_calib_parse_linear(const char *name, size_t *layer, qt_proj *proj);
 
 /* ---- reports --------------------------------------------------------------- */
 

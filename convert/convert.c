@@ -24,6 +24,7 @@
 #include "formats/pyjson.h"
 #include "formats/recipe.h"
 #include "formats/safetensors.h"
+#include "model/arch.h"
 
 #define CHUNK_ELEMS ((size_t)1 << 20)
 
@@ -55,26 +56,13 @@ static bool is_quant_scheme(qt_scheme s)
     return s == QT_SCHEME_NF4 || s == QT_SCHEME_FP4 || s == QT_SCHEME_INT8 || s == QT_SCHEME_Q8;
 }
 
-/* The Linear weights transformers' bitsandbytes integration replaces in a
- * Llama-family model: model.layers.N.{self_attn.{q,k,v,o},mlp.{gate,up,down}}_proj.weight */
-static bool is_default_linear(const char *name)
-{
-    static const char *const tails[] = {".self_attn.q_proj.weight", ".self_attn.k_proj.weight",
-                                        ".self_attn.v_proj.weight", ".self_attn.o_proj.weight",
-                                        ".mlp.gate_proj.weight",    ".mlp.up_proj.weight",
-                                        ".mlp.down_proj.weight"};
-    if (strncmp(name, "model.layers.", 13) != 0) return false;
-    const char *p = name + 13;
-    if (*p < '0' || *p > '9') return false;
-    while (*p >= '0' && *p <= '9') p++;
-    for (size_t i = 0; i < sizeof tails / sizeof *tails; i++)
-        if (!strcmp(p, tails[i])) return true;
-    return false;
-}
+/* The Linear weights quantized by default (the Llama table, model/arch.h),
+ * and every Linear (with lm_head). */
+static bool is_default_linear(const char *name) { return qt_llama_parse_linear(name, NULL, NULL); }
 
 static bool is_linear_name(const char *name)
 {
-    return is_default_linear(name) || !strcmp(name, "lm_head.weight");
+    return is_default_linear(name) || !strcmp(name, QT_LLAMA_LM_HEAD);
 }
 
 static void module_of(const char *name, char *buf, size_t n)
@@ -82,15 +70,6 @@ static void module_of(const char *name, char *buf, size_t n)
     snprintf(buf, n, "%s", name);
     size_t l = strlen(buf);
     if (l > 7 && !strcmp(buf + l - 7, ".weight")) buf[l - 7] = 0;
-}
-
-static bool supported_arch(const char *a)
-{
-    static const char *const ok[] = {"LlamaForCausalLM", "MistralForCausalLM",
-                                     "Qwen2ForCausalLM", "LLaMAForCausalLM"};
-    for (size_t i = 0; i < sizeof ok / sizeof *ok; i++)
-        if (!strcmp(a, ok[i])) return true;
-    return false;
 }
 
 /* ---- plan -------------------------------------------------------------- */
@@ -234,7 +213,7 @@ qt_status qt_conv_plan(const qt_conv_opts *o, qt_conv **out, char *errmsg)
     if (qt_modeldir_config_str(c->md, "architectures.0", &arch) != QT_OK) arch = NULL;
     if (arch) snprintf(arch_buf, sizeof arch_buf, "%s", arch);
     bool quantizing = is_quant_scheme(o->scheme);
-    QT_CHECK(!quantizing || o->recipe_path || (arch && supported_arch(arch)), QT_ERR_UNSUPPORTED,
+    QT_CHECK(!quantizing || o->recipe_path || qt_arch_known(arch), QT_ERR_UNSUPPORTED,
              "input '%s': architecture '%s': qtool knows the Linear layers of the Llama family "
              "(Llama, Mistral, Qwen2); give --recipe to choose tensors for others",
              o->in, arch ? arch_buf : "(none)");
@@ -324,7 +303,7 @@ qt_status qt_conv_plan(const qt_conv_opts *o, qt_conv **out, char *errmsg)
                 if (want == QT_SCHEME_NF4 || want == QT_SCHEME_FP4) fam4 = true;
                 else if (want == QT_SCHEME_INT8) fam8 = true;
                 else famq8 = true;
-            } else if (is_linear_name(w->name) && strcmp(w->name, "lm_head.weight") != 0) {
+            } else if (is_linear_name(w->name) && strcmp(w->name, QT_LLAMA_LM_HEAD) != 0) {
                 char mod[1024];
                 module_of(w->name, mod, sizeof mod);
                 c->skip_modules[c->n_skip_modules] = qt_strdup(mod);
