@@ -19,6 +19,7 @@
 #endif
 
 #include "common/half.h"
+#include "calib/tensor_stats.h"
 #include "common/progress.h"
 #include "convert/convert.h"
 #include "convert/convert_internal.h"
@@ -60,30 +61,6 @@ static void convert_values(qt_dtype sd, const void *src, qt_dtype dd, void *dst,
         else if (dd == QT_DTYPE_BF16) qt_fp32_to_bf16_row(f, (uint16_t *)dst + i, m);
         else qt_fp32_to_fp16_row(f, (uint16_t *)dst + i, m);
     }
-}
-
-/* Counts NaN and +-Inf in n values of a float dtype. */
-static void count_nonfinite(qt_dtype d, const void *p, size_t n, uint64_t *nan, uint64_t *inf)
-{
-    uint64_t a = 0, b = 0;
-    if (d == QT_DTYPE_F32) {
-        const uint32_t *u = p;
-        for (size_t i = 0; i < n; i++) {
-            uint32_t x = u[i] & 0x7fffffffu;
-            a += x > 0x7f800000u;
-            b += x == 0x7f800000u;
-        }
-    } else {
-        const uint16_t *u = p;
-        uint16_t e = d == QT_DTYPE_BF16 ? 0x7f80 : 0x7c00;
-        for (size_t i = 0; i < n; i++) {
-            uint16_t x = u[i] & 0x7fff;
-            a += x > e;
-            b += x == e;
-        }
-    }
-    *nan = a;
-    *inf = b;
 }
 
 qt_status qt_conv_item_source(const qt_conv *c, const qt_conv_item *it, const void **src,
@@ -144,22 +121,45 @@ qt_status qt_conv_quantize(const qt_conv *c, const qt_conv_item *it, const float
     /* the kernels */
     st = qt_quantize_weight(NULL, it->scheme, it->block, it->double_quant, dq_offset,
                             src_type_of(c->compute), src, n_out, n_in, b, q);
-    QT_CHECK(st == QT_OK, st, "tensor '%s': quantization failed (%s)", w->name,
-             qt_status_str(st));
+    QT_CHECK(st == QT_OK, st, "tensor '%s': %squantization failed (%s)", w->name,
+             st == QT_ERR_NUMERIC && it->double_quant ? "double " : "", qt_status_str(st));
 fail:
     if (st != QT_OK) qt_conv_qbuf_free(b);
     return st;
 }
 
+/* Values of the source (compute dtype) as fp32, for calib/tensor_stats. */
+typedef struct stats_src {
+    qt_dtype dtype;
+    const void *data;
+} stats_src;
+
+static qt_status stats_read(void *ctx, uint64_t first, size_t count, float *dst, char *errmsg)
+{
+    (void)errmsg;
+    const stats_src *s = ctx;
+    const unsigned char *p = (const unsigned char *)s->data + first * dbytes(s->dtype);
+    if (s->dtype == QT_DTYPE_BF16) qt_bf16_to_fp32_row((const uint16_t *)p, dst, count);
+    else if (s->dtype == QT_DTYPE_F16) qt_fp16_to_fp32_row((const uint16_t *)p, dst, count);
+    else memcpy(dst, p, count * sizeof(float));
+    return QT_OK;
+}
+
+/* The NaN / Inf policy of a tensor the scan flagged: counted by
+ * calib/tensor_stats (the one counter), refused unless allowed. */
 static qt_status check_finite(qt_conv *c, const qt_conv_item *it, const void *src, char *errmsg)
 {
-    uint64_t nan, inf;
-    count_nonfinite(c->compute, src, (size_t)it->src->n_elements, &nan, &inf);
-    if ((nan || inf) && !c->o.allow_nonfinite)
+    if (c->o.allow_nonfinite) return QT_OK;
+    stats_src ss = {c->compute, src};
+    qt_tensor_stats ts;
+    qt_status st = qt_tensor_stats_compute(it->src->n_elements, CHUNK_ELEMS, stats_read, &ss, &ts,
+                                           errmsg);
+    if (st != QT_OK) return st;
+    if (ts.n_nan || ts.n_posinf || ts.n_neginf)
         return qt_set_err(errmsg, QT_ERR_NUMERIC,
                           "tensor '%s': %" PRIu64 " NaN and %" PRIu64
                           " Inf values; refusing to quantize it (--allow-nonfinite overrides)",
-                          it->src->name, nan, inf);
+                          it->src->name, ts.n_nan, ts.n_posinf + ts.n_neginf);
     return QT_OK;
 }
 
