@@ -51,9 +51,10 @@ static qt_scheme plain_scheme(qt_dtype d)
     return d == QT_DTYPE_BF16 ? QT_SCHEME_BF16 : d == QT_DTYPE_F16 ? QT_SCHEME_FP16 : QT_SCHEME_FP32;
 }
 
+/* A scheme convert quantizes weights with (the scheme table says which). */
 static bool is_quant_scheme(qt_scheme s)
 {
-    return s == QT_SCHEME_NF4 || s == QT_SCHEME_FP4 || s == QT_SCHEME_INT8 || s == QT_SCHEME_Q8;
+    return qt_scheme_has(s, QT_SCHEME_F_CONVERT) && !qt_scheme_has(s, QT_SCHEME_F_PLAIN);
 }
 
 /* The Linear weights quantized by default (the Llama table, model/arch.h),
