@@ -27,6 +27,11 @@ struct qt_conv {
 const char *qt_conv_torch_name(qt_dtype d);
 /* Recomputes an item's output parts (after its nested offset is known). */
 qt_status item_parts_refresh(qt_conv *c, qt_conv_item *it, char *errmsg);
+/* convert/estimate.c: the memory qt_conv_run holds while it works on an
+ * item (its mapped input, its output buffers, a converted copy of the
+ * input), and the budget for all items in flight (1.5 x the largest). */
+uint64_t qt_conv_item_need(const qt_conv *c, const qt_conv_item *it);
+uint64_t qt_conv_budget(const qt_conv *c);
 /* convert/validate.c: the calibration check pass over every item to
  * quantize (o.check; see qt_conv_check_fn), and the "qtool.fallback.*"
  * metadata of its fallbacks into a shard writer. */

@@ -410,28 +410,11 @@ typedef struct par_state {
     volatile int stop;
 } par_state;
 
-/* Memory a thread holds while it works on an item: its mapped input, its
- * output buffers and a converted copy of the input. */
-static uint64_t item_need(const qt_conv *c, const qt_conv_item *it)
-{
-    uint64_t need = it->bytes_in;
-    if (it->action == QT_ACT_QUANT) {
-        need += it->bytes_out;
-        if (it->src->dtype != c->compute) need += it->src->n_elements * dbytes(c->compute);
-    }
-    return need;
-}
-
 static void par_init(par_state *p, const qt_conv *c)
 {
     memset(p, 0, sizeof *p);
     p->err_item = SIZE_MAX;
-    uint64_t m = 0;
-    for (size_t i = 0; i < c->n_items; i++) {
-        uint64_t n = item_need(c, &c->items[i]);
-        m = n > m ? n : m;
-    }
-    p->limit = m + m / 2;
+    p->limit = qt_conv_budget(c); /* convert/estimate.c */
 }
 
 static void par_acquire(par_state *p, uint64_t need)
@@ -923,7 +906,7 @@ qt_status qt_conv_run(qt_conv *c, char *errmsg)
             qt_conv_item *it = &c->items[i];
             if (it->action != QT_ACT_QUANT || ps.stop) continue;
             char e[QT_ERRMSG_SIZE] = "";
-            uint64_t need = item_need(c, it);
+            uint64_t need = qt_conv_item_need(c, it);
             par_acquire(&ps, need);
             qt_status s1 = prepass_run(c, it, e);
             par_release(&ps, need);
@@ -954,7 +937,7 @@ qt_status qt_conv_run(qt_conv *c, char *errmsg)
             qt_conv_item *it = &c->items[i];
             if (ps.stop) continue;
             char e[QT_ERRMSG_SIZE] = "";
-            uint64_t need = item_need(c, it);
+            uint64_t need = qt_conv_item_need(c, it);
             par_acquire(&ps, need);
             qt_status s1 = run_item(c, it, w, e);
             par_release(&ps, need);
