@@ -171,7 +171,7 @@ bad '{"models": ["a"], "schemes": [{"scheme": "int8", "block": 64}]}' 'no "block
 bad '{"models": ["a", "x/a"], "schemes": ["nf4"]}' "both named 'a'"
 bad '{"models": ["a"], "schemes": ["nf4", "nf4"]}' "both named 'nf4'"
 bad '{"models": ["a"], "schemes": ["nf4"], "outputs": "o/{model}"}' 'must contain both'
-bad '{"models": ["a-b", {"name": "a", "path": "z"}], "schemes": ["nf4", "b-nf4"]}' 'same output'
+bad '{"models": ["a-b", {"name": "a", "path": "z"}], "schemes": ["nf4", "b-nf4"]}' 'a-b-nf4. is written twice'
 bad '{"models": ["a"], "schemes": ["nf4"], "models": ["b"]}' 'duplicate'
 bad '[1]' 'expected an object'
 "$Q" batch-plan "$T/m.json" --shard 3/2 > /dev/null 2>&1; [ $? = 2 ] || fail "--shard 3/2 accepted"
