@@ -8,16 +8,9 @@
 # - kill -9 of qtool-batch: its workers stop, its temporary folder goes, and
 #   an immediate rerun converts every job (no "Directory not empty").
 set -u
-Q=${QTOOL:-build/qtool}
-case $Q in /*) ;; *) Q=$PWD/$Q ;; esac
-ROOT=$(cd "$(dirname "$0")/../.." && pwd)
-B=$ROOT/scripts/qtool-batch
-D=${QT_DATA:-../shared/data}/models
-[ -d "$D/stories260K-f32" ] || { echo "skipped: $D/stories260K-f32 is absent"; exit 77; }
-D=$(cd "$D" && pwd)
+. "$(dirname "$0")/lib/batch.sh"
 T=$(mktemp -d); trap 'rm -rf "$T"' EXIT
-fail() { echo "FAIL: $*"; exit 1; }
-export QTOOL=$Q TMPDIR=$T/tmp
+export TMPDIR=$T/tmp
 mkdir -p "$T/tmp"
 
 # ---- a model named '-' and a path with a control character (0x01) ----------------
@@ -51,19 +44,14 @@ grep -q "summary 'mx.csv' is also a file a job writes" "$T/d.err" || { cat "$T/d
 for i in 1 2 3; do cp -r "$D/stories260K-f32" "$T/k$i"; done
 chmod -R u+w "$T"
 printf '{"outputs": "ko/{model}-{scheme}", "models": ["k1", "k2", "k3"], "schemes": ["nf4", "int8"]}\n' > "$T/k.json"
-cat > "$T/slowq" <<EOS
-#!/usr/bin/env bash
-[ "\$1" = convert ] && [ "\$2" != -h ] && sleep 2
-exec "$Q" "\$@"
-EOS
-chmod +x "$T/slowq"
+slow_qtool "$T/slowq" 2
 rm -rf "$T/tmp"/*
 "$B" "$T/k.json" -j 4 --qtool "$T/slowq" --summary "$T/sk" > /dev/null 2>&1 &
 pid=$!
 for _ in $(seq 1 50); do pgrep -f "slowq convert" > /dev/null && break; sleep 0.1; done
 pgrep -f "slowq convert" > /dev/null || fail "kill -9 test: no worker started"
-kill -9 $pid
-wait $pid 2> /dev/null
+kill -9 $pid 2> /dev/null
+wait $pid 2> /dev/null || true
 # an immediate rerun waits for the old workers (lock on each job's log)
 "$B" "$T/k.json" -j 4 --summary "$T/sk2" > "$T/rk" 2>&1 || { cat "$T/rk"; fail "rerun after kill -9"; }
 grep -q '^6 jobs: 6 converted, 0 up to date, 0 failed' "$T/rk" || { cat "$T/rk"; fail "rerun after kill -9: not 6 converted"; }

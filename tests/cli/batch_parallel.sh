@@ -4,18 +4,10 @@
 # with --results-to, merged by `qtool-batch --merge`: every job done once,
 # and the merged summary is what one machine prints (the seconds aside).
 set -u
-Q=${QTOOL:-build/qtool}
-case $Q in /*) ;; *) Q=$PWD/$Q ;; esac
-ROOT=$(cd "$(dirname "$0")/../.." && pwd)
-B=$ROOT/scripts/qtool-batch
-D=${QT_DATA:-../shared/data}/models
-[ -d "$D/stories260K-f32" ] || { echo "skipped: $D/stories260K-f32 is absent"; exit 77; }
+. "$(dirname "$0")/lib/batch.sh"
 command -v parallel > /dev/null || { echo "skipped: GNU parallel is not installed (make test-slurm installs it)"; exit 77; }
 parallel --version 2> /dev/null | grep -q 'GNU parallel' || { echo "skipped: 'parallel' is not GNU parallel"; exit 77; }
-D=$(cd "$D" && pwd)
 T=$(mktemp -d); trap 'rm -rf "$T"' EXIT
-fail() { echo "FAIL: $*"; exit 1; }
-export QTOOL=$Q
 
 for d in local par; do
   mkdir -p "$T/$d/in"
@@ -36,9 +28,6 @@ grep -q '^6 jobs: 6 converted, 0 up to date, 0 failed' "$T/par/table" || { cat "
 for o in stories260K-f32-nf4 stories260K-f16-int8 stories260K-f16-q8; do
   cmp -s "$T/local/out/$o/model.safetensors" "$T/par/out/$o/model.safetensors" || fail "$o differs"
 done
-mask_table() { awk 'NF >= 7 && $1 != "MODEL" && $3 != "jobs:" { $7 = "S" } { print }' "$1"; }
-mask_json() { sed -E 's/"seconds": [0-9.]+/"seconds": S/' "$1"; }
-mask_csv() { sed -E 's/,[0-9]+\.[0-9]{2},,,/,S,,,/' "$1"; }
 cmp -s <(mask_table "$T/local/table") <(mask_table "$T/par/table") ||
   { diff <(mask_table "$T/local/table") <(mask_table "$T/par/table"); fail "merged table differs"; }
 cmp -s <(mask_csv "$T/local/batch-summary.csv") <(mask_csv "$T/par/batch-summary.csv") || fail "merged CSV differs"

@@ -16,13 +16,7 @@ set -u
 for c in munged slurmctld slurmd sbatch squeue scancel sinfo; do
   command -v $c > /dev/null 2>&1 || { echo "skipped: $c is not installed (make test-slurm installs it)"; exit 77; }
 done
-Q=${QTOOL:-build/qtool}
-case $Q in /*) ;; *) Q=$PWD/$Q ;; esac
-ROOT=$(cd "$(dirname "$0")/../.." && pwd)
-B=$ROOT/scripts/qtool-batch
-D=${QT_DATA:-../shared/data}/models
-[ -d "$D/stories260K-f32" ] || { echo "skipped: $D/stories260K-f32 is absent"; exit 77; }
-D=$(cd "$D" && pwd)
+. "$(dirname "$0")/lib/batch.sh"
 t_start=$(date +%s)
 
 # ---- a one-node cluster --------------------------------------------------------
@@ -87,7 +81,7 @@ slurmd -f "$SLURM_CONF" || fail "slurmd did not start"
 for _ in $(seq 100); do sinfo -h -o %t 2> /dev/null | grep -q idle && break; sleep 0.2; done
 sinfo -h -o %t | grep -q idle || fail "the node never became idle: $(sinfo 2>&1)"
 echo "slurm up after $(( $(date +%s) - t_start )) s"
-export QTOOL=$Q TMPDIR=$W/tmp
+export TMPDIR=$W/tmp
 
 # ---- the inputs, twice: one folder for a single-machine run, one for Slurm --------
 mk_inputs() {
@@ -113,6 +107,7 @@ mk_inputs "$W/sl"
 # ---- the array: 4 tasks of 2 jobs, merged --------------------------------------------
 t0=$(date +%s)
 (cd "$W/sl" && "$B" m.json --slurm --wait -j 2 --slurm-dir slurm -- --partition=debug > table 2> err); rc=$?
+cat "$W/sl/err" "$W/sl/table"
 echo "array + merge (8 jobs): $(( $(date +%s) - t0 )) s"
 [ $rc = 1 ] || { cat "$W/sl/err" "$W/sl/table"; fail "--slurm --wait: exit $rc, expected 1 (one broken input)"; }
 grep -q 'array job [0-9]*: 4 tasks (shard I/4, 2 at a time, 1 cpus, --mem [0-9]*M each)' "$W/sl/err" ||
@@ -131,9 +126,6 @@ for s in nf4 int8; do
 done
 [ "$(grep -c ',failed,' "$W/sl/batch-summary.csv")" = 2 ] || fail "not exactly the broken input failed"
 # the merged summary is what one machine prints, the seconds aside
-mask_table() { awk 'NF >= 7 && $1 != "MODEL" && $3 != "jobs:" { $7 = "S" } { print }' "$1"; }
-mask_json() { sed -E 's/"seconds": [0-9.]+/"seconds": S/' "$1"; }
-mask_csv() { sed -E 's/,[0-9]+\.[0-9]{2},,,/,S,,,/' "$1"; }
 cmp -s <(mask_table "$W/local/table") <(mask_table "$W/sl/table") ||
   { diff <(mask_table "$W/local/table") <(mask_table "$W/sl/table"); fail "merged table differs from a single-machine run"; }
 cmp -s <(mask_csv "$W/local/batch-summary.csv") <(mask_csv "$W/sl/batch-summary.csv") ||
@@ -148,12 +140,7 @@ grep -q '^8 jobs: 6 converted, 0 up to date, 2 failed' "$W/sl/table" || fail "me
 grep -q '^8 jobs: 0 converted, 6 up to date, 2 failed' "$W/sl/table2" || { cat "$W/sl/table2"; fail "rerun converted something"; }
 
 # ---- scancel of a running task: no temporary folder, redone by the next run ----------------
-cat > "$W/slowq" <<EOS
-#!/usr/bin/env bash
-[ "\$1" = convert ] && [ "\$2" != -h ] && sleep 4
-exec "$Q" "\$@"
-EOS
-chmod +x "$W/slowq"
+slow_qtool "$W/slowq" 4
 sed -i 's|"out/|"can/|' "$W/sl/m.json"
 (cd "$W/sl" && "$B" m.json --slurm -j 1 --tasks 8 --qtool "$W/slowq" --slurm-dir slurm > /dev/null 2> err3) ||
   { cat "$W/sl/err3"; fail "submission for scancel"; }
