@@ -267,6 +267,7 @@ static int run(int argc, char **argv, bool dequant)
                " bytes out (%.1f%%), %zu shard(s), compute dtype %s; nothing written\n",
                qt_conv_n_items(cv), tin, tout, tin ? 100.0 * (double)tout / (double)tin : 0,
                qt_conv_n_shards(cv), qt_conv_compute_dtype(cv));
+        qt_cli_print_needs(cv);
         qt_conv_free(cv);
         return QT_EXIT_OK;
     }

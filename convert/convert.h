@@ -118,6 +118,17 @@ const char *qt_conv_warning(const qt_conv *c);
 /* Number of output shards. */
 size_t qt_conv_n_shards(const qt_conv *c);
 
+/* What a run of the plan will need (convert/estimate.c): peak_bytes, an
+ * upper bound of its resident memory with `threads` threads (the byte budget
+ * qt_conv_run keeps tensors in flight under, budget_bytes, plus the process
+ * and per-thread buffers); out_bytes, the size of OUT (tensors, headers,
+ * copied files). Measured against /usr/bin/time in docs/BATCH.md. */
+typedef struct qt_conv_needs {
+    uint64_t peak_bytes, budget_bytes, out_bytes;
+    int threads;
+} qt_conv_needs;
+void qt_conv_estimate(const qt_conv *c, int threads, qt_conv_needs *e);
+
 /* Writes OUT. On any failure nothing is left at OUT (and an existing OUT
  * is untouched). @return QT_OK, QT_ERR_IO (disk full, permissions),
  * QT_ERR_NUMERIC (NaN/Inf in a tensor to quantize), QT_ERR_ARG (OUT exists,

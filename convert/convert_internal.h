@@ -43,6 +43,11 @@ qt_status qt_conv_item_source(const qt_conv *c, const qt_conv_item *it, const vo
 qt_status qt_conv_quantize(const qt_conv *c, const qt_conv_item *it, const float *dq_offset,
                            const void *src, qt_qbuf *b, qt_qweight *q, char *errmsg);
 void qt_conv_qbuf_free(qt_qbuf *b);
+/* convert/estimate.c: the memory qt_conv_run holds while it works on an
+ * item (its mapped input, its output buffers, a converted copy of the
+ * input), and the budget for all items in flight (1.5 x the largest). */
+uint64_t qt_conv_item_need(const qt_conv *c, const qt_conv_item *it);
+uint64_t qt_conv_budget(const qt_conv *c);
 /* convert/validate.c: the calibration check pass over every item to
  * quantize (o.check; see qt_conv_check_fn), and the "qtool.fallback.*"
  * metadata of its fallbacks into the output. */

@@ -242,28 +242,11 @@ typedef struct par_state {
     volatile int stop;
 } par_state;
 
-/* Memory a thread holds while it works on an item: its mapped input, its
- * output buffers and a converted copy of the input. */
-static uint64_t item_need(const qt_conv *c, const qt_conv_item *it)
-{
-    uint64_t need = it->bytes_in;
-    if (it->action == QT_ACT_QUANT) {
-        need += it->bytes_out;
-        if (it->src->dtype != c->compute) need += it->src->n_elements * dbytes(c->compute);
-    }
-    return need;
-}
-
 static void par_init(par_state *p, const qt_conv *c)
 {
     memset(p, 0, sizeof *p);
     p->err_item = SIZE_MAX;
-    uint64_t m = 0;
-    for (size_t i = 0; i < c->n_items; i++) {
-        uint64_t n = item_need(c, &c->items[i]);
-        m = n > m ? n : m;
-    }
-    p->limit = m + m / 2;
+    p->limit = qt_conv_budget(c); /* convert/estimate.c */
 }
 
 static void par_acquire(par_state *p, uint64_t need)
@@ -533,7 +516,7 @@ static qt_status for_items(qt_conv *c, bool quant_only, item_fn fn, qt_progress 
         qt_conv_item *it = &c->items[i];
         if ((quant_only && it->action != QT_ACT_QUANT) || ps.stop) continue;
         char e[QT_ERRMSG_SIZE] = "";
-        uint64_t need = item_need(c, it);
+        uint64_t need = qt_conv_item_need(c, it);
         par_acquire(&ps, need);
         qt_status s1 = fn(c, it, e);
         par_release(&ps, need);
