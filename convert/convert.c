@@ -118,6 +118,8 @@ static qt_status output_new(qt_conv *c, size_t block, char *errmsg)
     for (size_t i = 0; i < ns; i++) c->protect[i] = qt_st_reader_path(qt_modeldir_shard(c->md, i));
     if (!qt_path_join(c->config_path, sizeof c->config_path, c->in_dir, "config.json"))
         return qt_set_err(errmsg, QT_ERR_ARG, "input '%s': path too long", c->in_dir);
+    /* one read of the input, unless a calibration check quantizes first */
+    c->single_read = o->check == NULL;
     qt_out_model m = {.out = o->out,
                       .config_path = c->config_path,
                       .compute = c->compute,
@@ -126,7 +128,8 @@ static qt_status output_new(qt_conv *c, size_t block, char *errmsg)
                       .double_quant = o->double_quant,
                       .max_shard_size = o->max_shard_size,
                       .protect = c->protect,
-                      .n_protect = ns};
+                      .n_protect = ns,
+                      .single_pass = c->single_read};
     return qt_outfmt_new(o->format, &m, &c->out, errmsg);
 }
 
