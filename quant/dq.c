@@ -163,24 +163,24 @@ bool qt_dq8_tab_init(qt_dq8_tab *tab)
     return true;
 }
 
-void qt_dq_block_ref(const float *absmax, size_t len, float offset, uint8_t *codes,
-                     float *nested)
+void qt_dq_block_ref(const float *absmax, size_t len, float offset, const uint8_t *rcp,
+                     uint8_t *codes, float *nested)
 {
     float centered[QT_DQ_BLOCK];
     for (size_t i = 0; i < len; i++) centered[i] = absmax[i] - offset;
-    qt_blockwise8_quant_ref(QT_SRC_F32, centered, len, QT_DQ_BLOCK, qt_dynamic_map, codes,
+    qt_blockwise8_quant_ref(QT_SRC_F32, centered, len, QT_DQ_BLOCK, qt_dynamic_map, rcp, codes,
                             nested);
 }
 
-qt_status qt_dq_quantize_with_offset(const float *absmax, size_t nb, float offset, uint8_t *codes,
-                                     float *nested)
+qt_status qt_dq_quantize_with_offset(const float *absmax, size_t nb, float offset,
+                                     const uint8_t *rcp, uint8_t *codes, float *nested)
 {
     if (!absmax || !codes || !nested || nb == 0) return QT_ERR_ARG;
     if (!isfinite(offset)) return QT_ERR_NUMERIC;
     size_t ng = qt_dq_n_nested(nb);
     /* bytes are the same on every ISA */
 #if defined(__x86_64__)
-    if (qt_kernels_active()->isa == QT_ISA_AVX512) {
+    if (!rcp && qt_kernels_active()->isa == QT_ISA_AVX512) {
         qt_dq8_tab tab; /* ~28 KB, read-only once built */
         if (qt_dq8_tab_init(&tab)) {
             ptrdiff_t g;
@@ -206,19 +206,25 @@ qt_status qt_dq_quantize_with_offset(const float *absmax, size_t nb, float offse
         size_t b0 = (size_t)g * QT_DQ_BLOCK;
         size_t len = nb - b0 < QT_DQ_BLOCK ? nb - b0 : QT_DQ_BLOCK;
         for (size_t i = 0; i < len; i++) centered[i] = absmax[b0 + i] - offset;
-        k->blockwise8_quant(QT_SRC_F32, centered, len, QT_DQ_BLOCK, qt_dynamic_map, codes + b0,
-                            nested + g);
+        k->blockwise8_quant(QT_SRC_F32, centered, len, QT_DQ_BLOCK, qt_dynamic_map, rcp,
+                            codes + b0, nested + g);
     }
     return QT_OK;
+}
+
+qt_status qt_dq_quantize_rcp(const float *absmax, size_t nb, const uint8_t *rcp, uint8_t *codes,
+                             float *nested, float *offset)
+{
+    if (!offset) return QT_ERR_ARG;
+    qt_status st = rcp ? qt_dq_mean_cuda(absmax, nb, offset) : qt_dq_mean(absmax, nb, offset);
+    if (st != QT_OK) return st;
+    return qt_dq_quantize_with_offset(absmax, nb, *offset, rcp, codes, nested);
 }
 
 qt_status qt_dq_quantize(const float *absmax, size_t nb, uint8_t *codes, float *nested,
                          float *offset)
 {
-    if (!offset) return QT_ERR_ARG;
-    qt_status st = qt_dq_mean(absmax, nb, offset);
-    if (st != QT_OK) return st;
-    return qt_dq_quantize_with_offset(absmax, nb, *offset, codes, nested);
+    return qt_dq_quantize_rcp(absmax, nb, NULL, codes, nested, offset);
 }
 
 void qt_dq_dequantize(const uint8_t *codes, size_t nb, const void *nested, float offset,

@@ -61,6 +61,13 @@ static size_t chunk_blocks(size_t block)
 qt_status qt_nf4_quantize(const qt_kernels *k, qt_scheme scheme, qt_src_type t, const void *src,
                           size_t n, size_t block, uint8_t *codes, float *absmax)
 {
+    return qt_nf4_quantize_rcp(k, scheme, t, src, n, block, NULL, codes, absmax);
+}
+
+qt_status qt_nf4_quantize_rcp(const qt_kernels *k, qt_scheme scheme, qt_src_type t,
+                              const void *src, size_t n, size_t block, const uint8_t *rcp,
+                              uint8_t *codes, float *absmax)
+{
     if (scheme != QT_SCHEME_NF4 && scheme != QT_SCHEME_FP4) return QT_ERR_ARG;
     if (!src || !codes || !absmax || n == 0 || (unsigned)t >= QT_SRC_COUNT ||
         !qt_scheme_block_ok(scheme, block))
@@ -76,7 +83,7 @@ qt_status qt_nf4_quantize(const qt_kernels *k, qt_scheme scheme, qt_src_type t, 
     for (c = 0; c < (ptrdiff_t)nc; c++) {
         size_t b0 = (size_t)c * cb, e0 = b0 * block;
         size_t len = n - e0 < cb * block ? n - e0 : cb * block;
-        k->quant4(fp4, t, (const unsigned char *)src + e0 * es, len, block, codes + e0 / 2,
+        k->quant4(fp4, t, (const unsigned char *)src + e0 * es, len, block, rcp, codes + e0 / 2,
                   absmax + b0);
     }
     return QT_OK;
@@ -99,7 +106,7 @@ qt_status qt_blockwise8_quantize(const qt_kernels *k, qt_src_type t, const void 
         size_t b0 = (size_t)c * cb, e0 = b0 * block;
         size_t len = n - e0 < cb * block ? n - e0 : cb * block;
         k->blockwise8_quant(t, (const unsigned char *)src + e0 * es, len, block, qt_dynamic_map,
-                            codes + e0, absmax + b0);
+                            NULL, codes + e0, absmax + b0);
     }
     return QT_OK;
 }
@@ -129,6 +136,13 @@ qt_status qt_q8_quantize(const qt_kernels *k, qt_src_type t, const void *src, si
 qt_status qt_int8_quantize(const qt_kernels *k, qt_src_type t, const void *src, size_t n_rows,
                            size_t n_cols, int8_t *cb, float *scb)
 {
+    return qt_int8_quantize_rcp(k, t, src, n_rows, n_cols, NULL, cb, scb);
+}
+
+qt_status qt_int8_quantize_rcp(const qt_kernels *k, qt_src_type t, const void *src,
+                               size_t n_rows, size_t n_cols, const uint8_t *rcp, int8_t *cb,
+                               float *scb)
+{
     if (!src || !cb || !scb || n_rows == 0 || n_cols == 0 || (unsigned)t >= QT_SRC_COUNT)
         return QT_ERR_ARG;
     size_t n;
@@ -140,7 +154,7 @@ qt_status qt_int8_quantize(const qt_kernels *k, qt_src_type t, const void *src, 
 #pragma omp parallel for schedule(static) if (n_rows > 1 && n > 65536)
 #endif
     for (r = 0; r < (ptrdiff_t)n_rows; r++)
-        k->int8_quant_row(t, (const unsigned char *)src + (size_t)r * n_cols * es, n_cols,
+        k->int8_quant_row(t, (const unsigned char *)src + (size_t)r * n_cols * es, n_cols, rcp,
                           cb + (size_t)r * n_cols, scb + r);
     return QT_OK;
 }

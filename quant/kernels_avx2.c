@@ -61,9 +61,11 @@ static inline __m256i nf4_codes(__m256 xn, __m256 tlo, __m256 thi, __m256 t7)
     return _mm256_add_epi32(idx, loc);
 }
 
-static inline __m256i fp4_codes(__m256 xn, __m256 thr, __m256i lut)
+/* x: the element before scaling; negative when max(x, xn) < nt (nt = 0,
+ * or QT_CUDA_NEG_BELOW for the GPU's flush to zero; NaN xn: not negative). */
+static inline __m256i fp4_codes(__m256 xn, __m256 x, __m256 nt, __m256 thr, __m256i lut)
 {
-    __m256 neg = _mm256_cmp_ps(xn, _mm256_setzero_ps(), _CMP_LT_OQ);
+    __m256 neg = _mm256_cmp_ps(_mm256_max_ps(x, xn), nt, _CMP_LT_OQ);
     __m256 a = abs8(xn);
     __m256i idx = _mm256_setzero_si256();
     for (int step = 4; step >= 1; step >>= 1) {
@@ -95,7 +97,7 @@ static inline void pack32(__m256i c0, __m256i c1, __m256i c2, __m256i c3, uint8_
 }
 
 static void quant4(bool fp4, qt_src_type t, const void *src, size_t n, size_t block,
-                   uint8_t *codes, float *absmax)
+                   const uint8_t *rcp, uint8_t *codes, float *absmax)
 {
     const unsigned char *s = src;
     const size_t es = qt_src_size(t), nfull = n / block;
@@ -105,24 +107,29 @@ static void quant4(bool fp4, qt_src_type t, const void *src, size_t n, size_t bl
     for (int i = 0; i < 8; i++) tf[i] = i < 7 ? qt_fp4_thresholds[i] : INFINITY;
     const __m256 tlo = _mm256_loadu_ps(th), thi = _mm256_loadu_ps(th + 8);
     const __m256 t7 = _mm256_set1_ps(th[7]), tfp = _mm256_loadu_ps(tf);
+    const __m256 nt = _mm256_set1_ps(rcp ? QT_CUDA_NEG_BELOW : 0.0f);
     const __m256i lut = _mm256_setr_epi32(0, 1, 6, 7, 4, 5, 2, 3);
     for (size_t j = 0; j < nfull; j++) {
         const unsigned char *p = s + j * block * es;
         uint8_t *out = codes + j * block / 2;
         float m = absmax8(t, p, block, es);
+        if (rcp && !qt_cuda_simd_ok(m)) { /* flush-to-zero matters: the definition */
+            qt_quant4_ref(fp4, t, p, block, block, rcp, out, absmax + j);
+            continue;
+        }
         absmax[j] = m;
-        const __m256 r = _mm256_set1_ps(1.0f / m);
+        const __m256 r = _mm256_set1_ps(qt_recip(rcp, m));
         for (size_t i = 0; i < block; i += 32) {
             __m256i c[4];
             for (int v = 0; v < 4; v++) {
-                __m256 xn = _mm256_mul_ps(load8(t, p + (i + 8 * v) * es), r);
-                c[v] = fp4 ? fp4_codes(xn, tfp, lut) : nf4_codes(xn, tlo, thi, t7);
+                __m256 x = load8(t, p + (i + 8 * v) * es), xn = _mm256_mul_ps(x, r);
+                c[v] = fp4 ? fp4_codes(xn, x, nt, tfp, lut) : nf4_codes(xn, tlo, thi, t7);
             }
             pack32(c[0], c[1], c[2], c[3], out + i / 2);
         }
     }
     if (nfull * block < n)
-        qt_quant4_ref(fp4, t, s + nfull * block * es, n - nfull * block, block,
+        qt_quant4_ref(fp4, t, s + nfull * block * es, n - nfull * block, block, rcp,
                       codes + nfull * block / 2, absmax + nfull);
 }
 
@@ -215,23 +222,17 @@ static inline __m256 load8_h(qt_src_type t, const unsigned char *p)
     return _mm256_cvtph_ps(_mm256_cvtps_ph(load8(t, p), _MM_FROUND_TO_NEAREST_INT));
 }
 
-static float half_value(qt_src_type t, const void *src, size_t i)
-{
-    if (t == QT_SRC_F16) return qt_ld(t, src, i);
-    return qt_fp16_to_fp32(qt_fp32_to_fp16(qt_ld(t, src, i)));
-}
-
-static void int8_quant_row(qt_src_type t, const void *src, size_t n_cols, int8_t *cb, float *scb)
+static void int8_quant_row(qt_src_type t, const void *src, size_t n_cols, const uint8_t *rcp,
+                           int8_t *cb, float *scb)
 {
     const unsigned char *p = src;
     const size_t es = qt_src_size(t), nv = n_cols / 32 * 32;
     __m256 mv = _mm256_setzero_ps();
     for (size_t i = 0; i < nv; i += 8) mv = _mm256_max_ps(abs8(load8_h(t, p + i * es)), mv);
     float m = hmax8(mv);
-    for (size_t i = nv; i < n_cols; i++) m = qt_absmax_step(m, half_value(t, src, i));
+    for (size_t i = nv; i < n_cols; i++) m = qt_absmax_step(m, qt_half_value(t, src, i));
     *scb = m;
-    float inv = 1.0f / m;
-    float scale = inv * 127.0f;
+    float scale = qt_recip(rcp, m) * 127.0f;
     const __m256 vs = _mm256_set1_ps(scale);
     for (size_t i = 0; i < nv; i += 32) {
         __m256i r[4];
@@ -243,15 +244,7 @@ static void int8_quant_row(qt_src_type t, const void *src, size_t n_cols, int8_t
         }
         store_i8x32(r[0], r[1], r[2], r[3], cb + i);
     }
-    for (size_t i = nv; i < n_cols; i++) {
-        float v = half_value(t, src, i) * scale;
-        if (v != v) {
-            cb[i] = 0;
-            continue;
-        }
-        v = nearbyintf(v);
-        cb[i] = (int8_t)(v > 127.0f ? 127.0f : v < -127.0f ? -127.0f : v);
-    }
+    for (size_t i = nv; i < n_cols; i++) cb[i] = qt_int8_code(qt_half_value(t, src, i) * scale);
 }
 
 static inline float hsum8(__m256 v)
