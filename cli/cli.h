@@ -44,6 +44,18 @@ int qt_cli_parse_int(const char *opt, const char *s, long lo, long hi, long *out
  * false when it names an ISA this CPU lacks. */
 int qt_cli_setup_isa(const char *isa_opt);
 
+/* --match cpu|cuda and --rcp-table FILE (convert, verify): for "cuda" loads
+ * the GPU reciprocal table (FILE, else $QTOOL_RCP_TABLE) into *table
+ * (caller frees with qt_free); "cpu" (or NULL) leaves it NULL. Returns the
+ * exit code: QT_EXIT_OK, or after an error message QT_EXIT_USAGE (bad value,
+ * no table given, not the measured table) / QT_EXIT_FAIL (unreadable). */
+int qt_cli_match_load(const char *match, const char *rcp_path, uint8_t **table);
+#define QT_CLI_MATCH_HELP                                                                 \
+    "  --match cpu|cuda     whose bitsandbytes bytes to reproduce: its CPU path (default)\n" \
+    "                       or its CUDA path as an NVIDIA GPU runs it (docs/FORMATS.md)\n"  \
+    "  --rcp-table FILE     cuda: the measured GPU reciprocal table (rcp-sm90-2bit.zst;\n"  \
+    "                       default $QTOOL_RCP_TABLE)\n"
+
 /* Calibration options shared by `convert --calib` and `validate`
  * (cli/cmd_validate.c). Option codes for getopt_long's val. */
 enum { QT_CLI_CALIB_TEXT = 1024, QT_CLI_CALIB_TOKENS, QT_CLI_CALIB_CACHE, QT_CLI_CALIB_NOCACHE,

@@ -78,6 +78,9 @@ typedef struct qt_conv_opts {
     bool allow_requantize;     /* dequant: input may be quantized */
     bool follow_symlinks;      /* accept shards that are symlinks leaving IN (a Hugging
                                   Face cache snapshot); refused by default (rule I6) */
+    const uint8_t *rcp;        /* --match cuda: the GPU reciprocal table (formats/cuda_rcp.h,
+                                  borrowed) for bitsandbytes' CUDA bytes; NULL = its CPU
+                                  bytes (--match cpu) */
     FILE *progress;            /* progress bar target (a terminal), NULL = silent */
     volatile sig_atomic_t *cancel; /* set non-zero to stop between chunks; may be NULL */
     qt_conv_check_fn check;    /* calibration check; NULL = none (see qt_conv_check_fn) */
@@ -144,7 +147,8 @@ qt_status qt_conv_up_to_date(const qt_conv *c, bool *up_to_date, char *reason, s
 /* The canonical "qtool.options" string of the plan: every option that
  * changes output bytes (scheme, effective block size, double quantization,
  * compute dtype, each --skip glob, sha256 of the recipe file, max shard
- * size, allow-nonfinite). Borrowed, valid until qt_conv_free. */
+ * size, allow-nonfinite, and ";match=cuda" with --match cuda). Borrowed,
+ * valid until qt_conv_free. */
 const char *qt_conv_options(const qt_conv *c);
 
 /* Where the time of the last qt_conv_run went, in seconds: prepass (NaN /

@@ -163,13 +163,13 @@ static qt_status quantize_item(qt_conv *c, qt_conv_item *it, const void *src, vo
         size_t nb = qt_n_blocks(n, it->block);
         absmax = it->double_quant ? qt_malloc(nb * sizeof(float)) : parts[1];
         QT_CHECK(absmax != NULL, QT_ERR_NOMEM, "out of memory");
-        QT_CHECK(qt_nf4_quantize(NULL, it->scheme, t, src, n, it->block, parts[0], absmax) ==
-                     QT_OK,
+        QT_CHECK(qt_nf4_quantize_rcp(NULL, it->scheme, t, src, n, it->block, c->o.rcp, parts[0],
+                                     absmax) == QT_OK,
                  QT_ERR_ARG, "tensor '%s': quantization failed", w->name);
         memcpy(parts[2], it->scheme == QT_SCHEME_NF4 ? qt_nf4_map : qt_fp4_map, 64);
         size_t js = 3;
         if (it->double_quant) {
-            st = qt_dq_quantize(absmax, nb, parts[1], parts[3], &offset);
+            st = qt_dq_quantize_rcp(absmax, nb, c->o.rcp, parts[1], parts[3], &offset);
             QT_CHECK(st == QT_OK, st, "tensor '%s': double quantization failed (%s)", w->name,
                      qt_status_str(st));
             memcpy(parts[4], qt_dynamic_map, 1024);
@@ -187,8 +187,9 @@ static qt_status quantize_item(qt_conv *c, qt_conv_item *it, const void *src, vo
         break;
     }
     case QT_SCHEME_INT8:
-        QT_CHECK(qt_int8_quantize(NULL, t, src, (size_t)w->shape[0], n / (size_t)w->shape[0],
-                                  parts[0], parts[1]) == QT_OK,
+        QT_CHECK(qt_int8_quantize_rcp(NULL, t, src, (size_t)w->shape[0],
+                                      n / (size_t)w->shape[0], c->o.rcp, parts[0],
+                                      parts[1]) == QT_OK,
                  QT_ERR_ARG, "tensor '%s': quantization failed", w->name);
         *(uint8_t *)parts[2] = 0;
         break;
@@ -368,7 +369,12 @@ static qt_status prepass_item(qt_conv *c, qt_conv_item *it, const void *src, voi
             QT_TRY(quantize_item(c, it, src, parts, &off, true, errmsg));
             free_parts(parts);
         } else {
-            st = qt_dq_mean(absmax, nb, &off);
+            /* --match cuda: the GPU flushes subnormal inputs, so a block of
+             * subnormals has absmax 0 there; then torch's CUDA mean */
+            if (c->o.rcp)
+                for (size_t b = 0; b < nb; b++)
+                    if (absmax[b] < 0x1p-126f) absmax[b] = 0.0f;
+            st = c->o.rcp ? qt_dq_mean_cuda(absmax, nb, &off) : qt_dq_mean(absmax, nb, &off);
             QT_CHECK(st == QT_OK, st, "tensor '%s': double quantization failed (%s)",
                      it->src->name, qt_status_str(st));
         }
@@ -662,6 +668,7 @@ static qt_status provenance(const qt_conv *c, prov_fn fn, void *ctx)
     if ((st = fn(ctx, "qtool.double_quant", dq ? "true" : "false"))) return st;
     if ((st = fn(ctx, "qtool.compute_dtype", qt_conv_torch_name(c->compute)))) return st;
     if ((st = fn(ctx, "qtool.options", c->options ? c->options : ""))) return st;
+    if (c->o.rcp && (st = fn(ctx, "qtool.match", "cuda"))) return st;
     for (size_t i = 0; i < qt_modeldir_n_shards(c->md); i++) {
         char key[96], hex[65], val[4200];
         qt_conv_fingerprint(qt_modeldir_shard(c->md, i), hex);

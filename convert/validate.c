@@ -102,8 +102,8 @@ static qt_status quantize(const qt_conv *c, const qt_conv_item *it, const void *
         b->codes = qt_malloc(qt_nf4_bytes(n));
         b->absmax = qt_malloc(nb * sizeof(float));
         QT_CHECK(b->codes && b->absmax, QT_ERR_NOMEM, "tensor '%s': out of memory", w->name);
-        QT_CHECK(qt_nf4_quantize(NULL, it->scheme, t, src, n, it->block, b->codes, b->absmax) ==
-                     QT_OK,
+        QT_CHECK(qt_nf4_quantize_rcp(NULL, it->scheme, t, src, n, it->block, c->o.rcp, b->codes,
+                                     b->absmax) == QT_OK,
                  QT_ERR_ARG, "tensor '%s': quantization failed", w->name);
         q->data = b->codes;
         q->quant_map = it->scheme == QT_SCHEME_NF4 ? qt_nf4_map : qt_fp4_map;
@@ -112,7 +112,7 @@ static qt_status quantize(const qt_conv *c, const qt_conv_item *it, const void *
             b->nested = qt_malloc(qt_dq_n_nested(nb) * sizeof(float));
             QT_CHECK(b->absq && b->nested, QT_ERR_NOMEM, "tensor '%s': out of memory", w->name);
             float off;
-            st = qt_dq_quantize(b->absmax, nb, b->absq, b->nested, &off);
+            st = qt_dq_quantize_rcp(b->absmax, nb, c->o.rcp, b->absq, b->nested, &off);
             QT_CHECK(st == QT_OK, st, "tensor '%s': double quantization failed (%s)", w->name,
                      qt_status_str(st));
             q->absmax_q = b->absq;
@@ -128,7 +128,9 @@ static qt_status quantize(const qt_conv *c, const qt_conv_item *it, const void *
         b->codes = qt_malloc(n);
         b->scb = qt_malloc(n_out * sizeof(float));
         QT_CHECK(b->codes && b->scb, QT_ERR_NOMEM, "tensor '%s': out of memory", w->name);
-        QT_CHECK(qt_int8_quantize(NULL, t, src, n_out, n_in, b->codes, b->scb) == QT_OK, QT_ERR_ARG,
+        QT_CHECK(qt_int8_quantize_rcp(NULL, t, src, n_out, n_in, c->o.rcp, b->codes, b->scb) ==
+                     QT_OK,
+                 QT_ERR_ARG,
                  "tensor '%s': quantization failed", w->name);
         q->data = b->codes;
         q->scb = b->scb;
