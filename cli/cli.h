@@ -33,6 +33,7 @@ int cmd_bench_ppl(int argc, char **argv); /* `qtool bench ppl`, a row of cmd_ben
 int cmd_generate(int argc, char **argv);
 int cmd_batch_plan(int argc, char **argv);
 int cmd_validate(int argc, char **argv);
+int cmd_verify(int argc, char **argv);
 
 /* Prints "qtool: error: <msg>" to stderr. */
 void qt_cli_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
