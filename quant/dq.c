@@ -11,10 +11,10 @@
  * the limbs. The result does not depend on the order of the values, hence
  * not on threads.
  *
- * On AVX-512 the nested blocks use qt_dq_block_avx512 with a bucket table of
- * the dQuantize<0> boundaries (quant_internal.h), built per call from
- * qt_dq8_code itself; other ISAs use their blockwise8 kernel. The bytes are
- * the same. */
+ * On AVX-512 and AVX2 the nested blocks use qt_dq_block_avx512 / _avx2 with
+ * a bucket table of the dQuantize<0> boundaries (quant_internal.h), built
+ * per call from qt_dq8_code itself; other ISAs, and the GPU's arithmetic
+ * (rcp), use the blockwise8 kernel. The bytes are the same. */
 #include "quant/quant.h"
 
 #include <math.h>
@@ -180,7 +180,10 @@ qt_status qt_dq_quantize_with_offset(const float *absmax, size_t nb, float offse
     size_t ng = qt_dq_n_nested(nb);
     /* bytes are the same on every ISA */
 #if defined(__x86_64__)
-    if (!rcp && qt_kernels_active()->isa == QT_ISA_AVX512) {
+    const qt_isa isa = qt_kernels_active()->isa;
+    if (!rcp && (isa == QT_ISA_AVX512 || isa == QT_ISA_AVX2)) {
+        void (*block)(const qt_dq8_tab *, const float *, size_t, float, uint8_t *, float *) =
+            isa == QT_ISA_AVX512 ? qt_dq_block_avx512 : qt_dq_block_avx2;
         qt_dq8_tab tab; /* ~28 KB, read-only once built */
         if (qt_dq8_tab_init(&tab)) {
             ptrdiff_t g;
@@ -190,7 +193,7 @@ qt_status qt_dq_quantize_with_offset(const float *absmax, size_t nb, float offse
             for (g = 0; g < (ptrdiff_t)ng; g++) {
                 size_t b0 = (size_t)g * QT_DQ_BLOCK;
                 size_t len = nb - b0 < QT_DQ_BLOCK ? nb - b0 : QT_DQ_BLOCK;
-                qt_dq_block_avx512(&tab, absmax + b0, len, offset, codes + b0, nested + g);
+                block(&tab, absmax + b0, len, offset, codes + b0, nested + g);
             }
             return QT_OK;
         }

@@ -247,6 +247,61 @@ static void int8_quant_row(qt_src_type t, const void *src, size_t n_cols, const 
     for (size_t i = nv; i < n_cols; i++) cb[i] = qt_int8_code(qt_half_value(t, src, i) * scale);
 }
 
+/* ---- double quantization: one nested block (quant_internal.h) ---------- */
+
+/* dQuantize<0> over qt_dynamic_map of 8 lanes through the bucket table
+ * (the AVX-512 kernel's search: key from the float bits, 2 gathers, one
+ * compare; NaN codes 0). */
+static inline __m256i dq8_codes_tab(__m256 xn, const qt_dq8_tab *tab)
+{
+    __m256i bits = _mm256_castps_si256(xn);
+    __m256i key = _mm256_srli_epi32(_mm256_and_si256(bits, _mm256_set1_epi32(0x7fffffff)), 17);
+    key = _mm256_max_epu32(key, _mm256_set1_epi32((int)QT_DQ8_KMIN));
+    key = _mm256_min_epu32(_mm256_sub_epi32(key, _mm256_set1_epi32((int)QT_DQ8_KMIN)),
+                           _mm256_set1_epi32(QT_DQ8_NBK - 1));
+    key = _mm256_add_epi32(key, _mm256_and_si256(_mm256_srai_epi32(bits, 31),
+                                                 _mm256_set1_epi32(QT_DQ8_NBK)));
+    __m256 t = _mm256_i32gather_ps(tab->t, key, 4);
+    __m256i base = _mm256_i32gather_epi32(tab->base, key, 4);
+    __m256i gt = _mm256_castps_si256(_mm256_cmp_ps(xn, t, _CMP_GT_OQ));
+    __m256i ord = _mm256_castps_si256(_mm256_cmp_ps(xn, xn, _CMP_ORD_Q));
+    return _mm256_and_si256(_mm256_sub_epi32(base, gt), ord); /* gt is -1 where true */
+}
+
+void qt_dq_block_avx2(const qt_dq8_tab *tab, const float *absmax, size_t len, float offset,
+                      uint8_t *codes, float *nested)
+{
+    const __m256 off = _mm256_set1_ps(offset);
+    const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+    /* nested absmax: max |absmax - offset| over the real lanes */
+    __m256 mv = _mm256_setzero_ps();
+    for (size_t i = 0; i < len; i += 8) {
+        size_t rest = len - i < 8 ? len - i : 8;
+        __m256i k = _mm256_cmpgt_epi32(_mm256_set1_epi32((int)rest), lane);
+        __m256 c = _mm256_sub_ps(_mm256_maskload_ps(absmax + i, k), off);
+        mv = _mm256_max_ps(_mm256_and_ps(abs8(c), _mm256_castsi256_ps(k)), mv);
+    }
+    float m = hmax8(mv);
+    *nested = m;
+    float r = 1.0f / m;
+    if (isinf(r) && m != 0.0f) { /* |xn| unbounded: the scalar definition */
+        qt_dq_block_ref(absmax, len, offset, NULL, codes, nested);
+        return;
+    }
+    const __m256 vr = _mm256_set1_ps(r);
+    for (size_t i = 0; i < len; i += 8) {
+        size_t rest = len - i < 8 ? len - i : 8;
+        __m256i k = _mm256_cmpgt_epi32(_mm256_set1_epi32((int)rest), lane);
+        __m256 xn = _mm256_mul_ps(_mm256_sub_ps(_mm256_maskload_ps(absmax + i, k), off), vr);
+        __m256i c = dq8_codes_tab(xn, tab);
+        __m128i p = _mm_packus_epi32(_mm256_castsi256_si128(c), _mm256_extracti128_si256(c, 1));
+        p = _mm_packus_epi16(p, p);
+        uint8_t b[8];
+        _mm_storel_epi64((__m128i *)(void *)b, p);
+        memcpy(codes + i, b, rest);
+    }
+}
+
 static inline float hsum8(__m256 v)
 {
     __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));

@@ -139,6 +139,8 @@ bool qt_dq8_tab_init(qt_dq8_tab *tab);
 void qt_dq_block_ref(const float *absmax, size_t len, float offset, const uint8_t *rcp,
                      uint8_t *codes, float *nested);
 #if defined(__x86_64__)
+void qt_dq_block_avx2(const qt_dq8_tab *tab, const float *absmax, size_t len, float offset,
+                      uint8_t *codes, float *nested);
 void qt_dq_block_avx512(const qt_dq8_tab *tab, const float *absmax, size_t len, float offset,
                         uint8_t *codes, float *nested);
 #endif

@@ -1137,10 +1137,10 @@ Test(quant, quant4_sweeps_match_ref_on_every_isa)
 
 #if defined(__x86_64__)
 /* The dQuantize<0> bucket table (quant_internal.h): each boundary is the
- * last float of its code, and the AVX-512 nested block equals the scalar one
+ * last float of its code, and the AVX2 and AVX-512 nested blocks equal the scalar one
  * on a dense sweep of xn (blocks led by 1.0 with offset 0: r = 1), on every
  * midpoint +-4 ulps, NaN / Inf and a block whose reciprocal overflows. */
-Test(dq, dq8_table_and_avx512_block_match_search)
+Test(dq, dq8_table_and_simd_blocks_match_search)
 {
     static qt_dq8_tab tab;
     cr_assert(qt_dq8_tab_init(&tab));
@@ -1149,7 +1149,11 @@ Test(dq, dq8_table_and_avx512_block_match_search)
         cr_assert(eq(int, qt_dq8_code(m, tab.bound[k]), k), "bound %d", k);
         cr_assert(eq(int, qt_dq8_code(m, nextafterf(tab.bound[k], INFINITY)), k + 1));
     }
-    if (!qt_kernels_for(QT_ISA_AVX512)) cr_skip_test("CPU lacks avx512");
+    typedef void (*block_fn)(const qt_dq8_tab *, const float *, size_t, float, uint8_t *, float *);
+    const block_fn fns[2] = {qt_dq_block_avx2, qt_dq_block_avx512};
+    const qt_isa isas[2] = {QT_ISA_AVX2, QT_ISA_AVX512};
+    for (int f = 0; f < 2; f++) {
+    if (!qt_kernels_for(isas[f])) continue;
     size_t cap = 2 * (0x3f800000u / 251 + 2) + 255 * 9 + 16, nv = 0;
     float *vals = malloc(cap * 4);
     for (uint32_t u = 0; u <= 0x3f800000u; u += 251) {
@@ -1170,21 +1174,22 @@ Test(dq, dq8_table_and_avx512_block_match_search)
         blk[0] = 1.0f;
         while (len < QT_DQ_BLOCK - (k % 7) && k < nv) blk[len++] = vals[k++]; /* partial blocks too */
         qt_dq_block_ref(blk, len, 0.0f, NULL, c0, &n0);
-        qt_dq_block_avx512(&tab, blk, len, 0.0f, c1, &n1);
+        fns[f](&tab, blk, len, 0.0f, c1, &n1);
         cr_assert(eq(int, memcmp(c0, c1, len), 0), "block at %zu", k);
         cr_assert(eq(u32, qt_f32_bits(n0), qt_f32_bits(n1)));
     }
     /* offset != 0, and a reciprocal that overflows (spread 1e-40) */
     for (size_t i = 0; i < 200; i++) blk[i] = 0.5f + (float)i * 1e-3f;
     qt_dq_block_ref(blk, 200, 0.55f, NULL, c0, &n0);
-    qt_dq_block_avx512(&tab, blk, 200, 0.55f, c1, &n1);
+    fns[f](&tab, blk, 200, 0.55f, c1, &n1);
     cr_assert(eq(int, memcmp(c0, c1, 200), 0));
     for (size_t i = 0; i < 100; i++) blk[i] = (i % 3) ? 0.0f : 1e-40f;
     qt_dq_block_ref(blk, 100, 0.0f, NULL, c0, &n0);
-    qt_dq_block_avx512(&tab, blk, 100, 0.0f, c1, &n1);
+    fns[f](&tab, blk, 100, 0.0f, c1, &n1);
     cr_assert(eq(int, memcmp(c0, c1, 100), 0));
     cr_assert(eq(u32, qt_f32_bits(n0), qt_f32_bits(n1)));
     free(vals);
+    }
 }
 #endif
 
