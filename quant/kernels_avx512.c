@@ -54,6 +54,10 @@ static inline float absmax16(qt_src_type t, const unsigned char *p, size_t len, 
  * (the same values as the scalar 1.0f / m); pass 2 re-reads the blocks (from
  * L1) and codes f32(x * r).
  *
+ * bf16 absmax: an unsigned 16-bit max of the magnitudes' bits (their order
+ * is the float order for non-NaN values; a block holding NaN goes to the
+ * scalar definition), one load, AND and max per 32 elements.
+ *
  * Code search: a monotone bucket function b(x) (an FMA or multiply and a
  * truncation) splits the range into 32 (NF4, signed xn) or 16 (FP4, |xn|)
  * buckets narrower than the smallest gap between thresholds, so a bucket
@@ -196,23 +200,39 @@ static inline __attribute__((always_inline)) void quant4_group(
 {
     const size_t es = qt_src_size(t), units = block / 32;
     __m512 m[16];
+    __mmask16 nan = 0; /* bf16 blocks holding NaN: the scalar definition */
     for (int j = 0; j < 16; j++) {
         __m512 mj = _mm512_setzero_ps();
-        if (j < cnt)
+        if (j < cnt && t == QT_SRC_BF16) {
+            /* the magnitudes' bits in unsigned 16-bit order = float order
+             * for non-NaN; then as floats (bits << 16) for the reduction */
+            const __m512i mag = _mm512_set1_epi16(0x7fff);
+            __m512i mi = _mm512_setzero_si512();
+            for (size_t u = 0; u < units; u++)
+                mi = _mm512_max_epu16(mi, _mm512_and_si512(_mm512_loadu_si512(p + (j * units + u) * 64), mag));
+            mi = _mm512_max_epu32(_mm512_and_si512(mi, _mm512_set1_epi32(0xffff)), _mm512_srli_epi32(mi, 16));
+            if (_mm512_cmpgt_epu32_mask(mi, _mm512_set1_epi32(0x7f80))) {
+                nan |= (__mmask16)(1u << j);
+                mi = _mm512_setzero_si512();
+            }
+            mj = _mm512_castsi512_ps(_mm512_slli_epi32(mi, 16));
+        } else if (j < cnt) {
             for (size_t u = 0; u < units; u++) {
                 __m512 e, o;
                 load_eo(t, p + (j * units + u) * 32 * es, &e, &o);
                 mj = _mm512_max_ps(abs16(e), mj);
                 mj = _mm512_max_ps(abs16(o), mj);
             }
+        }
         m[j] = mj;
     }
     const __mmask16 valid = (__mmask16)((1u << cnt) - 1);
     __m512 am = reduce16x16(m);
     _mm512_mask_storeu_ps(absmax, valid, am);
     __m512 r = _mm512_div_ps(_mm512_set1_ps(1.0f), am);
-    __mmask16 big = _mm512_mask_cmp_ps_mask(valid, r, _mm512_set1_ps(INFINITY), _CMP_EQ_OQ) &
-                    _mm512_cmp_ps_mask(am, _mm512_setzero_ps(), _CMP_NEQ_OQ);
+    __mmask16 big = (_mm512_mask_cmp_ps_mask(valid, r, _mm512_set1_ps(INFINITY), _CMP_EQ_OQ) &
+                     _mm512_cmp_ps_mask(am, _mm512_setzero_ps(), _CMP_NEQ_OQ)) |
+                    nan;
     float rr[16], aa[16];
     _mm512_storeu_ps(rr, r);
     if (rcp) { /* the GPU's reciprocals; blocks where flush-to-zero matters: scalar */
@@ -224,7 +244,7 @@ static inline __attribute__((always_inline)) void quant4_group(
     }
     const __m512 nt = _mm512_set1_ps(rcp ? QT_CUDA_NEG_BELOW : 0.0f);
     for (int j = 0; j < cnt; j++) {
-        if (big >> j & 1) { /* the reciprocal overflowed: the scalar definition */
+        if (big >> j & 1) { /* NaN or an overflowing reciprocal: the scalar definition */
             qt_quant4_ref(fp4, t, p + j * block * es, block, block, rcp, codes + j * block / 2,
                           absmax + j);
             continue;
