@@ -255,25 +255,7 @@ static inline __attribute__((always_inline)) void quant4_t(bool fp4, qt_src_type
 static void quant4(bool fp4, qt_src_type t, const void *src, size_t n, size_t block,
                    const uint8_t *rcp, uint8_t *codes, float *absmax)
 {
-    const unsigned char *s = src;
-    const size_t es = qt_src_size(t);
-    size_t nfull = n / block;
-    q4tab tb;
-    memset(&tb, 0, sizeof tb);
-    if (block % 32 || !q4tab_init(fp4, &tb)) nfull = 0; /* (never) all scalar */
-    /* one instance per (scheme, type): the branches fold away */
-    if (fp4) {
-        if (t == QT_SRC_BF16) quant4_t(true, QT_SRC_BF16, s, nfull, block, &tb, rcp, codes, absmax);
-        else if (t == QT_SRC_F16) quant4_t(true, QT_SRC_F16, s, nfull, block, &tb, rcp, codes, absmax);
-        else quant4_t(true, QT_SRC_F32, s, nfull, block, &tb, rcp, codes, absmax);
-    } else {
-        if (t == QT_SRC_BF16) quant4_t(false, QT_SRC_BF16, s, nfull, block, &tb, rcp, codes, absmax);
-        else if (t == QT_SRC_F16) quant4_t(false, QT_SRC_F16, s, nfull, block, &tb, rcp, codes, absmax);
-        else quant4_t(false, QT_SRC_F32, s, nfull, block, &tb, rcp, codes, absmax);
-    }
-    if (nfull * block < n)
-        qt_quant4_ref(fp4, t, s + nfull * block * es, n - nfull * block, block, rcp,
-                      codes + nfull * block / 2, absmax + nfull);
+    QT_QUANT4_SIMD_BODY(fp4, t, src, n, block, rcp, codes, absmax);
 }
 
 static void dequant4(const uint8_t *codes, size_t i0, size_t len, const float map[16],

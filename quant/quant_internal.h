@@ -93,6 +93,32 @@ static inline int8_t qt_int8_code(float v)
     return (int8_t)(v > 127.0f ? 127.0f : v < -127.0f ? -127.0f : v);
 }
 
+/* The body of a SIMD 4-bit kernel qt_kernels.quant4 (kernels_avx2.c,
+ * kernels_avx512.c; both define a q4tab, its init q4tab_init(fp4, &tab) and
+ * an always_inline quant4_t): builds the code tables, runs quant4_t over the
+ * whole blocks once per (scheme, source type) as constants, so that its
+ * branches fold away, and the partial last block through _ref. */
+#define QT_QUANT4_SIMD_BODY(fp4, t, src, n, block, rcp, codes, absmax)                       \
+    do {                                                                                     \
+        const unsigned char *s_ = (src);                                                     \
+        size_t nf_ = (n) / (block);                                                          \
+        q4tab tb_;                                                                           \
+        memset(&tb_, 0, sizeof tb_);                                                         \
+        if ((block) % 32 || !q4tab_init((fp4), &tb_)) nf_ = 0; /* (never) all scalar */      \
+        if (fp4) {                                                                           \
+            if ((t) == QT_SRC_BF16) quant4_t(true, QT_SRC_BF16, s_, nf_, block, &tb_, rcp, codes, absmax); \
+            else if ((t) == QT_SRC_F16) quant4_t(true, QT_SRC_F16, s_, nf_, block, &tb_, rcp, codes, absmax); \
+            else quant4_t(true, QT_SRC_F32, s_, nf_, block, &tb_, rcp, codes, absmax);       \
+        } else {                                                                             \
+            if ((t) == QT_SRC_BF16) quant4_t(false, QT_SRC_BF16, s_, nf_, block, &tb_, rcp, codes, absmax); \
+            else if ((t) == QT_SRC_F16) quant4_t(false, QT_SRC_F16, s_, nf_, block, &tb_, rcp, codes, absmax); \
+            else quant4_t(false, QT_SRC_F32, s_, nf_, block, &tb_, rcp, codes, absmax);      \
+        }                                                                                    \
+        if (nf_ * (block) < (n))                                                             \
+            qt_quant4_ref((fp4), (t), s_ + nf_ * (block) * qt_src_size(t), (n) - nf_ * (block), \
+                          (block), (rcp), (codes) + nf_ * (block) / 2, (absmax) + nf_);      \
+    } while (0)
+
 /* Scalar definitions shared with the SIMD files for their tails. */
 uint8_t qt_nf4_code(float xn);
 uint8_t qt_fp4_code(float xn);
