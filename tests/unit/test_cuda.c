@@ -7,7 +7,7 @@
  *     rounded mean differ (worked by hand), and the offset of every
  *     double-quantized tensor the GPU wrote;
  *   - every file of golden/transformers-bnb-cuda re-derived byte for byte
- *     (qt_conv_verify) on every ISA, and with CPU bytes exactly the tensors
+ *     (qt_conv_verify) on every ISA and on 1 and 2 threads, and with CPU bytes exactly the tensors
  *     the golden README says differ;
  *   - the SIMD kernels against _ref with the table, on data with subnormals,
  *     zero blocks and huge or tiny absmax. */
@@ -15,6 +15,9 @@
 #include <criterion/new/assert.h>
 #include <math.h>
 #include <string.h>
+#ifdef _OPENMP
+#include <omp.h>
+#endif
 
 #include "common/cpu.h"
 #include "convert/convert.h"
@@ -205,8 +208,14 @@ Test(cuda, every_gpu_golden_byte_for_byte_on_every_isa, .timeout = 60)
         cr_assert(eq(sz, verify(i, NULL), goldens[i].cpu_differ), "%s with --match cpu",
                   goldens[i].golden);
     }
-    /* the same bytes on the other ISAs (Criterion runs each test in its own
-     * process, so forcing the ISA here touches no other test) */
+    /* the same bytes on one thread, and on the other ISAs (Criterion runs
+     * each test in its own process, so this touches no other test) */
+#ifdef _OPENMP
+    omp_set_num_threads(1);
+    for (size_t i = 0; i < sizeof goldens / sizeof *goldens; i++)
+        cr_assert(eq(sz, verify(i, t), 0), "%s on 1 thread", goldens[i].golden);
+    omp_set_num_threads(2);
+#endif
     for (int isa = QT_ISA_REF; isa < QT_ISA_COUNT; isa++) {
         if (!qt_isa_supported((qt_isa)isa) || qt_isa_force((qt_isa)isa) != QT_OK) continue;
         for (size_t i = 0; i < sizeof goldens / sizeof *goldens; i++)
