@@ -36,8 +36,8 @@ float qt_cuda_rcp(const uint8_t *table, float x)
 
 /* ---- torch's CUDA float32 mean -------------------------------------------
  *
- * What torch (read: aten/src/ATen/native/cuda/Reduce.cuh, ReduceMomentKernel.cu,
- * the 2.x series) does for `t.mean()` of a contiguous 1-D float32 CUDA
+ * What torch (aten/src/ATen/native/cuda/Reduce.cuh, ReduceMomentKernel.cu)
+ * does for `t.mean()` of a contiguous 1-D float32 CUDA
  * tensor of n values, and what this code replays:
  *   - MeanOps: float accumulator, combine = a + b, the result = sum * factor
  *     with factor = (float)1 / (float)n;
