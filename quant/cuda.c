@@ -61,9 +61,12 @@ float qt_cuda_rcp(const uint8_t *table, float x)
  *     v[i] += v[i + h] for i < h, h = lanes / 2 .. 1;
  *   - across blocks: lane t of the last block takes +0 + partial t (+
  *     partial t + bw ..), then the same halving tree.
- * Checked against every double-quantized tensor of the GPU goldens
- * (n = 32, 64, 172: single block, vectorized and not); the multi-block
- * split (n >= 131072) follows the source, unmeasured. */
+ * The descending warp order is torch's since pytorch PR #164790 (Oct 2025,
+ * torch 2.10 on); older torch shuffles with offsets 1, 2, .., 16. Checked
+ * against every double-quantized tensor of the GPU goldens (n = 32, 64,
+ * 172: single block, vectorized and not; the old warp order misses 12 of
+ * the 140); the multi-block split (n >= 131072) follows the source,
+ * unmeasured. */
 
 #define TORCH_MAX_THREADS 512 /* threads per block of a float reduction */
 #define TORCH_VEC 4           /* input_vec_size = vt0 */
