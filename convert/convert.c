@@ -144,7 +144,9 @@ static bool glob_match(const char *pat, const char *name)
  * as "qtool.options" and compared by qt_conv_up_to_date:
  *   scheme=S;block=N;double_quant=0|1;compute_dtype=D;skip=["g1","g2"];
  *   recipe=<sha256 of the file's bytes>|none;max_shard_size=N;allow_nonfinite=0|1
- * (block: the effective block size, 0 for int8). */
+ * then ";match=cuda" with --match cuda (absent for cpu, so that files made
+ * before the option stay up to date) (block: the effective block size, 0
+ * for int8). */
 static qt_status options_string(qt_conv *c, char *errmsg)
 {
     qt_status st = QT_OK;
@@ -175,6 +177,7 @@ static qt_status options_string(qt_conv *c, char *errmsg)
     }
     qt_strbuf_printf(&b, "];recipe=%s;max_shard_size=%" PRIu64 ";allow_nonfinite=%d", rhex,
                      o->max_shard_size, o->allow_nonfinite ? 1 : 0);
+    if (o->rcp) qt_strbuf_puts(&b, ";match=cuda");
     QT_CHECK(!b.oom, QT_ERR_NOMEM, "out of memory");
     c->options = b.data;
     b.data = NULL;

@@ -119,8 +119,8 @@ qt_status qt_conv_quantize(const qt_conv *c, const qt_conv_item *it, const float
                  (b->nested || !sz.nested) && (b->scb || !sz.scb),
              QT_ERR_NOMEM, "tensor '%s': out of memory", w->name);
     /* the kernels */
-    st = qt_quantize_weight(NULL, it->scheme, it->block, it->double_quant, dq_offset,
-                            src_type_of(c->compute), src, n_out, n_in, b, q);
+    st = qt_quantize_weight_rcp(NULL, it->scheme, it->block, it->double_quant, dq_offset,
+                                c->o.rcp, src_type_of(c->compute), src, n_out, n_in, b, q);
     QT_CHECK(st == QT_OK, st, "tensor '%s': %squantization failed (%s)", w->name,
              st == QT_ERR_NUMERIC && it->double_quant ? "double " : "", qt_status_str(st));
 fail:
@@ -207,7 +207,12 @@ static qt_status prepass_item(qt_conv *c, qt_conv_item *it, const void *src, cha
             off = q.nested_offset;
             qt_conv_qbuf_free(&b);
         } else {
-            st = qt_dq_mean(absmax, nb, &off);
+            /* --match cuda: the GPU flushes subnormal inputs, so a block of
+             * subnormals has absmax 0 there; then torch's CUDA mean */
+            if (c->o.rcp)
+                for (size_t b = 0; b < nb; b++)
+                    if (absmax[b] < 0x1p-126f) absmax[b] = 0.0f;
+            st = c->o.rcp ? qt_dq_mean_cuda(absmax, nb, &off) : qt_dq_mean(absmax, nb, &off);
             QT_CHECK(st == QT_OK, st, "tensor '%s': double quantization failed (%s)",
                      it->src->name, qt_status_str(st));
         }
@@ -383,6 +388,7 @@ static qt_status provenance(const qt_conv *c, prov_fn fn, void *ctx)
     if ((st = fn(ctx, "qtool.double_quant", dq ? "true" : "false"))) return st;
     if ((st = fn(ctx, "qtool.compute_dtype", qt_conv_torch_name(c->compute)))) return st;
     if ((st = fn(ctx, "qtool.options", c->options ? c->options : ""))) return st;
+    if (c->o.rcp && (st = fn(ctx, "qtool.match", "cuda"))) return st;
     for (size_t i = 0; i < qt_modeldir_n_shards(c->md); i++) {
         char key[96], hex[65], val[4200];
         qt_conv_fingerprint(qt_modeldir_shard(c->md, i), hex);
