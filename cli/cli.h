@@ -38,6 +38,11 @@ int cmd_validate(int argc, char **argv);
 void qt_cli_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 /* The exit code for a library status: QT_ERR_IO / NOMEM -> 1, else 2. */
 int qt_cli_exit_for(qt_status st);
+/* An input named on the command line must exist: prints "qtool: error:
+ * <what> '<path>': No such file or directory" and returns QT_EXIT_USAGE
+ * when it does not (a missing input is a usage error for every command);
+ * QT_EXIT_OK otherwise (other errors are left to the reader). */
+int qt_cli_need_input(const char *path, const char *what);
 /* Parses a non-negative integer option; false (and an error message) if bad. */
 int qt_cli_parse_int(const char *opt, const char *s, long lo, long hi, long *out);
 /* Applies QT_ISA (and --isa) to the dispatch; prints an error and returns

@@ -14,6 +14,8 @@
 #include "bench/ppl.h"
 #include "cli/cli.h"
 #include "common/cpu.h"
+#include "formats/fsutil.h"
+#include "formats/input_file.h"
 
 static void usage(FILE *f)
 {
@@ -49,45 +51,19 @@ static void usage(FILE *f)
             "  -h, --help            this help\n");
 }
 
-/* Reads a whole file into a new buffer (NUL-terminated; qt_free it). On
- * failure prints the error, sets *rc and returns NULL. */
+/* Reads the text (the text-input rule: a regular file of at most 2 GiB;
+ * NUL-terminated, qt_free it). On failure prints the error, sets *rc and
+ * returns NULL. */
 static char *read_file(const char *path, size_t *n, int *rc)
 {
-    FILE *f = fopen(path, "rb");
-    if (!f) {
-        int e = errno;
-        qt_cli_error("cannot open '%s': %s", path, strerror(e));
-        *rc = e == ENOENT ? QT_EXIT_USAGE : QT_EXIT_FAIL;
+    char err[QT_ERRMSG_SIZE], *buf = NULL;
+    if ((*rc = qt_cli_need_input(path, "text")) != QT_EXIT_OK) return NULL;
+    qt_status st = qt_file_read(path, &buf, n, QT_TEXT_MAX_BYTES, err);
+    if (st != QT_OK) {
+        qt_cli_error("%s", err);
+        *rc = qt_cli_exit_for(st);
         return NULL;
     }
-    size_t cap = 1 << 16, len = 0;
-    char *buf = qt_malloc(cap + 1);
-    while (buf) {
-        size_t got = fread(buf + len, 1, cap - len, f);
-        len += got;
-        if (len < cap) break;
-        char *nb = cap <= ((size_t)1 << 40) ? qt_realloc(buf, cap * 2 + 1) : NULL;
-        if (!nb) {
-            qt_free(buf);
-            buf = NULL;
-            break;
-        }
-        buf = nb;
-        cap *= 2;
-    }
-    if (!buf) {
-        qt_cli_error("'%s': out of memory", path);
-        *rc = QT_EXIT_FAIL;
-    } else if (ferror(f)) {
-        qt_cli_error("cannot read '%s': %s", path, strerror(errno));
-        *rc = QT_EXIT_FAIL;
-        qt_free(buf);
-        buf = NULL;
-    } else {
-        buf[len] = 0;
-        *n = len;
-    }
-    fclose(f);
     return buf;
 }
 
@@ -189,6 +165,8 @@ int cmd_bench_ppl(int argc, char **argv)
         qt_cli_error("bench ppl: --cache and --no-cache exclude each other");
         return QT_EXIT_USAGE;
     }
+    for (int i = optind; i < argc; i++)
+        if (qt_cli_need_input(argv[i], "model") != QT_EXIT_OK) return QT_EXIT_USAGE;
     if (!qt_cli_setup_isa(isa)) return QT_EXIT_USAGE;
 #ifdef _OPENMP
     if (threads > 0) omp_set_num_threads((int)threads);

@@ -212,6 +212,11 @@ static int run(int argc, char **argv, bool dequant)
         usage(stderr, dequant);
         return QT_EXIT_USAGE;
     }
+    if (!argv[optind + 1][0]) { /* before any work: an empty OUT names no folder */
+        qt_cli_error("OUT is empty: name the output folder");
+        return QT_EXIT_USAGE;
+    }
+    if (qt_cli_need_input(argv[optind], "input") != QT_EXIT_OK) return QT_EXIT_USAGE;
     if (!qt_cli_setup_isa(isa)) return QT_EXIT_USAGE;
 #ifdef _OPENMP
     if (threads) omp_set_num_threads((int)threads);

@@ -253,6 +253,10 @@ int cmd_validate(int argc, char **argv)
     if (threads) omp_set_num_threads((int)threads);
 #endif
     const char *orig = argv[optind], *quant = argv[optind + 1];
+    if (qt_cli_need_input(orig, "model") != QT_EXIT_OK ||
+        qt_cli_need_input(quant, "model") != QT_EXIT_OK ||
+        qt_cli_need_input(co.text, "text") != QT_EXIT_OK)
+        return QT_EXIT_USAGE;
     qt_calib_report rep;
     qt_calib_report_init(&rep);
     snprintf(rep.original, sizeof rep.original, "%s", orig);

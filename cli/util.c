@@ -3,6 +3,8 @@
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
 
 #include "cli/cli.h"
 #include "common/cpu.h"
@@ -25,6 +27,14 @@ int qt_cli_exit_for(qt_status st)
     case QT_ERR_NOMEM: return QT_EXIT_FAIL;
     default: return QT_EXIT_USAGE;
     }
+}
+
+int qt_cli_need_input(const char *path, const char *what)
+{
+    struct stat sb;
+    if (stat(path, &sb) == 0 || (errno != ENOENT && errno != ENOTDIR)) return QT_EXIT_OK;
+    qt_cli_error("%s '%s': %s", what, path, strerror(errno));
+    return QT_EXIT_USAGE;
 }
 
 int qt_cli_parse_int(const char *opt, const char *s, long lo, long hi, long *out)

@@ -20,6 +20,7 @@
 #include <unistd.h>
 
 #include "common/half.h"
+#include "formats/input_file.h"
 
 /* Smallest possible encodings, used to bound counts by the bytes left:
  * a pair is key length (8) + 1 key byte + type (4) + a 1-byte value; a
@@ -689,11 +690,8 @@ qt_status qt_gguf_open(const char *path, qt_gguf **out, qt_gguf_rule *rule, char
     if (rule) *rule = QT_GGUF_RULE_OK;
     QT_CHECK(out && path, QT_ERR_ARG, "qt_gguf_open: NULL argument");
     *out = NULL;
-    fd = open(path, O_RDONLY | O_CLOEXEC);
-    QT_CHECK(fd >= 0, QT_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
     struct stat sb;
-    QT_CHECK(fstat(fd, &sb) == 0, QT_ERR_IO, "%s: cannot stat: %s", path, strerror(errno));
-    QT_CHECK(S_ISREG(sb.st_mode), QT_ERR_IO, "%s: not a regular file", path);
+    QT_TRY(qt_input_open(path, 0, UINT64_MAX, &fd, &sb, errmsg));
     QT_CHECK((uintmax_t)sb.st_size <= SIZE_MAX, QT_ERR_IO, "%s: file too large to map", path);
     n = (size_t)sb.st_size;
     if (n > 0) {

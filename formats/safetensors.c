@@ -13,6 +13,7 @@
 
 #include "common/half.h"
 #include "formats/json.h"
+#include "formats/input_file.h"
 
 #if defined(__BYTE_ORDER__) && __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
 #error "qtool's safetensors reader assumes a little-endian host"
@@ -540,11 +541,7 @@ qt_status qt_st_reader_open_ex(const char *path, qt_st_reader **out, qt_st_rule 
     *out = NULL;
     qt_st_reader *r = reader_new(path);
     QT_CHECK(r, QT_ERR_NOMEM, "%s: out of memory", path);
-    r->fd = open(path, O_RDONLY | O_CLOEXEC);
-    QT_CHECK(r->fd >= 0, QT_ERR_IO, "cannot open '%s': %s", path, strerror(errno));
-    QT_CHECK(fstat(r->fd, &r->st0) == 0, QT_ERR_IO, "cannot stat '%s': %s", path,
-             strerror(errno));
-    QT_CHECK(S_ISREG(r->st0.st_mode), QT_ERR_IO, "'%s' is not a regular file", path);
+    QT_TRY(qt_input_open(path, 0, UINT64_MAX, &r->fd, &r->st0, errmsg));
     if (r->st0.st_size < 8)
         ST_FAIL(QT_ST_RULE_HEADER_TOO_SMALL, "%s: %lld bytes, too small for a header (S1)", path,
                 (long long)r->st0.st_size);

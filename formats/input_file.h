@@ -1,0 +1,42 @@
+/*
+ * formats/input_file.h: opening an input file safely, the one way every
+ * reader of config, tokenizer, text, safetensors and index files does it.
+ *
+ * The file is opened with O_NONBLOCK, so that a FIFO, a terminal or a
+ * device cannot hang the open, then fstat'd: a regular file of at most
+ * max_bytes is required before a byte is read. The descriptor is switched
+ * back to blocking reads. Refusals are QT_ERR_FORMAT (bad input) with a
+ * message naming the file and what it is ("a FIFO", "a folder", "2 GiB,
+ * more than the 256 MiB allowed"); a file that cannot be opened is
+ * QT_ERR_IO with errno as text.
+ *
+ * Thread-safe; no global state.
+ */
+#ifndef QT_FORMATS_INPUT_FILE_H
+#define QT_FORMATS_INPUT_FILE_H
+
+#include <stdint.h>
+#include <stdio.h>
+#include <sys/stat.h>
+
+#include "common/common.h"
+
+/* The text-input rule (calibration text, perplexity text, prompts from a
+ * file): a regular file of at most 2 GiB. */
+#define QT_TEXT_MAX_BYTES ((uint64_t)1 << 31)
+
+/* Opens path for reading: *fd (caller closes) and its stat in *sb (may be
+ * NULL). extra_flags: added to O_RDONLY (e.g. O_NOFOLLOW).
+ * @return QT_OK, QT_ERR_IO (cannot open), QT_ERR_FORMAT (not a regular
+ * file, or over max_bytes). */
+qt_status qt_input_open(const char *path, int extra_flags, uint64_t max_bytes, int *fd,
+                        struct stat *sb, char *errmsg);
+
+/* The same as a stdio stream (caller fcloses). */
+qt_status qt_input_fopen(const char *path, uint64_t max_bytes, FILE **f, struct stat *sb,
+                         char *errmsg);
+
+/* What a file of this mode is, for messages: "a FIFO", "a folder", ... */
+const char *qt_file_kind(mode_t mode);
+
+#endif /* QT_FORMATS_INPUT_FILE_H */
