@@ -791,10 +791,9 @@ fail:
  * are left alone. */
 static void remove_stale_tmp(const char *parent, const char *base)
 {
-    char prefix[PATH_MAX];
-    int r = snprintf(prefix, sizeof prefix, ".%s.qtool-tmp.", base);
-    if (r <= 0 || (size_t)r >= sizeof prefix) return;
-    size_t pl = (size_t)r;
+    char prefix[NAME_MAX + 1];
+    qt_conv_tmp_prefix(base, prefix, sizeof prefix);
+    size_t pl = strlen(prefix);
     DIR *d = opendir(parent);
     if (!d) return;
     struct dirent *e;
@@ -895,10 +894,12 @@ qt_status qt_conv_run(qt_conv *c, char *errmsg)
                      QT_ERR_ARG, "output '%s' holds the input: refusing to replace it", out);
         }
     }
+    if (exists) QT_TRY(qt_conv_check_replaceable(out, errmsg)); /* never a user's folder */
     remove_stale_tmp(parent, base);
     {
-        int r = snprintf(tmpdir, sizeof tmpdir, "%s/.%s.qtool-tmp.%ld", parent, base,
-                         (long)getpid());
+        char prefix[NAME_MAX + 1];
+        qt_conv_tmp_prefix(base, prefix, sizeof prefix);
+        int r = snprintf(tmpdir, sizeof tmpdir, "%s/%s%ld", parent, prefix, (long)getpid());
         QT_CHECK(r > 0 && (size_t)r < sizeof tmpdir, QT_ERR_ARG, "output path too long");
     }
     QT_CHECK(mkdir(tmpdir, 0755) == 0, QT_ERR_IO, "cannot create '%s': %s", tmpdir,
@@ -981,14 +982,7 @@ qt_status qt_conv_run(qt_conv *c, char *errmsg)
     qt_progress_finish(&prog);
     if (c->n_shards > 1) QT_TRY(write_index(c, tmpdir, errmsg));
     QT_TRY(write_config(c, tmpdir, errmsg));
-    for (size_t i = 0; i < qt_modeldir_n_files(c->md); i++) {
-        const char *f = qt_modeldir_file(c->md, i);
-        if (!strcmp(f, "config.json") || strchr(f, '/')) continue;
-        char s1[PATH_MAX], s2[PATH_MAX];
-        QT_CHECK(qt_path_join(s1, sizeof s1, c->in_dir, f) && qt_path_join(s2, sizeof s2, tmpdir, f),
-                 QT_ERR_ARG, "path too long");
-        QT_TRY(qt_file_copy(s1, s2, errmsg));
-    }
+    QT_TRY(qt_conv_copy_files(c, tmpdir, errmsg)); /* the known non-weight files only */
     qt_dir_fsync(tmpdir);
     QT_CHECK(!cancelled(c), QT_ERR_ARG, "cancelled");
     if (exists) {
@@ -996,8 +990,13 @@ qt_status qt_conv_run(qt_conv *c, char *errmsg)
                  "cannot replace '%s': %s", out, strerror(errno));
         qt_tree_remove(tmpdir); /* the old OUT now lives there */
     } else {
-        QT_CHECK(rename(tmpdir, out) == 0, QT_ERR_IO, "cannot rename '%s' to '%s': %s", tmpdir,
-                 out, strerror(errno));
+        int r = rename(tmpdir, out);
+        QT_CHECK(r == 0 || (errno != ENOTEMPTY && errno != EEXIST), QT_ERR_IO,
+                 "output '%s' was written by another process meanwhile; this run's output was "
+                 "discarded",
+                 out);
+        QT_CHECK(r == 0, QT_ERR_IO, "cannot rename '%s' to '%s': %s", tmpdir, out,
+                 strerror(errno));
     }
     made_tmp = false;
     qt_dir_fsync(parent);

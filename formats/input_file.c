@@ -79,3 +79,58 @@ qt_status qt_input_fopen(const char *path, uint64_t max_bytes, FILE **f, struct 
     }
     return QT_OK;
 }
+
+/* The mode of a copy: never more readable than the source (see the header). */
+static mode_t copy_mode(const struct stat *src, const struct stat *dst)
+{
+    mode_t m = src->st_mode & 0644;
+    if (dst->st_gid != src->st_gid) m &= ~(mode_t)0070;
+    return m;
+}
+
+/* Writes all of buf to fd. @return 0, or the errno of the failure. */
+static int write_all(int fd, const char *buf, size_t n)
+{
+    while (n) {
+        ssize_t w = write(fd, buf, n);
+        if (w < 0 && errno == EINTR) continue;
+        if (w <= 0) return w < 0 ? errno : ENOSPC;
+        buf += w;
+        n -= (size_t)w;
+    }
+    return 0;
+}
+
+qt_status qt_input_copy(int in_fd, const struct stat *in_sb, const char *src, const char *dst,
+                        char *errmsg)
+{
+    qt_status st = QT_OK;
+    enum { CHUNK = 1 << 20 };
+    char *buf = qt_malloc(CHUNK);
+    /* owner-only until the final mode is set, so no one reads a partial copy */
+    int out = open(dst, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+    QT_CHECK(buf, QT_ERR_NOMEM, "'%s': out of memory", src);
+    QT_CHECK(out >= 0, QT_ERR_IO, "cannot create '%s': %s", dst, strerror(errno));
+    /* the bytes, chunk by chunk (memory bounded whatever the size) */
+    for (off_t off = 0;;) {
+        ssize_t r = pread(in_fd, buf, CHUNK, off);
+        if (r < 0 && errno == EINTR) continue;
+        QT_CHECK(r >= 0, QT_ERR_IO, "cannot read '%s': %s", src, strerror(errno));
+        if (r == 0) break;
+        int e = write_all(out, buf, (size_t)r);
+        QT_CHECK(e == 0, QT_ERR_IO, "cannot write '%s': %s", dst, strerror(e));
+        off += r;
+    }
+    /* the mode, then durability */
+    struct stat osb;
+    QT_CHECK(fstat(out, &osb) == 0 && fchmod(out, copy_mode(in_sb, &osb)) == 0, QT_ERR_IO,
+             "cannot set the mode of '%s': %s", dst, strerror(errno));
+    QT_CHECK(fsync(out) == 0, QT_ERR_IO, "cannot write '%s': %s", dst, strerror(errno));
+    int fd = out;
+    out = -1;
+    QT_CHECK(close(fd) == 0, QT_ERR_IO, "cannot write '%s': %s", dst, strerror(errno));
+fail:
+    if (out >= 0) close(out);
+    qt_free(buf);
+    return st;
+}

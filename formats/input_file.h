@@ -36,6 +36,16 @@ qt_status qt_input_open(const char *path, int extra_flags, uint64_t max_bytes, i
 qt_status qt_input_fopen(const char *path, uint64_t max_bytes, FILE **f, struct stat *sb,
                          char *errmsg);
 
+/* Copies the open input in_fd (its stat in in_sb; the descriptor is read
+ * from offset 0 and not closed) to a new file dst (O_EXCL, fsync'd), in
+ * 1 MiB chunks. The copy is never more readable than the source: its mode
+ * is the source's read/write bits without execute and without write for
+ * others (& 0644), and without the group bits when the copy's group is
+ * not the source's. src names the source in messages.
+ * @return QT_OK, QT_ERR_IO (errno named), QT_ERR_NOMEM. */
+qt_status qt_input_copy(int in_fd, const struct stat *in_sb, const char *src, const char *dst,
+                        char *errmsg);
+
 /* What a file of this mode is, for messages: "a FIFO", "a folder", ... */
 const char *qt_file_kind(mode_t mode);
 

@@ -112,6 +112,16 @@ static int walk(const cJSON *node, int depth, const char **dup)
     return QT_JSON_OK;
 }
 
+bool qt_json_has_nul_escape(const char *s, size_t n)
+{
+    for (size_t i = 0; i + 1 < n; i++) {
+        if (s[i] != '\\') continue;
+        if (s[i + 1] == 'u' && i + 5 < n && memcmp(s + i + 2, "0000", 4) == 0) return true;
+        i++; /* skip the escaped character */
+    }
+    return false;
+}
+
 qt_status qt_json_parse(const char *buf, size_t n, const char *what, cJSON **out,
                         qt_json_rule *rule, char *errmsg)
 {

@@ -152,18 +152,6 @@ static void lex_skip(numlex *lx, const cJSON *node)
     for (const cJSON *c = node->child; c; c = c->next) lex_skip(lx, c);
 }
 
-/* True when the JSON text holds a \u0000 escape (cJSON would cut the
- * string there, so two different keys could read the same). */
-static bool has_nul_escape(const char *s, size_t n)
-{
-    for (size_t i = 0; i + 1 < n; i++) {
-        if (s[i] != '\\') continue;
-        if (s[i + 1] == 'u' && i + 5 < n && memcmp(s + i + 2, "0000", 4) == 0) return true;
-        i++; /* skip the escaped character */
-    }
-    return false;
-}
-
 /* ---- header parsing --------------------------------------------------- */
 
 static int cmp_by_offset(const void *a, const void *b)
@@ -389,7 +377,7 @@ static qt_status parse(qt_st_reader *r, qt_st_rule *rule, char *errmsg)
     }
     if (!cJSON_IsObject(root))
         ST_FAIL(QT_ST_RULE_HEADER_NOT_OBJECT, "%s: header is not a JSON object (S7)", file);
-    if (has_nul_escape(hdr, (size_t)n))
+    if (qt_json_has_nul_escape(hdr, (size_t)n))
         ST_FAIL(QT_ST_RULE_HEADER_NOT_OBJECT, "%s: header holds a \\u0000 escape (S7)", file);
 
     /* count entries and the bytes their strings need */
