@@ -2,6 +2,7 @@
  * forward pass (greedy by default), streamed to stdout; speed on stderr.
  * `--bench` measures prompt processing and decoding speed instead. */
 #include <getopt.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -43,6 +44,14 @@ static void usage(FILE *f)
             "      --bench-pp N      (default 512)   --bench-tg N (default 128)\n"
             "      --isa ISA         force a SIMD path: ref, avx2, avx512, neon\n"
             "  -h, --help            this help\n");
+}
+
+/* Whether every one of the n logits is a finite number. */
+static bool all_finite(const float *logits, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        if (!isfinite(logits[i])) return false;
+    return true;
 }
 
 int cmd_generate(int argc, char **argv)
@@ -246,6 +255,14 @@ int cmd_generate(int argc, char **argv)
     size_t pos = n_ids, made = 0;
     bool first_id = !(prompt && *prompt);
     for (long i = 0; i < n_gen; i++) {
+        if (!all_finite(logits, cfg->vocab_size)) { /* NaN/Inf weights: no text to make */
+            fflush(stdout);
+            qt_cli_error("model '%s': the logits at position %zu are not finite (NaN or Inf in "
+                         "the weights? see qtool inspect --stats)",
+                         model_path, pos);
+            rc = QT_EXIT_USAGE;
+            goto out;
+        }
         int32_t next = qt_sample(logits, cfg->vocab_size, (float)temp, &rng);
         made++;
         if (stop && next == eos) break;
