@@ -43,6 +43,27 @@ int qt_cli_exit_for(qt_status st);
  * when it does not (a missing input is a usage error for every command);
  * QT_EXIT_OK otherwise (other errors are left to the reader). */
 int qt_cli_need_input(const char *path, const char *what);
+/* Whether a mapped input shrank while it was read (common/mapguard.h):
+ * then prints "qtool: error: input '<file>' changed while it was read"
+ * and returns true (the caller exits 1 and discards what it computed). */
+bool qt_cli_input_changed(void);
+/* Sets the OpenMP thread count (threads > 0: --threads; 0: all cores) and
+ * starts the team now, before any work: threads that cannot be created
+ * (ulimit -u, ulimit -v) are found with a pthread probe first, and the run
+ * goes on with as many as could be created, saying so on stderr, rather
+ * than libgomp ending the process later with only its own message. */
+void qt_cli_setup_threads(long threads);
+/* A report file named by option opt (--report, --json, --html, --plot...),
+ * checked before any work: not empty, not a folder, in an existing folder
+ * this process may write. Prints the error (the file, the folder, errno)
+ * and returns QT_EXIT_USAGE when it cannot be written; QT_EXIT_OK (also for
+ * path NULL). */
+int qt_cli_check_output(const char *opt, const char *path);
+/* Writes data[0..n) to path atomically: a temporary file in the same folder,
+ * fsync'd, renamed over path, so a failure (full disk) leaves an older file
+ * whole and no partial one. Prints the error (file and errno) and returns
+ * QT_EXIT_FAIL on failure, QT_EXIT_OK otherwise. */
+int qt_cli_write_file(const char *path, const char *data, size_t n);
 /* Parses a non-negative integer option; false (and an error message) if bad. */
 int qt_cli_parse_int(const char *opt, const char *s, long lo, long hi, long *out);
 /* Applies QT_ISA (and --isa) to the dispatch; prints an error and returns

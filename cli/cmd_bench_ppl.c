@@ -67,6 +67,31 @@ static char *read_file(const char *path, size_t *n, int *rc)
     return buf;
 }
 
+/* Writes the JSON result to path atomically (temp + rename); an exit code. */
+static int write_json(const qt_ppl_result *r, const char *path)
+{
+    char errmsg[QT_ERRMSG_SIZE], *text = NULL;
+    size_t len = 0;
+    FILE *mem = open_memstream(&text, &len);
+    if (!mem) {
+        qt_cli_error("cannot write '%s': %s", path, strerror(errno));
+        return QT_EXIT_FAIL;
+    }
+    qt_status st = qt_ppl_write_json(r, mem, errmsg);
+    int closed = fclose(mem), rc;
+    if (st != QT_OK) {
+        qt_cli_error("%s", errmsg);
+        rc = qt_cli_exit_for(st);
+    } else if (closed != 0 || !text) {
+        qt_cli_error("cannot write '%s': out of memory", path);
+        rc = QT_EXIT_FAIL;
+    } else {
+        rc = qt_cli_write_file(path, text, len); /* temp + rename */
+    }
+    free(text); /* open_memstream allocates with malloc */
+    return rc;
+}
+
 static void print_table(const qt_ppl_result *r, const char *text_path)
 {
     char proto[512];
@@ -167,12 +192,11 @@ int cmd_bench_ppl(int argc, char **argv)
     }
     for (int i = optind; i < argc; i++)
         if (qt_cli_need_input(argv[i], "model") != QT_EXIT_OK) return QT_EXIT_USAGE;
+    if ((json && strcmp(json, "-") && qt_cli_check_output("--json", json) != QT_EXIT_OK) ||
+        qt_cli_check_output("--plot", plot) != QT_EXIT_OK)
+        return QT_EXIT_USAGE;
     if (!qt_cli_setup_isa(isa)) return QT_EXIT_USAGE;
-#ifdef _OPENMP
-    if (threads > 0) omp_set_num_threads((int)threads);
-#else
-    (void)threads;
-#endif
+    qt_cli_setup_threads(threads); /* the thread team, up front */
     char cache_buf[4096];
     if (!no_cache && !cache) {
         const char *xdg = getenv("XDG_CACHE_HOME"), *home = getenv("HOME");
@@ -202,20 +226,15 @@ int cmd_bench_ppl(int argc, char **argv)
     if (r->cache_note[0]) fprintf(stderr, "qtool: warning: %s\n", r->cache_note);
     bool json_stdout = json && !strcmp(json, "-");
     if (!json_stdout) print_table(r, text_path);
-    if (json) {
-        FILE *f = json_stdout ? stdout : fopen(json, "w");
-        if (!f) {
-            qt_cli_error("cannot create '%s': %s", json, strerror(errno));
-            rc = QT_EXIT_FAIL;
-        } else {
-            st = qt_ppl_write_json(r, f, errmsg);
-            if (!json_stdout && fclose(f) != 0 && st == QT_OK)
-                st = qt_set_err(errmsg, QT_ERR_IO, "cannot write '%s'", json);
-            if (st != QT_OK) {
-                qt_cli_error("%s", errmsg);
-                rc = qt_cli_exit_for(st);
-            }
+    if (json_stdout) {
+        st = qt_ppl_write_json(r, stdout, errmsg);
+        if (st != QT_OK) {
+            qt_cli_error("%s", errmsg);
+            rc = qt_cli_exit_for(st);
         }
+    } else if (json) {
+        int wrc = write_json(r, json);
+        if (wrc != QT_EXIT_OK) rc = wrc;
     }
     if (plot) {
         st = qt_ppl_write_svg(r, plot, errmsg);

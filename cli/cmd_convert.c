@@ -217,10 +217,13 @@ static int run(int argc, char **argv, bool dequant)
         return QT_EXIT_USAGE;
     }
     if (qt_cli_need_input(argv[optind], "input") != QT_EXIT_OK) return QT_EXIT_USAGE;
+    /* every report can be written, before any work */
+    if (qt_cli_check_output("--report", report) != QT_EXIT_OK ||
+        qt_cli_check_output("--calib-report", calib_report) != QT_EXIT_OK ||
+        qt_cli_check_output("--html", calib.html) != QT_EXIT_OK)
+        return QT_EXIT_USAGE;
     if (!qt_cli_setup_isa(isa)) return QT_EXIT_USAGE;
-#ifdef _OPENMP
-    if (threads) omp_set_num_threads((int)threads);
-#endif
+    qt_cli_setup_threads(threads); /* the thread team, up front */
     if (o.block && o.scheme == QT_SCHEME_INT8) {
         qt_cli_error("--block: int8 (LLM.int8) is row-wise and has no block size");
         return QT_EXIT_USAGE;
@@ -362,11 +365,7 @@ static int run(int argc, char **argv, bool dequant)
     if (report) {
         char *json = NULL;
         if (qt_conv_report_json(cv, &json, err) == QT_OK) {
-            FILE *f = fopen(report, "w");
-            if (!f || fputs(json, f) < 0 || fclose(f) != 0) {
-                qt_cli_error("cannot write report '%s': %s", report, strerror(errno));
-                rc = QT_EXIT_FAIL;
-            }
+            if (qt_cli_write_file(report, json, strlen(json)) != QT_EXIT_OK) rc = QT_EXIT_FAIL;
         } else {
             qt_cli_error("%s", err);
             rc = QT_EXIT_FAIL;

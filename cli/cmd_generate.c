@@ -126,11 +126,7 @@ int cmd_generate(int argc, char **argv)
     const char *model_path = argv[optind];
     if (qt_cli_need_input(model_path, "model") != QT_EXIT_OK) return QT_EXIT_USAGE;
     if (!qt_cli_setup_isa(isa)) return QT_EXIT_USAGE;
-#ifdef _OPENMP
-    if (threads > 0) omp_set_num_threads((int)threads);
-#else
-    (void)threads;
-#endif
+    qt_cli_setup_threads(threads); /* the thread team, up front */
 
     char errmsg[QT_ERRMSG_SIZE] = "";
     int rc = QT_EXIT_OK;

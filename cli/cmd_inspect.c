@@ -231,6 +231,10 @@ static int inspect_modeldir(const char *path, bool stats, bool json, bool follow
                                                  serr);
                 }
             }
+            if (qt_cli_input_changed()) {
+                rc = QT_EXIT_FAIL;
+                goto out;
+            }
             if (s2 == QT_OK) have_stats = true;
             else if (s2 != QT_ERR_UNSUPPORTED) {
                 qt_cli_error("%s", serr);
@@ -349,6 +353,10 @@ static int inspect_gguf(const char *path, bool stats, bool json)
             gguf_ctx c = {g, t};
             qt_status s2 = qt_tensor_stats_compute(ne_t, 65536, read_gguf, &c, &ts, serr);
             have = s2 == QT_OK;
+            if (qt_cli_input_changed()) {
+                rc = QT_EXIT_FAIL;
+                goto out;
+            }
         }
         if (json) {
             qt_strbuf_puts(&b, t ? ", {\"name\": " : "{\"name\": ");
@@ -391,6 +399,7 @@ static int inspect_gguf(const char *path, bool stats, bool json)
         printf("\ntotal: %zu tensors, %s parameters, %s bytes, %.2f bits per weight\n", nt, pbuf,
                bbuf, bpw);
     }
+out:
     qt_strbuf_release(&b);
     qt_gguf_close(g);
     return rc;
@@ -424,9 +433,7 @@ int cmd_inspect(int argc, char **argv)
         }
     }
     if (!qt_cli_setup_isa(isa)) return QT_EXIT_USAGE;
-#ifdef _OPENMP
-    if (threads) omp_set_num_threads((int)threads);
-#endif
+    qt_cli_setup_threads(threads); /* the thread team, up front */
     if (cpu) {
         char *av[] = {"version", NULL};
         return cmd_version(1, av);

@@ -107,12 +107,7 @@ int qt_cli_calib_load(const char *model, const qt_cli_calib *o, qt_calib_set **s
 
 static int write_text(const char *path, const char *text)
 {
-    FILE *f = fopen(path, "w");
-    if (!f || fputs(text, f) < 0 || fclose(f) != 0) {
-        qt_cli_error("cannot write '%s': %s", path, strerror(errno));
-        return QT_EXIT_FAIL;
-    }
-    return QT_EXIT_OK;
+    return qt_cli_write_file(path, text, strlen(text)); /* atomic: temp + rename */
 }
 
 int qt_cli_calib_write(const qt_cli_calib *o, const char *json_path, const qt_calib_report *rep)
@@ -249,13 +244,13 @@ int cmd_validate(int argc, char **argv)
         return QT_EXIT_USAGE;
     }
     if (!qt_cli_setup_isa(NULL)) return QT_EXIT_USAGE;
-#ifdef _OPENMP
-    if (threads) omp_set_num_threads((int)threads);
-#endif
+    qt_cli_setup_threads(threads); /* the thread team, up front */
     const char *orig = argv[optind], *quant = argv[optind + 1];
     if (qt_cli_need_input(orig, "model") != QT_EXIT_OK ||
         qt_cli_need_input(quant, "model") != QT_EXIT_OK ||
-        qt_cli_need_input(co.text, "text") != QT_EXIT_OK)
+        qt_cli_need_input(co.text, "text") != QT_EXIT_OK ||
+        qt_cli_check_output("--report", report) != QT_EXIT_OK ||
+        qt_cli_check_output("--html", co.html) != QT_EXIT_OK)
         return QT_EXIT_USAGE;
     qt_calib_report rep;
     qt_calib_report_init(&rep);

@@ -48,5 +48,9 @@ qt_status qt_conv_check_replaceable(const char *out, char *errmsg);
  * never more readable than the source. Nothing else is copied.
  * @return QT_OK, QT_ERR_FORMAT (bad input), QT_ERR_IO, QT_ERR_NOMEM. */
 qt_status qt_conv_copy_files(const qt_conv *c, const char *tmpdir, char *errmsg);
+/* convert/input_guard.c: QT_OK while IN is as it was opened; QT_ERR_IO
+ * naming the shard when a mapped read faulted (common/mapguard.h) or a
+ * shard's size, inode or mtime changed: "IN changed while it was read". */
+qt_status qt_conv_check_input(const qt_conv *c, char *errmsg);
 
 #endif

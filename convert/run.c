@@ -985,6 +985,7 @@ qt_status qt_conv_run(qt_conv *c, char *errmsg)
     QT_TRY(qt_conv_copy_files(c, tmpdir, errmsg)); /* the known non-weight files only */
     qt_dir_fsync(tmpdir);
     QT_CHECK(!cancelled(c), QT_ERR_ARG, "cancelled");
+    QT_TRY(qt_conv_check_input(c, errmsg)); /* what was read is what was opened */
     if (exists) {
         QT_CHECK(renameat2(AT_FDCWD, tmpdir, AT_FDCWD, out, RENAME_EXCHANGE) == 0, QT_ERR_IO,
                  "cannot replace '%s': %s", out, strerror(errno));
@@ -1003,6 +1004,8 @@ qt_status qt_conv_run(qt_conv *c, char *errmsg)
     c->t_finish = qt_now() - tf + t_close;
     c->seconds_total = qt_now() - t0;
 fail:
+    if (st != QT_OK && st != QT_ERR_NOMEM && qt_conv_check_input(c, NULL) != QT_OK)
+        st = qt_conv_check_input(c, errmsg); /* the cause of the failure ("Bad address") */
     if (w) qt_st_writer_abort(w);
     if (made_tmp) qt_tree_remove(tmpdir);
     return st;

@@ -20,6 +20,7 @@
 #include <unistd.h>
 
 #include "common/half.h"
+#include "common/mapguard.h"
 #include "formats/input_file.h"
 
 /* Smallest possible encodings, used to bound counts by the bytes left:
@@ -631,7 +632,10 @@ void qt_gguf_close(qt_gguf *g)
     qt_free(g->kv_sorted);
     qt_free(g->tensor_sorted);
     qt_free(g->name);
-    if (g->map) munmap(g->map, g->map_size);
+    if (g->map) {
+        qt_mapguard_remove(g->map);
+        munmap(g->map, g->map_size);
+    }
     memset(g, 0, sizeof *g);
     qt_free(g);
 }
@@ -697,6 +701,11 @@ qt_status qt_gguf_open(const char *path, qt_gguf **out, qt_gguf_rule *rule, char
     if (n > 0) {
         map = mmap(NULL, n, PROT_READ, MAP_PRIVATE, fd, 0);
         QT_CHECK(map != MAP_FAILED, QT_ERR_IO, "%s: cannot map: %s", path, strerror(errno));
+        /* a shrinking file must not kill us with SIGBUS (common/mapguard.h) */
+        if (qt_mapguard_add(map, n, path) != QT_OK) {
+            munmap(map, n);
+            QT_CHECK(0, QT_ERR_NOMEM, "%s: cannot guard the mapping: out of memory", path);
+        }
     }
     close(fd);
     fd = -1;

@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include "common/half.h"
+#include "common/mapguard.h"
 #include "formats/json.h"
 #include "formats/input_file.h"
 
@@ -489,7 +490,10 @@ fail:
 void qt_st_reader_close(qt_st_reader *r)
 {
     if (!r) return;
-    if (r->mapped && r->base) munmap((void *)r->base, r->size);
+    if (r->mapped && r->base) {
+        qt_mapguard_remove(r->base);
+        munmap((void *)r->base, r->size);
+    }
     if (r->fd >= 0) close(r->fd);
     qt_free(r->path);
     qt_free(r->tensors);
@@ -539,6 +543,9 @@ qt_status qt_st_reader_open_ex(const char *path, qt_st_reader **out, qt_st_rule 
     QT_CHECK(m != MAP_FAILED, QT_ERR_IO, "cannot map '%s': %s", path, strerror(errno));
     r->base = m;
     r->mapped = true;
+    /* a shrinking file must not kill us with SIGBUS (common/mapguard.h) */
+    QT_CHECK(qt_mapguard_add(m, r->size, path) == QT_OK, QT_ERR_NOMEM,
+             "%s: cannot guard the mapping: out of memory", path);
     struct stat s1;
     QT_CHECK(fstat(r->fd, &s1) == 0, QT_ERR_IO, "cannot stat '%s': %s", path, strerror(errno));
     if (!same_stat(&r->st0, &s1))
