@@ -74,6 +74,14 @@ int qt_cli_setup_isa(const char *isa_opt);
  * (cli/cmd_validate.c). Option codes for getopt_long's val. */
 enum { QT_CLI_CALIB_TEXT = 1024, QT_CLI_CALIB_TOKENS, QT_CLI_CALIB_CACHE, QT_CLI_CALIB_NOCACHE,
        QT_CLI_CALIB_MAXERR, QT_CLI_CALIB_HTML };
+/* Their rows in a getopt_long table (one home for the names). */
+#define QT_CLI_CALIB_OPTIONS                                              \
+    {"calib", required_argument, 0, QT_CLI_CALIB_TEXT},                   \
+        {"calib-tokens", required_argument, 0, QT_CLI_CALIB_TOKENS},      \
+        {"calib-cache", required_argument, 0, QT_CLI_CALIB_CACHE},        \
+        {"no-calib-cache", no_argument, 0, QT_CLI_CALIB_NOCACHE},         \
+        {"max-output-error", required_argument, 0, QT_CLI_CALIB_MAXERR},  \
+        {"html", required_argument, 0, QT_CLI_CALIB_HTML}
 typedef struct qt_cli_calib {
     const char *text;  /* --calib */
     size_t rows;       /* --calib-tokens, 0 = default */

@@ -117,13 +117,7 @@ static const struct option OPTS[] = {
     {"quiet", no_argument, 0, O_QUIET},
     {"isa", required_argument, 0, O_ISA},
     {"dtype", required_argument, 0, O_DTYPE},
-    /* calibration check (cli/cmd_validate.c) */
-    {"calib", required_argument, 0, QT_CLI_CALIB_TEXT},
-    {"calib-tokens", required_argument, 0, QT_CLI_CALIB_TOKENS},
-    {"calib-cache", required_argument, 0, QT_CLI_CALIB_CACHE},
-    {"no-calib-cache", no_argument, 0, QT_CLI_CALIB_NOCACHE},
-    {"max-output-error", required_argument, 0, QT_CLI_CALIB_MAXERR},
-    {"html", required_argument, 0, QT_CLI_CALIB_HTML},
+    QT_CLI_CALIB_OPTIONS, /* calibration check (cli/cmd_validate.c) */
     {"fallback", optional_argument, 0, O_FALLBACK},
     {"calib-report", required_argument, 0, O_CALREP},
     {"help", no_argument, 0, 'h'},

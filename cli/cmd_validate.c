@@ -207,12 +207,7 @@ int cmd_validate(int argc, char **argv)
 {
     enum { O_REPORT = 512, O_QUIET, O_THREADS };
     static const struct option opts[] = {
-        {"calib", required_argument, 0, QT_CLI_CALIB_TEXT},
-        {"calib-tokens", required_argument, 0, QT_CLI_CALIB_TOKENS},
-        {"calib-cache", required_argument, 0, QT_CLI_CALIB_CACHE},
-        {"no-calib-cache", no_argument, 0, QT_CLI_CALIB_NOCACHE},
-        {"max-output-error", required_argument, 0, QT_CLI_CALIB_MAXERR},
-        {"html", required_argument, 0, QT_CLI_CALIB_HTML},
+        QT_CLI_CALIB_OPTIONS,
         {"report", required_argument, 0, O_REPORT},
         {"quiet", no_argument, 0, O_QUIET},
         {"threads", required_argument, 0, O_THREADS},
