@@ -24,6 +24,7 @@
 #include "convert/convert_internal.h"
 #include "formats/bnb.h"
 #include "formats/fsutil.h"
+#include "formats/input_file.h"
 #include "formats/pyjson.h"
 #include "formats/safetensors.h"
 
@@ -566,6 +567,7 @@ static qt_status write_config(qt_conv *c, const char *tmpdir, char *errmsg)
     }
     QT_TRY(qt_bnb_config_rewrite(text, n, src, &cfg, &out, &len, errmsg));
     QT_TRY(qt_file_write(dst, out, len, errmsg));
+    QT_TRY(qt_limit_mode(dst, src, errmsg)); /* never more readable than IN's */
 fail:
     qt_free(text);
     qt_free(out);
@@ -902,9 +904,10 @@ qt_status qt_conv_run(qt_conv *c, char *errmsg)
         int r = snprintf(tmpdir, sizeof tmpdir, "%s/%s%ld", parent, prefix, (long)getpid());
         QT_CHECK(r > 0 && (size_t)r < sizeof tmpdir, QT_ERR_ARG, "output path too long");
     }
-    QT_CHECK(mkdir(tmpdir, 0755) == 0, QT_ERR_IO, "cannot create '%s': %s", tmpdir,
+    QT_CHECK(mkdir(tmpdir, 0700) == 0, QT_ERR_IO, "cannot create '%s': %s", tmpdir,
              strerror(errno));
     made_tmp = true;
+    QT_TRY(qt_limit_mode(tmpdir, c->in_dir, errmsg)); /* OUT no more open than IN */
 
     double tp = qt_now();
     par_state ps;

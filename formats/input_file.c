@@ -88,6 +88,22 @@ static mode_t copy_mode(const struct stat *src, const struct stat *dst)
     return m;
 }
 
+qt_status qt_limit_mode(const char *dst, const char *src, char *errmsg)
+{
+    struct stat s, d;
+    if (stat(src, &s) != 0)
+        return qt_set_err(errmsg, QT_ERR_IO, "cannot stat '%s': %s", src, strerror(errno));
+    if (stat(dst, &d) != 0)
+        return qt_set_err(errmsg, QT_ERR_IO, "cannot stat '%s': %s", dst, strerror(errno));
+    mode_t m = copy_mode(&s, &d);
+    if (S_ISDIR(d.st_mode)) /* the owner keeps writing into it */
+        m = (0700 | (s.st_mode & 0055)) & ~(d.st_gid != s.st_gid ? (mode_t)0070 : 0);
+    if (chmod(dst, m) != 0)
+        return qt_set_err(errmsg, QT_ERR_IO, "cannot set the mode of '%s': %s", dst,
+                          strerror(errno));
+    return QT_OK;
+}
+
 /* Writes all of buf to fd. @return 0, or the errno of the failure. */
 static int write_all(int fd, const char *buf, size_t n)
 {

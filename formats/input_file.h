@@ -46,6 +46,11 @@ qt_status qt_input_fopen(const char *path, uint64_t max_bytes, FILE **f, struct 
 qt_status qt_input_copy(int in_fd, const struct stat *in_sb, const char *src, const char *dst,
                         char *errmsg);
 
+/* Makes dst (a file or folder qtool wrote from src) no more readable than
+ * src: the copy rule of qt_input_copy; a folder keeps rwx for its owner and
+ * the read/search bits of src's. @return QT_OK, QT_ERR_IO (errno named). */
+qt_status qt_limit_mode(const char *dst, const char *src, char *errmsg);
+
 /* What a file of this mode is, for messages: "a FIFO", "a folder", ... */
 const char *qt_file_kind(mode_t mode);
 

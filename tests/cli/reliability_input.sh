@@ -40,6 +40,11 @@ m=$(stat -c %a "$T/o/tokenizer.model")
 [ $((0$m & 077)) = 0 ] || [ "$(stat -c %g "$T/shadow")" = "$(stat -c %g "$T/o/tokenizer.model")" ] \
   || fail "a 0640 file of another group copied $m"
 rm -rf "$T/o"
+chmod 0600 "$T/in/config.json"; chmod 0750 "$T/in"  # the rewritten config and OUT itself too
+"$Q" convert --quiet --follow-symlinks "$T/in" "$T/o" || fail "modes"
+[ "$(stat -c %a "$T/o/config.json")" = 600 ] || fail "a 0600 config.json written $(stat -c %a "$T/o/config.json")"
+[ "$(stat -c %a "$T/o")" = 750 ] || fail "OUT of a 0750 IN is $(stat -c %a "$T/o")"
+chmod 0755 "$T/in"; rm -rf "$T/o"
 ln -sf tokenizer.json "$T/in/tokenizer.model"   # a symlink inside IN is fine
 "$Q" convert --quiet "$T/in" "$T/o" || fail "symlink inside IN refused"
 cmp -s "$T/o/tokenizer.model" "$M/tokenizer.json" || fail "symlink inside IN: not its target"
