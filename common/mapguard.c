@@ -16,6 +16,7 @@ typedef struct guard_slot {
 static guard_slot slots[QT_MAPGUARD_MAX];
 static pthread_mutex_t slots_lock = PTHREAD_MUTEX_INITIALIZER;
 static bool handler_installed;
+static uintptr_t page_size; /* read once, before the handler can run */
 static char *tripped_name; /* the file of the first fault, NULL if none */
 static volatile sig_atomic_t tripped;
 
@@ -25,7 +26,7 @@ static void on_sigbus(int sig, siginfo_t *si, void *uctx)
 {
     (void)uctx;
     uintptr_t a = (uintptr_t)si->si_addr;
-    uintptr_t page = (uintptr_t)sysconf(_SC_PAGESIZE);
+    const uintptr_t page = page_size;
     for (size_t i = 0; i < QT_MAPGUARD_MAX; i++) {
         uintptr_t b = __atomic_load_n(&slots[i].begin, __ATOMIC_ACQUIRE);
         uintptr_t e = __atomic_load_n(&slots[i].end, __ATOMIC_ACQUIRE);
@@ -47,6 +48,7 @@ static void on_sigbus(int sig, siginfo_t *si, void *uctx)
 static qt_status install_handler(void)
 {
     if (handler_installed) return QT_OK;
+    page_size = (uintptr_t)sysconf(_SC_PAGESIZE);
     struct sigaction sa;
     memset(&sa, 0, sizeof sa);
     sa.sa_sigaction = on_sigbus;
