@@ -97,17 +97,6 @@ qt_status qt_file_read(const char *path, char **buf, size_t *n, size_t max, char
     return QT_OK;
 }
 
-qt_status qt_file_copy(const char *src, const char *dst, char *errmsg)
-{
-    char *buf;
-    size_t n;
-    qt_status st = qt_file_read(src, &buf, &n, (size_t)1 << 32, errmsg);
-    if (st != QT_OK) return st;
-    st = qt_file_write(dst, buf, n, errmsg);
-    qt_free(buf);
-    return st;
-}
-
 void qt_tree_remove(const char *path)
 {
     DIR *d = opendir(path);
