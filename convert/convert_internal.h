@@ -42,6 +42,10 @@ void qt_conv_tmp_prefix(const char *base, char *buf, size_t n);
  * or empty. @return QT_OK, QT_ERR_ARG (refused: the message names what is
  * there), QT_ERR_IO. */
 qt_status qt_conv_check_replaceable(const char *out, char *errmsg);
+/* Rule I6 for the files convert copies or rewrites (config.json and the
+ * known model files): a symlink must stay inside IN unless
+ * --follow-symlinks. @return QT_OK, QT_ERR_FORMAT (the file named). */
+qt_status qt_conv_check_links(const qt_conv *c, char *errmsg);
 /* Copies the known non-weight files of IN (tokenizer, generation config,
  * chat template, README/license) into tmpdir: regular files within their
  * reader's size bound, symlinks only inside IN unless --follow-symlinks,

@@ -140,6 +140,23 @@ fail:
     return st;
 }
 
+qt_status qt_conv_check_links(const qt_conv *c, char *errmsg)
+{
+    qt_status st = QT_OK;
+    char p[PATH_MAX];
+    struct stat sb;
+    if (c->o.follow_symlinks) return QT_OK;
+    /* config.json (rewritten into OUT) and every file copied */
+    for (size_t i = 0; i <= N_MODEL_FILES; i++) {
+        const char *name = i < N_MODEL_FILES ? MODEL_FILES[i].name : "config.json";
+        QT_CHECK(qt_path_join(p, sizeof p, c->in_dir, name), QT_ERR_ARG, "path too long: '%s/%s'",
+                 c->in_dir, name);
+        if (lstat(p, &sb) == 0 && S_ISLNK(sb.st_mode)) QT_TRY(check_link_inside(c->in_dir, p, errmsg));
+    }
+fail:
+    return st;
+}
+
 /* Copies one known file of IN into tmpdir, when IN has it. */
 static qt_status copy_one(const qt_conv *c, const struct model_file *f, const char *tmpdir,
                           char *errmsg)

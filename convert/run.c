@@ -897,6 +897,7 @@ qt_status qt_conv_run(qt_conv *c, char *errmsg)
         }
     }
     if (exists) QT_TRY(qt_conv_check_replaceable(out, errmsg)); /* never a user's folder */
+    QT_TRY(qt_conv_check_links(c, errmsg)); /* nothing from outside IN (rule I6) */
     remove_stale_tmp(parent, base);
     {
         char prefix[NAME_MAX + 1];

@@ -40,6 +40,13 @@ m=$(stat -c %a "$T/o/tokenizer.model")
 [ $((0$m & 077)) = 0 ] || [ "$(stat -c %g "$T/shadow")" = "$(stat -c %g "$T/o/tokenizer.model")" ] \
   || fail "a 0640 file of another group copied $m"
 rm -rf "$T/o"
+rm "$T/in/tokenizer.model" && cp "$M/tokenizer.model" "$T/in/"
+sed 's/^{/{"token": "secret", /' "$M/config.json" > "$T/secret.json"   # a valid config elsewhere
+mv "$T/in/config.json" "$T/config.json"; ln -s "$T/secret.json" "$T/in/config.json"
+expect 2 "'$T/in/config.json' is a symlink leading out of the model folder (I6" \
+  "$Q" convert --quiet "$T/in" "$T/o"
+nothing_left
+rm "$T/in/config.json"; mv "$T/config.json" "$T/in/config.json"
 chmod 0600 "$T/in/config.json"; chmod 0750 "$T/in"  # the rewritten config and OUT itself too
 "$Q" convert --quiet --follow-symlinks "$T/in" "$T/o" || fail "modes"
 [ "$(stat -c %a "$T/o/config.json")" = 600 ] || fail "a 0600 config.json written $(stat -c %a "$T/o/config.json")"
