@@ -6,21 +6,9 @@
 # generate (15), missing inputs (17). Each case: the exit code, a message
 # naming the file and the cause, no OUT and no temporary folder left.
 set -u
-Q=${QTOOL:-build/qtool}
-D=${QT_DATA:-../shared/data}
-M=$(cd "$D/models/stories260K-f32" 2>/dev/null && pwd)
-[ -n "$M" ] || { echo "skipped: $D/models/stories260K-f32 is absent"; exit 77; }
-TXT=$D/text/tinystories_sample.txt
-[ -f "$TXT" ] || { echo "skipped: $TXT is absent"; exit 77; }
+. "$(dirname "$0")/lib/reliability.bash"
+need_data
 T=$(mktemp -d); trap 'rm -rf "$T"' EXIT
-fail() { echo "FAIL: $*"; exit 1; }
-# expect RC PATTERN CMD...: exits RC (within 20 s: a hang fails) with PATTERN on stderr
-expect() {
-  local rc=$1 pat=$2; shift 2
-  timeout 20 "$@" > /dev/null 2> "$T/err"; local got=$?
-  [ "$got" = "$rc" ] || fail "exit $got, not $rc: $* ($(cat "$T/err"))"
-  grep -q -- "$pat" "$T/err" || fail "no '$pat' in: $(cat "$T/err")"
-}
 nothing_left() { [ ! -e "$T/o" ] && ! ls -a "$T" | grep -q qtool-tmp || fail "output or temporary folder left"; }
 fresh() { rm -rf "$T/in" "$T/o"; cp -r "$M" "$T/in"; }
 

@@ -7,20 +7,9 @@
 # Each case: the exit code, a message naming the file and the cause, nothing
 # lost, no temporary folder left.
 set -u
-Q=${QTOOL:-build/qtool}
-D=${QT_DATA:-../shared/data}/models
-M=$(cd "$D/stories260K-f32" 2>/dev/null && pwd)
-[ -n "$M" ] || { echo "skipped: $D/stories260K-f32 is absent"; exit 77; }
+. "$(dirname "$0")/lib/reliability.bash"
+need_data
 T=$(mktemp -d); trap 'rm -rf "$T"' EXIT
-fail() { echo "FAIL: $*"; exit 1; }
-# expect RC PATTERN CMD...: the command exits RC and stderr matches PATTERN
-expect() {
-  local rc=$1 pat=$2; shift 2
-  "$@" 2> "$T/err"; local got=$?
-  [ "$got" = "$rc" ] || fail "exit $got, not $rc: $* ($(cat "$T/err"))"
-  grep -q -- "$pat" "$T/err" || fail "no '$pat' in: $(cat "$T/err")"
-}
-no_tmp() { ! ls -a "$1" | grep -q 'qtool-tmp' || fail "temporary folder left in $1"; }
 
 # item 1: a user's folder survives --if-changed, --force and dequant --force
 mkdir "$T/ud" && echo x > "$T/ud/thesis.txt"

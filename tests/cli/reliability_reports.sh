@@ -7,23 +7,12 @@
 # The full-disk part needs root and a tmpfs mount; skipped (saying so)
 # otherwise.
 set -u
-Q=${QTOOL:-build/qtool}
-D=${QT_DATA:-../shared/data}
-M=$(cd "$D/models/stories260K-f32" 2>/dev/null && pwd)
-[ -n "$M" ] || { echo "skipped: $D/models/stories260K-f32 is absent"; exit 77; }
-TXT=$D/text/tinystories_sample.txt
-[ -f "$TXT" ] || { echo "skipped: $TXT is absent"; exit 77; }
+. "$(dirname "$0")/lib/reliability.bash"
+need_data
 T=$(mktemp -d)
 MNT=""
 cleanup() { [ -n "$MNT" ] && umount "$MNT" 2>/dev/null; rm -rf "$T"; }
 trap cleanup EXIT
-fail() { echo "FAIL: $*"; exit 1; }
-expect() {
-  local rc=$1 pat=$2; shift 2
-  timeout 60 "$@" > /dev/null 2> "$T/err"; local got=$?
-  [ "$got" = "$rc" ] || fail "exit $got, not $rc: $* ($(cat "$T/err"))"
-  grep -q -- "$pat" "$T/err" || fail "no '$pat' in: $(cat "$T/err")"
-}
 
 # checked before the work: nothing written, exit 2
 bad="cannot write into the folder '/nonexistent': No such file or directory"

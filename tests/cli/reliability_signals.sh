@@ -9,14 +9,12 @@
 #     never libgomp's message alone, never a temporary folder left.
 # The input is a synthetic ~135 MB fp32 model (qtool bench synth), made once.
 set -u
-Q=${QTOOL:-build/qtool}
+. "$(dirname "$0")/lib/reliability.bash"
 Q=$(cd "$(dirname "$Q")" && pwd)/$(basename "$Q")
 T=$(mktemp -d); chmod 755 "$T"
 U=""
 cleanup() { [ -n "$U" ] && userdel "$U" 2>/dev/null; rm -rf "$T"; }
 trap cleanup EXIT
-fail() { echo "FAIL: $*"; exit 1; }
-no_tmp() { ! ls -a "$1" | grep -q 'qtool-tmp' || fail "temporary folder left in $1"; }
 
 "$Q" bench synth "$T/big" --hidden 1024 --intermediate 2816 --layers 2 --heads 16 --kv-heads 16 \
   --vocab 4096 --dtype fp32 > /dev/null 2>&1 || fail "bench synth"
