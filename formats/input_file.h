@@ -41,7 +41,8 @@ qt_status qt_input_fopen(const char *path, uint64_t max_bytes, FILE **f, struct 
  * 1 MiB chunks. The copy is never more readable than the source: its mode
  * is the source's read/write bits without execute and without write for
  * others (& 0644), and without the group bits when the copy's group is
- * not the source's. src names the source in messages.
+ * not the source's, and never beyond what the umask allows. src names the
+ * source in messages.
  * @return QT_OK, QT_ERR_IO (errno named), QT_ERR_NOMEM. */
 qt_status qt_input_copy(int in_fd, const struct stat *in_sb, const char *src, const char *dst,
                         char *errmsg);

@@ -39,6 +39,10 @@ chmod 0600 "$T/in/config.json"; chmod 0750 "$T/in"  # the rewritten config and O
 "$Q" convert --quiet --follow-symlinks "$T/in" "$T/o" || fail "modes"
 [ "$(stat -c %a "$T/o/config.json")" = 600 ] || fail "a 0600 config.json written $(stat -c %a "$T/o/config.json")"
 [ "$(stat -c %a "$T/o")" = 750 ] || fail "OUT of a 0750 IN is $(stat -c %a "$T/o")"
+rm -rf "$T/o"
+( umask 077; "$Q" convert --quiet "$T/in" "$T/o" ) || fail "umask 077"   # and the umask holds
+[ "$(stat -c %a "$T/o")" = 700 ] && [ $((0$(stat -c %a "$T/o/tokenizer.json") & 077)) = 0 ] \
+  || fail "umask 077: OUT $(stat -c %a "$T/o"), tokenizer.json $(stat -c %a "$T/o/tokenizer.json")"
 chmod 0755 "$T/in"; rm -rf "$T/o"
 ln -sf tokenizer.json "$T/in/tokenizer.model"   # a symlink inside IN is fine
 "$Q" convert --quiet "$T/in" "$T/o" || fail "symlink inside IN refused"
