@@ -219,6 +219,10 @@ int cmd_bench_ppl(int argc, char **argv)
     qt_status st = qt_ppl_compare((const char *const *)argv + optind, (size_t)(argc - optind),
                                   text, text_len, &o, &r, errmsg);
     qt_free(text);
+    if (qt_cli_input_changed()) { /* a model cut while read: its figures are not real */
+        qt_ppl_result_free(r);
+        return QT_EXIT_FAIL;
+    }
     if (st != QT_OK) {
         qt_cli_error("bench ppl: %s", errmsg[0] ? errmsg : qt_status_str(st));
         return qt_cli_exit_for(st);

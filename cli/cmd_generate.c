@@ -325,6 +325,7 @@ int cmd_generate(int argc, char **argv)
     if (rc < 0) rc = load_tokenizer(&a, m, &vocab, &tok);
     if (rc < 0) rc = prompt_ids(&a, tok, m, &ids, &n_ids);
     if (rc < 0) rc = generate(&a, m, tok, ids, n_ids);
+    if (qt_cli_input_changed()) rc = QT_EXIT_FAIL; /* the model was cut while read */
     qt_free(ids);
     qt_tokenizer_free(tok);
     qt_vocab_free(vocab);

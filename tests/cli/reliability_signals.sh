@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Issue 12 items 3 and 7 (docs/RELIABILITY.md, "Careless and hostile use"):
-#  3. the input truncated while convert, dequant or inspect --stats reads it
+#  3. the input truncated while convert, dequant, inspect --stats or generate reads it
 #     (SIGBUS on the mapping before): "changed while it was read", exit 1,
 #     no OUT, no temporary folder;
 #  7. threads that cannot be created (ulimit -u as an unprivileged user, a
@@ -58,6 +58,12 @@ shrink_during $pid "$T/q" '^\.d\.qtool-tmp'
 shrink_during $pid "$T/big" ''
 [ "$rc" = 1 ] && grep -q "input '$T/big/model.safetensors' changed while it was read" "$T/err" \
   || fail "inspect --stats: exit $rc: $(cat "$T/err")"
+restore
+# 3d. generate (the forward pass reads the mapped weights at every token)
+"$Q" generate --ids -n 64 --threads 1 "$T/big" > /dev/null 2> "$T/err" & pid=$!
+shrink_during $pid "$T/big" ''
+[ "$rc" = 1 ] && grep -q "input '$T/big/model.safetensors' changed while it was read" "$T/err" \
+  || fail "generate: exit $rc: $(cat "$T/err")"
 restore
 
 # 7a. ulimit -v: as many threads as fit, or a qtool error; nothing left behind
