@@ -306,10 +306,10 @@ static void print_plan(const qt_conv *cv)
 static int check_up_to_date(const convert_args *a, const qt_conv *cv)
 {
     bool same = false;
-    char why[256] = "";
+    char why[QT_ERRMSG_SIZE] = "";
     qt_status st = qt_conv_up_to_date(cv, &same, why, sizeof why);
-    if (st != QT_OK) {
-        qt_cli_error("%s", qt_status_str(st));
+    if (st != QT_OK) { /* e.g. OUT is a user's folder */
+        qt_cli_error("%s", why[0] ? why : qt_status_str(st));
         return qt_cli_exit_for(st);
     }
     if (same) {

@@ -710,6 +710,14 @@ qt_status qt_conv_up_to_date(const qt_conv *c, bool *up_to_date, char *reason, s
         snprintf(reason, reason_n, "'%s' is not a folder", c->o.out);
         return QT_OK;
     }
+    {   /* a folder that is not a previous qtool output is never converted over */
+        char why[QT_ERRMSG_SIZE];
+        qt_status rs = qt_conv_check_replaceable(c->o.out, why);
+        if (rs != QT_OK) {
+            snprintf(reason, reason_n, "%s", why);
+            return rs;
+        }
+    }
     /* every file the run writes is there (OUT only ever appears complete) */
     for (size_t s = 0; s < c->n_shards; s++) {
         shard_name(c, s, sn, sizeof sn);
