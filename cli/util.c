@@ -39,16 +39,6 @@ int qt_cli_exit_for(qt_status st)
     }
 }
 
-/* The body of a probe thread: wait until every probe thread exists (the
- * gate is held while they are created), so that they count together. */
-static pthread_mutex_t probe_gate = PTHREAD_MUTEX_INITIALIZER;
-static void *idle_thread(void *arg)
-{
-    pthread_mutex_lock(&probe_gate);
-    pthread_mutex_unlock(&probe_gate);
-    return arg;
-}
-
 int qt_cli_need_input(const char *path, const char *what)
 {
     struct stat sb;
@@ -65,6 +55,17 @@ bool qt_cli_input_changed(void)
                  "process)",
                  name ? name : "?");
     return true;
+}
+
+#ifdef _OPENMP
+/* The body of a probe thread: wait until every probe thread exists (the
+ * gate is held while they are created), so that they count together. */
+static pthread_mutex_t probe_gate = PTHREAD_MUTEX_INITIALIZER;
+static void *idle_thread(void *arg)
+{
+    pthread_mutex_lock(&probe_gate);
+    pthread_mutex_unlock(&probe_gate);
+    return arg;
 }
 
 /* How many of want threads (the caller's included) can run at once: creates
@@ -89,6 +90,7 @@ static long probe_threads(long want, int *err)
     qt_free(t);
     return made + 1;
 }
+#endif
 
 void qt_cli_setup_threads(long threads)
 {
