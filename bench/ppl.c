@@ -788,7 +788,9 @@ qt_status qt_ppl_write_svg(const qt_ppl_result *r, const char *path, char *errms
              QT_ERR_ARG, "'%s': path too long", path);
     f = fopen(tmp, "w");
     QT_CHECK(f, QT_ERR_IO, "cannot create '%s': %s", tmp, strerror(errno));
-    QT_TRY(qt_svg_write_panels(f, title, panels, 2, errmsg));
+    st = qt_svg_write_panels(f, title, panels, 2, errmsg);
+    QT_CHECK(st != QT_ERR_IO, QT_ERR_IO, "cannot write '%s': %s", tmp, strerror(errno));
+    QT_TRY(st);
     int rc = fclose(f);
     f = NULL;
     QT_CHECK(rc == 0, QT_ERR_IO, "cannot write '%s': %s", tmp, strerror(errno));

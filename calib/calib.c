@@ -14,11 +14,11 @@
 #include "calib/calib_internal.h"
 #include "common/sha256.h"
 #include "formats/fsutil.h"
+#include "formats/input_file.h"
 #include "formats/vocab.h"
 #include "model/tokenizer.h"
 
 #define DEFAULT_MAX_BYTES ((size_t)1 << 30)
-#define MAX_TEXT_BYTES ((size_t)1 << 31)
 
 const char *qt_calib_cache_status_name(qt_calib_cache_status s)
 {
@@ -460,14 +460,7 @@ static bool looks_like_ids(const char *t, size_t n)
  * under 2 GiB. */
 static qt_status read_text(const char *path, char **buf, size_t *n, char *errmsg)
 {
-    struct stat sb;
-    *buf = NULL;
-    if (stat(path, &sb) == 0 && !S_ISREG(sb.st_mode))
-        return qt_set_err(errmsg, QT_ERR_ARG, "'%s' is not a regular file under 2 GiB", path);
-    qt_status st = qt_file_read(path, buf, n, MAX_TEXT_BYTES, errmsg);
-    if (st == QT_ERR_FORMAT) /* too large */
-        return qt_set_err(errmsg, QT_ERR_ARG, "'%s' is not a regular file under 2 GiB", path);
-    return st;
+    return qt_file_read(path, buf, n, QT_TEXT_MAX_BYTES, errmsg); /* the text-input rule */
 }
 
 qt_status qt_calib_set_get(const char *model_path, const char *text_path,

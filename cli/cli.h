@@ -40,6 +40,32 @@ int cmd_verify(int argc, char **argv);
 void qt_cli_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 /* The exit code for a library status: QT_ERR_IO / NOMEM -> 1, else 2. */
 int qt_cli_exit_for(qt_status st);
+/* An input named on the command line must exist: prints "qtool: error:
+ * <what> '<path>': No such file or directory" and returns QT_EXIT_USAGE
+ * when it does not (a missing input is a usage error for every command);
+ * QT_EXIT_OK otherwise (other errors are left to the reader). */
+int qt_cli_need_input(const char *path, const char *what);
+/* Whether a mapped input shrank while it was read (common/mapguard.h):
+ * then prints "qtool: error: input '<file>' changed while it was read"
+ * and returns true (the caller exits 1 and discards what it computed). */
+bool qt_cli_input_changed(void);
+/* Sets the OpenMP thread count (threads > 0: --threads; 0: all cores) and
+ * starts the team now, before any work: threads that cannot be created
+ * (ulimit -u, ulimit -v) are found with a pthread probe first, and the run
+ * goes on with as many as could be created, saying so on stderr, rather
+ * than libgomp ending the process later with only its own message. */
+void qt_cli_setup_threads(long threads);
+/* A report file named by option opt (--report, --json, --html, --plot...),
+ * checked before any work: not empty, not a folder, in an existing folder
+ * this process may write. Prints the error (the file, the folder, errno)
+ * and returns QT_EXIT_USAGE when it cannot be written; QT_EXIT_OK (also for
+ * path NULL). */
+int qt_cli_check_output(const char *opt, const char *path);
+/* Writes data[0..n) to path atomically: a temporary file in the same folder,
+ * fsync'd, renamed over path, so a failure (full disk) leaves an older file
+ * whole and no partial one. Prints the error (file and errno) and returns
+ * QT_EXIT_FAIL on failure, QT_EXIT_OK otherwise. */
+int qt_cli_write_file(const char *path, const char *data, size_t n);
 /* Parses a non-negative integer option; false (and an error message) if bad. */
 int qt_cli_parse_int(const char *opt, const char *s, long lo, long hi, long *out);
 /* Applies QT_ISA (and --isa) to the dispatch; prints an error and returns
@@ -71,6 +97,14 @@ int qt_cli_match_load(const char *match, const char *rcp_path, uint8_t **table);
  * (cli/cmd_validate.c). Option codes for getopt_long's val. */
 enum { QT_CLI_CALIB_TEXT = 1024, QT_CLI_CALIB_TOKENS, QT_CLI_CALIB_CACHE, QT_CLI_CALIB_NOCACHE,
        QT_CLI_CALIB_MAXERR, QT_CLI_CALIB_HTML };
+/* Their rows in a getopt_long table (one home for the names). */
+#define QT_CLI_CALIB_OPTIONS                                              \
+    {"calib", required_argument, 0, QT_CLI_CALIB_TEXT},                   \
+        {"calib-tokens", required_argument, 0, QT_CLI_CALIB_TOKENS},      \
+        {"calib-cache", required_argument, 0, QT_CLI_CALIB_CACHE},        \
+        {"no-calib-cache", no_argument, 0, QT_CLI_CALIB_NOCACHE},         \
+        {"max-output-error", required_argument, 0, QT_CLI_CALIB_MAXERR},  \
+        {"html", required_argument, 0, QT_CLI_CALIB_HTML}
 typedef struct qt_cli_calib {
     const char *text;  /* --calib */
     size_t rows;       /* --calib-tokens, 0 = default */

@@ -14,6 +14,8 @@
 #include "bench/ppl.h"
 #include "cli/cli.h"
 #include "common/cpu.h"
+#include "formats/fsutil.h"
+#include "formats/input_file.h"
 
 static void usage(FILE *f)
 {
@@ -49,46 +51,45 @@ static void usage(FILE *f)
             "  -h, --help            this help\n");
 }
 
-/* Reads a whole file into a new buffer (NUL-terminated; qt_free it). On
- * failure prints the error, sets *rc and returns NULL. */
+/* Reads the text (the text-input rule: a regular file of at most 2 GiB;
+ * NUL-terminated, qt_free it). On failure prints the error, sets *rc and
+ * returns NULL. */
 static char *read_file(const char *path, size_t *n, int *rc)
 {
-    FILE *f = fopen(path, "rb");
-    if (!f) {
-        int e = errno;
-        qt_cli_error("cannot open '%s': %s", path, strerror(e));
-        *rc = e == ENOENT ? QT_EXIT_USAGE : QT_EXIT_FAIL;
+    char err[QT_ERRMSG_SIZE], *buf = NULL;
+    if ((*rc = qt_cli_need_input(path, "text")) != QT_EXIT_OK) return NULL;
+    qt_status st = qt_file_read(path, &buf, n, QT_TEXT_MAX_BYTES, err);
+    if (st != QT_OK) {
+        qt_cli_error("%s", err);
+        *rc = qt_cli_exit_for(st);
         return NULL;
     }
-    size_t cap = 1 << 16, len = 0;
-    char *buf = qt_malloc(cap + 1);
-    while (buf) {
-        size_t got = fread(buf + len, 1, cap - len, f);
-        len += got;
-        if (len < cap) break;
-        char *nb = cap <= ((size_t)1 << 40) ? qt_realloc(buf, cap * 2 + 1) : NULL;
-        if (!nb) {
-            qt_free(buf);
-            buf = NULL;
-            break;
-        }
-        buf = nb;
-        cap *= 2;
-    }
-    if (!buf) {
-        qt_cli_error("'%s': out of memory", path);
-        *rc = QT_EXIT_FAIL;
-    } else if (ferror(f)) {
-        qt_cli_error("cannot read '%s': %s", path, strerror(errno));
-        *rc = QT_EXIT_FAIL;
-        qt_free(buf);
-        buf = NULL;
-    } else {
-        buf[len] = 0;
-        *n = len;
-    }
-    fclose(f);
     return buf;
+}
+
+/* Writes the JSON result to path atomically (temp + rename); an exit code. */
+static int write_json(const qt_ppl_result *r, const char *path)
+{
+    char errmsg[QT_ERRMSG_SIZE], *text = NULL;
+    size_t len = 0;
+    FILE *mem = open_memstream(&text, &len);
+    if (!mem) {
+        qt_cli_error("cannot write '%s': %s", path, strerror(errno));
+        return QT_EXIT_FAIL;
+    }
+    qt_status st = qt_ppl_write_json(r, mem, errmsg);
+    int closed = fclose(mem), rc;
+    if (st != QT_OK) {
+        qt_cli_error("%s", errmsg);
+        rc = qt_cli_exit_for(st);
+    } else if (closed != 0 || !text) {
+        qt_cli_error("cannot write '%s': out of memory", path);
+        rc = QT_EXIT_FAIL;
+    } else {
+        rc = qt_cli_write_file(path, text, len); /* temp + rename */
+    }
+    free(text); /* open_memstream allocates with malloc */
+    return rc;
 }
 
 static void print_table(const qt_ppl_result *r, const char *text_path)
@@ -189,12 +190,13 @@ int cmd_bench_ppl(int argc, char **argv)
         qt_cli_error("bench ppl: --cache and --no-cache exclude each other");
         return QT_EXIT_USAGE;
     }
+    for (int i = optind; i < argc; i++)
+        if (qt_cli_need_input(argv[i], "model") != QT_EXIT_OK) return QT_EXIT_USAGE;
+    if ((json && strcmp(json, "-") && qt_cli_check_output("--json", json) != QT_EXIT_OK) ||
+        qt_cli_check_output("--plot", plot) != QT_EXIT_OK)
+        return QT_EXIT_USAGE;
     if (!qt_cli_setup_isa(isa)) return QT_EXIT_USAGE;
-#ifdef _OPENMP
-    if (threads > 0) omp_set_num_threads((int)threads);
-#else
-    (void)threads;
-#endif
+    qt_cli_setup_threads(threads); /* the thread team, up front */
     char cache_buf[4096];
     if (!no_cache && !cache) {
         const char *xdg = getenv("XDG_CACHE_HOME"), *home = getenv("HOME");
@@ -217,6 +219,10 @@ int cmd_bench_ppl(int argc, char **argv)
     qt_status st = qt_ppl_compare((const char *const *)argv + optind, (size_t)(argc - optind),
                                   text, text_len, &o, &r, errmsg);
     qt_free(text);
+    if (qt_cli_input_changed()) { /* a model cut while read: its figures are not real */
+        qt_ppl_result_free(r);
+        return QT_EXIT_FAIL;
+    }
     if (st != QT_OK) {
         qt_cli_error("bench ppl: %s", errmsg[0] ? errmsg : qt_status_str(st));
         return qt_cli_exit_for(st);
@@ -224,20 +230,15 @@ int cmd_bench_ppl(int argc, char **argv)
     if (r->cache_note[0]) fprintf(stderr, "qtool: warning: %s\n", r->cache_note);
     bool json_stdout = json && !strcmp(json, "-");
     if (!json_stdout) print_table(r, text_path);
-    if (json) {
-        FILE *f = json_stdout ? stdout : fopen(json, "w");
-        if (!f) {
-            qt_cli_error("cannot create '%s': %s", json, strerror(errno));
-            rc = QT_EXIT_FAIL;
-        } else {
-            st = qt_ppl_write_json(r, f, errmsg);
-            if (!json_stdout && fclose(f) != 0 && st == QT_OK)
-                st = qt_set_err(errmsg, QT_ERR_IO, "cannot write '%s'", json);
-            if (st != QT_OK) {
-                qt_cli_error("%s", errmsg);
-                rc = qt_cli_exit_for(st);
-            }
+    if (json_stdout) {
+        st = qt_ppl_write_json(r, stdout, errmsg);
+        if (st != QT_OK) {
+            qt_cli_error("%s", errmsg);
+            rc = qt_cli_exit_for(st);
         }
+    } else if (json) {
+        int wrc = write_json(r, json);
+        if (wrc != QT_EXIT_OK) rc = wrc;
     }
     if (plot) {
         st = qt_ppl_write_svg(r, plot, errmsg);

@@ -78,277 +78,291 @@ static void usage(FILE *f, bool dequant)
             "  --calib-report FILE  the check's JSON report; --html FILE: as an HTML page\n");
 }
 
-static bool parse_size(const char *s, uint64_t *out)
+/* ---- the command line ------------------------------------------------------ */
+
+enum { O_SCHEME = 256, O_BLOCK, O_NODQ, O_CDT, O_SKIP, O_RECIPE, O_REPORT, O_SHARD, O_NONFIN,
+       O_DRY, O_FORCE, O_THREADS, O_QUIET, O_ISA, O_DTYPE, O_IFCH, O_FALLBACK, O_CALREP,
+       O_FOLLOW, O_MATCH, O_RCP };
+
+static const struct option OPTS[] = {
+    {"scheme", required_argument, 0, O_SCHEME},
+    {"block", required_argument, 0, O_BLOCK},
+    {"no-double-quant", no_argument, 0, O_NODQ},
+    {"compute-dtype", required_argument, 0, O_CDT},
+    {"skip", required_argument, 0, O_SKIP},
+    {"recipe", required_argument, 0, O_RECIPE},
+    {"report", required_argument, 0, O_REPORT},
+    {"max-shard-size", required_argument, 0, O_SHARD},
+    {"allow-nonfinite", no_argument, 0, O_NONFIN},
+    {"dry-run", no_argument, 0, O_DRY},
+    {"force", no_argument, 0, O_FORCE},
+    {"if-changed", no_argument, 0, O_IFCH},
+    {"follow-symlinks", no_argument, 0, O_FOLLOW},
+    {"threads", required_argument, 0, O_THREADS},
+    {"quiet", no_argument, 0, O_QUIET},
+    {"isa", required_argument, 0, O_ISA},
+    {"dtype", required_argument, 0, O_DTYPE},
+    {"match", required_argument, 0, O_MATCH},
+    {"rcp-table", required_argument, 0, O_RCP},
+    QT_CLI_CALIB_OPTIONS, /* calibration check (cli/cmd_validate.c) */
+    {"fallback", optional_argument, 0, O_FALLBACK},
+    {"calib-report", required_argument, 0, O_CALREP},
+    {"help", no_argument, 0, 'h'},
+    {0, 0, 0, 0}};
+
+/* Everything the command line asks for. */
+typedef struct convert_args {
+    bool dequant;               /* `qtool dequant` */
+    qt_conv_opts o;
+    qt_cli_calib calib;         /* --calib and its options */
+    qt_conv_calib cal;          /* --fallback, the check's context */
+    const char *calib_report;   /* --calib-report */
+    const char *skip[256];      /* --skip globs (n_skip) */
+    size_t n_skip;
+    const char *report, *isa;   /* --report, --isa */
+    const char *match, *rcp_path; /* --match, --rcp-table */
+    uint8_t *rcp;               /* --match cuda: the GPU reciprocal table (owned) */
+    bool dry, quiet, if_changed;
+    long threads;
+} convert_args;
+
+/* --scheme / --dtype S: the scheme (any convert scheme of the table; --dtype:
+ * a plain one), or an error. */
+static int parse_scheme(convert_args *a, int c, const char *arg)
 {
-    char *end;
-    errno = 0;
-    double v = strtod(s, &end);
-    if (errno || end == s || v <= 0) return false;
-    double mul = 1;
-    if (*end == 'K' || *end == 'k') mul = 1e3, end++;
-    else if (*end == 'M' || *end == 'm') mul = 1e6, end++;
-    else if (*end == 'G' || *end == 'g') mul = 1e9, end++;
-    if (*end == 'B' || *end == 'b') end++;
-    if (*end) return false;
-    *out = (uint64_t)(v * mul);
-    return true;
+    const unsigned want = QT_SCHEME_F_CONVERT | (c == O_DTYPE ? QT_SCHEME_F_PLAIN : 0);
+    const qt_scheme_info *s = qt_scheme_find(arg);
+    if (!s || (s->flags & want) != want || (a->dequant && c == O_SCHEME)) {
+        char names[160];
+        qt_cli_error("%s '%s': not one of %s", c == O_DTYPE ? "--dtype" : "--scheme", arg,
+                     qt_scheme_names(want, names, sizeof names));
+        return QT_EXIT_USAGE;
+    }
+    a->o.scheme = s->scheme;
+    return -1;
 }
 
-/* *rcp: the GPU reciprocal table run loaded for --match cuda (the caller
- * frees it). */
-static int run(int argc, char **argv, bool dequant, uint8_t **rcp)
+/* --fallback[=S]: keep tensors over the threshold as S. */
+static int parse_fallback(convert_args *a, const char *arg)
 {
-    enum { O_SCHEME = 256, O_BLOCK, O_NODQ, O_CDT, O_SKIP, O_RECIPE, O_REPORT, O_SHARD, O_NONFIN,
-           O_DRY, O_FORCE, O_THREADS, O_QUIET, O_ISA, O_DTYPE, O_IFCH, O_FALLBACK, O_CALREP,
-           O_FOLLOW, O_MATCH, O_RCP };
-    static const struct option opts[] = {
-        {"scheme", required_argument, 0, O_SCHEME},
-        {"block", required_argument, 0, O_BLOCK},
-        {"no-double-quant", no_argument, 0, O_NODQ},
-        {"compute-dtype", required_argument, 0, O_CDT},
-        {"skip", required_argument, 0, O_SKIP},
-        {"recipe", required_argument, 0, O_RECIPE},
-        {"report", required_argument, 0, O_REPORT},
-        {"max-shard-size", required_argument, 0, O_SHARD},
-        {"allow-nonfinite", no_argument, 0, O_NONFIN},
-        {"dry-run", no_argument, 0, O_DRY},
-        {"force", no_argument, 0, O_FORCE},
-        {"if-changed", no_argument, 0, O_IFCH},
-        {"follow-symlinks", no_argument, 0, O_FOLLOW},
-        {"threads", required_argument, 0, O_THREADS},
-        {"quiet", no_argument, 0, O_QUIET},
-        {"isa", required_argument, 0, O_ISA},
-        {"dtype", required_argument, 0, O_DTYPE},
-        {"match", required_argument, 0, O_MATCH},
-        {"rcp-table", required_argument, 0, O_RCP},
-        /* calibration check (cli/cmd_validate.c) */
-        {"calib", required_argument, 0, QT_CLI_CALIB_TEXT},
-        {"calib-tokens", required_argument, 0, QT_CLI_CALIB_TOKENS},
-        {"calib-cache", required_argument, 0, QT_CLI_CALIB_CACHE},
-        {"no-calib-cache", no_argument, 0, QT_CLI_CALIB_NOCACHE},
-        {"max-output-error", required_argument, 0, QT_CLI_CALIB_MAXERR},
-        {"html", required_argument, 0, QT_CLI_CALIB_HTML},
-        {"fallback", optional_argument, 0, O_FALLBACK},
-        {"calib-report", required_argument, 0, O_CALREP},
-        {"help", no_argument, 0, 'h'},
-        {0, 0, 0, 0}};
-    qt_conv_opts o = {.scheme = QT_SCHEME_NF4, .double_quant = true};
-    qt_cli_calib calib = {0};
-    qt_conv_calib cal = {.fallback = QT_SCHEME_COUNT};
-    const char *calib_report = NULL;
-    const char *skip[256];
-    size_t n_skip = 0;
-    const char *report = NULL, *isa = NULL, *match = NULL, *rcp_path = NULL;
-    bool dry = false, quiet = false, if_changed = false;
-    long threads = 0, block = 0;
+    const bool keep = !arg || !strcmp(arg, "keep");
+    const qt_scheme_info *s = keep ? NULL : qt_scheme_find(arg);
+    if (!keep && (!s || !(s->flags & QT_SCHEME_F_FALLBACK))) {
+        char names[160];
+        qt_cli_error("--fallback '%s': not one of keep, %s", arg,
+                     qt_scheme_names(QT_SCHEME_F_FALLBACK, names, sizeof names));
+        return QT_EXIT_USAGE;
+    }
+    a->cal.fallback_on = true;
+    a->cal.fallback = s ? s->scheme : QT_SCHEME_COUNT;
+    return -1;
+}
+
+/* Applies one option; -1 to go on, or the exit code (help, a bad value). */
+static int parse_option(convert_args *a, int c, const char *arg)
+{
+    long block = 0;
+    switch (c) {
+    case O_SCHEME:
+    case O_DTYPE: return parse_scheme(a, c, arg);
+    case O_BLOCK:
+        if (!qt_cli_parse_int("--block", arg, 1, 1 << 20, &block)) return QT_EXIT_USAGE;
+        a->o.block = (size_t)block;
+        return -1;
+    case O_NODQ: a->o.double_quant = false; return -1;
+    case O_CDT: a->o.compute_dtype = arg; return -1;
+    case O_SKIP:
+        if (a->n_skip == sizeof a->skip / sizeof *a->skip) {
+            qt_cli_error("too many --skip options");
+            return QT_EXIT_USAGE;
+        }
+        a->skip[a->n_skip++] = arg;
+        return -1;
+    case O_RECIPE: a->o.recipe_path = arg; return -1;
+    case O_REPORT: a->report = arg; return -1;
+    case O_SHARD:
+        if (qt_cli_parse_size(arg, &a->o.max_shard_size)) return -1;
+        qt_cli_error("--max-shard-size '%s': expected a size such as 2G or 500M", arg);
+        return QT_EXIT_USAGE;
+    case O_NONFIN: a->o.allow_nonfinite = true; return -1;
+    case O_DRY: a->dry = true; return -1;
+    case O_FORCE: a->o.force = true; return -1;
+    case O_IFCH: a->if_changed = a->o.force = true; return -1;
+    case O_FOLLOW: a->o.follow_symlinks = true; return -1;
+    case O_THREADS:
+        return qt_cli_parse_int("--threads", arg, 1, 1024, &a->threads) ? -1 : QT_EXIT_USAGE;
+    case O_QUIET: a->quiet = true; return -1;
+    case O_ISA: a->isa = arg; return -1;
+    case O_MATCH: a->match = arg; return -1;
+    case O_RCP: a->rcp_path = arg; return -1;
+    case 'h': usage(stdout, a->dequant); return QT_EXIT_OK;
+    case O_FALLBACK: return parse_fallback(a, arg);
+    case O_CALREP: a->calib_report = arg; return -1;
+    default: usage(stderr, a->dequant); return QT_EXIT_USAGE;
+    }
+}
+
+/* The options and IN OUT; -1 to go on, or the exit code. */
+static int parse_args(int argc, char **argv, convert_args *a)
+{
     int c;
-    if (dequant) o.scheme = QT_SCHEME_BF16;
     optind = 1;
-    while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
-        int cr = qt_cli_calib_option(&calib, c, optarg);
+    while ((c = getopt_long(argc, argv, "h", OPTS, NULL)) != -1) {
+        int cr = qt_cli_calib_option(&a->calib, c, optarg);
         if (cr < 0) return QT_EXIT_USAGE;
         if (cr > 0) continue;
-        switch (c) {
-        case O_SCHEME:
-        case O_DTYPE: {
-            /* --scheme: any convert scheme of the table; --dtype: a plain one */
-            const unsigned want = QT_SCHEME_F_CONVERT | (c == O_DTYPE ? QT_SCHEME_F_PLAIN : 0);
-            const qt_scheme_info *s = qt_scheme_find(optarg);
-            if (!s || (s->flags & want) != want || (dequant && c == O_SCHEME)) {
-                char names[160];
-                qt_cli_error("%s '%s': not one of %s", c == O_DTYPE ? "--dtype" : "--scheme",
-                             optarg, qt_scheme_names(want, names, sizeof names));
-                return QT_EXIT_USAGE;
-            }
-            o.scheme = s->scheme;
-            break;
-        }
-        case O_BLOCK:
-            if (!qt_cli_parse_int("--block", optarg, 1, 1 << 20, &block)) return QT_EXIT_USAGE;
-            o.block = (size_t)block;
-            break;
-        case O_NODQ: o.double_quant = false; break;
-        case O_CDT: o.compute_dtype = optarg; break;
-        case O_SKIP:
-            if (n_skip == sizeof skip / sizeof *skip) {
-                qt_cli_error("too many --skip options");
-                return QT_EXIT_USAGE;
-            }
-            skip[n_skip++] = optarg;
-            break;
-        case O_RECIPE: o.recipe_path = optarg; break;
-        case O_REPORT: report = optarg; break;
-        case O_SHARD:
-            if (!parse_size(optarg, &o.max_shard_size)) {
-                qt_cli_error("--max-shard-size '%s': expected a size such as 2G or 500M", optarg);
-                return QT_EXIT_USAGE;
-            }
-            break;
-        case O_NONFIN: o.allow_nonfinite = true; break;
-        case O_DRY: dry = true; break;
-        case O_FORCE: o.force = true; break;
-        case O_IFCH: if_changed = o.force = true; break;
-        case O_FOLLOW: o.follow_symlinks = true; break;
-        case O_THREADS:
-            if (!qt_cli_parse_int("--threads", optarg, 1, 1024, &threads)) return QT_EXIT_USAGE;
-            break;
-        case O_QUIET: quiet = true; break;
-        case O_ISA: isa = optarg; break;
-        case O_MATCH: match = optarg; break;
-        case O_RCP: rcp_path = optarg; break;
-        case 'h': usage(stdout, dequant); return QT_EXIT_OK;
-        case O_FALLBACK: {
-            const qt_scheme_info *s = optarg && strcmp(optarg, "keep") ? qt_scheme_find(optarg) : NULL;
-            if (optarg && strcmp(optarg, "keep") && (!s || !(s->flags & QT_SCHEME_F_FALLBACK))) {
-                char names[160];
-                qt_cli_error("--fallback '%s': not one of keep, %s", optarg,
-                             qt_scheme_names(QT_SCHEME_F_FALLBACK, names, sizeof names));
-                return QT_EXIT_USAGE;
-            }
-            cal.fallback_on = true;
-            cal.fallback = s ? s->scheme : QT_SCHEME_COUNT;
-            break;
-        }
-        case O_CALREP: calib_report = optarg; break;
-        default: usage(stderr, dequant); return QT_EXIT_USAGE;
-        }
+        int rc = parse_option(a, c, optarg);
+        if (rc >= 0) return rc;
     }
     if (optind != argc - 2) {
-        usage(stderr, dequant);
+        usage(stderr, a->dequant);
         return QT_EXIT_USAGE;
     }
-    if (!qt_cli_setup_isa(isa)) return QT_EXIT_USAGE;
-#ifdef _OPENMP
-    if (threads) omp_set_num_threads((int)threads);
-#endif
-    if (dequant && (match || rcp_path)) {
-        qt_cli_error("--match: dequant does not quantize");
+    a->o.in = argv[optind];
+    a->o.out = argv[optind + 1];
+    a->o.skip = a->skip;
+    a->o.n_skip = a->n_skip;
+    a->o.metrics = a->report != NULL;
+    a->o.progress = a->quiet ? NULL : stderr;
+    a->o.cancel = &cancel_flag;
+    return -1;
+}
+
+/* Everything that can be refused before any work: OUT, IN, the report paths,
+ * option combinations, the ISA; then the thread team. -1 or the exit code. */
+static int check_args(convert_args *a)
+{
+    if (!a->o.out[0]) { /* an empty OUT names no folder */
+        qt_cli_error("OUT is empty: name the output folder");
         return QT_EXIT_USAGE;
     }
-    int mrc = qt_cli_match_load(match, rcp_path, rcp);
-    if (mrc != QT_EXIT_OK) return mrc;
-    o.rcp = *rcp;
-    if (o.block && o.scheme == QT_SCHEME_INT8) {
+    if (qt_cli_need_input(a->o.in, "input") != QT_EXIT_OK) return QT_EXIT_USAGE;
+    /* every report can be written */
+    if (qt_cli_check_output("--report", a->report) != QT_EXIT_OK ||
+        qt_cli_check_output("--calib-report", a->calib_report) != QT_EXIT_OK ||
+        qt_cli_check_output("--html", a->calib.html) != QT_EXIT_OK)
+        return QT_EXIT_USAGE;
+    if (!qt_cli_setup_isa(a->isa)) return QT_EXIT_USAGE;
+    if (a->o.block && a->o.scheme == QT_SCHEME_INT8) {
         qt_cli_error("--block: int8 (LLM.int8) is row-wise and has no block size");
         return QT_EXIT_USAGE;
     }
-    o.in = argv[optind];
-    o.out = argv[optind + 1];
-    o.skip = skip;
-    o.n_skip = n_skip;
-    o.metrics = report != NULL;
-    o.progress = quiet ? NULL : stderr;
-    o.cancel = &cancel_flag;
-    char err[QT_ERRMSG_SIZE] = "";
-    qt_conv *cv = NULL;
-    if ((dequant && calib.text) || (!calib.text && (cal.fallback_on || calib_report))) {
-        qt_cli_error(dequant ? "--calib: dequant does not quantize"
-                             : "--fallback and --calib-report need --calib TEXT");
+    if ((a->dequant && a->calib.text) ||
+        (!a->calib.text && (a->cal.fallback_on || a->calib_report))) {
+        qt_cli_error(a->dequant ? "--calib: dequant does not quantize"
+                                : "--fallback and --calib-report need --calib TEXT");
         return QT_EXIT_USAGE;
     }
-    if (calib.text) {
-        o.check = qt_conv_calib_check;
-        o.check_ctx = &cal;
-        cal.max_error = calib.max_error;
+    if (a->dequant && (a->match || a->rcp_path)) {
+        qt_cli_error("--match: dequant does not quantize");
+        return QT_EXIT_USAGE;
     }
-    qt_status st = qt_conv_plan(&o, &cv, err);
-    if (st != QT_OK) {
-        qt_cli_error("%s", err);
+    int mrc = qt_cli_match_load(a->match, a->rcp_path, &a->rcp); /* --match cuda's table */
+    if (mrc != QT_EXIT_OK) return mrc;
+    a->o.rcp = a->rcp;
+    if (a->calib.text) {
+        a->o.check = qt_conv_calib_check;
+        a->o.check_ctx = &a->cal;
+        a->cal.max_error = a->calib.max_error;
+    }
+    qt_cli_setup_threads(a->threads); /* the thread team, up front */
+    return -1;
+}
+
+/* ---- steps of the run ------------------------------------------------------- */
+
+/* --dry-run: the plan as a table and its totals; nothing written. */
+static void print_plan(const qt_conv *cv)
+{
+    uint64_t tin = 0, tout = 0;
+    printf("%-48s %-16s %-6s %-10s %12s %12s  %s\n", "TENSOR", "SHAPE", "DTYPE", "SCHEME",
+           "BYTES_IN", "BYTES_OUT", "WHY");
+    for (size_t i = 0; i < qt_conv_n_items(cv); i++) {
+        const qt_conv_item *it = qt_conv_item_at(cv, i);
+        char shp[96] = "[";
+        for (size_t d = 0; d < it->src->n_dims; d++) {
+            size_t l = strlen(shp);
+            snprintf(shp + l, sizeof shp - l, "%s%" PRIu64, d ? ", " : "", it->src->shape[d]);
+        }
+        strncat(shp, "]", sizeof shp - strlen(shp) - 1);
+        char sch[32];
+        snprintf(sch, sizeof sch, "%s%s", qt_scheme_get(it->scheme)->name,
+                 it->double_quant ? "+dq" : "");
+        printf("%-48s %-16s %-6s %-10s %12" PRIu64 " %12" PRIu64 "  %s\n", it->src->name, shp,
+               qt_dtype_name(it->src->dtype), sch, it->bytes_in, it->bytes_out, it->reason);
+        tin += it->bytes_in;
+        tout += it->bytes_out;
+    }
+    printf("\ntotal: %zu tensors, %" PRIu64 " bytes in -> %" PRIu64
+           " bytes out (%.1f%%), %zu shard(s), compute dtype %s; nothing written\n",
+           qt_conv_n_items(cv), tin, tout, tin ? 100.0 * (double)tout / (double)tin : 0,
+           qt_conv_n_shards(cv), qt_conv_compute_dtype(cv));
+}
+
+/* --if-changed: -1 when OUT must be (re)written, or the exit code (0 when
+ * OUT is up to date). */
+static int check_up_to_date(const convert_args *a, const qt_conv *cv)
+{
+    bool same = false;
+    char why[QT_ERRMSG_SIZE] = "";
+    qt_status st = qt_conv_up_to_date(cv, &same, why, sizeof why);
+    if (st != QT_OK) { /* e.g. OUT is a user's folder */
+        qt_cli_error("%s", why[0] ? why : qt_status_str(st));
         return qt_cli_exit_for(st);
     }
-    if (qt_conv_warning(cv)) fprintf(stderr, "qtool: warning: %s\n", qt_conv_warning(cv));
-    if (dry) {
-        uint64_t tin = 0, tout = 0;
-        printf("%-48s %-16s %-6s %-10s %12s %12s  %s\n", "TENSOR", "SHAPE", "DTYPE", "SCHEME",
-               "BYTES_IN", "BYTES_OUT", "WHY");
-        for (size_t i = 0; i < qt_conv_n_items(cv); i++) {
-            const qt_conv_item *it = qt_conv_item_at(cv, i);
-            char shp[96] = "[";
-            for (size_t d = 0; d < it->src->n_dims; d++) {
-                size_t l = strlen(shp);
-                snprintf(shp + l, sizeof shp - l, "%s%" PRIu64, d ? ", " : "", it->src->shape[d]);
-            }
-            strncat(shp, "]", sizeof shp - strlen(shp) - 1);
-            char sch[32];
-            snprintf(sch, sizeof sch, "%s%s", qt_scheme_get(it->scheme)->name,
-                     it->double_quant ? "+dq" : "");
-            printf("%-48s %-16s %-6s %-10s %12" PRIu64 " %12" PRIu64 "  %s\n", it->src->name, shp,
-                   qt_dtype_name(it->src->dtype), sch, it->bytes_in, it->bytes_out, it->reason);
-            tin += it->bytes_in;
-            tout += it->bytes_out;
-        }
-        printf("\ntotal: %zu tensors, %" PRIu64 " bytes in -> %" PRIu64
-               " bytes out (%.1f%%), %zu shard(s), compute dtype %s; nothing written\n",
-               qt_conv_n_items(cv), tin, tout, tin ? 100.0 * (double)tout / (double)tin : 0,
-               qt_conv_n_shards(cv), qt_conv_compute_dtype(cv));
-        qt_cli_print_needs(cv);
-        qt_conv_free(cv);
+    if (same) {
+        fprintf(stderr, "qtool: %s is up to date\n", a->o.out);
         return QT_EXIT_OK;
     }
-    if (if_changed) {
-        bool same = false;
-        char why[256] = "";
-        st = qt_conv_up_to_date(cv, &same, why, sizeof why);
-        if (st != QT_OK) {
-            qt_cli_error("%s", qt_status_str(st));
-            qt_conv_free(cv);
-            return qt_cli_exit_for(st);
-        }
-        if (same) {
-            fprintf(stderr, "qtool: %s is up to date\n", o.out);
-            qt_conv_free(cv);
-            return QT_EXIT_OK;
-        }
-        if (!quiet && access(o.out, F_OK) == 0)
-            fprintf(stderr, "qtool: %s is out of date (%s); converting again\n", o.out, why);
-    }
-    struct sigaction sa;
-    memset(&sa, 0, sizeof sa);
-    sa.sa_handler = on_signal;
-    sigaction(SIGINT, &sa, NULL);
-    sigaction(SIGTERM, &sa, NULL);
+    if (!a->quiet && access(a->o.out, F_OK) == 0)
+        fprintf(stderr, "qtool: %s is out of date (%s); converting again\n", a->o.out, why);
+    return -1;
+}
+
+/* The conversion itself, with the calibration check around it when asked:
+ * the calibration set is built first, the check's report written whatever
+ * the verdict. *calib_rc: the exit code of the calibration set (when it could
+ * not be built, *ran is false and the message printed) or of the check's
+ * own files. */
+static qt_status convert_checked(convert_args *a, qt_conv *cv, int *calib_rc, bool *ran,
+                                 char *err)
+{
     qt_calib_set *cset = NULL;
     qt_calib_report crep;
     qt_calib_report_init(&crep);
-    int calib_rc = QT_EXIT_OK;
     bool had_warning = qt_conv_warning(cv) != NULL;
-    if (calib.text) {
-        snprintf(crep.original, sizeof crep.original, "%s", o.in);
-        snprintf(crep.quantized, sizeof crep.quantized, "%s", o.out);
-        calib_rc = qt_cli_calib_load(o.in, &calib, &cset, &crep, quiet);
-        if (calib_rc != QT_EXIT_OK) {
-            qt_conv_free(cv);
-            return calib_rc;
-        }
-        cal.set = cset;
-        cal.report = &crep;
+    *calib_rc = QT_EXIT_OK;
+    *ran = false;
+    if (a->calib.text) { /* the calibration set, before the run */
+        snprintf(crep.original, sizeof crep.original, "%s", a->o.in);
+        snprintf(crep.quantized, sizeof crep.quantized, "%s", a->o.out);
+        *calib_rc = qt_cli_calib_load(a->o.in, &a->calib, &cset, &crep, a->quiet);
+        if (*calib_rc != QT_EXIT_OK) return QT_ERR_ARG;
+        a->cal.set = cset;
+        a->cal.report = &crep;
     }
-    double t0 = qt_now();
-    st = qt_conv_run(cv, err);
-    if (calib.text) { /* the check's report, whether the run passed or not */
+    qt_status st = qt_conv_run(cv, err);
+    *ran = true;
+    if (a->calib.text) { /* the check's report, whether the run passed or not */
         size_t cnt[QT_VERDICT_COUNT];
         qt_calib_report_counts(&crep, cnt);
         if (st == QT_ERR_NUMERIC && cnt[QT_VERDICT_FAIL]) {
             qt_cli_calib_print_failures(&crep);
             st = QT_ERR_IO; /* a check that failed: exit 1 */
         }
-        if (!quiet && (st == QT_OK || st == QT_ERR_IO)) qt_cli_calib_print(stderr, &crep, false);
-        if (!cancel_flag) calib_rc = qt_cli_calib_write(&calib, calib_report, &crep);
+        if (!a->quiet && (st == QT_OK || st == QT_ERR_IO)) qt_cli_calib_print(stderr, &crep, false);
+        if (!cancel_flag) *calib_rc = qt_cli_calib_write(&a->calib, a->calib_report, &crep);
         if (st == QT_OK && !had_warning && qt_conv_warning(cv))
             fprintf(stderr, "qtool: warning: %s\n", qt_conv_warning(cv));
         qt_calib_set_free(cset);
         qt_calib_report_release(&crep);
     }
-    if (st != QT_OK && cancel_flag) {
-        qt_cli_error("interrupted: no output written, temporary files removed");
-        qt_conv_free(cv);
-        return QT_EXIT_FAIL;
-    }
-    if (st != QT_OK) {
-        qt_cli_error("%s", err);
-        qt_conv_free(cv);
-        return st == QT_ERR_NUMERIC ? QT_EXIT_USAGE : qt_cli_exit_for(st);
-    }
+    return st;
+}
+
+/* "wrote OUT: ..." and the phase times. */
+static void print_summary(const convert_args *a, const qt_conv *cv, double seconds)
+{
     uint64_t tin = 0, tout = 0;
     size_t nq = 0;
     for (size_t i = 0; i < qt_conv_n_items(cv); i++) {
@@ -357,41 +371,91 @@ static int run(int argc, char **argv, bool dequant, uint8_t **rcp)
         tout += it->bytes_out;
         nq += it->action == QT_ACT_QUANT;
     }
-    double dt = qt_now() - t0;
-    if (!quiet) {
-        double pp, pw, pf;
-        qt_conv_phase_seconds(cv, &pp, &pw, &pf);
-        fprintf(stderr, "qtool: wrote %s: %zu tensors (%zu quantized), %.2f MB -> %.2f MB in %.2fs\n",
-                o.out, qt_conv_n_items(cv), nq, (double)tin / 1e6, (double)tout / 1e6, dt);
-        fprintf(stderr, "qtool: phases: prepass %.3fs, quantize+write %.3fs, fsync+rename %.3fs\n",
-                pp, pw, pf);
+    double pp, pw, pf;
+    qt_conv_phase_seconds(cv, &pp, &pw, &pf);
+    fprintf(stderr, "qtool: wrote %s: %zu tensors (%zu quantized), %.2f MB -> %.2f MB in %.2fs\n",
+            a->o.out, qt_conv_n_items(cv), nq, (double)tin / 1e6, (double)tout / 1e6, seconds);
+    fprintf(stderr, "qtool: phases: prepass %.3fs, quantize+write %.3fs, fsync+rename %.3fs\n",
+            pp, pw, pf);
+}
+
+/* --report FILE: the per-tensor JSON, written atomically; an exit code. */
+static int write_report(const char *path, const qt_conv *cv)
+{
+    char err[QT_ERRMSG_SIZE], *json = NULL;
+    int rc = QT_EXIT_OK;
+    if (qt_conv_report_json(cv, &json, err) != QT_OK) {
+        qt_cli_error("%s", err);
+        rc = QT_EXIT_FAIL;
+    } else if (qt_cli_write_file(path, json, strlen(json)) != QT_EXIT_OK) {
+        rc = QT_EXIT_FAIL;
     }
-    int rc = calib_rc;
-    if (report) {
-        char *json = NULL;
-        if (qt_conv_report_json(cv, &json, err) == QT_OK) {
-            FILE *f = fopen(report, "w");
-            if (!f || fputs(json, f) < 0 || fclose(f) != 0) {
-                qt_cli_error("cannot write report '%s': %s", report, strerror(errno));
-                rc = QT_EXIT_FAIL;
-            }
-        } else {
-            qt_cli_error("%s", err);
-            rc = QT_EXIT_FAIL;
-        }
-        qt_free(json);
+    qt_free(json);
+    return rc;
+}
+
+/* After the options: plan, then dry run, up-to-date check or the run,
+ * then the summary and the report. */
+static int plan_and_run(convert_args *a)
+{
+    char err[QT_ERRMSG_SIZE] = "";
+    qt_conv *cv = NULL;
+    int rc = -1, calib_rc = QT_EXIT_OK;
+    /* the plan: IN opened and checked, nothing written */
+    qt_status st = qt_conv_plan(&a->o, &cv, err);
+    if (st != QT_OK) {
+        qt_cli_error("%s", err);
+        return qt_cli_exit_for(st);
     }
+    if (qt_conv_warning(cv)) fprintf(stderr, "qtool: warning: %s\n", qt_conv_warning(cv));
+    if (a->dry) {
+        print_plan(cv);
+        qt_cli_print_needs(cv); /* peak memory and output size (batch --mem) */
+        rc = QT_EXIT_OK;
+    }
+    if (rc < 0 && a->if_changed) rc = check_up_to_date(a, cv);
+    if (rc >= 0) goto out;
+    /* the run: Ctrl-C and SIGTERM stop it cleanly */
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_signal;
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGTERM, &sa, NULL);
+    double t0 = qt_now();
+    bool ran;
+    st = convert_checked(a, cv, &calib_rc, &ran, err);
+    if (st != QT_OK && !ran) { /* no calibration set: its message is printed */
+        rc = calib_rc;
+    } else if (st != QT_OK && cancel_flag) {
+        qt_cli_error("interrupted: no output written, temporary files removed");
+        rc = QT_EXIT_FAIL;
+    } else if (st != QT_OK) {
+        qt_cli_error("%s", err);
+        rc = st == QT_ERR_NUMERIC ? QT_EXIT_USAGE : qt_cli_exit_for(st);
+    }
+    if (st != QT_OK) goto out;
+    if (!a->quiet) print_summary(a, cv, qt_now() - t0);
+    rc = calib_rc;
+    if (a->report && write_report(a->report, cv) != QT_EXIT_OK) rc = QT_EXIT_FAIL;
+out:
     qt_conv_free(cv);
     return rc;
 }
 
-static int run_and_free(int argc, char **argv, bool dequant)
+static int run(int argc, char **argv, bool dequant)
 {
-    uint8_t *rcp = NULL;
-    int rc = run(argc, argv, dequant, &rcp);
-    qt_free(rcp);
+    convert_args a;
+    memset(&a, 0, sizeof a);
+    a.dequant = dequant;
+    a.o.scheme = dequant ? QT_SCHEME_BF16 : QT_SCHEME_NF4;
+    a.o.double_quant = true;
+    a.cal.fallback = QT_SCHEME_COUNT;
+    int rc = parse_args(argc, argv, &a);
+    if (rc < 0) rc = check_args(&a);
+    if (rc < 0) rc = plan_and_run(&a);
+    qt_free(a.rcp);
     return rc;
 }
 
-int cmd_convert(int argc, char **argv) { return run_and_free(argc, argv, false); }
-int cmd_dequant(int argc, char **argv) { return run_and_free(argc, argv, true); }
+int cmd_convert(int argc, char **argv) { return run(argc, argv, false); }
+int cmd_dequant(int argc, char **argv) { return run(argc, argv, true); }

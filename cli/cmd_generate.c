@@ -2,6 +2,7 @@
  * forward pass (greedy by default), streamed to stdout; speed on stderr.
  * `--bench` measures prompt processing and decoding speed instead. */
 #include <getopt.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -45,229 +46,244 @@ static void usage(FILE *f)
             "  -h, --help            this help\n");
 }
 
-int cmd_generate(int argc, char **argv)
+/* Whether every one of the n logits is a finite number. */
+static bool all_finite(const float *logits, size_t n)
 {
-    enum { OPT_TOKENIZER = 256, OPT_IDS, OPT_BENCH, OPT_BENCH_PP, OPT_BENCH_TG, OPT_ISA, OPT_NOSTOP };
-    static const struct option longopts[] = {
-        {"prompt", required_argument, NULL, 'p'},
-        {"tokens", required_argument, NULL, 'n'},
-        {"temp", required_argument, NULL, 't'},
-        {"seed", required_argument, NULL, 's'},
-        {"threads", required_argument, NULL, 'j'},
-        {"ctx", required_argument, NULL, 'c'},
-        {"tokenizer", required_argument, NULL, OPT_TOKENIZER},
-        {"ids", no_argument, NULL, OPT_IDS},
-        {"no-stop", no_argument, NULL, OPT_NOSTOP},
-        {"bench", no_argument, NULL, OPT_BENCH},
-        {"bench-pp", required_argument, NULL, OPT_BENCH_PP},
-        {"bench-tg", required_argument, NULL, OPT_BENCH_TG},
-        {"isa", required_argument, NULL, OPT_ISA},
-        {"help", no_argument, NULL, 'h'},
-        {NULL, 0, NULL, 0},
-    };
-    const char *prompt = NULL, *tok_path = NULL, *isa = NULL;
-    long n_gen = 256, seed = 42, threads = 0, ctx = 0, bench_pp = 512, bench_tg = 128;
-    double temp = 0.0;
-    bool ids_only = false, bench = false, stop = true;
+    for (size_t i = 0; i < n; i++)
+        if (!isfinite(logits[i])) return false;
+    return true;
+}
+
+/* ---- the command line ------------------------------------------------------ */
+
+enum { OPT_TOKENIZER = 256, OPT_IDS, OPT_BENCH, OPT_BENCH_PP, OPT_BENCH_TG, OPT_ISA, OPT_NOSTOP };
+static const struct option LONGOPTS[] = {
+    {"prompt", required_argument, NULL, 'p'},
+    {"tokens", required_argument, NULL, 'n'},
+    {"temp", required_argument, NULL, 't'},
+    {"seed", required_argument, NULL, 's'},
+    {"threads", required_argument, NULL, 'j'},
+    {"ctx", required_argument, NULL, 'c'},
+    {"tokenizer", required_argument, NULL, OPT_TOKENIZER},
+    {"ids", no_argument, NULL, OPT_IDS},
+    {"no-stop", no_argument, NULL, OPT_NOSTOP},
+    {"bench", no_argument, NULL, OPT_BENCH},
+    {"bench-pp", required_argument, NULL, OPT_BENCH_PP},
+    {"bench-tg", required_argument, NULL, OPT_BENCH_TG},
+    {"isa", required_argument, NULL, OPT_ISA},
+    {"help", no_argument, NULL, 'h'},
+    {NULL, 0, NULL, 0},
+};
+
+/* Everything the command line asks for. */
+typedef struct gen_args {
+    const char *model_path, *prompt, *tok_path, *isa;
+    long n_gen, seed, threads, ctx, bench_pp, bench_tg;
+    double temp;
+    bool ids_only, bench, stop;
+} gen_args;
+
+/* Applies one option; -1 to go on, or the exit code (help, a bad value). */
+static int parse_option(gen_args *a, int c, const char *arg)
+{
+    char *end;
+    switch (c) {
+    case 'p': a->prompt = arg; return -1;
+    case 'n': return qt_cli_parse_int("--tokens", arg, 0, 1 << 24, &a->n_gen) ? -1 : QT_EXIT_USAGE;
+    case 't':
+        a->temp = strtod(arg, &end);
+        if (end != arg && !*end && a->temp >= 0.0 && a->temp <= 100.0) return -1;
+        qt_cli_error("option '--temp': '%s' is not a number in [0, 100]", arg);
+        return QT_EXIT_USAGE;
+    case 's': return qt_cli_parse_int("--seed", arg, 0, 0x7fffffffL, &a->seed) ? -1 : QT_EXIT_USAGE;
+    case 'j':
+        return qt_cli_parse_int("--threads", arg, 1, 1024, &a->threads) ? -1 : QT_EXIT_USAGE;
+    case 'c': return qt_cli_parse_int("--ctx", arg, 1, 1 << 24, &a->ctx) ? -1 : QT_EXIT_USAGE;
+    case OPT_TOKENIZER: a->tok_path = arg; return -1;
+    case OPT_IDS: a->ids_only = true; return -1;
+    case OPT_NOSTOP: a->stop = false; return -1;
+    case OPT_BENCH: a->bench = true; return -1;
+    case OPT_BENCH_PP:
+        return qt_cli_parse_int("--bench-pp", arg, 1, 1 << 20, &a->bench_pp) ? -1 : QT_EXIT_USAGE;
+    case OPT_BENCH_TG:
+        return qt_cli_parse_int("--bench-tg", arg, 0, 1 << 20, &a->bench_tg) ? -1 : QT_EXIT_USAGE;
+    case OPT_ISA: a->isa = arg; return -1;
+    case 'h': usage(stdout); return QT_EXIT_OK;
+    default: usage(stderr); return QT_EXIT_USAGE;
+    }
+}
+
+/* The options and MODEL, then what can be refused before loading; -1 to go
+ * on, or the exit code. */
+static int parse_args(int argc, char **argv, gen_args *a)
+{
     int c;
     optind = 1;
-    while ((c = getopt_long(argc, argv, "p:n:t:s:j:c:h", longopts, NULL)) != -1) {
-        switch (c) {
-        case 'p': prompt = optarg; break;
-        case 'n':
-            if (!qt_cli_parse_int("--tokens", optarg, 0, 1 << 24, &n_gen)) return QT_EXIT_USAGE;
-            break;
-        case 't': {
-            char *end;
-            temp = strtod(optarg, &end);
-            if (end == optarg || *end || !(temp >= 0.0 && temp <= 100.0)) {
-                qt_cli_error("option '--temp': '%s' is not a number in [0, 100]", optarg);
-                return QT_EXIT_USAGE;
-            }
-            break;
-        }
-        case 's':
-            if (!qt_cli_parse_int("--seed", optarg, 0, 0x7fffffffL, &seed)) return QT_EXIT_USAGE;
-            break;
-        case 'j':
-            if (!qt_cli_parse_int("--threads", optarg, 1, 1024, &threads)) return QT_EXIT_USAGE;
-            break;
-        case 'c':
-            if (!qt_cli_parse_int("--ctx", optarg, 1, 1 << 24, &ctx)) return QT_EXIT_USAGE;
-            break;
-        case OPT_TOKENIZER: tok_path = optarg; break;
-        case OPT_IDS: ids_only = true; break;
-        case OPT_NOSTOP: stop = false; break;
-        case OPT_BENCH: bench = true; break;
-        case OPT_BENCH_PP:
-            if (!qt_cli_parse_int("--bench-pp", optarg, 1, 1 << 20, &bench_pp)) return QT_EXIT_USAGE;
-            break;
-        case OPT_BENCH_TG:
-            if (!qt_cli_parse_int("--bench-tg", optarg, 0, 1 << 20, &bench_tg)) return QT_EXIT_USAGE;
-            break;
-        case OPT_ISA: isa = optarg; break;
-        case 'h': usage(stdout); return QT_EXIT_OK;
-        default: usage(stderr); return QT_EXIT_USAGE;
-        }
+    while ((c = getopt_long(argc, argv, "p:n:t:s:j:c:h", LONGOPTS, NULL)) != -1) {
+        int rc = parse_option(a, c, optarg);
+        if (rc >= 0) return rc;
     }
     if (optind != argc - 1) {
         qt_cli_error("generate needs exactly one MODEL (see 'qtool generate -h')");
         return QT_EXIT_USAGE;
     }
-    const char *model_path = argv[optind];
-    if (!qt_cli_setup_isa(isa)) return QT_EXIT_USAGE;
-#ifdef _OPENMP
-    if (threads > 0) omp_set_num_threads((int)threads);
-#else
-    (void)threads;
-#endif
+    a->model_path = argv[optind];
+    if (qt_cli_need_input(a->model_path, "model") != QT_EXIT_OK) return QT_EXIT_USAGE;
+    if (!qt_cli_setup_isa(a->isa)) return QT_EXIT_USAGE;
+    qt_cli_setup_threads(a->threads); /* the thread team, up front */
+    return -1;
+}
 
-    char errmsg[QT_ERRMSG_SIZE] = "";
-    int rc = QT_EXIT_OK;
-    qt_status st;
-    qt_model *m = NULL;
-    qt_vocab *vocab = NULL;
-    qt_tokenizer *tok = NULL;
-    int32_t *ids = NULL;
-    float *logits = NULL;
-    size_t n_ids = 0;
+/* ---- steps ---------------------------------------------------------------- */
 
-    qt_model_opts opts = {0};
-    opts.n_ctx = (size_t)ctx;
-    if (bench && (size_t)ctx < (size_t)(bench_pp + bench_tg)) opts.n_ctx = (size_t)(bench_pp + bench_tg);
-    double t_load = qt_now();
-    if ((st = qt_model_open(model_path, &opts, &m, errmsg)) != QT_OK) {
-        qt_cli_error("'%s': %s", model_path, errmsg);
+/* --bench: prompt processing and decoding speed; an exit code. */
+static int run_bench(qt_model *m, const gen_args *a)
+{
+    qt_model_bench_result r;
+    qt_status st = qt_model_bench(m, (size_t)a->bench_pp, (size_t)a->bench_tg, &r);
+    if (st != QT_OK) {
+        qt_cli_error("bench: %s", qt_model_errmsg(m));
         return qt_cli_exit_for(st);
     }
-    char desc[512];
-    qt_model_describe(m, desc, sizeof desc);
-    fprintf(stderr, "qtool: %s\nqtool: loaded in %.3f s, isa %s\n", desc, qt_now() - t_load,
-            qt_isa_name(qt_isa_active()));
-
-    if (bench) {
-        qt_model_bench_result r;
-        if ((st = qt_model_bench(m, (size_t)bench_pp, (size_t)bench_tg, &r)) != QT_OK) {
-            qt_cli_error("bench: %s", qt_model_errmsg(m));
-            rc = qt_cli_exit_for(st);
-            goto out;
-        }
-        int nth = 1;
+    int nth = 1;
 #ifdef _OPENMP
-        nth = omp_get_max_threads();
+    nth = omp_get_max_threads();
 #endif
-        printf("model: %s\nthreads: %d\nisa: %s\n", model_path, nth, qt_isa_name(qt_isa_active()));
-        printf("prompt processing: %zu tokens in %.3f s: %.1f tokens/s\n", r.n_prompt,
-               r.pp_seconds, r.pp_tok_s);
-        printf("decoding: %zu tokens in %.3f s: %.1f tokens/s\n", r.n_gen, r.tg_seconds,
-               r.tg_tok_s);
-        goto out;
-    }
+    printf("model: %s\nthreads: %d\nisa: %s\n", a->model_path, nth, qt_isa_name(qt_isa_active()));
+    printf("prompt processing: %zu tokens in %.3f s: %.1f tokens/s\n", r.n_prompt, r.pp_seconds,
+           r.pp_tok_s);
+    printf("decoding: %zu tokens in %.3f s: %.1f tokens/s\n", r.n_gen, r.tg_seconds, r.tg_tok_s);
+    return QT_EXIT_OK;
+}
 
-    if ((st = qt_model_find_vocab(model_path, tok_path, &vocab, errmsg)) != QT_OK) {
+/* The tokenizer (--tokenizer, or MODEL's own); none found means token ids
+ * are printed (a->ids_only), which a prompt cannot use. -1 or an exit code. */
+static int load_tokenizer(gen_args *a, const qt_model *m, qt_vocab **vocab, qt_tokenizer **tok)
+{
+    char errmsg[QT_ERRMSG_SIZE] = "";
+    qt_status st = qt_model_find_vocab(a->model_path, a->tok_path, vocab, errmsg);
+    if (st != QT_OK) {
         qt_cli_error("tokenizer: %s", errmsg);
-        rc = qt_cli_exit_for(st);
-        goto out;
+        return qt_cli_exit_for(st);
     }
-    if (vocab) {
-        if ((st = qt_tokenizer_new(vocab, &tok)) != QT_OK) {
-            qt_cli_error("tokenizer: %s", qt_status_str(st));
-            rc = qt_cli_exit_for(st);
-            goto out;
+    if (!*vocab) { /* no tokenizer: ids */
+        if (a->prompt && *a->prompt) {
+            qt_cli_error("'%s': no tokenizer found for the prompt (use --tokenizer)", a->model_path);
+            return QT_EXIT_USAGE;
         }
-        if (qt_tokenizer_n_tokens(tok) > qt_model_get_config(m)->vocab_size) {
-            qt_cli_error("tokenizer has %zu tokens, the model %zu", qt_tokenizer_n_tokens(tok),
-                         qt_model_get_config(m)->vocab_size);
-            rc = QT_EXIT_USAGE;
-            goto out;
-        }
-    } else {
-        if (prompt && *prompt) {
-            qt_cli_error("'%s': no tokenizer found for the prompt (use --tokenizer)", model_path);
-            rc = QT_EXIT_USAGE;
-            goto out;
-        }
-        if (!ids_only) fprintf(stderr, "qtool: no tokenizer found: printing token ids\n");
-        ids_only = true;
+        if (!a->ids_only) fprintf(stderr, "qtool: no tokenizer found: printing token ids\n");
+        a->ids_only = true;
+        return -1;
     }
+    if ((st = qt_tokenizer_new(*vocab, tok)) != QT_OK) {
+        qt_cli_error("tokenizer: %s", qt_status_str(st));
+        return qt_cli_exit_for(st);
+    }
+    if (qt_tokenizer_n_tokens(*tok) > qt_model_get_config(m)->vocab_size) {
+        qt_cli_error("tokenizer has %zu tokens, the model %zu", qt_tokenizer_n_tokens(*tok),
+                     qt_model_get_config(m)->vocab_size);
+        return QT_EXIT_USAGE;
+    }
+    return -1;
+}
 
-    /* prompt tokens: BOS, then the prompt */
+/* The prompt as token ids: BOS, then the prompt; it must fit the context
+ * with the tokens to generate. -1 or an exit code. */
+static int prompt_ids(const gen_args *a, const qt_tokenizer *tok, const qt_model *m, int32_t **ids,
+                      size_t *n_ids)
+{
     const qt_model_config *cfg = qt_model_get_config(m);
     int32_t bos = tok ? qt_tokenizer_bos(tok) : cfg->bos_id;
-    int32_t eos = tok ? qt_tokenizer_eos(tok) : cfg->eos_id;
-    if (tok && prompt && *prompt) {
-        if ((st = qt_tokenizer_encode(tok, prompt, strlen(prompt), bos >= 0, &ids, &n_ids)) != QT_OK) {
+    if (tok && a->prompt && *a->prompt) {
+        qt_status st = qt_tokenizer_encode(tok, a->prompt, strlen(a->prompt), bos >= 0, ids, n_ids);
+        if (st != QT_OK) {
             qt_cli_error("cannot encode the prompt (%s)", qt_status_str(st));
-            rc = qt_cli_exit_for(st);
-            goto out;
+            return qt_cli_exit_for(st);
         }
     } else {
-        ids = qt_malloc(sizeof *ids);
-        if (!ids) {
+        *ids = qt_malloc(sizeof **ids);
+        if (!*ids) {
             qt_cli_error("out of memory");
-            rc = QT_EXIT_FAIL;
-            goto out;
+            return QT_EXIT_FAIL;
         }
-        ids[0] = bos >= 0 ? bos : 0;
-        n_ids = 1;
+        (*ids)[0] = bos >= 0 ? bos : 0;
+        *n_ids = 1;
     }
-    if (n_ids + (size_t)n_gen > qt_model_n_ctx(m)) {
-        qt_cli_error("%zu prompt + %ld new tokens exceed the context of %zu (use --ctx)", n_ids,
-                     n_gen, qt_model_n_ctx(m));
-        rc = QT_EXIT_USAGE;
-        goto out;
+    if (*n_ids + (size_t)a->n_gen > qt_model_n_ctx(m)) {
+        qt_cli_error("%zu prompt + %ld new tokens exceed the context of %zu (use --ctx)", *n_ids,
+                     a->n_gen, qt_model_n_ctx(m));
+        return QT_EXIT_USAGE;
     }
-    logits = qt_malloc(cfg->vocab_size * sizeof *logits);
+    return -1;
+}
+
+/* Prints token next: its id, or its text piece. */
+static void print_token(const gen_args *a, const qt_tokenizer *tok, int32_t next, bool *first_id,
+                        bool *at_start)
+{
+    if (a->ids_only) {
+        printf("%s%d", *first_id ? "" : " ", next);
+        *first_id = false;
+        return;
+    }
+    const char *piece;
+    size_t len;
+    if (qt_tokenizer_piece(tok, next, *at_start, &piece, &len) == QT_OK && len) {
+        fwrite(piece, 1, len, stdout);
+        *at_start = false;
+    }
+}
+
+/* The generation: the prompt echoed, evaluated, then one token at a time
+ * sampled, printed and evaluated; speed on stderr. An exit code. */
+static int generate(const gen_args *a, qt_model *m, const qt_tokenizer *tok, const int32_t *ids,
+                    size_t n_ids)
+{
+    const qt_model_config *cfg = qt_model_get_config(m);
+    const int32_t eos = tok ? qt_tokenizer_eos(tok) : cfg->eos_id;
+    const bool has_prompt = a->prompt && *a->prompt;
+    int rc = QT_EXIT_OK;
+    float *logits = qt_malloc(cfg->vocab_size * sizeof *logits);
     if (!logits) {
         qt_cli_error("out of memory");
-        rc = QT_EXIT_FAIL;
-        goto out;
+        return QT_EXIT_FAIL;
     }
-
-    bool at_start = true;
-    if (prompt && *prompt) {
-        if (ids_only) {
-            for (size_t i = 0; i < n_ids; i++) printf("%s%d", i ? " " : "", ids[i]);
-        } else {
-            fputs(prompt, stdout);
-            at_start = false;
-        }
-        fflush(stdout);
-    }
+    /* the prompt, as ids or as its text */
+    if (has_prompt && a->ids_only)
+        for (size_t i = 0; i < n_ids; i++) printf("%s%d", i ? " " : "", ids[i]);
+    else if (has_prompt)
+        fputs(a->prompt, stdout);
+    fflush(stdout);
     double t0 = qt_now();
-    if ((st = qt_model_eval_last(m, ids, n_ids, 0, logits)) != QT_OK) {
-        qt_cli_error("%s", qt_model_errmsg(m));
-        rc = qt_cli_exit_for(st);
-        goto out;
-    }
+    qt_status st = qt_model_eval_last(m, ids, n_ids, 0, logits);
     double t1 = qt_now();
-    uint64_t rng = (uint64_t)seed * 0x9E3779B97F4A7C15ull + 1;
+    uint64_t rng = (uint64_t)a->seed * 0x9E3779B97F4A7C15ull + 1;
     size_t pos = n_ids, made = 0;
-    bool first_id = !(prompt && *prompt);
-    for (long i = 0; i < n_gen; i++) {
-        int32_t next = qt_sample(logits, cfg->vocab_size, (float)temp, &rng);
+    bool first_id = !has_prompt, at_start = !has_prompt || a->ids_only;
+    /* one token at a time */
+    for (long i = 0; st == QT_OK && i < a->n_gen; i++) {
+        if (!all_finite(logits, cfg->vocab_size)) { /* NaN/Inf weights: no text to make */
+            fflush(stdout);
+            qt_cli_error("model '%s': the logits at position %zu are not finite (NaN or Inf in "
+                         "the weights? see qtool inspect --stats)",
+                         a->model_path, pos);
+            rc = QT_EXIT_USAGE;
+            break;
+        }
+        int32_t next = qt_sample(logits, cfg->vocab_size, (float)a->temp, &rng);
         made++;
-        if (stop && next == eos) break;
-        if (ids_only) {
-            printf("%s%d", first_id ? "" : " ", next);
-            first_id = false;
-        } else {
-            const char *piece;
-            size_t len;
-            if (qt_tokenizer_piece(tok, next, at_start, &piece, &len) == QT_OK && len) {
-                fwrite(piece, 1, len, stdout);
-                at_start = false;
-            }
-        }
+        if (a->stop && next == eos) break;
+        print_token(a, tok, next, &first_id, &at_start);
         fflush(stdout);
-        if (i + 1 == n_gen) break;
-        if ((st = qt_model_eval_last(m, &next, 1, pos, logits)) != QT_OK) {
-            qt_cli_error("%s", qt_model_errmsg(m));
-            rc = qt_cli_exit_for(st);
-            goto out;
-        }
-        pos++;
+        if (i + 1 == a->n_gen) break;
+        st = qt_model_eval_last(m, &next, 1, pos++, logits);
     }
+    qt_free(logits);
+    if (st != QT_OK) {
+        qt_cli_error("%s", qt_model_errmsg(m));
+        return qt_cli_exit_for(st);
+    }
+    if (rc != QT_EXIT_OK) return rc;
     printf("\n"); /* as llama2.c ends its output */
     fflush(stdout);
     double t2 = qt_now();
@@ -275,8 +291,41 @@ int cmd_generate(int argc, char **argv)
             "%.3f s (%.1f tokens/s)\n",
             n_ids, t1 - t0, t1 > t0 ? (double)n_ids / (t1 - t0) : 0.0, made, t2 - t1,
             t2 > t1 ? (double)made / (t2 - t1) : 0.0);
-out:
-    qt_free(logits);
+    return QT_EXIT_OK;
+}
+
+int cmd_generate(int argc, char **argv)
+{
+    gen_args a = {.n_gen = 256, .seed = 42, .bench_pp = 512, .bench_tg = 128, .stop = true};
+    int rc = parse_args(argc, argv, &a);
+    if (rc >= 0) return rc;
+    qt_model *m = NULL;
+    qt_vocab *vocab = NULL;
+    qt_tokenizer *tok = NULL;
+    int32_t *ids = NULL;
+    size_t n_ids = 0;
+    /* the model, with a context large enough for --bench */
+    char errmsg[QT_ERRMSG_SIZE] = "";
+    qt_model_opts opts = {0};
+    opts.n_ctx = (size_t)a.ctx;
+    if (a.bench && (size_t)a.ctx < (size_t)(a.bench_pp + a.bench_tg))
+        opts.n_ctx = (size_t)(a.bench_pp + a.bench_tg);
+    double t_load = qt_now();
+    qt_status st = qt_model_open(a.model_path, &opts, &m, errmsg);
+    if (st != QT_OK) {
+        qt_cli_error("'%s': %s", a.model_path, errmsg);
+        return qt_cli_exit_for(st);
+    }
+    char desc[512];
+    qt_model_describe(m, desc, sizeof desc);
+    fprintf(stderr, "qtool: %s\nqtool: loaded in %.3f s, isa %s\n", desc, qt_now() - t_load,
+            qt_isa_name(qt_isa_active()));
+    /* --bench, or tokenizer, prompt and generation */
+    if (a.bench) rc = run_bench(m, &a);
+    if (rc < 0) rc = load_tokenizer(&a, m, &vocab, &tok);
+    if (rc < 0) rc = prompt_ids(&a, tok, m, &ids, &n_ids);
+    if (rc < 0) rc = generate(&a, m, tok, ids, n_ids);
+    if (qt_cli_input_changed()) rc = QT_EXIT_FAIL; /* the model was cut while read */
     qt_free(ids);
     qt_tokenizer_free(tok);
     qt_vocab_free(vocab);

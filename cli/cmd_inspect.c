@@ -139,6 +139,133 @@ static void commas(uint64_t v, char *buf, size_t n)
 }
 
 /* ---- safetensors / model directory -------------------------------------- */
+
+/* The model line, its architecture and every shard's __metadata__ (a key
+ * repeated by later shards once), as text or as the start of the JSON. */
+static void print_modeldir_header(const char *path, const qt_modeldir *md, bool json,
+                                  qt_strbuf *b)
+{
+    char arch[512];
+    qt_modeldir_architecture_line(md, arch, sizeof arch);
+    if (json) {
+        qt_strbuf_puts(b, "{\"path\": ");
+        qt_strbuf_json_string(b, path);
+        qt_strbuf_printf(b, ", \"format\": \"safetensors\", \"shards\": %zu, \"architecture\": ",
+                         qt_modeldir_n_shards(md));
+        qt_strbuf_json_string(b, arch);
+        qt_strbuf_puts(b, ", \"metadata\": {");
+    } else {
+        printf("model: %s (%zu shard%s)\n", path, qt_modeldir_n_shards(md),
+               qt_modeldir_n_shards(md) == 1 ? "" : "s");
+        printf("config: %s\n", arch);
+    }
+    size_t k = 0;
+    for (size_t s = 0; s < qt_modeldir_n_shards(md); s++) {
+        const qt_st_reader *r = qt_modeldir_shard(md, s);
+        for (size_t i = 0; i < qt_st_reader_n_metadata(r); i++) {
+            const char *key, *val;
+            qt_st_reader_metadata(r, i, &key, &val);
+            if (s > 0 && qt_st_reader_metadata_get(qt_modeldir_shard(md, 0), key)) continue;
+            if (!json) {
+                printf("metadata: %s = %.200s\n", key, val);
+                continue;
+            }
+            qt_strbuf_puts(b, k++ ? ", " : "");
+            qt_strbuf_json_string(b, key);
+            qt_strbuf_puts(b, ": ");
+            qt_strbuf_json_string(b, val);
+        }
+    }
+    if (json) qt_strbuf_puts(b, "}, \"tensors\": [");
+    else
+        printf("\n%-48s %-12s %-16s %12s %12s %6s\n", "NAME", "SCHEME", "SHAPE", "PARAMS",
+               "BYTES", "BPW");
+}
+
+/* --stats of one logical weight into *ts: plain tensors read as f32, quantized
+ * ones dequantized row by row. QT_ERR_UNSUPPORTED (serr says why) is shown,
+ * not fatal. */
+static qt_status weight_stats(const qt_lweight *w, qt_tensor_stats *ts, char *serr)
+{
+    if (w->kind == QT_LW_PLAIN) {
+        plain_ctx c = {w->reader, w->weight};
+        if (!qt_dtype_is_readable(w->dtype))
+            return qt_set_err(serr, QT_ERR_UNSUPPORTED, "unsupported dtype '%s'",
+                              qt_dtype_name(w->dtype));
+        return qt_tensor_stats_compute(w->n_elements, 65536, read_plain, &c, ts, serr);
+    }
+    qw_ctx c;
+    qt_status st = qt_layout_qweight(w, &c.q, serr);
+    if (st != QT_OK) return st;
+    size_t rows = 65536 / c.q.n_in ? 65536 / c.q.n_in : 1;
+    return qt_tensor_stats_compute(w->n_elements, rows * c.q.n_in, read_qw, &c, ts, serr);
+}
+
+/* One weight's row (and stats, when have_stats): a table line or a JSON object. */
+static void print_weight(const qt_lweight *w, size_t i, const qt_tensor_stats *ts,
+                         bool have_stats, const char *serr, bool json, qt_strbuf *b)
+{
+    if (json) {
+        qt_strbuf_puts(b, i ? ", {\"name\": " : "{\"name\": ");
+        qt_strbuf_json_string(b, w->name);
+        qt_strbuf_puts(b, ", \"scheme\": ");
+        qt_strbuf_json_string(b, qt_lweight_label(w));
+        qt_strbuf_puts(b, ", \"dtype\": ");
+        qt_strbuf_json_string(b, qt_dtype_name(w->dtype));
+        qt_strbuf_puts(b, ", \"shape\": ");
+        json_shape(b, w->shape, w->n_dims);
+        qt_strbuf_printf(b, ", \"params\": %" PRIu64 ", \"bytes\": %" PRIu64
+                            ", \"bits_per_weight\": ",
+                         w->n_elements, w->nbytes);
+        json_num(b, qt_lweight_bpw(w));
+        qt_strbuf_printf(b, ", \"block_size\": %zu, \"double_quant\": %s", w->block_size,
+                         w->double_quant ? "true" : "false");
+        if (have_stats) json_stats(b, ts);
+        qt_strbuf_puts(b, "}");
+        return;
+    }
+    char shp[128], scheme[48], pbuf[32], bbuf[32];
+    shape_str(w->shape, w->n_dims, shp, sizeof shp);
+    if (w->block_size)
+        snprintf(scheme, sizeof scheme, "%s/%zu", qt_lweight_label(w), w->block_size);
+    else
+        snprintf(scheme, sizeof scheme, "%s", qt_lweight_label(w));
+    commas(w->n_elements, pbuf, sizeof pbuf);
+    commas(w->nbytes, bbuf, sizeof bbuf);
+    printf("%-48s %-12s %-16s %12s %12s %6.2f\n", w->name, scheme, shp, pbuf, bbuf,
+           qt_lweight_bpw(w));
+    if (have_stats) print_stats(ts);
+    else if (serr[0]) printf("    stats: %s\n", serr);
+}
+
+/* The totals line (text) or object (JSON, then the whole document printed). */
+static int print_modeldir_totals(size_t n, size_t n_stored, uint64_t params, uint64_t bytes,
+                                 bool json, qt_strbuf *b)
+{
+    double bpw = params ? (double)bytes * 8 / (double)params : 0;
+    if (!json) {
+        char pbuf[32], bbuf[32];
+        commas(params, pbuf, sizeof pbuf);
+        commas(bytes, bbuf, sizeof bbuf);
+        printf("\ntotal: %zu tensors (%zu stored), %s parameters, %s bytes, %.2f bits per "
+               "weight\n",
+               n, n_stored, pbuf, bbuf, bpw);
+        return QT_EXIT_OK;
+    }
+    qt_strbuf_printf(b, "], \"totals\": {\"tensors\": %zu, \"stored_tensors\": %zu, "
+                        "\"parameters\": %" PRIu64 ", \"bytes\": %" PRIu64
+                        ", \"bits_per_weight\": ",
+                     n, n_stored, params, bytes);
+    json_num(b, bpw);
+    qt_strbuf_puts(b, "}}\n");
+    if (b->oom) {
+        qt_cli_error("out of memory");
+        return QT_EXIT_FAIL;
+    }
+    fputs(b->data, stdout);
+    return QT_EXIT_OK;
+}
+
 static int inspect_modeldir(const char *path, bool stats, bool json, bool follow)
 {
     char err[QT_ERRMSG_SIZE] = "";
@@ -146,147 +273,38 @@ static int inspect_modeldir(const char *path, bool stats, bool json, bool follow
     qt_layout *L = NULL;
     qt_strbuf b = {0};
     int rc = QT_EXIT_OK;
+    /* the folder and its logical weights */
     qt_status st = qt_modeldir_open_ex(path, follow ? QT_MODELDIR_FOLLOW_SYMLINKS : 0, &md,
                                        NULL, NULL, err);
-    if (st != QT_OK) {
-        qt_cli_error("%s", err);
-        return qt_cli_exit_for(st);
-    }
-    st = qt_layout_build(md, &L, err);
+    if (st == QT_OK) st = qt_layout_build(md, &L, err);
     if (st != QT_OK) {
         qt_cli_error("%s", err);
         rc = qt_cli_exit_for(st);
         goto out;
     }
-    char arch[512];
-    qt_modeldir_architecture_line(md, arch, sizeof arch);
-    size_t n = qt_layout_n(L);
+    print_modeldir_header(path, md, json, &b);
+    /* one row per weight, with its stats when asked */
     uint64_t tot_params = 0, tot_bytes = 0;
-    size_t n_stored = qt_modeldir_n_tensors(md);
-
-    if (json) {
-        qt_strbuf_puts(&b, "{\"path\": ");
-        qt_strbuf_json_string(&b, path);
-        qt_strbuf_printf(&b, ", \"format\": \"safetensors\", \"shards\": %zu, \"architecture\": ",
-                         qt_modeldir_n_shards(md));
-        qt_strbuf_json_string(&b, arch);
-        qt_strbuf_puts(&b, ", \"metadata\": {");
-        size_t k = 0;
-        for (size_t s = 0; s < qt_modeldir_n_shards(md); s++) {
-            const qt_st_reader *r = qt_modeldir_shard(md, s);
-            for (size_t i = 0; i < qt_st_reader_n_metadata(r); i++) {
-                const char *key, *val;
-                qt_st_reader_metadata(r, i, &key, &val);
-                if (s > 0 && qt_st_reader_metadata_get(qt_modeldir_shard(md, 0), key)) continue;
-                qt_strbuf_puts(&b, k++ ? ", " : "");
-                qt_strbuf_json_string(&b, key);
-                qt_strbuf_puts(&b, ": ");
-                qt_strbuf_json_string(&b, val);
-            }
-        }
-        qt_strbuf_puts(&b, "}, \"tensors\": [");
-    } else {
-        printf("model: %s (%zu shard%s)\n", path, qt_modeldir_n_shards(md),
-               qt_modeldir_n_shards(md) == 1 ? "" : "s");
-        printf("config: %s\n", arch);
-        for (size_t s = 0; s < qt_modeldir_n_shards(md); s++) {
-            const qt_st_reader *r = qt_modeldir_shard(md, s);
-            for (size_t i = 0; i < qt_st_reader_n_metadata(r); i++) {
-                const char *key, *val;
-                qt_st_reader_metadata(r, i, &key, &val);
-                if (s > 0 && qt_st_reader_metadata_get(qt_modeldir_shard(md, 0), key)) continue;
-                printf("metadata: %s = %.200s\n", key, val);
-            }
-        }
-        printf("\n%-48s %-12s %-16s %12s %12s %6s\n", "NAME", "SCHEME", "SHAPE", "PARAMS",
-               "BYTES", "BPW");
-    }
-    for (size_t i = 0; i < n; i++) {
+    for (size_t i = 0; i < qt_layout_n(L); i++) {
         const qt_lweight *w = qt_layout_at(L, i);
-        char shp[128], scheme[48];
-        shape_str(w->shape, w->n_dims, shp, sizeof shp);
-        if (w->block_size)
-            snprintf(scheme, sizeof scheme, "%s/%zu", qt_lweight_label(w), w->block_size);
-        else
-            snprintf(scheme, sizeof scheme, "%s", qt_lweight_label(w));
         tot_params += w->n_elements;
         tot_bytes += w->nbytes;
         qt_tensor_stats ts;
-        bool have_stats = false;
         char serr[QT_ERRMSG_SIZE] = "";
-        if (stats && w->n_elements) {
-            qt_status s2;
-            if (w->kind == QT_LW_PLAIN) {
-                plain_ctx c = {w->reader, w->weight};
-                s2 = qt_dtype_is_readable(w->dtype)
-                         ? qt_tensor_stats_compute(w->n_elements, 65536, read_plain, &c, &ts, serr)
-                         : qt_set_err(serr, QT_ERR_UNSUPPORTED, "unsupported dtype '%s'",
-                                      qt_dtype_name(w->dtype));
-            } else {
-                qw_ctx c;
-                s2 = qt_layout_qweight(w, &c.q, serr);
-                if (s2 == QT_OK) {
-                    size_t rows = 65536 / c.q.n_in ? 65536 / c.q.n_in : 1;
-                    s2 = qt_tensor_stats_compute(w->n_elements, rows * c.q.n_in, read_qw, &c, &ts,
-                                                 serr);
-                }
-            }
-            if (s2 == QT_OK) have_stats = true;
-            else if (s2 != QT_ERR_UNSUPPORTED) {
-                qt_cli_error("%s", serr);
-                rc = qt_cli_exit_for(s2);
-                goto out;
-            }
-        }
-        if (json) {
-            qt_strbuf_puts(&b, i ? ", {\"name\": " : "{\"name\": ");
-            qt_strbuf_json_string(&b, w->name);
-            qt_strbuf_puts(&b, ", \"scheme\": ");
-            qt_strbuf_json_string(&b, qt_lweight_label(w));
-            qt_strbuf_puts(&b, ", \"dtype\": ");
-            qt_strbuf_json_string(&b, qt_dtype_name(w->dtype));
-            qt_strbuf_puts(&b, ", \"shape\": ");
-            json_shape(&b, w->shape, w->n_dims);
-            qt_strbuf_printf(&b, ", \"params\": %" PRIu64 ", \"bytes\": %" PRIu64
-                                 ", \"bits_per_weight\": ",
-                             w->n_elements, w->nbytes);
-            json_num(&b, qt_lweight_bpw(w));
-            qt_strbuf_printf(&b, ", \"block_size\": %zu, \"double_quant\": %s", w->block_size,
-                             w->double_quant ? "true" : "false");
-            if (have_stats) json_stats(&b, &ts);
-            qt_strbuf_puts(&b, "}");
-        } else {
-            char pbuf[32], bbuf[32];
-            commas(w->n_elements, pbuf, sizeof pbuf);
-            commas(w->nbytes, bbuf, sizeof bbuf);
-            printf("%-48s %-12s %-16s %12s %12s %6.2f\n", w->name, scheme, shp, pbuf, bbuf,
-                   qt_lweight_bpw(w));
-            if (have_stats) print_stats(&ts);
-            else if (stats && serr[0]) printf("    stats: %s\n", serr);
-        }
-    }
-    double bpw = tot_params ? (double)tot_bytes * 8 / (double)tot_params : 0;
-    if (json) {
-        qt_strbuf_printf(&b, "], \"totals\": {\"tensors\": %zu, \"stored_tensors\": %zu, "
-                             "\"parameters\": %" PRIu64 ", \"bytes\": %" PRIu64
-                             ", \"bits_per_weight\": ",
-                         n, n_stored, tot_params, tot_bytes);
-        json_num(&b, bpw);
-        qt_strbuf_puts(&b, "}}\n");
-        if (b.oom) {
-            qt_cli_error("out of memory");
+        st = stats && w->n_elements ? weight_stats(w, &ts, serr) : QT_ERR_UNSUPPORTED;
+        if (qt_cli_input_changed()) { /* stats of a file cut while read are not stats */
             rc = QT_EXIT_FAIL;
             goto out;
         }
-        fputs(b.data, stdout);
-    } else {
-        char pbuf[32], bbuf[32];
-        commas(tot_params, pbuf, sizeof pbuf);
-        commas(tot_bytes, bbuf, sizeof bbuf);
-        printf("\ntotal: %zu tensors (%zu stored), %s parameters, %s bytes, %.2f bits per "
-               "weight\n",
-               n, n_stored, pbuf, bbuf, bpw);
+        if (st != QT_OK && st != QT_ERR_UNSUPPORTED) {
+            qt_cli_error("%s", serr);
+            rc = qt_cli_exit_for(st);
+            goto out;
+        }
+        print_weight(w, i, &ts, st == QT_OK, serr, json, &b);
     }
+    rc = print_modeldir_totals(qt_layout_n(L), qt_modeldir_n_tensors(md), tot_params, tot_bytes,
+                               json, &b);
 out:
     qt_strbuf_release(&b);
     qt_layout_free(L);
@@ -349,6 +367,10 @@ static int inspect_gguf(const char *path, bool stats, bool json)
             gguf_ctx c = {g, t};
             qt_status s2 = qt_tensor_stats_compute(ne_t, 65536, read_gguf, &c, &ts, serr);
             have = s2 == QT_OK;
+            if (qt_cli_input_changed()) {
+                rc = QT_EXIT_FAIL;
+                goto out;
+            }
         }
         if (json) {
             qt_strbuf_puts(&b, t ? ", {\"name\": " : "{\"name\": ");
@@ -391,6 +413,7 @@ static int inspect_gguf(const char *path, bool stats, bool json)
         printf("\ntotal: %zu tensors, %s parameters, %s bytes, %.2f bits per weight\n", nt, pbuf,
                bbuf, bpw);
     }
+out:
     qt_strbuf_release(&b);
     qt_gguf_close(g);
     return rc;
@@ -424,9 +447,7 @@ int cmd_inspect(int argc, char **argv)
         }
     }
     if (!qt_cli_setup_isa(isa)) return QT_EXIT_USAGE;
-#ifdef _OPENMP
-    if (threads) omp_set_num_threads((int)threads);
-#endif
+    qt_cli_setup_threads(threads); /* the thread team, up front */
     if (cpu) {
         char *av[] = {"version", NULL};
         return cmd_version(1, av);

@@ -107,12 +107,7 @@ int qt_cli_calib_load(const char *model, const qt_cli_calib *o, qt_calib_set **s
 
 static int write_text(const char *path, const char *text)
 {
-    FILE *f = fopen(path, "w");
-    if (!f || fputs(text, f) < 0 || fclose(f) != 0) {
-        qt_cli_error("cannot write '%s': %s", path, strerror(errno));
-        return QT_EXIT_FAIL;
-    }
-    return QT_EXIT_OK;
+    return qt_cli_write_file(path, text, strlen(text)); /* atomic: temp + rename */
 }
 
 int qt_cli_calib_write(const qt_cli_calib *o, const char *json_path, const qt_calib_report *rep)
@@ -212,12 +207,7 @@ int cmd_validate(int argc, char **argv)
 {
     enum { O_REPORT = 512, O_QUIET, O_THREADS };
     static const struct option opts[] = {
-        {"calib", required_argument, 0, QT_CLI_CALIB_TEXT},
-        {"calib-tokens", required_argument, 0, QT_CLI_CALIB_TOKENS},
-        {"calib-cache", required_argument, 0, QT_CLI_CALIB_CACHE},
-        {"no-calib-cache", no_argument, 0, QT_CLI_CALIB_NOCACHE},
-        {"max-output-error", required_argument, 0, QT_CLI_CALIB_MAXERR},
-        {"html", required_argument, 0, QT_CLI_CALIB_HTML},
+        QT_CLI_CALIB_OPTIONS,
         {"report", required_argument, 0, O_REPORT},
         {"quiet", no_argument, 0, O_QUIET},
         {"threads", required_argument, 0, O_THREADS},
@@ -249,10 +239,14 @@ int cmd_validate(int argc, char **argv)
         return QT_EXIT_USAGE;
     }
     if (!qt_cli_setup_isa(NULL)) return QT_EXIT_USAGE;
-#ifdef _OPENMP
-    if (threads) omp_set_num_threads((int)threads);
-#endif
+    qt_cli_setup_threads(threads); /* the thread team, up front */
     const char *orig = argv[optind], *quant = argv[optind + 1];
+    if (qt_cli_need_input(orig, "model") != QT_EXIT_OK ||
+        qt_cli_need_input(quant, "model") != QT_EXIT_OK ||
+        qt_cli_need_input(co.text, "text") != QT_EXIT_OK ||
+        qt_cli_check_output("--report", report) != QT_EXIT_OK ||
+        qt_cli_check_output("--html", co.html) != QT_EXIT_OK)
+        return QT_EXIT_USAGE;
     qt_calib_report rep;
     qt_calib_report_init(&rep);
     snprintf(rep.original, sizeof rep.original, "%s", orig);
@@ -262,6 +256,10 @@ int cmd_validate(int argc, char **argv)
     if (rc != QT_EXIT_OK) goto out;
     char err[QT_ERRMSG_SIZE] = "";
     qt_status st = qt_calib_compare_models(orig, quant, set, co.max_error, &rep, err);
+    if (qt_cli_input_changed()) { /* a model cut while read: its errors are not real */
+        rc = QT_EXIT_FAIL;
+        goto out;
+    }
     if (st != QT_OK) {
         qt_cli_error("%s", err);
         rc = qt_cli_exit_for(st);

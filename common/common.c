@@ -27,8 +27,10 @@ qt_status qt_set_err(char *buf, qt_status st, const char *fmt, ...)
     if (buf) {
         va_list ap;
         va_start(ap, fmt);
-        vsnprintf(buf, QT_ERRMSG_SIZE, fmt, ap);
+        int n = vsnprintf(buf, QT_ERRMSG_SIZE, fmt, ap);
         va_end(ap);
+        static const char cut[] = " [...]"; /* a cut message says so */
+        if (n >= QT_ERRMSG_SIZE) memcpy(buf + QT_ERRMSG_SIZE - sizeof cut, cut, sizeof cut);
     }
     return st;
 }

@@ -26,7 +26,7 @@
 #include <stdint.h>
 
 #define QT_VERSION_STRING "0.1.0"
-#define QT_ERRMSG_SIZE 256
+#define QT_ERRMSG_SIZE 8192 /* room for two PATH_MAX paths and the reason */
 
 typedef enum qt_status {
     QT_OK = 0,
@@ -43,7 +43,8 @@ typedef enum qt_status {
 /* Name of a status ("ok", "out of memory", ...). Never NULL. */
 const char *qt_status_str(qt_status st);
 
-/* Formats a message into buf (QT_ERRMSG_SIZE bytes); buf may be NULL.
+/* Formats a message into buf (QT_ERRMSG_SIZE bytes); buf may be NULL. A
+ * message that does not fit ends with " [...]".
  * Returns st so it can be used as `return qt_set_err(buf, st, ...)`. */
 qt_status qt_set_err(char *buf, qt_status st, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));

@@ -22,6 +22,7 @@
 #include "formats/outfmt.h"
 #include "formats/modeldir.h"
 #include "formats/pyjson.h"
+#include "model/model.h"
 #include "formats/recipe.h"
 #include "formats/safetensors.h"
 #include "model/arch.h"
@@ -208,6 +209,14 @@ static qt_status plan_open_input(qt_conv *c, char *errmsg)
              "config.json beside it, is needed)",
              o->in);
     QT_TRY(qt_layout_build(c->md, &c->L, errmsg));
+    /* the runtime's config rules, before anything is written; an architecture
+     * qtool cannot run (UNSUPPORTED) may still be converted for transformers */
+    {
+        char why[QT_ERRMSG_SIZE] = "";
+        st = qt_model_config_check(c->md, c->L, why);
+        QT_CHECK(st == QT_OK || st == QT_ERR_UNSUPPORTED, st, "input '%s': %s", o->in, why);
+        st = QT_OK;
+    }
     if (o->recipe_path) QT_TRY(qt_recipe_load(o->recipe_path, &c->recipe, errmsg));
 fail:
     return st;

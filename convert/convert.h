@@ -147,8 +147,9 @@ qt_status qt_conv_run(qt_conv *c, char *errmsg);
  * output bytes: see qt_conv_options), .input.<i>: each input shard's name
  * and qt_conv_fingerprint) equals this plan's. reason (reason_n bytes, may
  * be NULL) says what differs when *up_to_date is false. An unreadable OUT
- * is "not up to date", not an error.
- * @return QT_OK, QT_ERR_NOMEM. */
+ * is "not up to date", not an error; an OUT that is not a previous qtool
+ * output is refused (reason says what it holds).
+ * @return QT_OK, QT_ERR_ARG (OUT may not be replaced), QT_ERR_IO, QT_ERR_NOMEM. */
 qt_status qt_conv_up_to_date(const qt_conv *c, bool *up_to_date, char *reason, size_t reason_n);
 
 /* The canonical "qtool.options" string of the plan: every option that

@@ -55,4 +55,28 @@ uint64_t qt_conv_budget(const qt_conv *c);
 qt_status qt_conv_check_pass(qt_conv *c, char *errmsg);
 qt_status qt_conv_fallback_metadata(const qt_conv *c, qt_outfmt *out, char *errmsg);
 
+/* convert/outdir.c. The temporary folder of OUT's base name is
+ * <parent>/<prefix><pid>; the prefix (buf, n bytes) keeps the name within
+ * NAME_MAX. */
+void qt_conv_tmp_prefix(const char *base, char *buf, size_t n);
+/* An existing OUT may be replaced only when it is a previous qtool output
+ * (every entry a file qtool writes, the shards with qtool's provenance)
+ * or empty. @return QT_OK, QT_ERR_ARG (refused: the message names what is
+ * there), QT_ERR_IO. */
+qt_status qt_conv_check_replaceable(const char *out, char *errmsg);
+/* Rule I6 for the files convert copies or rewrites (config.json and the
+ * known model files): a symlink must stay inside IN unless
+ * --follow-symlinks. @return QT_OK, QT_ERR_FORMAT (the file named). */
+qt_status qt_conv_check_links(const qt_conv *c, char *errmsg);
+/* Copies the known non-weight files of IN (tokenizer, generation config,
+ * chat template, README/license) into tmpdir: regular files within their
+ * reader's size bound, symlinks only inside IN unless --follow-symlinks,
+ * never more readable than the source. Nothing else is copied.
+ * @return QT_OK, QT_ERR_FORMAT (bad input), QT_ERR_IO, QT_ERR_NOMEM. */
+qt_status qt_conv_copy_files(const qt_conv *c, const char *tmpdir, char *errmsg);
+/* convert/input_guard.c: QT_OK while IN is as it was opened; QT_ERR_IO
+ * naming the shard when a mapped read faulted (common/mapguard.h) or a
+ * shard's size, inode or mtime changed: "IN changed while it was read". */
+qt_status qt_conv_check_input(const qt_conv *c, char *errmsg);
+
 #endif

@@ -25,6 +25,7 @@
 #include "convert/convert_internal.h"
 #include "formats/bnb.h"
 #include "formats/fsutil.h"
+#include "formats/input_file.h"
 #include "formats/pyjson.h"
 #include "formats/safetensors.h"
 
@@ -434,6 +435,14 @@ qt_status qt_conv_up_to_date(const qt_conv *c, bool *up_to_date, char *reason, s
     if (stat(c->o.out, &sb) != 0 || !S_ISDIR(sb.st_mode)) {
         snprintf(reason, reason_n, "'%s' is not a folder", c->o.out);
         return QT_OK;
+    }
+    {   /* a folder that is not a previous qtool output is never converted over */
+        char why[QT_ERRMSG_SIZE];
+        qt_status rs = qt_conv_check_replaceable(c->o.out, why);
+        if (rs != QT_OK) {
+            snprintf(reason, reason_n, "%s", why);
+            return rs;
+        }
     }
     /* every file the run writes is there (OUT only ever appears complete) */
     for (size_t i = 0; i < qt_outfmt_n_files(c->out); i++) {

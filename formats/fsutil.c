@@ -11,6 +11,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "formats/input_file.h"
+
 bool qt_path_is_dir(const char *path)
 {
     struct stat sb;
@@ -74,13 +76,10 @@ qt_status qt_file_write(const char *path, const void *data, size_t n, char *errm
 qt_status qt_file_read(const char *path, char **buf, size_t *n, size_t max, char *errmsg)
 {
     *buf = NULL;
-    FILE *f = fopen(path, "rb");
-    if (!f) return qt_set_err(errmsg, QT_ERR_IO, "cannot open '%s': %s", path, strerror(errno));
+    FILE *f;
     struct stat sb;
-    if (fstat(fileno(f), &sb) != 0 || (uint64_t)sb.st_size > max) {
-        fclose(f);
-        return qt_set_err(errmsg, QT_ERR_FORMAT, "'%s' is too large (over %zu bytes)", path, max);
-    }
+    qt_status st = qt_input_fopen(path, max, &f, &sb, errmsg);
+    if (st != QT_OK) return st;
     *buf = qt_malloc((size_t)sb.st_size + 1);
     if (!*buf) {
         fclose(f);
@@ -96,17 +95,6 @@ qt_status qt_file_read(const char *path, char **buf, size_t *n, size_t max, char
     }
     (*buf)[*n] = 0;
     return QT_OK;
-}
-
-qt_status qt_file_copy(const char *src, const char *dst, char *errmsg)
-{
-    char *buf;
-    size_t n;
-    qt_status st = qt_file_read(src, &buf, &n, (size_t)1 << 32, errmsg);
-    if (st != QT_OK) return st;
-    st = qt_file_write(dst, buf, n, errmsg);
-    qt_free(buf);
-    return st;
 }
 
 void qt_tree_remove(const char *path)

@@ -1,7 +1,7 @@
 /*
  * formats/fsutil.h: the few file-system chores that writing model folders
  * needs: joining paths without silent truncation, whole-file read and
- * (fsync'd) write, copying a file, removing a folder tree, and fsync of a
+ * (fsync'd) write, removing a folder tree, and fsync of a
  * folder so a rename survives a crash.
  *
  * Errors become a qt_status plus a message naming the path (errno turned
@@ -37,9 +37,6 @@ qt_status qt_file_write(const char *path, const void *data, size_t n, char *errm
  * caller frees with qt_free). @return QT_OK, QT_ERR_IO, QT_ERR_FORMAT (too
  * large), QT_ERR_NOMEM. */
 qt_status qt_file_read(const char *path, char **buf, size_t *n, size_t max, char *errmsg);
-
-/* Copies src to dst byte for byte (fsync'd). @return as above. */
-qt_status qt_file_copy(const char *src, const char *dst, char *errmsg);
 
 /* Removes path and everything below it (symlinks are removed, not
  * followed). Best effort: errors are ignored. */

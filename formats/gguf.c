@@ -20,6 +20,8 @@
 #include <unistd.h>
 
 #include "common/half.h"
+#include "common/mapguard.h"
+#include "formats/input_file.h"
 
 /* Smallest possible encodings, used to bound counts by the bytes left:
  * a pair is key length (8) + 1 key byte + type (4) + a 1-byte value; a
@@ -630,7 +632,10 @@ void qt_gguf_close(qt_gguf *g)
     qt_free(g->kv_sorted);
     qt_free(g->tensor_sorted);
     qt_free(g->name);
-    if (g->map) munmap(g->map, g->map_size);
+    if (g->map) {
+        qt_mapguard_remove(g->map);
+        munmap(g->map, g->map_size);
+    }
     memset(g, 0, sizeof *g);
     qt_free(g);
 }
@@ -689,16 +694,18 @@ qt_status qt_gguf_open(const char *path, qt_gguf **out, qt_gguf_rule *rule, char
     if (rule) *rule = QT_GGUF_RULE_OK;
     QT_CHECK(out && path, QT_ERR_ARG, "qt_gguf_open: NULL argument");
     *out = NULL;
-    fd = open(path, O_RDONLY | O_CLOEXEC);
-    QT_CHECK(fd >= 0, QT_ERR_IO, "%s: cannot open: %s", path, strerror(errno));
     struct stat sb;
-    QT_CHECK(fstat(fd, &sb) == 0, QT_ERR_IO, "%s: cannot stat: %s", path, strerror(errno));
-    QT_CHECK(S_ISREG(sb.st_mode), QT_ERR_IO, "%s: not a regular file", path);
+    QT_TRY(qt_input_open(path, 0, UINT64_MAX, &fd, &sb, errmsg));
     QT_CHECK((uintmax_t)sb.st_size <= SIZE_MAX, QT_ERR_IO, "%s: file too large to map", path);
     n = (size_t)sb.st_size;
     if (n > 0) {
         map = mmap(NULL, n, PROT_READ, MAP_PRIVATE, fd, 0);
         QT_CHECK(map != MAP_FAILED, QT_ERR_IO, "%s: cannot map: %s", path, strerror(errno));
+        /* a shrinking file must not kill us with SIGBUS (common/mapguard.h) */
+        if (qt_mapguard_add(map, n, path) != QT_OK) {
+            munmap(map, n);
+            QT_CHECK(0, QT_ERR_NOMEM, "%s: cannot guard the mapping: out of memory", path);
+        }
     }
     close(fd);
     fd = -1;

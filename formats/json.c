@@ -1,5 +1,6 @@
 /* formats/json.c: strict JSON (UTF-8, no NUL, no duplicate keys, depth cap). */
 #include "formats/json.h"
+#include "formats/input_file.h"
 
 #include <errno.h>
 #include <math.h>
@@ -111,6 +112,16 @@ static int walk(const cJSON *node, int depth, const char **dup)
     return QT_JSON_OK;
 }
 
+bool qt_json_has_nul_escape(const char *s, size_t n)
+{
+    for (size_t i = 0; i + 1 < n; i++) {
+        if (s[i] != '\\') continue;
+        if (s[i + 1] == 'u' && i + 5 < n && memcmp(s + i + 2, "0000", 4) == 0) return true;
+        i++; /* skip the escaped character */
+    }
+    return false;
+}
+
 qt_status qt_json_parse(const char *buf, size_t n, const char *what, cJSON **out,
                         qt_json_rule *rule, char *errmsg)
 {
@@ -174,18 +185,10 @@ qt_status qt_json_parse(const char *buf, size_t n, const char *what, cJSON **out
 qt_status qt_json_parse_file(const char *path, size_t max_bytes, cJSON **out, char *errmsg)
 {
     *out = NULL;
-    FILE *f = fopen(path, "rb");
-    if (!f) return qt_set_err(errmsg, QT_ERR_IO, "cannot open '%s': %s", path, strerror(errno));
+    FILE *f;
     struct stat sb;
-    if (fstat(fileno(f), &sb) != 0 || !S_ISREG(sb.st_mode)) {
-        fclose(f);
-        return qt_set_err(errmsg, QT_ERR_IO, "'%s' is not a regular file", path);
-    }
-    if ((uint64_t)sb.st_size > max_bytes) {
-        fclose(f);
-        return qt_set_err(errmsg, QT_ERR_FORMAT, "'%s': %lld bytes, more than the %zu allowed",
-                          path, (long long)sb.st_size, max_bytes);
-    }
+    qt_status ost = qt_input_fopen(path, max_bytes, &f, &sb, errmsg);
+    if (ost != QT_OK) return ost;
     size_t n = (size_t)sb.st_size;
     char *buf = qt_malloc(n + 1);
     if (!buf) {

@@ -31,6 +31,11 @@ typedef enum qt_json_rule {
     QT_JSON_NUMBER_RANGE, /* a number overflows float64 (1e400) */
 } qt_json_rule;
 
+/* True when the JSON text s[0..n) holds a \u0000 escape: cJSON would cut
+ * that string there, so two different names could read the same (callers
+ * whose strings are names refuse it). */
+bool qt_json_has_nul_escape(const char *s, size_t n);
+
 /* Parses buf[0..n). `what` names the source in messages (a file path).
  * On success *out is the tree (caller frees with cJSON_Delete).
  * On failure *out is NULL, *rule (may be NULL) says which rule, and errmsg

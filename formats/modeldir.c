@@ -13,6 +13,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "formats/fsutil.h"
 #include "formats/formats_internal.h"
 #include "formats/json.h"
 
@@ -180,6 +181,20 @@ fail:
     return st;
 }
 
+/* Reads and parses the index file: strict JSON without \u0000 escapes
+ * (a shard name cut at the NUL would name another file). */
+static qt_status parse_index(const char *ip, cJSON **tree, char *errmsg)
+{
+    char *buf = NULL;
+    size_t n = 0;
+    qt_status st = qt_file_read(ip, &buf, &n, QT_MODELDIR_INDEX_MAX, errmsg);
+    if (st == QT_OK && qt_json_has_nul_escape(buf, n))
+        st = qt_set_err(errmsg, QT_ERR_FORMAT, "%s: a string holds a \\u0000 escape", ip);
+    if (st == QT_OK) st = qt_json_parse(buf, n, ip, tree, NULL, errmsg);
+    qt_free(buf);
+    return st;
+}
+
 /* Reads the index into maps (sorted by shard), fills md->shard_names. */
 static qt_status read_index(qt_modeldir *md, unsigned flags, cJSON **tree, md_map **maps_out,
                             size_t *n_maps_out, qt_md_rule *rule, qt_st_rule *st_rule,
@@ -189,7 +204,7 @@ static qt_status read_index(qt_modeldir *md, unsigned flags, cJSON **tree, md_ma
     md_map *maps = NULL;
     char *missing = NULL;
     const char *ip = md->index_path;
-    st = qt_json_parse_file(ip, QT_MODELDIR_INDEX_MAX, tree, errmsg);
+    st = parse_index(ip, tree, errmsg);
     if (st == QT_ERR_FORMAT) {
         *rule = QT_MD_RULE_INDEX_JSON;
         size_t l = errmsg ? strlen(errmsg) : 0;
@@ -207,6 +222,8 @@ static qt_status read_index(qt_modeldir *md, unsigned flags, cJSON **tree, md_ma
         MD_FAIL(QT_MD_RULE_INDEX_SCHEMA, QT_ERR_FORMAT, "%s: no \"weight_map\" object (I5)", ip);
     size_t n = 0;
     for (const cJSON *c = wm->child; c; c = c->next) n++;
+    if (n == 0)
+        MD_FAIL(QT_MD_RULE_INDEX_SCHEMA, QT_ERR_FORMAT, "%s: \"weight_map\" is empty (I5)", ip);
     maps = qt_malloc((n ? n : 1) * sizeof *maps);
     QT_CHECK(maps, QT_ERR_NOMEM, "%s: out of memory", ip);
     size_t i = 0;

@@ -20,6 +20,7 @@
 
 #include "formats/bnb.h"
 #include "formats/fsutil.h"
+#include "formats/input_file.h"
 #include "formats/out_stage.h"
 #include "formats/pyjson.h"
 
@@ -452,7 +453,13 @@ static qt_status op_add_file(void *self, const char *name, const char *src_path,
     char dst[PATH_MAX];
     if (!qt_path_join(dst, sizeof dst, s->stage.dir, name))
         return qt_set_err(errmsg, QT_ERR_ARG, "path too long");
-    return qt_file_copy(src_path, dst, errmsg);
+    /* a regular file (no FIFO, no folder), copied no more readable than it is */
+    int fd = -1;
+    struct stat sb;
+    qt_status st = qt_input_open(src_path, 0, UINT64_MAX, &fd, &sb, errmsg);
+    if (st == QT_OK) st = qt_input_copy(fd, &sb, src_path, dst, errmsg);
+    if (fd >= 0) close(fd);
+    return st;
 }
 
 /* ---- commit ------------------------------------------------------------- */

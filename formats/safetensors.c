@@ -12,7 +12,9 @@
 #include <unistd.h>
 
 #include "common/half.h"
+#include "common/mapguard.h"
 #include "formats/json.h"
+#include "formats/input_file.h"
 
 #if defined(__BYTE_ORDER__) && __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
 #error "qtool's safetensors reader assumes a little-endian host"
@@ -149,18 +151,6 @@ static void lex_skip(numlex *lx, const cJSON *node)
         return;
     }
     for (const cJSON *c = node->child; c; c = c->next) lex_skip(lx, c);
-}
-
-/* True when the JSON text holds a \u0000 escape (cJSON would cut the
- * string there, so two different keys could read the same). */
-static bool has_nul_escape(const char *s, size_t n)
-{
-    for (size_t i = 0; i + 1 < n; i++) {
-        if (s[i] != '\\') continue;
-        if (s[i + 1] == 'u' && i + 5 < n && memcmp(s + i + 2, "0000", 4) == 0) return true;
-        i++; /* skip the escaped character */
-    }
-    return false;
 }
 
 /* ---- header parsing --------------------------------------------------- */
@@ -389,7 +379,7 @@ static qt_status parse_json(const qt_st_reader *r, cJSON **root, qt_st_rule *rul
     }
     if (!cJSON_IsObject(*root))
         ST_FAIL(QT_ST_RULE_HEADER_NOT_OBJECT, "%s: header is not a JSON object (S7)", file);
-    if (has_nul_escape(hdr, n))
+    if (qt_json_has_nul_escape(hdr, (size_t)n))
         ST_FAIL(QT_ST_RULE_HEADER_NOT_OBJECT, "%s: header holds a \\u0000 escape (S7)", file);
 fail:
     return st;
@@ -538,7 +528,10 @@ fail:
 void qt_st_reader_close(qt_st_reader *r)
 {
     if (!r) return;
-    if (r->mapped && r->base) munmap((void *)r->base, r->size);
+    if (r->mapped && r->base) {
+        qt_mapguard_remove(r->base);
+        munmap((void *)r->base, r->size);
+    }
     if (r->fd >= 0) close(r->fd);
     qt_free(r->path);
     qt_free(r->tensors);
@@ -578,11 +571,7 @@ qt_status qt_st_reader_open_ex(const char *path, qt_st_reader **out, qt_st_rule 
     *out = NULL;
     qt_st_reader *r = reader_new(path);
     QT_CHECK(r, QT_ERR_NOMEM, "%s: out of memory", path);
-    r->fd = open(path, O_RDONLY | O_CLOEXEC);
-    QT_CHECK(r->fd >= 0, QT_ERR_IO, "cannot open '%s': %s", path, strerror(errno));
-    QT_CHECK(fstat(r->fd, &r->st0) == 0, QT_ERR_IO, "cannot stat '%s': %s", path,
-             strerror(errno));
-    QT_CHECK(S_ISREG(r->st0.st_mode), QT_ERR_IO, "'%s' is not a regular file", path);
+    QT_TRY(qt_input_open(path, 0, UINT64_MAX, &r->fd, &r->st0, errmsg));
     if (r->st0.st_size < 8)
         ST_FAIL(QT_ST_RULE_HEADER_TOO_SMALL, "%s: %lld bytes, too small for a header (S1)", path,
                 (long long)r->st0.st_size);
@@ -592,6 +581,9 @@ qt_status qt_st_reader_open_ex(const char *path, qt_st_reader **out, qt_st_rule 
     QT_CHECK(m != MAP_FAILED, QT_ERR_IO, "cannot map '%s': %s", path, strerror(errno));
     r->base = m;
     r->mapped = true;
+    /* a shrinking file must not kill us with SIGBUS (common/mapguard.h) */
+    QT_CHECK(qt_mapguard_add(m, r->size, path) == QT_OK, QT_ERR_NOMEM,
+             "%s: cannot guard the mapping: out of memory", path);
     struct stat s1;
     QT_CHECK(fstat(r->fd, &s1) == 0, QT_ERR_IO, "cannot stat '%s': %s", path, strerror(errno));
     if (!same_stat(&r->st0, &s1))

@@ -8,6 +8,7 @@
 #include <sys/stat.h>
 
 #include "formats/json.h"
+#include "formats/input_file.h"
 
 #define MAX_CONFIG_BYTES (16u << 20)
 
@@ -953,14 +954,8 @@ qt_status qt_vocab_load_spm(const char *path, qt_vocab **out, char *errmsg)
     uint8_t *buf = NULL;
     char cfg[4096];
     *out = NULL;
-    fp = fopen(path, "rb");
-    QT_CHECK(fp, QT_ERR_IO, "'%s': cannot open: %s", path, strerror(errno));
     struct stat sb;
-    QT_CHECK(fstat(fileno(fp), &sb) == 0, QT_ERR_IO, "'%s': cannot stat: %s", path, strerror(errno));
-    QT_CHECK(S_ISREG(sb.st_mode), QT_ERR_IO, "'%s': not a regular file", path);
-    QT_CHECK((uint64_t)sb.st_size <= QT_VOCAB_MAX_SPM_BYTES, QT_ERR_FORMAT,
-             "'%s': %lld bytes is over the %u-byte cap", path, (long long)sb.st_size,
-             QT_VOCAB_MAX_SPM_BYTES);
+    QT_TRY(qt_input_fopen(path, QT_VOCAB_MAX_SPM_BYTES, &fp, &sb, errmsg));
     size_t n = (size_t)sb.st_size;
     buf = qt_malloc(n ? n : 1);
     QT_CHECK(buf, QT_ERR_NOMEM, "'%s': out of memory", path);

@@ -105,11 +105,11 @@ static void rope_inv_freq(const qt_model_config *c, float *inv)
     }
 }
 
-qt_status qt_model_setup(qt_model *m, const qt_model_opts *opts, size_t default_ctx,
-                         char *errmsg)
+/* The rules a model's hyperparameters must meet for the forward pass: sizes
+ * present, in range and consistent, finite norm epsilon and RoPE base. */
+static qt_status check_sizes(const qt_model_config *c, char *errmsg)
 {
     qt_status st = QT_OK;
-    qt_model_config *c = &m->cfg;
     QT_CHECK(c->dim > 0 && c->hidden_dim > 0 && c->n_layers > 0 && c->n_heads > 0 &&
                  c->n_kv_heads > 0 && c->head_dim > 0 && c->vocab_size > 0,
              QT_ERR_FORMAT, "%s: a model size is zero or missing", c->arch);
@@ -125,7 +125,16 @@ qt_status qt_model_setup(qt_model *m, const qt_model_opts *opts, size_t default_
              "%s: rms_norm_eps is not a finite non-negative number", c->arch);
     QT_CHECK(c->rope_theta > 0.0 && isfinite(c->rope_theta), QT_ERR_FORMAT,
              "%s: rope_theta is not a positive number", c->arch);
+fail:
+    return st;
+}
 
+qt_status qt_model_setup(qt_model *m, const qt_model_opts *opts, size_t default_ctx,
+                         char *errmsg)
+{
+    qt_status st = QT_OK;
+    const qt_model_config *c = &m->cfg;
+    QT_TRY(check_sizes(c, errmsg));
     size_t n_ctx = opts && opts->n_ctx ? opts->n_ctx : default_ctx;
     if (n_ctx == 0) n_ctx = 2048;
     size_t n_batch = opts && opts->n_batch ? opts->n_batch : DEFAULT_BATCH;
@@ -452,6 +461,25 @@ static qt_status load_weights(qt_model *m, char *errmsg)
     }
     c->has_bias = any_bias;
     return QT_OK;
+fail:
+    return st;
+}
+
+qt_status qt_model_config_check(const qt_modeldir *md, const qt_layout *L, char *errmsg)
+{
+    qt_status st = QT_OK;
+    qt_model_config c;
+    memset(&c, 0, sizeof c);
+    size_t window = 0;
+    /* the keys and their types, then the sizes, as qt_model_open reads them */
+    QT_TRY(read_config(md, &c, &window, errmsg));
+    const qt_lweight *emb = qt_layout_find(L, "model.embed_tokens.weight");
+    if (c.vocab_size == 0 && emb) c.vocab_size = (size_t)emb->shape[0];
+    QT_TRY(check_sizes(&c, errmsg));
+    /* the embedding has one row per vocabulary entry */
+    QT_CHECK(!emb || emb->shape[0] == c.vocab_size, QT_ERR_FORMAT,
+             "config.json: vocab_size %zu, but tensor 'model.embed_tokens.weight' has %llu rows",
+             c.vocab_size, (unsigned long long)emb->shape[0]);
 fail:
     return st;
 }

@@ -63,6 +63,7 @@
 #include <stdint.h>
 
 #include "common/common.h"
+#include "formats/layout.h"
 #include "formats/modeldir.h"
 #include "formats/vocab.h"
 #include "model/arch.h"
@@ -146,6 +147,14 @@ qt_status qt_model_open_modeldir(const qt_modeldir *md, const qt_model_opts *opt
  * F32, F16, BF16 or Q8_0). Same return values. */
 qt_status qt_model_open_gguf(const char *path, const qt_model_opts *opts, qt_model **out,
                              char *errmsg);
+
+/* The config rules of qt_model_open without loading a weight: config.json
+ * keys, their types and ranges, head counts that divide, a positive RoPE
+ * base, and an embedding (in layout L) with vocab_size rows. For convert,
+ * which applies them before writing (one home for these rules).
+ * @return QT_OK, QT_ERR_FORMAT (the key and rule named), QT_ERR_UNSUPPORTED
+ *         (an architecture or option the forward pass does not run). */
+qt_status qt_model_config_check(const qt_modeldir *md, const qt_layout *L, char *errmsg);
 
 /* Frees the model, its cache and the files it opened. Accepts NULL. */
 void qt_model_free(qt_model *m);

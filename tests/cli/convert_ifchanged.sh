@@ -81,9 +81,14 @@ cmp -s "$T/plain1/model.safetensors" "$T/plain2/model.safetensors" && fail "plai
 rm -rf "$T/in" && cp -r "$T/plain2" "$T/in"
 expect_redo "$T/o"
 expect_same "$T/o"
-# OUT exists but is not a qtool output: converted (as --force)
+# OUT exists but is not a qtool output: refused (exit 2), nothing of it lost (issue 12 item 1)
 rm -rf "$T/o2" && mkdir "$T/o2" && echo x > "$T/o2/junk"
-"$Q" convert --quiet --if-changed "$T/in" "$T/o2" || fail "foreign OUT"
-[ -f "$T/o2/model.safetensors" ] && [ ! -e "$T/o2/junk" ] || fail "foreign OUT not replaced"
+"$Q" convert --quiet --if-changed "$T/in" "$T/o2" 2>"$T/err"; rc=$?
+[ $rc = 2 ] && grep -q "holds 'junk'" "$T/err" || fail "foreign OUT: rc $rc: $(cat "$T/err")"
+[ -f "$T/o2/junk" ] && [ ! -e "$T/o2/model.safetensors" ] || fail "foreign OUT touched"
+# an empty OUT holds nothing to lose: converted
+rm -rf "$T/o2" && mkdir "$T/o2"
+"$Q" convert --quiet --if-changed "$T/in" "$T/o2" || fail "empty OUT"
+[ -f "$T/o2/model.safetensors" ] || fail "empty OUT not converted"
 ls -a "$T" | grep -q 'qtool-tmp' && fail "temporary folder left behind"
 echo ok

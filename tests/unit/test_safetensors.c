@@ -305,7 +305,9 @@ Test(safetensors, S1_header_too_small)
     snprintf(path, sizeof path, "%s/absent.safetensors", dir);
     cr_assert(eq(int, qt_st_reader_open_ex(path, &r, &rule, err), QT_ERR_IO));
     cr_assert(eq(int, rule, QT_ST_RULE_IO));
-    cr_assert(eq(int, qt_st_reader_open_ex(dir, &r, &rule, err), QT_ERR_IO));
+    /* a folder where a file should be is bad input, named as such (issue 12) */
+    cr_assert(eq(int, qt_st_reader_open_ex(dir, &r, &rule, err), QT_ERR_FORMAT));
+    cr_assert(strstr(err, "is a folder, not a regular file") != NULL, "%s", err);
     rmtree(dir);
 }
 
