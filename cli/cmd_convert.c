@@ -372,5 +372,9 @@ static int run(int argc, char **argv, bool dequant)
     return rc;
 }
 
-int cmd_convert(int argc, char **argv) { return run(argc, argv, false); }
+int cmd_convert(int argc, char **argv)
+{
+    if (qt_cli_convert_is_gguf(argc, argv)) return cmd_convert_gguf(argc, argv);
+    return run(argc, argv, false);
+}
 int cmd_dequant(int argc, char **argv) { return run(argc, argv, true); }
