@@ -112,7 +112,8 @@ void qt_gguf_llama3_rope_freqs(const qt_gguf_hparams *hp, float *out);
 /* Writes the tokenizer keys (§4) from the files of the model folder dir:
  * tokenizer.model (SentencePiece) when present, else tokenizer.json
  * (byte-level BPE); tokenizer_config.json and config.json for special ids
- * and flags. pre: the BPE pre-tokenizer name the user stated (NULL =
+ * and flags. hp->vocab must be the embedding's row count: the token list
+ * gets exactly that many entries (holes "[PAD<i>]"). pre: the BPE pre-tokenizer name the user stated (NULL =
  * identify it; refused with QT_ERR_UNSUPPORTED naming what was found).
  * @return QT_OK, QT_ERR_IO, QT_ERR_FORMAT, QT_ERR_UNSUPPORTED, QT_ERR_NOMEM. */
 qt_status qt_gguf_vocab_write(qt_gguf_writer *w, const qt_modeldir *md,

@@ -244,9 +244,9 @@ static qt_status write_spm(qt_gguf_writer *w, const qt_modeldir *md, const qt_gg
     gv_arrays a;
     memset(&a, 0, sizeof a);
     QT_TRY(qt_vocab_load_spm(path, &v, errmsg));
-    size_t n = hp->has_vocab ? hp->vocab : v->n_tokens;
-    QT_CHECK(n >= v->n_tokens, QT_ERR_FORMAT, "%s: %zu pieces but config.json vocab_size is %zu",
-             path, v->n_tokens, n);
+    size_t n = hp->vocab; /* = token_embd rows: llama.cpp's n_vocab */
+    QT_CHECK(n >= v->n_tokens, QT_ERR_FORMAT, "%s: %zu pieces but the model has %zu embedding "
+             "rows (llama.cpp requires one row per token)", path, v->n_tokens, n);
     QT_TRY(arrays_init(&a, n, 1 << 20, errmsg));
     /* pieces: text as is, score, type (user-defined reads as normal, the
      * converter's quirk) */
@@ -342,7 +342,7 @@ static qt_status write_bpe(qt_gguf_writer *w, const qt_modeldir *md, const qt_gg
     QT_CHECK(v->kind == QT_VOCAB_BPE_BYTE, QT_ERR_UNSUPPORTED, "%s: a SentencePiece-style BPE "
              "without tokenizer.model is not supported for GGUF export (add tokenizer.model)",
              path);
-    size_t n = hp->has_vocab && hp->vocab > v->n_tokens ? hp->vocab : v->n_tokens;
+    size_t n = hp->vocab; /* = token_embd rows: llama.cpp's n_vocab */
     const char *found = identify_pre(md, v, n);
     if (!pre) pre = found;
     QT_CHECK(pre, QT_ERR_UNSUPPORTED, "%s: BPE pre-tokenizer '%s' (vocab %zu) is not identified "
@@ -350,6 +350,8 @@ static qt_status write_bpe(qt_gguf_writer *w, const qt_modeldir *md, const qt_gg
              "smollm, gpt-2)", path, qt_pretok_str(v->pretok), n);
     QT_CHECK(pre_known(pre), QT_ERR_ARG, "--gguf-pre '%.64s' is not a pre-tokenizer llama.cpp "
              "accepts", pre);
+    QT_CHECK(v->n_tokens <= n, QT_ERR_FORMAT, "%s: %zu tokens but the model has %zu embedding "
+             "rows (llama.cpp requires one row per token)", path, v->n_tokens, n);
     QT_TRY(arrays_init(&a, n, 1 << 22, errmsg));
     /* base vocab NORMAL, added tokens CONTROL / USER_DEFINED, holes [PAD<i>] */
     for (size_t i = 0; i < v->n_tokens; i++) {

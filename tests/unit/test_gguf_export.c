@@ -1,0 +1,535 @@
+/* tests/unit/test_gguf_export.c: GGUF export (specs/gguf-export.md): the
+ * writer (layout, typed pairs, refusals, atomicity), stories260K-f32 -> F32
+ * GGUF byte-identical to ggml-org's stories260K.gguf (tensors and the
+ * vocabulary arrays), the same logits as the safetensors model, perplexity
+ * bounds per type, the llama-quantize type policy and the refusals. */
+#include <criterion/criterion.h>
+#include <criterion/new/assert.h>
+#include <dirent.h>
+#include <math.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "common/half.h"
+#include "convert/gguf_export.h"
+#include "formats/gguf.h"
+#include "formats/gguf_writer.h"
+#include "formats/vocab.h"
+#include "model/model.h"
+#include "model/tokenizer.h"
+#include "testutil.h"
+
+/* ---- helpers ------------------------------------------------------------------ */
+
+/* Exports the shared model `rel` with scheme into dir/name; returns the path. */
+static const char *export_model(const char *rel, const char *scheme, const char *dir,
+                                const char *name, char *out, size_t n)
+{
+    char in[1024], err[QT_ERRMSG_SIZE] = "";
+    qt_test_data_path(in, sizeof in, rel);
+    snprintf(out, n, "%s/%s", dir, name);
+    qt_gguf_export_opts o = {.in = in, .out = out, .scheme = scheme, .force = true};
+    qt_gguf_export_summary s;
+    qt_status st = qt_gguf_export(&o, &s, err);
+    cr_assert(eq(int, st, QT_OK), "%s -> %s: %s", rel, scheme, err);
+    return out;
+}
+
+static qt_gguf *open_gguf(const char *path)
+{
+    qt_gguf *g = NULL;
+    char err[QT_ERRMSG_SIZE] = "";
+    cr_assert(eq(int, qt_gguf_open(path, &g, NULL, err), QT_OK), "%s", err);
+    return g;
+}
+
+/* Number of entries in dir (to see that no temporary file is left). */
+static int count_entries(const char *dir)
+{
+    DIR *d = opendir(dir);
+    int n = 0;
+    for (struct dirent *e; d && (e = readdir(d));) n += e->d_name[0] != '.';
+    if (d) closedir(d);
+    return n;
+}
+
+static void rm_tree(const char *dir)
+{
+    char cmd[1200];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
+    cr_assert(eq(int, system(cmd), 0));
+}
+
+/* ---- the writer ------------------------------------------------------------------ */
+
+Test(gguf_writer, layout_and_typed_pairs_read_back)
+{
+    char dir[64], path[128];
+    cr_assert(ne(ptr, (void *)qt_test_tmpdir(dir, sizeof dir), NULL));
+    snprintf(path, sizeof path, "%s/t.gguf", dir);
+    qt_gguf_writer *w;
+    cr_assert(eq(int, qt_gguf_writer_open(path, &w, NULL), QT_OK));
+    const char *s[] = {"a", "bc"};
+    uint32_t l[] = {1, 2};
+    float f[] = {1.5f, -2.0f};
+    int32_t i32[] = {3, -4};
+    cr_assert(eq(int, qt_gguf_writer_add_u32(w, "k.u32", 7), QT_OK));
+    cr_assert(eq(int, qt_gguf_writer_add_i32(w, "k.i32", -7), QT_OK));
+    cr_assert(eq(int, qt_gguf_writer_add_f32(w, "k.f32", 0.25f), QT_OK));
+    cr_assert(eq(int, qt_gguf_writer_add_bool(w, "k.bool", true), QT_OK));
+    cr_assert(eq(int, qt_gguf_writer_add_str(w, "k.str", "xyz", 3), QT_OK));
+    cr_assert(eq(int, qt_gguf_writer_add_arr_str(w, "k.as", s, l, 2), QT_OK));
+    cr_assert(eq(int, qt_gguf_writer_add_arr_f32(w, "k.af", f, 2), QT_OK));
+    cr_assert(eq(int, qt_gguf_writer_add_arr_i32(w, "k.ai", i32, 2), QT_OK));
+    int64_t ne_a[2] = {3, 2}, ne_b[2] = {32, 2};
+    cr_assert(eq(int, qt_gguf_writer_add_tensor(w, "a", 2, ne_a, QT_GGML_TYPE_F32, NULL), QT_OK));
+    cr_assert(eq(int, qt_gguf_writer_add_tensor(w, "b", 2, ne_b, QT_GGML_TYPE_Q8_0, NULL), QT_OK));
+    uint64_t size = qt_gguf_writer_file_size(w);
+    cr_assert(eq(int, qt_gguf_writer_begin(w), QT_OK));
+    float a[6] = {1, 2, 3, 4, 5, 6};
+    unsigned char b[68];
+    memset(b, 0x11, sizeof b);
+    cr_assert(eq(int, qt_gguf_writer_write(w, a, 8), QT_OK)); /* in pieces */
+    cr_assert(eq(int, qt_gguf_writer_write(w, (char *)a + 8, 16), QT_OK));
+    cr_assert(eq(int, qt_gguf_writer_write(w, b, 68), QT_OK));
+    cr_assert(eq(int, qt_gguf_writer_close(w, NULL), QT_OK));
+    qt_gguf *g = open_gguf(path);
+    struct stat stt;
+    cr_assert(eq(int, stat(path, &stt), 0));
+    cr_assert(eq(u64, (uint64_t)stt.st_size, size));
+    cr_assert(eq(sz, qt_gguf_n_kv(g), 8));
+    const char *key[] = {"k.u32", "k.i32", "k.f32", "k.bool", "k.str", "k.as", "k.af", "k.ai"};
+    qt_gguf_type type[] = {QT_GGUF_TYPE_UINT32, QT_GGUF_TYPE_INT32, QT_GGUF_TYPE_FLOAT32,
+                           QT_GGUF_TYPE_BOOL, QT_GGUF_TYPE_STRING, QT_GGUF_TYPE_ARRAY,
+                           QT_GGUF_TYPE_ARRAY, QT_GGUF_TYPE_ARRAY};
+    for (size_t k = 0; k < 8; k++) { /* declaration order and exact types */
+        cr_assert(eq(str, (char *)qt_gguf_kv_key(g, k), (char *)key[k]));
+        cr_assert(eq(int, qt_gguf_kv_type(g, k), type[k]));
+    }
+    uint32_t u;
+    float fv;
+    int32_t iv;
+    cr_assert(eq(int, qt_gguf_get_u32(g, 0, &u, NULL), QT_OK));
+    cr_assert(eq(u32, u, 7));
+    cr_assert(eq(int, qt_gguf_get_arr_f32(g, 6, 1, &fv, NULL), QT_OK));
+    cr_assert(eq(flt, fv, -2.0f));
+    cr_assert(eq(int, qt_gguf_get_arr_i32(g, 7, 1, &iv, NULL), QT_OK));
+    cr_assert(eq(i32, iv, -4));
+    /* offsets: 0, then PAD(24, 32) = 32; data section 32-aligned */
+    cr_assert(eq(sz, qt_gguf_data_offset(g) % 32, 0));
+    cr_assert(eq(sz, qt_gguf_tensor_offset(g, 0), qt_gguf_data_offset(g)));
+    cr_assert(eq(sz, qt_gguf_tensor_offset(g, 1), qt_gguf_data_offset(g) + 32));
+    cr_assert(eq(int, memcmp(qt_gguf_tensor_data(g, 0), a, 24), 0));
+    cr_assert(eq(int, memcmp(qt_gguf_tensor_data(g, 1), b, 68), 0));
+    qt_gguf_close(g);
+    cr_assert(eq(int, count_entries(dir), 1)); /* no temporary file left */
+    rm_tree(dir);
+}
+
+Test(gguf_writer, refuses_what_llama_cpp_rejects)
+{
+    qt_gguf_writer *w;
+    cr_assert(eq(int, qt_gguf_writer_open("/tmp/unused.gguf", &w, NULL), QT_OK));
+    int64_t ne[2] = {33, 2}, ok[2] = {32, 1};
+    cr_assert(eq(int, qt_gguf_writer_add_u32(w, "", 1), QT_ERR_ARG));
+    qt_gguf_writer_abort(w);
+    cr_assert(eq(int, qt_gguf_writer_open("/tmp/unused.gguf", &w, NULL), QT_OK));
+    cr_assert(eq(int, qt_gguf_writer_add_u32(w, "x", 1), QT_OK));
+    cr_assert(eq(int, qt_gguf_writer_add_u32(w, "x", 2), QT_ERR_ARG));
+    cr_assert(eq(str, (char *)qt_gguf_writer_errmsg(w), "gguf writer: duplicate key 'x'"));
+    qt_gguf_writer_abort(w);
+    cr_assert(eq(int, qt_gguf_writer_open("/tmp/unused.gguf", &w, NULL), QT_OK));
+    cr_assert(eq(int, qt_gguf_writer_add_tensor(w, "q", 2, ne, QT_GGML_TYPE_Q8_0, NULL), QT_ERR_ARG));
+    qt_gguf_writer_abort(w);
+    char name[80];
+    memset(name, 'n', 64);
+    name[64] = 0; /* 64 bytes: one too many */
+    cr_assert(eq(int, qt_gguf_writer_open("/tmp/unused.gguf", &w, NULL), QT_OK));
+    cr_assert(eq(int, qt_gguf_writer_add_tensor(w, name, 2, ok, QT_GGML_TYPE_F32, NULL), QT_ERR_ARG));
+    qt_gguf_writer_abort(w);
+    cr_assert(eq(int, qt_gguf_writer_open("/tmp/unused.gguf", &w, NULL), QT_OK));
+    cr_assert(eq(int, qt_gguf_writer_add_tensor(w, "t", 2, ok, QT_GGML_TYPE_F32, NULL), QT_OK));
+    cr_assert(eq(int, qt_gguf_writer_add_tensor(w, "t", 2, ok, QT_GGML_TYPE_F32, NULL), QT_ERR_ARG));
+    qt_gguf_writer_abort(w);
+    cr_assert(eq(int, qt_gguf_writer_open("/tmp/unused.gguf", &w, NULL), QT_OK));
+    cr_assert(eq(int, qt_gguf_writer_add_tensor(w, "t", 5, ok, QT_GGML_TYPE_F32, NULL), QT_ERR_ARG));
+    qt_gguf_writer_abort(w);
+    const float *none = NULL;
+    cr_assert(eq(int, qt_gguf_writer_open("/tmp/unused.gguf", &w, NULL), QT_OK));
+    cr_assert(eq(int, qt_gguf_writer_add_arr_f32(w, "empty", none, 0), QT_ERR_ARG));
+    qt_gguf_writer_abort(w);
+}
+
+/* An incomplete tensor fails the close: the old file stays, no temporary is left. */
+Test(gguf_writer, incomplete_write_leaves_old_file)
+{
+    char dir[64], path[128];
+    cr_assert(ne(ptr, (void *)qt_test_tmpdir(dir, sizeof dir), NULL));
+    snprintf(path, sizeof path, "%s/t.gguf", dir);
+    FILE *f = fopen(path, "w");
+    fputs("old", f);
+    fclose(f);
+    qt_gguf_writer *w;
+    int64_t ne[1] = {8};
+    float x[8] = {0};
+    char err[QT_ERRMSG_SIZE] = "";
+    cr_assert(eq(int, qt_gguf_writer_open(path, &w, NULL), QT_OK));
+    cr_assert(eq(int, qt_gguf_writer_add_tensor(w, "t", 1, ne, QT_GGML_TYPE_F32, NULL), QT_OK));
+    cr_assert(eq(int, qt_gguf_writer_begin(w), QT_OK));
+    cr_assert(eq(int, qt_gguf_writer_write(w, x, 16), QT_OK));
+    cr_assert(eq(int, qt_gguf_writer_write(w, x, 20), QT_ERR_ARG)); /* past the end */
+    cr_assert(eq(int, qt_gguf_writer_close(w, err), QT_ERR_ARG));
+    cr_assert(ne(ptr, strstr(err, "past the end of tensor 't'"), NULL), "%s", err);
+    char buf[8] = "";
+    f = fopen(path, "r");
+    cr_assert(ne(ptr, fgets(buf, sizeof buf, f), NULL));
+    fclose(f);
+    cr_assert(eq(str, buf, "old"));
+    cr_assert(eq(int, count_entries(dir), 1));
+    rm_tree(dir);
+}
+
+/* ---- stories260K: bytes and logits --------------------------------------------------- */
+
+/* Every tensor of ours is byte-identical to the reference's tensor of that
+ * name (the reference also stores output.weight, a copy we omit), and so are
+ * the tokens, scores and token_type arrays. */
+Test(gguf_export, stories_f32_bytes_match_ggml_org_reference)
+{
+    QT_NEED_DATA();
+    char dir[64], out[256], ref[1024];
+    cr_assert(ne(ptr, (void *)qt_test_tmpdir(dir, sizeof dir), NULL));
+    export_model("models/stories260K-f32", "f32", dir, "s.gguf", out, sizeof out);
+    qt_gguf *a = open_gguf(out);
+    qt_gguf *b = open_gguf(qt_test_data_path(ref, sizeof ref,
+                                             "models/stories260K-gguf/stories260K.gguf"));
+    cr_assert(eq(sz, qt_gguf_n_tensors(a), 47));
+    for (size_t t = 0; t < qt_gguf_n_tensors(a); t++) {
+        const char *name = qt_gguf_tensor_name(a, t);
+        int64_t u = qt_gguf_find_tensor(b, name);
+        cr_assert(ge(i64, u, 0), "%s not in the reference", name);
+        cr_assert(eq(int, qt_gguf_tensor_type(a, t), qt_gguf_tensor_type(b, (size_t)u)));
+        cr_assert(eq(int, memcmp(qt_gguf_tensor_ne(a, t), qt_gguf_tensor_ne(b, (size_t)u),
+                                 4 * sizeof(int64_t)), 0), "%s: ne differs", name);
+        size_t n = qt_gguf_tensor_nbytes(a, t);
+        cr_assert(eq(sz, n, qt_gguf_tensor_nbytes(b, (size_t)u)));
+        cr_assert(eq(int, memcmp(qt_gguf_tensor_data(a, t), qt_gguf_tensor_data(b, (size_t)u), n),
+                     0), "%s: bytes differ", name);
+    }
+    static const char *const arrays[] = {"tokenizer.ggml.tokens", "tokenizer.ggml.scores",
+                                         "tokenizer.ggml.token_type"};
+    for (size_t k = 0; k < 3; k++) {
+        int64_t ia = qt_gguf_find_key(a, arrays[k]), ib = qt_gguf_find_key(b, arrays[k]);
+        cr_assert(ge(i64, ia, 0));
+        cr_assert(ge(i64, ib, 0));
+        qt_gguf_type ta, tb;
+        size_t na, nb;
+        cr_assert(eq(int, qt_gguf_get_arr_info(a, (size_t)ia, &ta, &na, NULL), QT_OK));
+        cr_assert(eq(int, qt_gguf_get_arr_info(b, (size_t)ib, &tb, &nb, NULL), QT_OK));
+        cr_assert(eq(int, ta, tb));
+        cr_assert(eq(sz, na, nb));
+        for (size_t j = 0; j < na; j++) {
+            if (ta == QT_GGUF_TYPE_STRING) {
+                const char *sa, *sb;
+                size_t la, lb;
+                qt_gguf_get_arr_str(a, (size_t)ia, j, &sa, &la, NULL);
+                qt_gguf_get_arr_str(b, (size_t)ib, j, &sb, &lb, NULL);
+                cr_assert(eq(sz, la, lb));
+                cr_assert(eq(int, memcmp(sa, sb, la), 0), "token %zu differs", j);
+            } else {
+                uint32_t va, vb;
+                qt_gguf_get_arr_elem(a, (size_t)ia, j, ta, &va, NULL);
+                qt_gguf_get_arr_elem(b, (size_t)ib, j, tb, &vb, NULL);
+                cr_assert(eq(u32, va, vb), "%s[%zu] differs", arrays[k], j);
+            }
+        }
+    }
+    qt_gguf_close(a);
+    qt_gguf_close(b);
+    rm_tree(dir);
+}
+
+/* Logits (n positions, V) of tokens 1, 2, ... through model path. */
+static float *logits_of(const char *path, size_t n, size_t *V)
+{
+    qt_model *m = NULL;
+    char err[QT_ERRMSG_SIZE] = "";
+    cr_assert(eq(int, qt_model_open(path, NULL, &m, err), QT_OK), "%s: %s", path, err);
+    *V = qt_model_get_config(m)->vocab_size;
+    int32_t toks[256];
+    for (size_t i = 0; i < n; i++) toks[i] = (int32_t)(1 + (i * 37) % (*V - 1));
+    float *l = malloc(n * *V * sizeof *l);
+    cr_assert(eq(int, qt_model_eval(m, toks, n, 0, l), QT_OK));
+    qt_model_free(m);
+    return l;
+}
+
+Test(gguf_export, f32_gguf_gives_the_safetensors_logits)
+{
+    QT_NEED_DATA();
+    char dir[64], out[256], in[1024];
+    cr_assert(ne(ptr, (void *)qt_test_tmpdir(dir, sizeof dir), NULL));
+    export_model("models/stories260K-f32", "f32", dir, "s.gguf", out, sizeof out);
+    size_t V, V2;
+    float *a = logits_of(qt_test_data_path(in, sizeof in, "models/stories260K-f32"), 64, &V);
+    float *b = logits_of(out, 64, &V2);
+    cr_assert(eq(sz, V, V2));
+    double worst = 0;
+    for (size_t i = 0; i < 64 * V; i++) worst = fmax(worst, fabs((double)a[i] - b[i]));
+    cr_log_info("safetensors vs exported F32 GGUF: max |logit difference| %.3g", worst);
+    cr_assert(le(dbl, worst, 1e-5));
+    free(a);
+    free(b);
+    rm_tree(dir);
+}
+
+/* Perplexity of the model at path over the text's tokens (greedy story). */
+static double ppl_of(const char *path, const int32_t *toks, size_t n)
+{
+    qt_model *m = NULL;
+    char err[QT_ERRMSG_SIZE] = "";
+    cr_assert(eq(int, qt_model_open(path, NULL, &m, err), QT_OK), "%s: %s", path, err);
+    size_t V = qt_model_get_config(m)->vocab_size;
+    float *l = malloc(n * V * sizeof *l);
+    cr_assert(eq(int, qt_model_eval(m, toks, n, 0, l), QT_OK));
+    double nll = 0;
+    for (size_t t = 0; t + 1 < n; t++) {
+        const float *r = l + t * V;
+        double mx = r[0], s = 0;
+        for (size_t v = 1; v < V; v++) mx = fmax(mx, r[v]);
+        for (size_t v = 0; v < V; v++) s += exp(r[v] - mx);
+        nll += mx + log(s) - r[toks[t + 1]];
+    }
+    free(l);
+    qt_model_free(m);
+    return exp(nll / (double)(n - 1));
+}
+
+/* The first n tokens of tinystories_sample.txt (<|endoftext|> as a newline),
+ * encoded with the vocabulary read back from the GGUF at path. */
+static size_t story_tokens(const char *path, int32_t *toks, size_t n)
+{
+    char tp[1024], err[QT_ERRMSG_SIZE] = "";
+    FILE *f = fopen(qt_test_data_path(tp, sizeof tp, "text/tinystories_sample.txt"), "rb");
+    cr_assert(ne(ptr, f, NULL));
+    char text[4096];
+    size_t len = fread(text, 1, sizeof text - 1, f);
+    fclose(f);
+    text[len] = 0;
+    for (char *e; (e = strstr(text, "<|endoftext|>"));) {
+        *e = '\n';
+        memmove(e + 1, e + 13, strlen(e + 13) + 1);
+    }
+    qt_vocab *v = NULL;
+    qt_tokenizer *tok = NULL;
+    cr_assert(eq(int, qt_model_gguf_vocab(path, &v, err), QT_OK), "%s", err);
+    cr_assert(eq(int, qt_tokenizer_new(v, &tok), QT_OK));
+    int32_t *ids;
+    size_t n_ids;
+    cr_assert(eq(int, qt_tokenizer_encode(tok, text, strlen(text), true, &ids, &n_ids), QT_OK));
+    size_t m = n_ids < n ? n_ids : n;
+    memcpy(toks, ids, m * sizeof *ids);
+    qt_free(ids);
+    qt_tokenizer_free(tok);
+    qt_vocab_free(v);
+    return m;
+}
+
+/* PPL of each type relative to F32 over 256 tokens of TinyStories text,
+ * tokenized with the exported vocabulary. Bounds from llama.cpp's
+ * llama-perplexity on the same model and kind of text (spec, top table:
+ * f16 -0.01 %, bf16 -0.07 %, q8_0 +0.47 % with ffn_down in F16 as here),
+ * each with ~3x headroom for the shorter, different text: f16 and bf16
+ * within 0.3 %, q8_0 within 1.5 %. */
+Test(gguf_export, perplexity_bounds_per_type)
+{
+    QT_NEED_DATA();
+    static const struct {
+        const char *scheme;
+        double max_rel;
+    } types[] = {{"f16", 0.003}, {"bf16", 0.003}, {"q8_0", 0.015}, {"Q8_0", 0.015}};
+    char dir[64], out[256];
+    cr_assert(ne(ptr, (void *)qt_test_tmpdir(dir, sizeof dir), NULL));
+    export_model("models/stories260K-f32", "f32", dir, "f32.gguf", out, sizeof out);
+    int32_t toks[256];
+    size_t n = story_tokens(out, toks, 256);
+    cr_assert(eq(sz, n, 256));
+    double base = ppl_of(out, toks, n);
+    for (size_t k = 0; k < sizeof types / sizeof types[0]; k++) {
+        char name[64];
+        snprintf(name, sizeof name, "%s.gguf", types[k].scheme);
+        export_model("models/stories260K-f32", types[k].scheme, dir, name, out, sizeof out);
+        double p = ppl_of(out, toks, n);
+        cr_log_info("%s: ppl %.5f vs f32 %.5f (%+.3f %%)", types[k].scheme, p, base,
+                    100 * (p / base - 1));
+        cr_assert(le(dbl, fabs(p / base - 1), types[k].max_rel), "%s: ppl %.5f vs %.5f",
+                  types[k].scheme, p, base);
+    }
+    rm_tree(dir);
+}
+
+/* f16/bf16 matrices of the f32 checkpoint equal those of the published
+ * f16/bf16 checkpoints (round-to-nearest-even copies of the same weights)
+ * exported as they are (norms stay F32 and so keep the source's rounding). */
+Test(gguf_export, half_types_match_the_half_checkpoints)
+{
+    QT_NEED_DATA();
+    static const char *const pairs[][2] = {{"f16", "models/stories260K-f16"},
+                                           {"bf16", "models/stories260K-bf16"}};
+    char dir[64], a_path[256], b_path[256];
+    cr_assert(ne(ptr, (void *)qt_test_tmpdir(dir, sizeof dir), NULL));
+    for (size_t k = 0; k < 2; k++) {
+        export_model("models/stories260K-f32", pairs[k][0], dir, "a.gguf", a_path, sizeof a_path);
+        export_model(pairs[k][1], pairs[k][0], dir, "b.gguf", b_path, sizeof b_path);
+        qt_gguf *a = open_gguf(a_path), *b = open_gguf(b_path);
+        cr_assert(eq(sz, qt_gguf_n_tensors(a), qt_gguf_n_tensors(b)));
+        for (size_t t = 0; t < qt_gguf_n_tensors(a); t++) {
+            cr_assert(eq(sz, qt_gguf_tensor_nbytes(a, t), qt_gguf_tensor_nbytes(b, t)));
+            if (qt_gguf_tensor_type(a, t) == QT_GGML_TYPE_F32) continue; /* norms: F32 */
+            cr_assert(eq(int, memcmp(qt_gguf_tensor_data(a, t), qt_gguf_tensor_data(b, t),
+                                     qt_gguf_tensor_nbytes(a, t)), 0),
+                      "%s: %s differs", pairs[k][0], qt_gguf_tensor_name(a, t));
+        }
+        qt_gguf_close(a);
+        qt_gguf_close(b);
+    }
+    rm_tree(dir);
+}
+
+/* Q8_0 blocks follow §7.1 from the spec's formula: d = fp16(amax / 127),
+ * q = roundf(x / d) computed as x * (1 / d); checked on every block of the
+ * exported attn_q of block 0 against the F32 export's (permuted) rows. */
+Test(gguf_export, q8_0_blocks_follow_the_spec)
+{
+    QT_NEED_DATA();
+    char dir[64], fp[256], qp[256];
+    cr_assert(ne(ptr, (void *)qt_test_tmpdir(dir, sizeof dir), NULL));
+    export_model("models/stories260K-f32", "f32", dir, "f.gguf", fp, sizeof fp);
+    export_model("models/stories260K-f32", "q8_0", dir, "q.gguf", qp, sizeof qp);
+    qt_gguf *f = open_gguf(fp), *q = open_gguf(qp);
+    int64_t tf = qt_gguf_find_tensor(f, "blk.0.attn_q.weight");
+    int64_t tq = qt_gguf_find_tensor(q, "blk.0.attn_q.weight");
+    cr_assert(eq(int, qt_gguf_tensor_type(q, (size_t)tq), QT_GGML_TYPE_Q8_0));
+    const float *x = qt_gguf_tensor_data(f, (size_t)tf);
+    const unsigned char *b = qt_gguf_tensor_data(q, (size_t)tq);
+    size_t n = (size_t)qt_gguf_tensor_n_elements(f, (size_t)tf);
+    for (size_t blk = 0; blk < n / 32; blk++, b += 34) {
+        float amax = 0;
+        for (size_t j = 0; j < 32; j++) amax = fmaxf(amax, fabsf(x[blk * 32 + j]));
+        float d = amax / 127.0f, id = d != 0 ? 1.0f / d : 0.0f;
+        cr_assert(eq(u16, (uint16_t)(b[0] | b[1] << 8), qt_fp32_to_fp16(d)));
+        for (size_t j = 0; j < 32; j++)
+            cr_assert(eq(i8, (int8_t)b[2 + j], (int8_t)roundf(x[blk * 32 + j] * id)));
+    }
+    /* the five ffn_down (ne0 = 172) fell back to F16 (§7.4) */
+    int64_t td = qt_gguf_find_tensor(q, "blk.4.ffn_down.weight");
+    cr_assert(eq(int, qt_gguf_tensor_type(q, (size_t)td), QT_GGML_TYPE_F16));
+    qt_gguf_close(f);
+    qt_gguf_close(q);
+    rm_tree(dir);
+}
+
+/* ---- the llama-quantize type policy -------------------------------------------------- */
+
+static qt_gguf_policy policy(const char *scheme, uint32_t n_layers, uint32_t n_gqa, bool tied)
+{
+    qt_gguf_policy p = {.scheme = qt_gguf_scheme_find(scheme), .tied = tied,
+                        .n_layers = n_layers, .n_gqa = n_gqa};
+    cr_assert(ne(ptr, (void *)p.scheme, NULL), "%s", scheme);
+    return p;
+}
+
+#define TY(p, role, layer, ne0) qt_gguf_policy_type(&(p), (role), (layer), 2, (ne0), NULL)
+
+/* TinyLlama-1.1B shape (22 layers, GQA 8, hidden 2048, ff 5632), Q4_K_M:
+ * attn_v and ffn_down get Q6_K in the first and last eighth and every third
+ * block between (llama.cpp's use_more_bits): blocks 0 1 4 7 10 13 16 19 20 21;
+ * output Q6_K, everything else Q4_K. */
+Test(gguf_policy, q4_k_m_on_tinyllama)
+{
+    qt_gguf_policy p = policy("Q4_K_M", 22, 8, false);
+    static const int more[] = {0, 1, 4, 7, 10, 13, 16, 19, 20, 21};
+    for (int l = 0; l < 22; l++) {
+        bool m = false;
+        for (size_t i = 0; i < sizeof more / sizeof more[0]; i++) m |= more[i] == l;
+        qt_ggml_type want = m ? QT_GGML_TYPE_Q6_K : QT_GGML_TYPE_Q4_K;
+        cr_assert(eq(int, TY(p, QT_GGUF_ROLE_ATTN_V, l, 2048), want), "attn_v %d", l);
+        cr_assert(eq(int, TY(p, QT_GGUF_ROLE_FFN_DOWN, l, 5632), want), "ffn_down %d", l);
+        cr_assert(eq(int, TY(p, QT_GGUF_ROLE_ATTN_Q, l, 2048), QT_GGML_TYPE_Q4_K));
+        cr_assert(eq(int, TY(p, QT_GGUF_ROLE_FFN_UP, l, 2048), QT_GGML_TYPE_Q4_K));
+    }
+    cr_assert(eq(int, TY(p, QT_GGUF_ROLE_OUTPUT, -1, 2048), QT_GGML_TYPE_Q6_K));
+    cr_assert(eq(int, TY(p, QT_GGUF_ROLE_TOKEN_EMBD, -1, 2048), QT_GGML_TYPE_Q4_K));
+    cr_assert(eq(int, qt_gguf_policy_type(&p, QT_GGUF_ROLE_ATTN_NORM, 0, 1, 2048, NULL),
+                 QT_GGML_TYPE_F32));
+    p.pure = true;
+    cr_assert(eq(int, TY(p, QT_GGUF_ROLE_ATTN_V, 0, 2048), QT_GGML_TYPE_Q4_K));
+    cr_assert(eq(int, TY(p, QT_GGUF_ROLE_OUTPUT, -1, 2048), QT_GGML_TYPE_Q4_K));
+}
+
+/* Q2_K: attn_v Q4_K with GQA >= 4 (else Q3_K), ffn_down and attn_output
+ * Q3_K; Q3_K_M: attn_v Q5_K in blocks 0-1 then Q4_K, ffn_down Q5_K below
+ * n/16 then Q4_K, attn_output Q4_K; Q6_K and Q8_0 keep their type. */
+Test(gguf_policy, low_bit_mixes)
+{
+    qt_gguf_policy p = policy("Q2_K", 32, 8, false);
+    cr_assert(eq(int, TY(p, QT_GGUF_ROLE_ATTN_V, 5, 4096), QT_GGML_TYPE_Q4_K));
+    cr_assert(eq(int, TY(p, QT_GGUF_ROLE_FFN_DOWN, 5, 11008), QT_GGML_TYPE_Q3_K));
+    cr_assert(eq(int, TY(p, QT_GGUF_ROLE_ATTN_OUTPUT, 5, 4096), QT_GGML_TYPE_Q3_K));
+    cr_assert(eq(int, TY(p, QT_GGUF_ROLE_FFN_GATE, 5, 4096), QT_GGML_TYPE_Q2_K));
+    p = policy("Q2_K", 32, 1, false);
+    cr_assert(eq(int, TY(p, QT_GGUF_ROLE_ATTN_V, 5, 4096), QT_GGML_TYPE_Q3_K));
+    p = policy("Q3_K_M", 32, 1, false);
+    cr_assert(eq(int, TY(p, QT_GGUF_ROLE_ATTN_V, 1, 4096), QT_GGML_TYPE_Q5_K));
+    cr_assert(eq(int, TY(p, QT_GGUF_ROLE_ATTN_V, 2, 4096), QT_GGML_TYPE_Q4_K));
+    cr_assert(eq(int, TY(p, QT_GGUF_ROLE_FFN_DOWN, 1, 11008), QT_GGML_TYPE_Q5_K));
+    cr_assert(eq(int, TY(p, QT_GGUF_ROLE_FFN_DOWN, 2, 11008), QT_GGML_TYPE_Q4_K));
+    cr_assert(eq(int, TY(p, QT_GGUF_ROLE_ATTN_OUTPUT, 9, 4096), QT_GGML_TYPE_Q4_K));
+    cr_assert(eq(int, TY(p, QT_GGUF_ROLE_ATTN_Q, 9, 4096), QT_GGML_TYPE_Q3_K));
+    p = policy("Q6_K", 32, 1, false);
+    cr_assert(eq(int, TY(p, QT_GGUF_ROLE_ATTN_V, 0, 4096), QT_GGML_TYPE_Q6_K));
+    cr_assert(eq(int, TY(p, QT_GGUF_ROLE_OUTPUT, -1, 4096), QT_GGML_TYPE_Q6_K));
+    p = policy("Q8_0", 32, 1, true);
+    cr_assert(eq(int, TY(p, QT_GGUF_ROLE_TOKEN_EMBD, -1, 4096), QT_GGML_TYPE_Q8_0));
+}
+
+/* Legacy mixes: only the output (or the tied embedding) changes: Q6_K,
+ * or Q8_0 when its rows are not whole 256-blocks... of the scheme's block. */
+Test(gguf_policy, legacy_mix_output_rule)
+{
+    qt_gguf_policy p = policy("Q4_0", 22, 8, true);
+    cr_assert(eq(int, TY(p, QT_GGUF_ROLE_TOKEN_EMBD, -1, 2048), QT_GGML_TYPE_Q6_K));
+    cr_assert(eq(int, TY(p, QT_GGUF_ROLE_ATTN_V, 0, 2048), QT_GGML_TYPE_Q4_0));
+    cr_assert(eq(int, TY(p, QT_GGUF_ROLE_FFN_DOWN, 0, 5632), QT_GGML_TYPE_Q4_0));
+    /* stories260K: hidden 64 -> Q6_K does not fit, its fallback is Q8_0 */
+    bool fb = false;
+    cr_assert(eq(int, qt_gguf_policy_type(&p, QT_GGUF_ROLE_TOKEN_EMBD, -1, 2, 64, &fb),
+                 QT_GGML_TYPE_Q8_0));
+    cr_assert(fb);
+    p = policy("q4_0", 22, 8, true); /* lowercase: pure */
+    cr_assert(eq(int, TY(p, QT_GGUF_ROLE_TOKEN_EMBD, -1, 2048), QT_GGML_TYPE_Q4_0));
+}
+
+/* Rows that are not whole blocks: llama-quantize's chain, then F16. */
+Test(gguf_policy, fallback_chain)
+{
+    static const struct {
+        const char *scheme;
+        int64_t ne0;
+        qt_ggml_type want;
+    } cases[] = {
+        {"q4_k", 4864 + 32, QT_GGML_TYPE_Q5_0}, {"q5_k", 96, QT_GGML_TYPE_Q5_1},
+        {"q6_k", 96, QT_GGML_TYPE_Q8_0},        {"q2_k", 96, QT_GGML_TYPE_Q4_0},
+        {"q3_k", 96, QT_GGML_TYPE_Q4_0},        {"q4_k", 172, QT_GGML_TYPE_F16},
+        {"q8_0", 172, QT_GGML_TYPE_F16},        {"q4_0", 172, QT_GGML_TYPE_F16},
+        {"q4_k", 256, QT_GGML_TYPE_Q4_K},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        qt_gguf_policy p = policy(cases[i].scheme, 4, 1, false);
+        bool fb = false;
+        qt_ggml_type t = qt_gguf_policy_type(&p, QT_GGUF_ROLE_FFN_UP, 0, 2, cases[i].ne0, &fb);
+        cr_assert(eq(int, t, cases[i].want), "%s ne0 %lld", cases[i].scheme,
+                  (long long)cases[i].ne0);
+        cr_assert(eq(int, fb, t != p.scheme->type));
+    }
+}
