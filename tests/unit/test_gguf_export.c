@@ -533,3 +533,97 @@ Test(gguf_policy, fallback_chain)
         cr_assert(eq(int, fb, t != p.scheme->type));
     }
 }
+
+/* ---- refusals on tensors ---------------------------------------------------------------- */
+
+/* A model folder: stories260K's config.json and tokenizer.model, and a
+ * model.safetensors holding zero-filled F32 tensors named names[i] with the
+ * given 1-D or 2-D shapes. */
+static void make_model(const char *dir, const char *const *names, const int64_t (*shapes)[2],
+                       size_t n)
+{
+    char path[256], src[1024], hdr[4096];
+    size_t len = 0, off = 0;
+    len += (size_t)snprintf(hdr + len, sizeof hdr - len, "{");
+    for (size_t i = 0; i < n; i++) {
+        size_t elems = (size_t)shapes[i][0] * (size_t)(shapes[i][1] ? shapes[i][1] : 1);
+        if (shapes[i][1])
+            len += (size_t)snprintf(hdr + len, sizeof hdr - len, "%s\"%s\":{\"dtype\":\"F32\","
+                                    "\"shape\":[%lld,%lld],\"data_offsets\":[%zu,%zu]}",
+                                    i ? "," : "", names[i], (long long)shapes[i][0],
+                                    (long long)shapes[i][1], off, off + 4 * elems);
+        else
+            len += (size_t)snprintf(hdr + len, sizeof hdr - len, "%s\"%s\":{\"dtype\":\"F32\","
+                                    "\"shape\":[%lld],\"data_offsets\":[%zu,%zu]}", i ? "," : "",
+                                    names[i], (long long)shapes[i][0], off, off + 4 * elems);
+        off += 4 * elems;
+    }
+    len += (size_t)snprintf(hdr + len, sizeof hdr - len, "}");
+    while (len % 8) hdr[len++] = ' ';
+    snprintf(path, sizeof path, "%s/model.safetensors", dir);
+    FILE *f = fopen(path, "wb");
+    uint64_t hl = len;
+    fwrite(&hl, 8, 1, f);
+    fwrite(hdr, 1, len, f);
+    for (size_t i = 0; i < off; i++) fputc(0, f);
+    fclose(f);
+    static const char *const copy[] = {"config.json", "tokenizer.model"};
+    for (size_t i = 0; i < 2; i++) {
+        char cmd[2400];
+        snprintf(cmd, sizeof cmd, "cp '%s/%s' '%s/'",
+                 qt_test_data_path(src, sizeof src, "models/stories260K-f32"), copy[i], dir);
+        cr_assert(eq(int, system(cmd), 0));
+    }
+}
+
+/* Exports dir; expects QT_ERR_FORMAT / UNSUPPORTED with want in the message. */
+static void expect_refusal(const char *dir, const char *want)
+{
+    char out[256], err[QT_ERRMSG_SIZE] = "";
+    snprintf(out, sizeof out, "%s/out.gguf", dir);
+    qt_gguf_export_opts o = {.in = dir, .out = out, .scheme = "f32"};
+    qt_gguf_export_summary s;
+    qt_status st = qt_gguf_export(&o, &s, err);
+    cr_assert(st == QT_ERR_FORMAT || st == QT_ERR_UNSUPPORTED, "status %d: %s", (int)st, err);
+    cr_assert(ne(ptr, strstr(err, want), NULL), "'%s' lacks '%s'", err, want);
+    cr_assert(ne(int, access(out, F_OK), 0), "output written");
+}
+
+Test(gguf_export, refuses_a_tensor_llama_cpp_cannot_map)
+{
+    QT_NEED_DATA();
+    char dir[64];
+    cr_assert(ne(ptr, (void *)qt_test_tmpdir(dir, sizeof dir), NULL));
+    static const char *const names[] = {"model.embed_tokens.weight",
+                                        "model.layers.0.mlp.extra_proj.weight"};
+    static const int64_t shapes[][2] = {{512, 64}, {64, 64}};
+    make_model(dir, names, shapes, 2);
+    expect_refusal(dir, "tensor 'model.layers.0.mlp.extra_proj.weight': cannot map");
+    rm_tree(dir);
+}
+
+Test(gguf_export, refuses_a_block_without_its_tensors)
+{
+    QT_NEED_DATA();
+    char dir[64];
+    cr_assert(ne(ptr, (void *)qt_test_tmpdir(dir, sizeof dir), NULL));
+    static const char *const names[] = {"model.embed_tokens.weight", "model.norm.weight",
+                                        "model.layers.0.self_attn.rotary_emb.inv_freq"};
+    static const int64_t shapes[][2] = {{512, 64}, {64, 0}, {4, 0}};
+    make_model(dir, names, shapes, 3);
+    expect_refusal(dir, "block 0 has no 'attn_norm' tensor");
+    rm_tree(dir);
+}
+
+Test(gguf_export, refuses_a_layer_past_num_hidden_layers)
+{
+    QT_NEED_DATA();
+    char dir[64];
+    cr_assert(ne(ptr, (void *)qt_test_tmpdir(dir, sizeof dir), NULL));
+    static const char *const names[] = {"model.embed_tokens.weight",
+                                        "model.layers.5.input_layernorm.weight"};
+    static const int64_t shapes[][2] = {{512, 64}, {64, 0}};
+    make_model(dir, names, shapes, 2);
+    expect_refusal(dir, "tensor 'model.layers.5.input_layernorm.weight': cannot map");
+    rm_tree(dir);
+}
