@@ -195,6 +195,7 @@ extern const qt_scheme_ops qt_ops_q8;
 extern const qt_scheme_ops qt_ops_int8;       /* LLM.int8 row-wise */
 extern const qt_scheme_ops qt_ops_half;       /* bf16, fp16 */
 extern const qt_scheme_ops qt_ops_f32;
+extern const qt_scheme_ops qt_ops_blk;        /* GGML block types q4_0 .. q6_k */
 
 /* y[j] = +0 fma chain of x with rows[j * n_in ..] (n_in), j < nr: the
  * definition every fused dot_rows kernel reproduces bit for bit. */
@@ -213,5 +214,67 @@ void qt_dq_prefetch(const qt_dq_ctx *c, size_t i0, size_t len);
 void qt_cvt_half_ref(bool bf16, const void *src, size_t n, float *dst);
 void qt_cvt_i8_ref(const int8_t *q, size_t n, float s, float c, float *dst);
 void qt_cvt_map8_ref(const uint8_t *code, size_t n, const float map[256], float a, float *dst);
+
+/* ---- GGML block types (ggml_blocks.c, kquants*.c) ---------------------------- */
+
+/* Per-ISA block ops, indexed by qt_scheme (empty rows: not a block type). */
+extern const qt_blk_ops qt_blk_ops_ref[QT_SCHEME_COUNT];
+#if defined(__x86_64__)
+extern const qt_blk_ops qt_blk_ops_avx2[QT_SCHEME_COUNT];
+extern const qt_blk_ops qt_blk_ops_avx512[QT_SCHEME_COUNT];
+#endif
+
+typedef void (*qt_blk_deq_fn)(const void *blocks, float *y, size_t n);
+
+/* x86 cvttss2si: toward zero, INT32_MIN for NaN / out of range. */
+int32_t qt_blk_trunc_i32(float v);
+/* fp16 store / load (round to nearest even) at any alignment. */
+void qt_blk_put_fp16(unsigned char *p, float v);
+float qt_blk_get_fp16(const unsigned char *p);
+/* The dot definition's final reduction of the 16 lane sums. */
+float qt_blk_sum16(const float acc[16]);
+/* The dot definition with a block dequantizer (blocks of block <= 256). */
+float qt_blk_dot_ref(qt_blk_deq_fn deq, size_t block, size_t block_bytes, const void *blocks,
+                     const float *x, size_t n);
+void qt_blk_q8_0_dequantize_ref(const void *blocks, float *y, size_t n);
+float qt_q8_0_dot_ref(const void *blocks, const float *x, size_t n);
+
+/* Scalar definitions of the block types (ggml_blocks.c, kquants.c) */
+#define QT_KQ_DECLARE(t)                                                        \
+    void qt_##t##_quantize_ref(const float *x, void *blocks, size_t n);         \
+    void qt_##t##_dequantize_ref(const void *blocks, float *y, size_t n);       \
+    float qt_##t##_dot_ref(const void *blocks, const float *x, size_t n);
+QT_KQ_DECLARE(q4_0)
+QT_KQ_DECLARE(q4_1)
+QT_KQ_DECLARE(q5_0)
+QT_KQ_DECLARE(q5_1)
+QT_KQ_DECLARE(q2_k)
+QT_KQ_DECLARE(q3_k)
+QT_KQ_DECLARE(q4_k)
+QT_KQ_DECLARE(q5_k)
+QT_KQ_DECLARE(q6_k)
+#undef QT_KQ_DECLARE
+/* The per-super-block tails of the K-quant quantizers after the group fits
+ * (shared by the SIMD files): b is the block being written, L (256,) the
+ * codes of the fits, updated in place. */
+void qt_kq_finish_k4(const float *x, const float *scales, const float *mins, int nmax,
+                     unsigned char *b, uint8_t *L);
+void qt_kq_q4_k_pack(const uint8_t *L, unsigned char *b);
+void qt_kq_q5_k_pack(const uint8_t *L, unsigned char *b);
+void qt_kq_q2_k_finish(const float *x, const float *scales, const float *mins, uint8_t *L,
+                       unsigned char *b);
+void qt_kq_q3_k_finish(const float *x, const float *scales, int8_t *L, unsigned char *b);
+void qt_kq_q6_k_finish(const float *x, const float *scales, int8_t *L, unsigned char *b);
+
+/* ggml's nearest_int: round through the 1.5 * 2^23 addend (exact for
+ * |v| <= 2^22 - 1; other inputs give ggml's same garbage). */
+static inline int qt_kq_nearest_int(float v)
+{
+    float t = v + 12582912.0f;
+    int32_t i;
+    memcpy(&i, &t, 4);
+    return (i & 0x007fffff) - 0x00400000;
+}
+
 
 #endif

@@ -1,0 +1,380 @@
+/* quant/kquants_simd.h: the lane-parallel K-quant quantizers, written once
+ * with GCC vector extensions and compiled per ISA (kquants_avx2.c: 8 lanes,
+ * kquants_avx512.c: 16 lanes). Included only by those two files, after
+ * they define QT_VW (lanes), QT_SQRT(v) and QT_SFX (the name suffix).
+ *
+ * Why bit-identical to kquants.c: one lane runs one group (16 or 32
+ * elements) of the scalar algorithm, so every float operation of the
+ * scalar code happens in the lane, in the same order and rounding (IEEE
+ * +,-,*,/,sqrt per lane, no FMA: -ffp-contract=off); branches become masks
+ * that pick exactly what the scalar branch would have kept. The sums over
+ * a group stay sequential inside each lane. Groups are transposed into
+ * lanes on the way in; the per-super-block tail (6-bit scale packing,
+ * requantization, bit packing) is the scalar code of kquants.c. */
+#ifndef QT_VW
+#error "define QT_VW, QT_SQRT and QT_SFX before including kquants_simd.h"
+#endif
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <string.h>
+
+typedef float vf __attribute__((vector_size(QT_VW * 4)));
+typedef int32_t vi __attribute__((vector_size(QT_VW * 4)));
+typedef float v16f __attribute__((vector_size(64)));
+
+#define QT_CAT2(a, b) a##b
+#define QT_CAT(a, b) QT_CAT2(a, b)
+#define QT_FN(name) QT_CAT(name, QT_SFX)
+
+static inline vf vsplat(float v)
+{
+    return (vf){0} + v;
+}
+static inline vi isplat(int32_t v)
+{
+    return (vi){0} + v;
+}
+/* m ? a : b per lane (m: all ones or zero) */
+static inline vf vsel(vi m, vf a, vf b)
+{
+    return (vf)(((vi)a & m) | ((vi)b & ~m));
+}
+static inline vi isel(vi m, vi a, vi b)
+{
+    return (a & m) | (b & ~m);
+}
+static inline vf vabs(vf v)
+{
+    return (vf)((vi)v & 0x7fffffff);
+}
+static inline vi iclamp(vi v, int lo, int hi)
+{
+    v = isel(v < lo, isplat(lo), v);
+    return isel(v > hi, isplat(hi), v);
+}
+static inline vi vnearest(vf v) /* qt_kq_nearest_int per lane */
+{
+    vf t = v + 12582912.0f;
+    return ((vi)t & 0x007fffff) - 0x00400000;
+}
+static inline vf vfloat(vi v)
+{
+    return __builtin_convertvector(v, vf);
+}
+static inline bool vany(vi m)
+{
+    int32_t r = 0;
+    for (int k = 0; k < QT_VW; k++) r |= m[k];
+    return r != 0;
+}
+
+/* ---- make_qkx2_quants, one group per lane ------------------------------------ */
+
+/* xv[i], wv[i]: element i of each lane's group (i < n <= 32). Out: Lv[i]
+ * codes, *scale, *the_min per lane. */
+static void qkx2_lanes(int n, int nmax, const vf *xv, const vf *wv, vi *Lv, vf *scale_out,
+                       vf *min_out, float rmin, float rdelta, int nstep, bool use_mad)
+{
+    vi Laux[32];
+    vf min = xv[0], max = xv[0], sum_w = wv[0], sum_x = sum_w * xv[0];
+    for (int i = 1; i < n; i++) {
+        min = vsel(xv[i] < min, xv[i], min);
+        max = vsel(xv[i] > max, xv[i], max);
+        sum_w += wv[i];
+        sum_x += wv[i] * xv[i];
+    }
+    min = vsel(min > 0, vsplat(0), min);
+    vi flat = max == min; /* the scalar code returns here for these lanes */
+    /* the plain fit */
+    vf iscale = (float)nmax / (max - min), scale = 1 / iscale, best_error = vsplat(0);
+    for (int i = 0; i < n; i++) {
+        Lv[i] = iclamp(vnearest(iscale * (xv[i] - min)), 0, nmax);
+        vf diff = scale * vfloat(Lv[i]) + min - xv[i];
+        diff = use_mad ? vabs(diff) : diff * diff;
+        best_error += wv[i] * diff;
+    }
+    /* the trial scales */
+    for (int is = 0; is <= nstep; is++) {
+        /* min moves with each better trial, as in the scalar code */
+        float num = rmin + rdelta * (float)is + (float)nmax;
+        iscale = num / (max - min);
+        vf sum_l = vsplat(0), sum_l2 = vsplat(0), sum_xl = vsplat(0);
+        for (int i = 0; i < n; i++) {
+            Laux[i] = iclamp(vnearest(iscale * (xv[i] - min)), 0, nmax);
+            vf lf = vfloat(Laux[i]), wl = wv[i] * lf;
+            sum_l += wl;
+            sum_l2 += wl * lf;
+            sum_xl += wl * xv[i];
+        }
+        vf D = sum_w * sum_l2 - sum_l * sum_l;
+        vi valid = (D > 0) & ~flat;
+        if (!vany(valid)) continue;
+        vf this_scale = (sum_w * sum_xl - sum_x * sum_l) / D;
+        vf this_min = (sum_l2 * sum_x - sum_l * sum_xl) / D;
+        vi pos = this_min > 0;
+        this_min = vsel(pos, vsplat(0), this_min);
+        this_scale = vsel(pos, sum_xl / sum_l2, this_scale);
+        vf cur_error = vsplat(0);
+        for (int i = 0; i < n; i++) {
+            vf diff = this_scale * vfloat(Laux[i]) + this_min - xv[i];
+            diff = use_mad ? vabs(diff) : diff * diff;
+            cur_error += wv[i] * diff;
+        }
+        vi better = valid & (cur_error < best_error);
+        if (!vany(better)) continue;
+        for (int i = 0; i < n; i++) Lv[i] = isel(better, Laux[i], Lv[i]);
+        best_error = vsel(better, cur_error, best_error);
+        scale = vsel(better, this_scale, scale);
+        min = vsel(better, this_min, min);
+    }
+    for (int i = 0; i < n; i++) Lv[i] = isel(flat, isplat(0), Lv[i]);
+    *scale_out = vsel(flat, vsplat(0), scale);
+    *min_out = -min;
+}
+
+/* ---- make_qx_quants (q6_k) and make_q3_quants (q3_k), one group per lane ---- */
+
+/* The element of largest magnitude per lane, sign kept (first on a tie),
+ * and the magnitude. */
+static void signed_max_lanes(const vf *xv, int n, vf *max_out, vf *amax_out)
+{
+    vf max = vsplat(0), amax = vsplat(0);
+    for (int i = 0; i < n; i++) {
+        vf ax = vabs(xv[i]);
+        vi gt = ax > amax;
+        amax = vsel(gt, ax, amax);
+        max = vsel(gt, xv[i], max);
+    }
+    *max_out = max;
+    *amax_out = amax;
+}
+
+/* make_qx_quants(16, 32, rmse_type 1, no weights): Lv[i] in [0, 64). */
+static vf qx_lanes(const vf *xv, vi *Lv)
+{
+    const int n = 16, nmax = 32;
+    vf max, amax;
+    signed_max_lanes(xv, n, &max, &amax);
+    vi zero = amax < 1e-15f;
+    vf iscale = -(float)nmax / max, sumlx = vsplat(0), suml2 = vsplat(0);
+    for (int i = 0; i < n; i++) {
+        vi l = iclamp(vnearest(iscale * xv[i]), -nmax, nmax - 1);
+        Lv[i] = l + nmax;
+        vf lf = vfloat(l), w = xv[i] * xv[i];
+        sumlx += w * xv[i] * lf;
+        suml2 += w * lf * lf;
+    }
+    vf scale = vsel(suml2 != 0, sumlx / suml2, vsplat(0)), best = scale * sumlx;
+    for (int is = -9; is <= 9; is++) {
+        if (is == 0) continue;
+        float num = -((float)nmax + 0.1f * (float)is);
+        iscale = num / max;
+        vi l[16];
+        sumlx = suml2 = vsplat(0);
+        for (int i = 0; i < n; i++) {
+            l[i] = iclamp(vnearest(iscale * xv[i]), -nmax, nmax - 1);
+            vf lf = vfloat(l[i]), w = xv[i] * xv[i];
+            sumlx += w * xv[i] * lf;
+            suml2 += w * lf * lf;
+        }
+        vi better = (suml2 > 0) & (sumlx * sumlx > best * suml2) & ~zero;
+        if (!vany(better)) continue;
+        for (int i = 0; i < n; i++) Lv[i] = isel(better, l[i] + nmax, Lv[i]);
+        scale = vsel(better, sumlx / suml2, scale);
+        best = vsel(better, scale * sumlx, best);
+    }
+    for (int i = 0; i < n; i++) Lv[i] = isel(zero, isplat(0), Lv[i]);
+    return vsel(zero, vsplat(0), scale);
+}
+
+/* make_q3_quants(16, 4, do_rmse): Lv[i] in [0, 8). */
+static vf q3_lanes(const vf *xv, vi *Lv)
+{
+    const int n = 16, nmax = 4;
+    vf max, amax;
+    signed_max_lanes(xv, n, &max, &amax);
+    vi zero = amax < 1e-15f;
+    vf iscale = -(float)nmax / max, sumlx = vsplat(0), suml2 = vsplat(0);
+    for (int i = 0; i < n; i++) {
+        Lv[i] = iclamp(vnearest(iscale * xv[i]), -nmax, nmax - 1);
+        vf lf = vfloat(Lv[i]), w = xv[i] * xv[i];
+        sumlx += w * xv[i] * lf;
+        suml2 += w * lf * lf;
+    }
+    /* a lane whose pass changed nothing would change nothing again, so
+     * running more passes than it needs leaves it as the scalar code does */
+    for (int itry = 0; itry < 5; itry++) {
+        vi changed = isplat(0);
+        for (int i = 0; i < n; i++) {
+            vf w = xv[i] * xv[i], Lf = vfloat(Lv[i]);
+            vf slx = sumlx - w * xv[i] * Lf;
+            vi act = (slx > 0) & ~zero;
+            vf sl2 = suml2 - w * Lf * Lf;
+            vi new_l = iclamp(vnearest(xv[i] * sl2 / slx), -nmax, nmax - 1);
+            act &= new_l != Lv[i];
+            vf nf = vfloat(new_l);
+            slx += w * xv[i] * nf;
+            sl2 += w * nf * nf;
+            act &= (sl2 > 0) & (slx * slx * suml2 > sumlx * sumlx * sl2);
+            Lv[i] = isel(act, new_l, Lv[i]);
+            sumlx = vsel(act, slx, sumlx);
+            suml2 = vsel(act, sl2, suml2);
+            changed |= act;
+        }
+        if (!vany(changed)) break;
+    }
+    for (int i = 0; i < n; i++) Lv[i] = isel(zero, isplat(0), Lv[i] + nmax);
+    return vsel(zero, vsplat(0), vsel(suml2 > 0, sumlx / suml2, vsplat(0)));
+}
+
+/* ---- rows: groups transposed into lanes --------------------------------------- */
+
+/* Lanes k < QT_VW take groups g0 + k of size gs from x (groups past n_groups
+ * repeat group g0; their results are dropped). */
+static void load_lanes(const float *x, size_t g0, size_t n_groups, int gs, vf *xv)
+{
+    for (int i = 0; i < gs; i++)
+        for (int k = 0; k < QT_VW; k++) {
+            size_t g = g0 + (size_t)k < n_groups ? g0 + (size_t)k : g0;
+            xv[i][k] = x[g * (size_t)gs + (size_t)i];
+        }
+}
+
+/* Stores lane results of groups g0 + k < n_groups. */
+static void store_lanes(const vi *Lv, vf scale, vf min, size_t g0, size_t n_groups, int gs,
+                        uint8_t *L, float *scales, float *mins)
+{
+    for (int k = 0; k < QT_VW && g0 + (size_t)k < n_groups; k++) {
+        size_t g = g0 + (size_t)k;
+        scales[g] = scale[k];
+        if (mins) mins[g] = min[k];
+        for (int i = 0; i < gs; i++) L[g * (size_t)gs + (size_t)i] = (uint8_t)Lv[i][k];
+    }
+}
+
+/* Super-blocks per pass: enough for whole vectors of groups. */
+#define SB_PER_PASS (QT_VW >= 16 ? QT_VW / 8 : 1)
+
+/* q4_k (nmax 15) and q5_k (nmax 31): the group fits of up to SB_PER_PASS
+ * super-blocks at x, then kquants.c's tail per super-block. */
+static void k4_row(const float *x, void *blocks, size_t n, int nmax, float rmin, float rdelta,
+                   int nstep, size_t bbytes, void (*pack)(const uint8_t *, unsigned char *))
+{
+    unsigned char *b = blocks;
+    size_t nsb = n / QT_QK_K;
+    for (size_t s0 = 0; s0 < nsb; s0 += SB_PER_PASS) {
+        size_t cnt = nsb - s0 < SB_PER_PASS ? nsb - s0 : SB_PER_PASS, ng = cnt * 8;
+        const float *xs = x + s0 * QT_QK_K;
+        uint8_t L[SB_PER_PASS * QT_QK_K];
+        float scales[SB_PER_PASS * 8], mins[SB_PER_PASS * 8];
+        for (size_t g0 = 0; g0 < ng; g0 += QT_VW) {
+            vf xv[32], wv[32], sum_x2 = vsplat(0), scale, min;
+            vi Lv[32];
+            load_lanes(xs, g0, ng, 32, xv);
+            /* weights: sqrt(mean x^2) + |x| */
+            for (int l = 0; l < 32; l++) sum_x2 += xv[l] * xv[l];
+            vf av_x = QT_SQRT(sum_x2 / 32);
+            for (int l = 0; l < 32; l++) wv[l] = av_x + vabs(xv[l]);
+            qkx2_lanes(32, nmax, xv, wv, Lv, &scale, &min, rmin, rdelta, nstep, false);
+            store_lanes(Lv, scale, min, g0, ng, 32, L, scales, mins);
+        }
+        for (size_t s = 0; s < cnt; s++) {
+            unsigned char *bs = b + (s0 + s) * bbytes;
+            qt_kq_finish_k4(xs + s * QT_QK_K, scales + 8 * s, mins + 8 * s, nmax, bs,
+                            L + s * QT_QK_K);
+            pack(L + s * QT_QK_K, bs);
+        }
+    }
+}
+
+static void QT_FN(q4_k_quantize_)(const float *x, void *blocks, size_t n)
+{
+    k4_row(x, blocks, n, 15, -1.f, 0.1f, 20, 144, qt_kq_q4_k_pack);
+}
+
+static void QT_FN(q5_k_quantize_)(const float *x, void *blocks, size_t n)
+{
+    k4_row(x, blocks, n, 31, -0.5f, 0.1f, 15, 176, qt_kq_q5_k_pack);
+}
+
+/* The group fits of the 16-element-group types, one super-block at a
+ * time (16 groups = one or two vectors). kind: 2 = q2_k, 3 = q3_k, 6 = q6_k. */
+static void g16_superblock(const float *xs, int kind, uint8_t *L, float *scales, float *mins)
+{
+    for (size_t g0 = 0; g0 < 16; g0 += QT_VW) {
+        vf xv[16], wv[16], scale, min = vsplat(0);
+        vi Lv[16];
+        load_lanes(xs, g0, 16, 16, xv);
+        if (kind == 2) {
+            for (int l = 0; l < 16; l++) wv[l] = vabs(xv[l]);
+            qkx2_lanes(16, 3, xv, wv, Lv, &scale, &min, -0.5f, 0.1f, 15, true);
+        } else if (kind == 3) {
+            scale = q3_lanes(xv, Lv);
+        } else {
+            scale = qx_lanes(xv, Lv);
+        }
+        store_lanes(Lv, scale, min, g0, 16, 16, L, scales, kind == 2 ? mins : NULL);
+    }
+}
+
+static void QT_FN(q2_k_quantize_)(const float *x, void *blocks, size_t n)
+{
+    unsigned char *b = blocks;
+    for (size_t i0 = 0; i0 < n; i0 += QT_QK_K, b += 84) {
+        uint8_t L[QT_QK_K];
+        float scales[16], mins[16];
+        g16_superblock(x + i0, 2, L, scales, mins);
+        qt_kq_q2_k_finish(x + i0, scales, mins, L, b);
+    }
+}
+
+static void QT_FN(q3_k_quantize_)(const float *x, void *blocks, size_t n)
+{
+    unsigned char *b = blocks;
+    for (size_t i0 = 0; i0 < n; i0 += QT_QK_K, b += 110) {
+        uint8_t L[QT_QK_K];
+        float scales[16];
+        g16_superblock(x + i0, 3, L, scales, NULL);
+        qt_kq_q3_k_finish(x + i0, scales, (int8_t *)L, b);
+    }
+}
+
+static void QT_FN(q6_k_quantize_)(const float *x, void *blocks, size_t n)
+{
+    unsigned char *b = blocks;
+    for (size_t i0 = 0; i0 < n; i0 += QT_QK_K, b += 210) {
+        uint8_t L[QT_QK_K];
+        float scales[16];
+        g16_superblock(x + i0, 6, L, scales, NULL);
+        qt_kq_q6_k_finish(x + i0, scales, (int8_t *)L, b);
+    }
+}
+
+/* ---- dot: the fixed 16-lane order of quant.h, block dequantized first ------ */
+
+static float dot16(qt_blk_deq_fn deq, size_t block, size_t bbytes, const void *blocks,
+                   const float *x, size_t n)
+{
+    const unsigned char *b = blocks;
+    float tmp[QT_QK_K] __attribute__((aligned(64)));
+    v16f acc = {0};
+    for (size_t i0 = 0; i0 < n; i0 += block, b += bbytes) {
+        deq(b, tmp, block);
+        for (size_t i = 0; i < block; i += 16) {
+            v16f d, xv;
+            memcpy(&d, tmp + i, 64);
+            memcpy(&xv, x + i0 + i, 64);
+            acc += d * xv;
+        }
+    }
+    float a[16];
+    memcpy(a, &acc, 64);
+    return qt_blk_sum16(a);
+}
+
+#define QT_DOT16(t, block, bytes, deq)                                         \
+    static float QT_FN(t##_dot_)(const void *blocks, const float *x, size_t n) \
+    {                                                                          \
+        return dot16(deq, block, bytes, blocks, x, n);                         \
+    }
