@@ -1,7 +1,8 @@
 /* model/gguf_model.c: a Llama model from a GGUF file (general.architecture
  * "llama", as llama.cpp's converter writes it): hyperparameters from the
  * llama.* keys, weights as quant/ descriptors over the mapped tensors
- * (F32, F16, BF16, Q8_0 = qtool q8 at block 32), and its SentencePiece
+ * (F32, F16, BF16, Q8_0 = qtool q8 at block 32, and the GGML block types
+ * Q4_0, Q4_1, Q5_0, Q5_1, Q2_K..Q6_K), and its SentencePiece
  * vocabulary. llama.cpp stores the rows of attn_q / attn_k in the
  * interleaved-pair RoPE order; the forward pass permutes the outputs of
  * those two matmuls back to the Hugging Face rotate-half order, so the
@@ -118,6 +119,17 @@ static const char *type_label(qt_ggml_type t)
     return n ? n : "?";
 }
 
+/* The qtool scheme that stores ggml type t as GGUF does (the scheme table's
+ * gguf_type column), or NULL. */
+static const qt_scheme_info *scheme_of(qt_ggml_type t)
+{
+    for (size_t i = 0; i < qt_scheme_count(); i++) {
+        const qt_scheme_info *si = qt_scheme_info_at(i);
+        if (si->gguf_type == (int)t && si->ops) return si;
+    }
+    return NULL;
+}
+
 /* Matrix `name` of shape (n_out, n_in) (ne = {n_in, n_out}); n_out 0 = any
  * (returned through *rows). */
 static qt_status gguf_mat(qt_model *m, const char *name, size_t n_out, size_t n_in,
@@ -137,19 +149,12 @@ static qt_status gguf_mat(qt_model *m, const char *name, size_t n_out, size_t n_
     q->n_in = n_in;
     q->data = qt_gguf_tensor_data(g, (size_t)t);
     qt_ggml_type ty = qt_gguf_tensor_type(g, (size_t)t);
-    switch (ty) {
-    case QT_GGML_TYPE_F32: q->scheme = QT_SCHEME_FP32; break;
-    case QT_GGML_TYPE_F16: q->scheme = QT_SCHEME_FP16; break;
-    case QT_GGML_TYPE_BF16: q->scheme = QT_SCHEME_BF16; break;
-    case QT_GGML_TYPE_Q8_0:
-        q->scheme = QT_SCHEME_Q8;
-        q->block_size = 32;
-        break;
-    default:
-        QT_CHECK(0, QT_ERR_UNSUPPORTED,
-                 "%s: tensor '%s': ggml type %s is not supported (F32, F16, BF16, Q8_0)",
-                 qt_gguf_name(g), name, type_label(ty));
-    }
+    const qt_scheme_info *si = scheme_of(ty);
+    QT_CHECK(si, QT_ERR_UNSUPPORTED, "%s: tensor '%s': ggml type %s is not supported (F32, F16, "
+             "BF16, Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, Q2_K..Q6_K)", qt_gguf_name(g), name,
+             type_label(ty));
+    q->scheme = si->scheme;
+    q->block_size = si->default_block;
     QT_CHECK(qt_qweight_check(q) == QT_OK, QT_ERR_FORMAT, "%s: tensor '%s': inconsistent",
              qt_gguf_name(g), name);
     *label = type_label(ty);

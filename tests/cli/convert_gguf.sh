@@ -35,6 +35,23 @@ for isa in ref avx2 avx512; do
   done
 done
 
+# K-quant blocks (a synthetic model whose rows are whole 256-blocks): the same
+# bytes for every ISA and thread count, and the runtime reads them
+"$Q" bench synth "$T/syn" --hidden 256 --intermediate 512 --layers 2 --heads 4 --kv-heads 2 \
+  --vocab 512 --dtype bf16 > /dev/null 2>&1 || fail "bench synth"
+cp "$M/tokenizer.model" "$T/syn/"
+for s in Q4_K_M q2_k q3_k q4_k q5_k q6_k q4_0 q4_1 q5_0 q5_1; do
+  "$Q" convert "$T/syn" "$T/k.gguf" --scheme $s --threads 2 --quiet --force || fail "synth $s"
+  "$Q" generate "$T/k.gguf" -n 4 > /dev/null 2>&1 || fail "generate synth $s"
+  for isa in ref avx2 avx512; do
+    grep -q "avx512f" /proc/cpuinfo || [ $isa != avx512 ] || continue
+    QT_ISA=$isa "$Q" convert "$T/syn" "$T/k2.gguf" --scheme $s --threads 1 --quiet --force \
+      || fail "synth $s $isa"
+    cmp -s "$T/k.gguf" "$T/k2.gguf" || fail "$s bytes differ with QT_ISA=$isa --threads 1"
+  done
+done
+"$Q" inspect "$T/k.gguf" | grep -q 'Q5_1' || fail "inspect: Q5_1 type"
+
 # fallbacks are counted; --dry-run prints types and the size, writes nothing
 "$Q" convert "$M" "$T/fb.gguf" --scheme q8_0 2> "$T/e" || fail "q8_0 summary"
 grep -q '31 quantized, 5 fallbacks' "$T/e" || fail "fallback count: $(cat "$T/e")"
