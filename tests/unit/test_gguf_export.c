@@ -720,3 +720,73 @@ Test(gguf_export, k_quants_run_and_order_by_bits, .timeout = 60)
     free(base);
     rm_tree(dir);
 }
+
+/* ---- byte-level BPE tokenizer keys (spec §4.3) ------------------------------------------- */
+
+/* GPT-2's tokenizer.json (50,257 tokens, 50,000 merges in the [a, b] form)
+ * with --gguf-pre gpt-2, for a model of 50,260 embedding rows: model "gpt2",
+ * no scores, token 0 "!", the three extra rows "[PAD<i>]" UNUSED,
+ * <|endoftext|> CONTROL, merges joined with one space. */
+Test(gguf_export, bpe_vocabulary_keys)
+{
+    QT_NEED_DATA();
+    char dir[64], src[1024], cmd[2400], out[256], err[QT_ERRMSG_SIZE] = "";
+    cr_assert(ne(ptr, (void *)qt_test_tmpdir(dir, sizeof dir), NULL));
+    static const char *const names[] = {"model.norm.weight"};
+    static const int64_t shapes[][2] = {{64, 0}};
+    make_model(dir, names, shapes, 1);
+    snprintf(cmd, sizeof cmd, "rm '%s/tokenizer.model' && cp '%s' '%s/'", dir,
+             qt_test_data_path(src, sizeof src, "tokenizers/gpt2/tokenizer.json"), dir);
+    cr_assert(eq(int, system(cmd), 0));
+    qt_modeldir *md = NULL;
+    cr_assert(eq(int, qt_modeldir_open(dir, &md, err), QT_OK), "%s", err);
+    qt_gguf_hparams hp = {.arch = "llama", .vocab = 50260};
+    qt_gguf_writer *w;
+    snprintf(out, sizeof out, "%s/v.gguf", dir);
+    cr_assert(eq(int, qt_gguf_writer_open(out, &w, NULL), QT_OK));
+    /* unidentified without --gguf-pre, named in the refusal */
+    cr_assert(eq(int, qt_gguf_vocab_write(w, md, &hp, NULL, err), QT_ERR_UNSUPPORTED));
+    cr_assert(ne(ptr, strstr(err, "pre-tokenizer 'gpt2'"), NULL), "%s", err);
+    qt_gguf_writer_abort(w);
+    cr_assert(eq(int, qt_gguf_writer_open(out, &w, NULL), QT_OK));
+    cr_assert(eq(int, qt_gguf_vocab_write(w, md, &hp, "gpt-2", err), QT_OK), "%s", err);
+    cr_assert(eq(int, qt_gguf_writer_close(w, err), QT_OK), "%s", err);
+    qt_modeldir_close(md);
+    qt_gguf *g = open_gguf(out);
+    char buf[64];
+    cr_assert(eq(int, qt_gguf_get_str_copy(g, (size_t)qt_gguf_find_key(g, "tokenizer.ggml.model"),
+                                           buf, sizeof buf, NULL), QT_OK));
+    cr_assert(eq(str, buf, "gpt2"));
+    cr_assert(eq(int, qt_gguf_get_str_copy(g, (size_t)qt_gguf_find_key(g, "tokenizer.ggml.pre"),
+                                           buf, sizeof buf, NULL), QT_OK));
+    cr_assert(eq(str, buf, "gpt-2"));
+    cr_assert(lt(i64, qt_gguf_find_key(g, "tokenizer.ggml.scores"), 0));
+    size_t kt = (size_t)qt_gguf_find_key(g, "tokenizer.ggml.tokens");
+    size_t ky = (size_t)qt_gguf_find_key(g, "tokenizer.ggml.token_type");
+    size_t km = (size_t)qt_gguf_find_key(g, "tokenizer.ggml.merges");
+    qt_gguf_type et;
+    size_t n;
+    cr_assert(eq(int, qt_gguf_get_arr_info(g, kt, &et, &n, NULL), QT_OK));
+    cr_assert(eq(sz, n, 50260));
+    const char *s;
+    size_t len;
+    int32_t ty;
+    qt_gguf_get_arr_str(g, kt, 0, &s, &len, NULL);
+    cr_assert(len == 1 && s[0] == '!');
+    qt_gguf_get_arr_str(g, kt, 50256, &s, &len, NULL);
+    cr_assert(len == 13 && memcmp(s, "<|endoftext|>", 13) == 0);
+    qt_gguf_get_arr_i32(g, ky, 50256, &ty, NULL);
+    cr_assert(eq(i32, ty, 3)); /* CONTROL */
+    qt_gguf_get_arr_i32(g, ky, 100, &ty, NULL);
+    cr_assert(eq(i32, ty, 1)); /* NORMAL */
+    qt_gguf_get_arr_str(g, kt, 50259, &s, &len, NULL);
+    cr_assert(len == 10 && memcmp(s, "[PAD50259]", 10) == 0, "%.*s", (int)len, s);
+    qt_gguf_get_arr_i32(g, ky, 50259, &ty, NULL);
+    cr_assert(eq(i32, ty, 5)); /* UNUSED */
+    cr_assert(eq(int, qt_gguf_get_arr_info(g, km, &et, &n, NULL), QT_OK));
+    cr_assert(eq(sz, n, 50000));
+    qt_gguf_get_arr_str(g, km, 0, &s, &len, NULL);
+    cr_assert(len == 4 && memcmp(s, "\xc4\xa0 t", 4) == 0, "first merge '%.*s'", (int)len, s);
+    qt_gguf_close(g);
+    rm_tree(dir);
+}
