@@ -10,11 +10,12 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "bench/bench.h"
 #include "common/half.h"
 #include "convert/gguf_export.h"
 #include "formats/gguf.h"
 #include "formats/gguf_writer.h"
-#include "bench/bench.h"
+#include "formats/safetensors.h"
 #include "formats/vocab.h"
 #include "model/model.h"
 #include "model/tokenizer.h"
@@ -788,5 +789,108 @@ Test(gguf_export, bpe_vocabulary_keys)
     qt_gguf_get_arr_str(g, km, 0, &s, &len, NULL);
     cr_assert(len == 4 && memcmp(s, "\xc4\xa0 t", 4) == 0, "first merge '%.*s'", (int)len, s);
     qt_gguf_close(g);
+    rm_tree(dir);
+}
+
+/* ---- qwen2 ------------------------------------------------------------------------------- */
+
+/* A Qwen2 checkpoint made from stories260K: its tensors plus seeded q/k/v
+ * biases (the qwen2 loader requires them), config.json naming
+ * Qwen2ForCausalLM. Not a trained Qwen2, but the same layout. */
+static void make_qwen2(const char *dir)
+{
+    char src[1024], path[256], err[QT_ERRMSG_SIZE] = "";
+    qt_st_reader *r = NULL;
+    cr_assert(eq(int, qt_st_reader_open(qt_test_data_path(src, sizeof src,
+                                                           "models/stories260K-f32/model.safetensors"),
+                                         &r, err), QT_OK), "%s", err);
+    size_t n = qt_st_reader_n_tensors(r), hdr_cap = 16384, len = 0;
+    char *hdr = malloc(hdr_cap);
+    uint64_t off = 0;
+    len += (size_t)snprintf(hdr, hdr_cap, "{");
+    for (size_t i = 0; i < n; i++) {
+        const qt_st_tensor *t = qt_st_reader_tensor(r, i);
+        len += (size_t)snprintf(hdr + len, hdr_cap - len, "%s\"%s\":{\"dtype\":\"F32\",\"shape\":[",
+                                len > 1 ? "," : "", t->name);
+        for (size_t d = 0; d < t->n_dims; d++)
+            len += (size_t)snprintf(hdr + len, hdr_cap - len, "%s%llu", d ? "," : "",
+                                    (unsigned long long)t->shape[d]);
+        len += (size_t)snprintf(hdr + len, hdr_cap - len, "],\"data_offsets\":[%llu,%llu]}",
+                                (unsigned long long)off, (unsigned long long)(off + t->nbytes));
+        off += t->nbytes;
+    }
+    static const char *const proj[] = {"q", "k", "v"};
+    for (int l = 0; l < 5; l++)
+        for (int p = 0; p < 3; p++) {
+            size_t m = p == 0 ? 64 : 32;
+            len += (size_t)snprintf(hdr + len, hdr_cap - len, ",\"model.layers.%d.self_attn.%s_proj"
+                                    ".bias\":{\"dtype\":\"F32\",\"shape\":[%zu],\"data_offsets\":"
+                                    "[%llu,%llu]}", l, proj[p], m, (unsigned long long)off,
+                                    (unsigned long long)(off + 4 * m));
+            off += 4 * m;
+        }
+    len += (size_t)snprintf(hdr + len, hdr_cap - len, "}");
+    while (len % 8) hdr[len++] = ' ';
+    snprintf(path, sizeof path, "%s/model.safetensors", dir);
+    FILE *f = fopen(path, "wb");
+    uint64_t hl = len;
+    fwrite(&hl, 8, 1, f);
+    fwrite(hdr, 1, len, f);
+    for (size_t i = 0; i < n; i++) {
+        const qt_st_tensor *t = qt_st_reader_tensor(r, i);
+        fwrite(t->data, 1, t->nbytes, f);
+    }
+    unsigned long long seed = 99;
+    for (int b = 0; b < 5 * (64 + 32 + 32); b++) {
+        float v = qt_test_randf(&seed) * 0.5f;
+        fwrite(&v, 4, 1, f);
+    }
+    fclose(f);
+    free(hdr);
+    qt_st_reader_close(r);
+    snprintf(path, sizeof path, "%s/config.json", dir);
+    f = fopen(path, "w");
+    fputs("{\"architectures\": [\"Qwen2ForCausalLM\"], \"model_type\": \"qwen2\", "
+          "\"hidden_size\": 64, \"intermediate_size\": 172, \"num_hidden_layers\": 5, "
+          "\"num_attention_heads\": 8, \"num_key_value_heads\": 4, \"vocab_size\": 512, "
+          "\"max_position_embeddings\": 512, \"rms_norm_eps\": 1e-05, \"rope_theta\": 10000.0, "
+          "\"tie_word_embeddings\": true, \"torch_dtype\": \"float32\"}", f);
+    fclose(f);
+    char cmd[2400];
+    snprintf(cmd, sizeof cmd, "cp '%s/tokenizer.model' '%s/'",
+             qt_test_data_path(src, sizeof src, "models/stories260K-f32"), dir);
+    cr_assert(eq(int, system(cmd), 0));
+}
+
+/* qwen2: no Q/K permutation, q/k/v biases as F32 tensors, qwen2.* keys; the
+ * GGUF gives the safetensors model's logits (qtool runs both). */
+Test(gguf_export, qwen2_round_trip)
+{
+    QT_NEED_DATA();
+    char dir[64], model[128], out[256], err[QT_ERRMSG_SIZE] = "";
+    cr_assert(ne(ptr, (void *)qt_test_tmpdir(dir, sizeof dir), NULL));
+    snprintf(model, sizeof model, "%s/qwen2", dir);
+    cr_assert(eq(int, mkdir(model, 0755), 0));
+    make_qwen2(model);
+    snprintf(out, sizeof out, "%s/q.gguf", dir);
+    qt_gguf_export_opts o = {.in = model, .out = out, .scheme = "f32"};
+    qt_gguf_export_summary s;
+    cr_assert(eq(int, qt_gguf_export(&o, &s, err), QT_OK), "%s", err);
+    cr_assert(eq(sz, s.n_tensors, 47 + 15));
+    qt_gguf *g = open_gguf(out);
+    cr_assert(ge(i64, qt_gguf_find_key(g, "qwen2.block_count"), 0));
+    cr_assert(lt(i64, qt_gguf_find_key(g, "llama.block_count"), 0));
+    int64_t tb = qt_gguf_find_tensor(g, "blk.3.attn_k.bias");
+    cr_assert(ge(i64, tb, 0));
+    cr_assert(eq(int, qt_gguf_tensor_type(g, (size_t)tb), QT_GGML_TYPE_F32));
+    qt_gguf_close(g);
+    size_t V, V2;
+    float *a = logits_of(model, 64, &V), *b = logits_of(out, 64, &V2);
+    double worst = 0;
+    for (size_t i = 0; i < 64 * V; i++) worst = fmax(worst, fabs((double)a[i] - b[i]));
+    cr_log_info("qwen2 safetensors vs GGUF: max |logit difference| %.3g", worst);
+    cr_assert(le(dbl, worst, 1e-5));
+    free(a);
+    free(b);
     rm_tree(dir);
 }
