@@ -1,12 +1,13 @@
 /* model/gguf_model.c: a Llama model from a GGUF file (general.architecture
  * "llama" or "qwen2", as llama.cpp's converter writes them): hyperparameters
- * from the <arch>.* keys (qwen2: q/k/v biases, rows in Hugging Face order), weights as quant/ descriptors over the mapped tensors
- * (F32, F16, BF16, Q8_0 = qtool q8 at block 32, and the GGML block types
- * Q4_0, Q4_1, Q5_0, Q5_1, Q2_K..Q6_K), and its SentencePiece
- * vocabulary. llama.cpp stores the rows of attn_q / attn_k in the
- * interleaved-pair RoPE order; the forward pass permutes the outputs of
- * those two matmuls back to the Hugging Face rotate-half order, so the
- * logits match the safetensors copy without copying any weight. */
+ * from the <arch>.* keys (qwen2: q/k/v biases, rows in Hugging Face order),
+ * weights as quant/ descriptors over the mapped tensors (F32, F16, BF16,
+ * Q8_0 = qtool q8 at block 32, and the GGML block types Q4_0, Q4_1, Q5_0,
+ * Q5_1, Q2_K..Q6_K), and its SentencePiece vocabulary. llama.cpp stores the
+ * rows of a llama model's attn_q / attn_k in the interleaved-pair RoPE
+ * order; the forward pass permutes the outputs of those two matmuls back to
+ * the Hugging Face rotate-half order, so the logits match the safetensors
+ * copy without copying any weight. */
 #include "model/model.h"
 
 #include <math.h>
