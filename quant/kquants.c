@@ -23,6 +23,16 @@ static inline int clampi(int v, int lo, int hi)
     return v < lo ? lo : v > hi ? hi : v;
 }
 
+/* ---- requantization with the stored scales ------------------------------------- */
+
+/* L[i] = clamp(nearest((x[i] + dm) / d), lo, hi) - lo for i < n. q3_k / q6_k
+ * call it with dm = 0: x + 0 is x (up to the sign of a zero, which the
+ * rounding ignores), so this is their nearest(x / d). */
+void qt_kq_requant_ref(const float *x, int n, float d, float dm, int lo, int hi, uint8_t *L)
+{
+    for (int i = 0; i < n; i++) L[i] = (uint8_t)(clampi(qt_kq_nearest_int((x[i] + dm) / d), lo, hi) - lo);
+}
+
 /* ---- make_qkx2_quants: scale and min of one group, searched ------------------ */
 
 /* Codes L[0..n) in [0, nmax] for x ~ scale * L - the_min, weights w: the
@@ -121,7 +131,7 @@ static void qt_kq_get_scale_min_k4(int j, const uint8_t *q, uint8_t *d, uint8_t 
  * pairs, d and dmin at b[0..4), then the codes L requantized with the
  * stored (rounded) scales. */
 void qt_kq_finish_k4(const float *x, const float *scales, const float *mins, int nmax,
-                     unsigned char *b, uint8_t *L)
+                     unsigned char *b, uint8_t *L, qt_kq_requant_fn rq)
 {
     float max_scale = 0, max_min = 0;
     for (int j = 0; j < 8; j++) {
@@ -144,9 +154,7 @@ void qt_kq_finish_k4(const float *x, const float *scales, const float *mins, int
         qt_kq_get_scale_min_k4(j, sc, &s, &m);
         float d = d_all * s;
         if (!d) continue;
-        float dm = m_all * m;
-        for (int i = 0; i < 32; i++)
-            L[32 * j + i] = (uint8_t)clampi(qt_kq_nearest_int((x[32 * j + i] + dm) / d), 0, nmax);
+        rq(x + 32 * j, 32, d, m_all * m, 0, nmax, L + 32 * j);
     }
 }
 
@@ -180,7 +188,7 @@ void qt_q4_k_quantize_ref(const float *x, void *blocks, size_t n)
             scales[j] = qt_kq_make_qkx2(32, 15, xb + 32 * j, w, L + 32 * j, &mins[j], -1.f, 0.1f,
                                         20, false);
         }
-        qt_kq_finish_k4(xb, scales, mins, 15, b, L);
+        qt_kq_finish_k4(xb, scales, mins, 15, b, L, qt_kq_requant_ref);
         qt_kq_q4_k_pack(L, b);
     }
 }
@@ -241,7 +249,7 @@ void qt_q5_k_quantize_ref(const float *x, void *blocks, size_t n)
             scales[j] = qt_kq_make_qkx2(32, 31, xb + 32 * j, w, L + 32 * j, &mins[j], -0.5f,
                                         0.1f, 15, false);
         }
-        qt_kq_finish_k4(xb, scales, mins, 31, b, L);
+        qt_kq_finish_k4(xb, scales, mins, 31, b, L, qt_kq_requant_ref);
         qt_kq_q5_k_pack(L, b);
     }
 }
@@ -284,7 +292,7 @@ static void pack_2bit(const uint8_t *L, uint8_t *qs)
 /* q2_k after the group fits: 4-bit scales and mins, d, dmin, requantized
  * codes, packing. */
 void qt_kq_q2_k_finish(const float *x, const float *scales, const float *mins, uint8_t *L,
-                       unsigned char *b)
+                       unsigned char *b, qt_kq_requant_fn rq)
 {
     const float q4scale = 15.f;
     float max_scale = 0, max_min = 0;
@@ -310,9 +318,7 @@ void qt_kq_q2_k_finish(const float *x, const float *scales, const float *mins, u
     for (int j = 0; j < 16; j++) {
         float d = d_all * (sc[j] & 0xF);
         if (!d) continue;
-        float dm = m_all * (sc[j] >> 4);
-        for (int i = 0; i < 16; i++)
-            L[16 * j + i] = (uint8_t)clampi(qt_kq_nearest_int((x[16 * j + i] + dm) / d), 0, 3);
+        rq(x + 16 * j, 16, d, m_all * (sc[j] >> 4), 0, 3, L + 16 * j);
     }
     pack_2bit(L, b + 16);
 }
@@ -329,7 +335,7 @@ void qt_q2_k_quantize_ref(const float *x, void *blocks, size_t n)
             scales[j] = qt_kq_make_qkx2(16, 3, xb + 16 * j, w, L + 16 * j, &mins[j], -0.5f, 0.1f,
                                         15, true);
         }
-        qt_kq_q2_k_finish(xb, scales, mins, L, b);
+        qt_kq_q2_k_finish(xb, scales, mins, L, b, qt_kq_requant_ref);
     }
 }
 
@@ -409,7 +415,8 @@ static int q3_scale(const uint8_t *s, int j)
     return (int8_t)(lo | hi << 4) - 32;
 }
 
-void qt_kq_q3_k_finish(const float *x, const float *scales, int8_t *L, unsigned char *b)
+void qt_kq_q3_k_finish(const float *x, const float *scales, uint8_t *L, unsigned char *b,
+                       qt_kq_requant_fn rq)
 {
     float max_scale = 0, amax = 0;
     for (int j = 0; j < 16; j++) {
@@ -437,15 +444,14 @@ void qt_kq_q3_k_finish(const float *x, const float *scales, int8_t *L, unsigned 
     for (int j = 0; j < 16; j++) {
         float d = d_all * (float)q3_scale(sc, j);
         if (!d) continue;
-        for (int i = 0; i < 16; i++)
-            L[16 * j + i] = (int8_t)(clampi(qt_kq_nearest_int(x[16 * j + i] / d), -4, 3) + 4);
+        rq(x + 16 * j, 16, d, 0.0f, -4, 3, L + 16 * j);
     }
     /* bit 2 of code e goes to hmask[e % 32], bit e / 32 */
     memset(hmask, 0, 32);
     uint8_t low[QT_QK_K];
-    for (int e = 0; e < QT_QK_K; e++) {
-        if (L[e] > 3) hmask[e % 32] |= (uint8_t)(1u << (e / 32));
-        low[e] = (uint8_t)(L[e] > 3 ? L[e] - 4 : L[e]);
+    for (int e = 0; e < QT_QK_K; e++) { /* branch-free: codes are 0..7 */
+        hmask[e % 32] |= (uint8_t)((L[e] >> 2) << (e / 32));
+        low[e] = L[e] & 3;
     }
     pack_2bit(low, qs);
 }
@@ -458,7 +464,7 @@ void qt_q3_k_quantize_ref(const float *x, void *blocks, size_t n)
         int8_t L[QT_QK_K];
         float scales[16];
         for (int j = 0; j < 16; j++) scales[j] = qt_kq_make_q3(xb + 16 * j, L + 16 * j);
-        qt_kq_q3_k_finish(xb, scales, L, b);
+        qt_kq_q3_k_finish(xb, scales, (uint8_t *)L, b, qt_kq_requant_ref);
     }
 }
 
@@ -525,7 +531,8 @@ static float qt_kq_make_qx(const float *x, int8_t *L)
     return scale;
 }
 
-void qt_kq_q6_k_finish(const float *x, const float *scales, int8_t *L, unsigned char *b)
+void qt_kq_q6_k_finish(const float *x, const float *scales, uint8_t *L, unsigned char *b,
+                       qt_kq_requant_fn rq)
 {
     float max_scale = 0, max_abs_scale = 0;
     for (int j = 0; j < 16; j++) {
@@ -551,8 +558,7 @@ void qt_kq_q6_k_finish(const float *x, const float *scales, int8_t *L, unsigned 
     for (int j = 0; j < 16; j++) {
         float d = d_all * (float)sc[j];
         if (!d) continue;
-        for (int i = 0; i < 16; i++)
-            L[16 * j + i] = (int8_t)(clampi(qt_kq_nearest_int(x[16 * j + i] / d), -32, 31) + 32);
+        rq(x + 16 * j, 16, d, 0.0f, -32, 31, L + 16 * j);
     }
     for (int j = 0; j < QT_QK_K; j += 128, ql += 64, qh += 32) {
         for (int l = 0; l < 32; l++) {
@@ -572,7 +578,7 @@ void qt_q6_k_quantize_ref(const float *x, void *blocks, size_t n)
         int8_t L[QT_QK_K];
         float scales[16];
         for (int j = 0; j < 16; j++) scales[j] = qt_kq_make_qx(xb + 16 * j, L + 16 * j);
-        qt_kq_q6_k_finish(xb, scales, L, b);
+        qt_kq_q6_k_finish(xb, scales, (uint8_t *)L, b, qt_kq_requant_ref);
     }
 }
 

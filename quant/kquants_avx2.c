@@ -10,6 +10,9 @@
 
 #define QT_VW 8
 #define QT_SQRT(v) (vf)_mm256_sqrt_ps((__m256)(v))
+#define QT_IMIN(a, b) (vi)_mm256_min_epi32((__m256i)(a), (__m256i)(b))
+#define QT_IMAX(a, b) (vi)_mm256_max_epi32((__m256i)(a), (__m256i)(b))
+#define QT_ANY(m) (_mm256_movemask_ps((__m256)(m)) != 0)
 #define QT_SFX avx2
 #include "quant/kquants_simd.h"
 

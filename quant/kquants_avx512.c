@@ -10,6 +10,9 @@
 
 #define QT_VW 16
 #define QT_SQRT(v) (vf)_mm512_sqrt_ps((__m512)(v))
+#define QT_IMIN(a, b) (vi)_mm512_min_epi32((__m512i)(a), (__m512i)(b))
+#define QT_IMAX(a, b) (vi)_mm512_max_epi32((__m512i)(a), (__m512i)(b))
+#define QT_ANY(m) (_mm512_movepi32_mask((__m512i)(m)) != 0)
 #define QT_SFX avx512
 #include "quant/kquants_simd.h"
 

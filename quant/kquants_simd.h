@@ -1,7 +1,8 @@
 /* quant/kquants_simd.h: the lane-parallel K-quant quantizers, written once
  * with GCC vector extensions and compiled per ISA (kquants_avx2.c: 8 lanes,
  * kquants_avx512.c: 16 lanes). Included only by those two files, after
- * they define QT_VW (lanes), QT_SQRT(v) and QT_SFX (the name suffix).
+ * they define QT_VW (lanes), QT_SQRT(v), QT_IMIN / QT_IMAX (int32 lanes),
+ * QT_ANY(mask) (any lane set) and QT_SFX (the name suffix).
  *
  * Why bit-identical to kquants.c: one lane runs one group (16 or 32
  * elements) of the scalar algorithm, so every float operation of the
@@ -12,7 +13,7 @@
  * lanes on the way in; the per-super-block tail (6-bit scale packing,
  * requantization, bit packing) is the scalar code of kquants.c. */
 #ifndef QT_VW
-#error "define QT_VW, QT_SQRT and QT_SFX before including kquants_simd.h"
+#error "define QT_VW, QT_SQRT, QT_IMIN, QT_IMAX, QT_ANY and QT_SFX before including kquants_simd.h"
 #endif
 
 #include <stdbool.h>
@@ -50,8 +51,7 @@ static inline vf vabs(vf v)
 }
 static inline vi iclamp(vi v, int lo, int hi)
 {
-    v = isel(v < lo, isplat(lo), v);
-    return isel(v > hi, isplat(hi), v);
+    return QT_IMIN(QT_IMAX(v, isplat(lo)), isplat(hi));
 }
 static inline vi vnearest(vf v) /* qt_kq_nearest_int per lane */
 {
@@ -64,19 +64,19 @@ static inline vf vfloat(vi v)
 }
 static inline bool vany(vi m)
 {
-    int32_t r = 0;
-    for (int k = 0; k < QT_VW; k++) r |= m[k];
-    return r != 0;
+    return QT_ANY(m);
 }
 
 /* ---- make_qkx2_quants, one group per lane ------------------------------------ */
 
-/* xv[i], wv[i]: element i of each lane's group (i < n <= 32). Out: Lv[i]
- * codes, *scale, *the_min per lane. */
-static void qkx2_lanes(int n, int nmax, const vf *xv, const vf *wv, vi *Lv, vf *scale_out,
+/* xv[i], wv[i]: element i of each lane's group (i < n <= 32). Out: Lf[i]
+ * codes (as floats), *scale, *the_min per lane. x - min is kept per element
+ * and refreshed when min moves (the same value the scalar code computes in
+ * each trial). */
+static void qkx2_lanes(int n, int nmax, const vf *xv, const vf *wv, vf *Lf, vf *scale_out,
                        vf *min_out, float rmin, float rdelta, int nstep, bool use_mad)
 {
-    vi Laux[32];
+    vf Laux[32], xm[32];
     vf min = xv[0], max = xv[0], sum_w = wv[0], sum_x = sum_w * xv[0];
     for (int i = 1; i < n; i++) {
         min = vsel(xv[i] < min, xv[i], min);
@@ -89,8 +89,9 @@ static void qkx2_lanes(int n, int nmax, const vf *xv, const vf *wv, vi *Lv, vf *
     /* the plain fit */
     vf iscale = (float)nmax / (max - min), scale = 1 / iscale, best_error = vsplat(0);
     for (int i = 0; i < n; i++) {
-        Lv[i] = iclamp(vnearest(iscale * (xv[i] - min)), 0, nmax);
-        vf diff = scale * vfloat(Lv[i]) + min - xv[i];
+        xm[i] = xv[i] - min;
+        Lf[i] = vfloat(iclamp(vnearest(iscale * xm[i]), 0, nmax));
+        vf diff = scale * Lf[i] + min - xv[i];
         diff = use_mad ? vabs(diff) : diff * diff;
         best_error += wv[i] * diff;
     }
@@ -101,8 +102,8 @@ static void qkx2_lanes(int n, int nmax, const vf *xv, const vf *wv, vi *Lv, vf *
         iscale = num / (max - min);
         vf sum_l = vsplat(0), sum_l2 = vsplat(0), sum_xl = vsplat(0);
         for (int i = 0; i < n; i++) {
-            Laux[i] = iclamp(vnearest(iscale * (xv[i] - min)), 0, nmax);
-            vf lf = vfloat(Laux[i]), wl = wv[i] * lf;
+            vf lf = vfloat(iclamp(vnearest(iscale * xm[i]), 0, nmax)), wl = wv[i] * lf;
+            Laux[i] = lf;
             sum_l += wl;
             sum_l2 += wl * lf;
             sum_xl += wl * xv[i];
@@ -117,18 +118,21 @@ static void qkx2_lanes(int n, int nmax, const vf *xv, const vf *wv, vi *Lv, vf *
         this_scale = vsel(pos, sum_xl / sum_l2, this_scale);
         vf cur_error = vsplat(0);
         for (int i = 0; i < n; i++) {
-            vf diff = this_scale * vfloat(Laux[i]) + this_min - xv[i];
+            vf diff = this_scale * Laux[i] + this_min - xv[i];
             diff = use_mad ? vabs(diff) : diff * diff;
             cur_error += wv[i] * diff;
         }
         vi better = valid & (cur_error < best_error);
         if (!vany(better)) continue;
-        for (int i = 0; i < n; i++) Lv[i] = isel(better, Laux[i], Lv[i]);
         best_error = vsel(better, cur_error, best_error);
         scale = vsel(better, this_scale, scale);
         min = vsel(better, this_min, min);
+        for (int i = 0; i < n; i++) {
+            Lf[i] = vsel(better, Laux[i], Lf[i]);
+            xm[i] = xv[i] - min;
+        }
     }
-    for (int i = 0; i < n; i++) Lv[i] = isel(flat, isplat(0), Lv[i]);
+    for (int i = 0; i < n; i++) Lf[i] = vsel(flat, vsplat(0), Lf[i]);
     *scale_out = vsel(flat, vsplat(0), scale);
     *min_out = -min;
 }
@@ -157,13 +161,15 @@ static vf qx_lanes(const vf *xv, vi *Lv)
     vf max, amax;
     signed_max_lanes(xv, n, &max, &amax);
     vi zero = amax < 1e-15f;
-    vf iscale = -(float)nmax / max, sumlx = vsplat(0), suml2 = vsplat(0);
+    vf iscale = -(float)nmax / max, sumlx = vsplat(0), suml2 = vsplat(0), w[16], wx[16];
     for (int i = 0; i < n; i++) {
         vi l = iclamp(vnearest(iscale * xv[i]), -nmax, nmax - 1);
         Lv[i] = l + nmax;
-        vf lf = vfloat(l), w = xv[i] * xv[i];
-        sumlx += w * xv[i] * lf;
-        suml2 += w * lf * lf;
+        vf lf = vfloat(l);
+        w[i] = xv[i] * xv[i];
+        wx[i] = w[i] * xv[i];
+        sumlx += wx[i] * lf;
+        suml2 += w[i] * lf * lf;
     }
     vf scale = vsel(suml2 != 0, sumlx / suml2, vsplat(0)), best = scale * sumlx;
     for (int is = -9; is <= 9; is++) {
@@ -174,9 +180,9 @@ static vf qx_lanes(const vf *xv, vi *Lv)
         sumlx = suml2 = vsplat(0);
         for (int i = 0; i < n; i++) {
             l[i] = iclamp(vnearest(iscale * xv[i]), -nmax, nmax - 1);
-            vf lf = vfloat(l[i]), w = xv[i] * xv[i];
-            sumlx += w * xv[i] * lf;
-            suml2 += w * lf * lf;
+            vf lf = vfloat(l[i]);
+            sumlx += wx[i] * lf;
+            suml2 += w[i] * lf * lf;
         }
         vi better = (suml2 > 0) & (sumlx * sumlx > best * suml2) & ~zero;
         if (!vany(better)) continue;
@@ -195,28 +201,34 @@ static vf q3_lanes(const vf *xv, vi *Lv)
     vf max, amax;
     signed_max_lanes(xv, n, &max, &amax);
     vi zero = amax < 1e-15f;
-    vf iscale = -(float)nmax / max, sumlx = vsplat(0), suml2 = vsplat(0);
+    vf iscale = -(float)nmax / max, sumlx = vsplat(0), suml2 = vsplat(0), w[16], wx[16];
     for (int i = 0; i < n; i++) {
         Lv[i] = iclamp(vnearest(iscale * xv[i]), -nmax, nmax - 1);
-        vf lf = vfloat(Lv[i]), w = xv[i] * xv[i];
-        sumlx += w * xv[i] * lf;
-        suml2 += w * lf * lf;
+        vf lf = vfloat(Lv[i]);
+        w[i] = xv[i] * xv[i];
+        wx[i] = w[i] * xv[i];
+        sumlx += wx[i] * lf;
+        suml2 += w[i] * lf * lf;
     }
     /* a lane whose pass changed nothing would change nothing again, so
      * running more passes than it needs leaves it as the scalar code does */
     for (int itry = 0; itry < 5; itry++) {
         vi changed = isplat(0);
         for (int i = 0; i < n; i++) {
-            vf w = xv[i] * xv[i], Lf = vfloat(Lv[i]);
-            vf slx = sumlx - w * xv[i] * Lf;
+            vf Lf = vfloat(Lv[i]);
+            vf slx = sumlx - wx[i] * Lf;
             vi act = (slx > 0) & ~zero;
-            vf sl2 = suml2 - w * Lf * Lf;
+            if (!vany(act)) continue;
+            vf sl2 = suml2 - w[i] * Lf * Lf;
             vi new_l = iclamp(vnearest(xv[i] * sl2 / slx), -nmax, nmax - 1);
             act &= new_l != Lv[i];
             vf nf = vfloat(new_l);
-            slx += w * xv[i] * nf;
-            sl2 += w * nf * nf;
+            slx += wx[i] * nf;
+            sl2 += w[i] * nf * nf;
             act &= (sl2 > 0) & (slx * slx * suml2 > sumlx * sumlx * sl2);
+            /* a branch, not a select: most elements change no lane, and
+             * then the sums carry no dependency into the next element */
+            if (!vany(act)) continue;
             Lv[i] = isel(act, new_l, Lv[i]);
             sumlx = vsel(act, slx, sumlx);
             suml2 = vsel(act, sl2, suml2);
@@ -253,6 +265,32 @@ static void store_lanes(const vi *Lv, vf scale, vf min, size_t g0, size_t n_grou
     }
 }
 
+/* The same for codes held as floats. */
+static void store_lanes_f(const vf *Lf, vf scale, vf min, size_t g0, size_t n_groups, int gs,
+                          uint8_t *L, float *scales, float *mins)
+{
+    vi Lv[32];
+    for (int i = 0; i < gs; i++) Lv[i] = __builtin_convertvector(Lf[i], vi);
+    store_lanes(Lv, scale, min, g0, n_groups, gs, L, scales, mins);
+}
+
+/* requantization along the elements (qt_kq_requant_ref, 16 at a time) */
+typedef int32_t v16i __attribute__((vector_size(64)));
+typedef uint8_t v16u8 __attribute__((vector_size(16)));
+static void QT_FN(requant_)(const float *x, int n, float d, float dm, int lo, int hi, uint8_t *L)
+{
+    for (int i0 = 0; i0 < n; i0 += 16) {
+        v16f xv;
+        memcpy(&xv, x + i0, 64);
+        v16f t = (xv + dm) / d + 12582912.0f;
+        v16i l = ((v16i)t & 0x007fffff) - 0x00400000;
+        l = ((l < lo) & lo) | (~(l < lo) & l);
+        l = ((l > hi) & hi) | (~(l > hi) & l);
+        v16u8 c = __builtin_convertvector(l - lo, v16u8);
+        memcpy(L + i0, &c, 16);
+    }
+}
+
 /* Super-blocks per pass: enough for whole vectors of groups. */
 #define SB_PER_PASS (QT_VW >= 16 ? QT_VW / 8 : 1)
 
@@ -269,20 +307,19 @@ static void k4_row(const float *x, void *blocks, size_t n, int nmax, float rmin,
         uint8_t L[SB_PER_PASS * QT_QK_K];
         float scales[SB_PER_PASS * 8], mins[SB_PER_PASS * 8];
         for (size_t g0 = 0; g0 < ng; g0 += QT_VW) {
-            vf xv[32], wv[32], sum_x2 = vsplat(0), scale, min;
-            vi Lv[32];
+            vf xv[32], wv[32], sum_x2 = vsplat(0), scale, min, Lf[32];
             load_lanes(xs, g0, ng, 32, xv);
             /* weights: sqrt(mean x^2) + |x| */
             for (int l = 0; l < 32; l++) sum_x2 += xv[l] * xv[l];
             vf av_x = QT_SQRT(sum_x2 / 32);
             for (int l = 0; l < 32; l++) wv[l] = av_x + vabs(xv[l]);
-            qkx2_lanes(32, nmax, xv, wv, Lv, &scale, &min, rmin, rdelta, nstep, false);
-            store_lanes(Lv, scale, min, g0, ng, 32, L, scales, mins);
+            qkx2_lanes(32, nmax, xv, wv, Lf, &scale, &min, rmin, rdelta, nstep, false);
+            store_lanes_f(Lf, scale, min, g0, ng, 32, L, scales, mins);
         }
         for (size_t s = 0; s < cnt; s++) {
             unsigned char *bs = b + (s0 + s) * bbytes;
             qt_kq_finish_k4(xs + s * QT_QK_K, scales + 8 * s, mins + 8 * s, nmax, bs,
-                            L + s * QT_QK_K);
+                            L + s * QT_QK_K, QT_FN(requant_));
             pack(L + s * QT_QK_K, bs);
         }
     }
@@ -303,12 +340,13 @@ static void QT_FN(q5_k_quantize_)(const float *x, void *blocks, size_t n)
 static void g16_superblock(const float *xs, int kind, uint8_t *L, float *scales, float *mins)
 {
     for (size_t g0 = 0; g0 < 16; g0 += QT_VW) {
-        vf xv[16], wv[16], scale, min = vsplat(0);
+        vf xv[16], wv[16], scale, min = vsplat(0), Lf[16];
         vi Lv[16];
         load_lanes(xs, g0, 16, 16, xv);
         if (kind == 2) {
             for (int l = 0; l < 16; l++) wv[l] = vabs(xv[l]);
-            qkx2_lanes(16, 3, xv, wv, Lv, &scale, &min, -0.5f, 0.1f, 15, true);
+            qkx2_lanes(16, 3, xv, wv, Lf, &scale, &min, -0.5f, 0.1f, 15, true);
+            for (int l = 0; l < 16; l++) Lv[l] = __builtin_convertvector(Lf[l], vi);
         } else if (kind == 3) {
             scale = q3_lanes(xv, Lv);
         } else {
@@ -325,7 +363,7 @@ static void QT_FN(q2_k_quantize_)(const float *x, void *blocks, size_t n)
         uint8_t L[QT_QK_K];
         float scales[16], mins[16];
         g16_superblock(x + i0, 2, L, scales, mins);
-        qt_kq_q2_k_finish(x + i0, scales, mins, L, b);
+        qt_kq_q2_k_finish(x + i0, scales, mins, L, b, QT_FN(requant_));
     }
 }
 
@@ -336,7 +374,7 @@ static void QT_FN(q3_k_quantize_)(const float *x, void *blocks, size_t n)
         uint8_t L[QT_QK_K];
         float scales[16];
         g16_superblock(x + i0, 3, L, scales, NULL);
-        qt_kq_q3_k_finish(x + i0, scales, (int8_t *)L, b);
+        qt_kq_q3_k_finish(x + i0, scales, L, b, QT_FN(requant_));
     }
 }
 
@@ -347,7 +385,7 @@ static void QT_FN(q6_k_quantize_)(const float *x, void *blocks, size_t n)
         uint8_t L[QT_QK_K];
         float scales[16];
         g16_superblock(x + i0, 6, L, scales, NULL);
-        qt_kq_q6_k_finish(x + i0, scales, (int8_t *)L, b);
+        qt_kq_q6_k_finish(x + i0, scales, L, b, QT_FN(requant_));
     }
 }
 

@@ -212,14 +212,19 @@ QT_KQ_DECLARE(q6_k)
 /* The per-super-block tails of the K-quant quantizers after the group fits
  * (shared by the SIMD files): b is the block being written, L (256,) the
  * codes of the fits, updated in place. */
+typedef void (*qt_kq_requant_fn)(const float *x, int n, float d, float dm, int lo, int hi,
+                                 uint8_t *L);
+void qt_kq_requant_ref(const float *x, int n, float d, float dm, int lo, int hi, uint8_t *L);
 void qt_kq_finish_k4(const float *x, const float *scales, const float *mins, int nmax,
-                     unsigned char *b, uint8_t *L);
+                     unsigned char *b, uint8_t *L, qt_kq_requant_fn rq);
 void qt_kq_q4_k_pack(const uint8_t *L, unsigned char *b);
 void qt_kq_q5_k_pack(const uint8_t *L, unsigned char *b);
 void qt_kq_q2_k_finish(const float *x, const float *scales, const float *mins, uint8_t *L,
-                       unsigned char *b);
-void qt_kq_q3_k_finish(const float *x, const float *scales, int8_t *L, unsigned char *b);
-void qt_kq_q6_k_finish(const float *x, const float *scales, int8_t *L, unsigned char *b);
+                       unsigned char *b, qt_kq_requant_fn rq);
+void qt_kq_q3_k_finish(const float *x, const float *scales, uint8_t *L, unsigned char *b,
+                       qt_kq_requant_fn rq);
+void qt_kq_q6_k_finish(const float *x, const float *scales, uint8_t *L, unsigned char *b,
+                       qt_kq_requant_fn rq);
 
 /* ggml's nearest_int: round through the 1.5 * 2^23 addend (exact for
  * |v| <= 2^22 - 1; other inputs give ggml's same garbage). */
