@@ -16,16 +16,16 @@
 #define QT_SFX avx512
 #include "quant/kquants_simd.h"
 
-QT_DOT16(q4_0, 32, 18, qt_q4_0_dequantize_ref)
-QT_DOT16(q4_1, 32, 20, qt_q4_1_dequantize_ref)
-QT_DOT16(q5_0, 32, 22, qt_q5_0_dequantize_ref)
-QT_DOT16(q5_1, 32, 24, qt_q5_1_dequantize_ref)
-QT_DOT16(q8_0, 32, 34, qt_blk_q8_0_dequantize_ref)
-QT_DOT16(q2_k, QT_QK_K, 84, qt_q2_k_dequantize_ref)
-QT_DOT16(q3_k, QT_QK_K, 110, qt_q3_k_dequantize_ref)
-QT_DOT16(q4_k, QT_QK_K, 144, qt_q4_k_dequantize_ref)
-QT_DOT16(q5_k, QT_QK_K, 176, qt_q5_k_dequantize_ref)
-QT_DOT16(q6_k, QT_QK_K, 210, qt_q6_k_dequantize_ref)
+QT_DOT16(q4_0, 32, 18, q4_0_dequantize_avx512)
+QT_DOT16(q4_1, 32, 20, q4_1_dequantize_avx512)
+QT_DOT16(q5_0, 32, 22, q5_0_dequantize_avx512)
+QT_DOT16(q5_1, 32, 24, q5_1_dequantize_avx512)
+QT_DOT16(q8_0, 32, 34, q8_0_dequantize_avx512)
+QT_DOT16(q2_k, QT_QK_K, 84, q2_k_dequantize_avx512)
+QT_DOT16(q3_k, QT_QK_K, 110, q3_k_dequantize_avx512)
+QT_DOT16(q4_k, QT_QK_K, 144, q4_k_dequantize_avx512)
+QT_DOT16(q5_k, QT_QK_K, 176, q5_k_dequantize_avx512)
+QT_DOT16(q6_k, QT_QK_K, 210, q6_k_dequantize_avx512)
 
 static void q8_0_quantize_avx512(const float *x, void *blocks, size_t n)
 {
@@ -33,14 +33,14 @@ static void q8_0_quantize_avx512(const float *x, void *blocks, size_t n)
 }
 
 const qt_blk_ops qt_blk_ops_avx512[QT_SCHEME_COUNT] = {
-    [QT_SCHEME_Q8] = {q8_0_quantize_avx512, qt_blk_q8_0_dequantize_ref, q8_0_dot_avx512},
-    [QT_SCHEME_Q4_0] = {qt_q4_0_quantize_ref, qt_q4_0_dequantize_ref, q4_0_dot_avx512},
-    [QT_SCHEME_Q4_1] = {qt_q4_1_quantize_ref, qt_q4_1_dequantize_ref, q4_1_dot_avx512},
-    [QT_SCHEME_Q5_0] = {qt_q5_0_quantize_ref, qt_q5_0_dequantize_ref, q5_0_dot_avx512},
-    [QT_SCHEME_Q5_1] = {qt_q5_1_quantize_ref, qt_q5_1_dequantize_ref, q5_1_dot_avx512},
-    [QT_SCHEME_Q2_K] = {q2_k_quantize_avx512, qt_q2_k_dequantize_ref, q2_k_dot_avx512},
-    [QT_SCHEME_Q3_K] = {q3_k_quantize_avx512, qt_q3_k_dequantize_ref, q3_k_dot_avx512},
-    [QT_SCHEME_Q4_K] = {q4_k_quantize_avx512, qt_q4_k_dequantize_ref, q4_k_dot_avx512},
-    [QT_SCHEME_Q5_K] = {q5_k_quantize_avx512, qt_q5_k_dequantize_ref, q5_k_dot_avx512},
-    [QT_SCHEME_Q6_K] = {q6_k_quantize_avx512, qt_q6_k_dequantize_ref, q6_k_dot_avx512},
+    [QT_SCHEME_Q8] = {q8_0_quantize_avx512, q8_0_dequantize_avx512, q8_0_dot_avx512},
+    [QT_SCHEME_Q4_0] = {qt_q4_0_quantize_ref, q4_0_dequantize_avx512, q4_0_dot_avx512},
+    [QT_SCHEME_Q4_1] = {qt_q4_1_quantize_ref, q4_1_dequantize_avx512, q4_1_dot_avx512},
+    [QT_SCHEME_Q5_0] = {qt_q5_0_quantize_ref, q5_0_dequantize_avx512, q5_0_dot_avx512},
+    [QT_SCHEME_Q5_1] = {qt_q5_1_quantize_ref, q5_1_dequantize_avx512, q5_1_dot_avx512},
+    [QT_SCHEME_Q2_K] = {q2_k_quantize_avx512, q2_k_dequantize_avx512, q2_k_dot_avx512},
+    [QT_SCHEME_Q3_K] = {q3_k_quantize_avx512, q3_k_dequantize_avx512, q3_k_dot_avx512},
+    [QT_SCHEME_Q4_K] = {q4_k_quantize_avx512, q4_k_dequantize_avx512, q4_k_dot_avx512},
+    [QT_SCHEME_Q5_K] = {q5_k_quantize_avx512, q5_k_dequantize_avx512, q5_k_dot_avx512},
+    [QT_SCHEME_Q6_K] = {q6_k_quantize_avx512, q6_k_dequantize_avx512, q6_k_dot_avx512},
 };

@@ -20,6 +20,10 @@
 #include <stdint.h>
 #include <string.h>
 
+/* the 16-float helpers below are static (never called across an ABI), so
+ * GCC's note about passing 64-byte vectors without AVX-512 does not apply */
+#pragma GCC diagnostic ignored "-Wpsabi"
+
 typedef float vf __attribute__((vector_size(QT_VW * 4)));
 typedef int32_t vi __attribute__((vector_size(QT_VW * 4)));
 typedef float v16f __attribute__((vector_size(64)));
@@ -386,6 +390,184 @@ static void QT_FN(q6_k_quantize_)(const float *x, void *blocks, size_t n)
         float scales[16];
         g16_superblock(x + i0, 6, L, scales, NULL);
         qt_kq_q6_k_finish(x + i0, scales, L, b, QT_FN(requant_));
+    }
+}
+
+/* ---- dequantization, 16 elements at a time ---------------------------------------
+ * The same per-element operations as the scalar dequantizers (int code ->
+ * float, times the scale, minus the min), so the same floats. */
+
+typedef int8_t v16i8 __attribute__((vector_size(16)));
+static const v16i LANE16 = {0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15};
+
+static inline v16u8 ld16(const unsigned char *p)
+{
+    v16u8 v;
+    memcpy(&v, p, 16);
+    return v;
+}
+static inline v16i widen(v16u8 v)
+{
+    return __builtin_convertvector(v, v16i);
+}
+static inline v16f fl16(v16i v)
+{
+    return __builtin_convertvector(v, v16f);
+}
+static inline void st16(float *y, v16f v)
+{
+    memcpy(y, &v, 64);
+}
+
+static void QT_FN(q4_0_dequantize_)(const void *blocks, float *y, size_t n)
+{
+    const unsigned char *b = blocks;
+    for (size_t i0 = 0; i0 < n; i0 += 32, b += 18) {
+        float d = qt_blk_get_fp16(b);
+        v16i q = widen(ld16(b + 2));
+        st16(y + i0, fl16((q & 0xF) - 8) * d);
+        st16(y + i0 + 16, fl16((q >> 4) - 8) * d);
+    }
+}
+
+static void QT_FN(q4_1_dequantize_)(const void *blocks, float *y, size_t n)
+{
+    const unsigned char *b = blocks;
+    for (size_t i0 = 0; i0 < n; i0 += 32, b += 20) {
+        float d = qt_blk_get_fp16(b), m = qt_blk_get_fp16(b + 2);
+        v16i q = widen(ld16(b + 4));
+        st16(y + i0, fl16(q & 0xF) * d + m);
+        st16(y + i0 + 16, fl16(q >> 4) * d + m);
+    }
+}
+
+/* q5_0 (min = false: code - 16) and q5_1 (code * d + m) */
+static void q5_dequantize(const unsigned char *b, size_t bb, bool min, float *y, size_t n)
+{
+    for (size_t i0 = 0; i0 < n; i0 += 32, b += bb) {
+        float d = qt_blk_get_fp16(b), m = min ? qt_blk_get_fp16(b + 2) : 0.0f;
+        const unsigned char *p = b + (min ? 4 : 2);
+        v16i qh = (v16i){0} + (int32_t)qt_load_le32(p);
+        v16i q = widen(ld16(p + 4));
+        v16i lo = (q & 0xF) | ((qh >> LANE16) & 1) << 4;
+        v16i hi = (q >> 4) | ((qh >> (LANE16 + 16)) & 1) << 4;
+        if (min) {
+            st16(y + i0, fl16(lo) * d + m);
+            st16(y + i0 + 16, fl16(hi) * d + m);
+        } else {
+            st16(y + i0, fl16(lo - 16) * d);
+            st16(y + i0 + 16, fl16(hi - 16) * d);
+        }
+    }
+}
+
+static void QT_FN(q5_0_dequantize_)(const void *blocks, float *y, size_t n)
+{
+    q5_dequantize(blocks, 22, false, y, n);
+}
+
+static void QT_FN(q5_1_dequantize_)(const void *blocks, float *y, size_t n)
+{
+    q5_dequantize(blocks, 24, true, y, n);
+}
+
+static void QT_FN(q8_0_dequantize_)(const void *blocks, float *y, size_t n)
+{
+    const unsigned char *b = blocks;
+    for (size_t i0 = 0; i0 < n; i0 += 32, b += 34) {
+        float d = qt_blk_get_fp16(b);
+        for (int h = 0; h < 2; h++) {
+            v16i8 q;
+            memcpy(&q, b + 2 + 16 * h, 16);
+            st16(y + i0 + 16 * h, __builtin_convertvector(q, v16f) * d);
+        }
+    }
+}
+
+/* The 2-bit codes of elements e0 .. e0 + 15 (e0 a multiple of 16) from
+ * qs[64] (q2_k, q3_k layout). */
+static inline v16i codes2(const unsigned char *qs, int e0)
+{
+    return (widen(ld16(qs + (e0 / 128) * 32 + e0 % 32)) >> (2 * ((e0 / 32) % 4))) & 3;
+}
+
+static void QT_FN(q2_k_dequantize_)(const void *blocks, float *y, size_t n)
+{
+    const unsigned char *b = blocks;
+    for (size_t i0 = 0; i0 < n; i0 += QT_QK_K, b += 84) {
+        float d = qt_blk_get_fp16(b + 80), min = qt_blk_get_fp16(b + 82);
+        for (int g = 0; g < 16; g++) {
+            float dl = d * (b[g] & 0xF), ml = min * (b[g] >> 4);
+            st16(y + i0 + 16 * g, dl * fl16(codes2(b + 16, 16 * g)) - ml);
+        }
+    }
+}
+
+static void QT_FN(q3_k_dequantize_)(const void *blocks, float *y, size_t n)
+{
+    const unsigned char *b = blocks;
+    for (size_t i0 = 0; i0 < n; i0 += QT_QK_K, b += 110) {
+        float d_all = qt_blk_get_fp16(b + 108);
+        const uint8_t *s = b + 96;
+        for (int g = 0; g < 16; g++) {
+            int e0 = 16 * g;
+            int lo = g < 8 ? s[g] & 0xF : s[g - 8] >> 4, hi = (s[8 + g % 4] >> (2 * (g / 4))) & 3;
+            float dl = d_all * (float)((int8_t)(lo | hi << 4) - 32);
+            v16i h = (widen(ld16(b + e0 % 32)) >> (e0 / 32)) & 1;
+            st16(y + i0 + e0, dl * fl16(codes2(b + 32, e0) - 4 + 4 * h));
+        }
+    }
+}
+
+/* q4_k (q5 = false) and q5_k (q5 = true: high bits in qh[32]) */
+static void k4_dequantize(const unsigned char *b, size_t bb, bool q5, float *y, size_t n)
+{
+    for (size_t i0 = 0; i0 < n; i0 += QT_QK_K, b += bb) {
+        float d = qt_blk_get_fp16(b), min = qt_blk_get_fp16(b + 2);
+        const unsigned char *qs = b + (q5 ? 48 : 16);
+        for (int j = 0; j < 8; j++) {
+            uint8_t sc, m;
+            const uint8_t *sp = b + 4;
+            if (j < 4) {
+                sc = sp[j] & 63;
+                m = sp[j + 4] & 63;
+            } else {
+                sc = (uint8_t)((sp[j + 4] & 0xF) | (sp[j - 4] >> 6) << 4);
+                m = (uint8_t)((sp[j + 4] >> 4) | (sp[j] >> 6) << 4);
+            }
+            float d1 = d * sc, m1 = min * m;
+            for (int h = 0; h < 2; h++) {
+                v16i q = (widen(ld16(qs + (j / 2) * 32 + 16 * h)) >> (4 * (j & 1))) & 0xF;
+                if (q5) q += ((widen(ld16(b + 16 + 16 * h)) >> j) & 1) * 16;
+                st16(y + i0 + 32 * j + 16 * h, d1 * fl16(q) - m1);
+            }
+        }
+    }
+}
+
+static void QT_FN(q4_k_dequantize_)(const void *blocks, float *y, size_t n)
+{
+    k4_dequantize(blocks, 144, false, y, n);
+}
+
+static void QT_FN(q5_k_dequantize_)(const void *blocks, float *y, size_t n)
+{
+    k4_dequantize(blocks, 176, true, y, n);
+}
+
+static void QT_FN(q6_k_dequantize_)(const void *blocks, float *y, size_t n)
+{
+    const unsigned char *b = blocks;
+    for (size_t i0 = 0; i0 < n; i0 += QT_QK_K, b += 210) {
+        float d = qt_blk_get_fp16(b + 208);
+        for (int g = 0; g < 16; g++) {
+            /* elements 16 g .. = 128 h + 32 k + l, l = l0 .. l0 + 15 */
+            int e0 = 16 * g, h = e0 / 128, k = (e0 / 32) % 4, l0 = e0 % 32;
+            v16i lo = (widen(ld16(b + 64 * h + 32 * (k & 1) + l0)) >> (4 * (k >> 1))) & 0xF;
+            v16i hi = (widen(ld16(b + 128 + 32 * h + l0)) >> (2 * k)) & 3;
+            float ds = d * (float)(int8_t)b[192 + g];
+            st16(y + i0 + e0, ds * fl16((lo | hi << 4) - 32));
+        }
     }
 }
 
