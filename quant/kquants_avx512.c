@@ -13,6 +13,11 @@
 #define QT_IMIN(a, b) (vi)_mm512_min_epi32((__m512i)(a), (__m512i)(b))
 #define QT_IMAX(a, b) (vi)_mm512_max_epi32((__m512i)(a), (__m512i)(b))
 #define QT_ANY(m) (_mm512_movepi32_mask((__m512i)(m)) != 0)
+#define QT_WIDEN16(p, v, ext)                                                    \
+    do {                                                                         \
+        __m512i w_ = _mm512_cvt##ext##_epi32(_mm_loadu_si128((const __m128i *)(p))); \
+        memcpy(&(v), &w_, 64);                                                   \
+    } while (0)
 #define QT_SFX avx512
 #include "quant/kquants_simd.h"
 

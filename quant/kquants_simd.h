@@ -2,7 +2,8 @@
  * with GCC vector extensions and compiled per ISA (kquants_avx2.c: 8 lanes,
  * kquants_avx512.c: 16 lanes). Included only by those two files, after
  * they define QT_VW (lanes), QT_SQRT(v), QT_IMIN / QT_IMAX (int32 lanes),
- * QT_ANY(mask) (any lane set) and QT_SFX (the name suffix).
+ * QT_ANY(mask) (any lane set), QT_WIDEN16(p, v16i, epu8|epi8) (16 bytes to
+ * int32) and QT_SFX (the name suffix).
  *
  * Why bit-identical to kquants.c: one lane runs one group (16 or 32
  * elements) of the scalar algorithm, so every float operation of the
@@ -397,7 +398,6 @@ static void QT_FN(q6_k_quantize_)(const float *x, void *blocks, size_t n)
  * The same per-element operations as the scalar dequantizers (int code ->
  * float, times the scale, minus the min), so the same floats. */
 
-typedef int8_t v16i8 __attribute__((vector_size(16)));
 static const v16i LANE16 = {0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15};
 
 static inline v16u8 ld16(const unsigned char *p)
@@ -408,18 +408,21 @@ static inline v16u8 ld16(const unsigned char *p)
 }
 static inline v16i widen(v16u8 v)
 {
-    return __builtin_convertvector(v, v16i);
+    v16i r;
+    QT_WIDEN16((const unsigned char *)&v, r, epu8);
+    return r;
 }
 static inline v16f fl16(v16i v)
 {
     return __builtin_convertvector(v, v16f);
 }
+typedef float v16f_u __attribute__((vector_size(64), aligned(4), may_alias));
 static inline void st16(float *y, v16f v)
 {
-    memcpy(y, &v, 64);
+    *(v16f_u *)y = v;
 }
 
-static void QT_FN(q4_0_dequantize_)(const void *blocks, float *y, size_t n)
+__attribute__((unused)) static void QT_FN(q4_0_dequantize_)(const void *blocks, float *y, size_t n)
 {
     const unsigned char *b = blocks;
     for (size_t i0 = 0; i0 < n; i0 += 32, b += 18) {
@@ -430,7 +433,7 @@ static void QT_FN(q4_0_dequantize_)(const void *blocks, float *y, size_t n)
     }
 }
 
-static void QT_FN(q4_1_dequantize_)(const void *blocks, float *y, size_t n)
+__attribute__((unused)) static void QT_FN(q4_1_dequantize_)(const void *blocks, float *y, size_t n)
 {
     const unsigned char *b = blocks;
     for (size_t i0 = 0; i0 < n; i0 += 32, b += 20) {
@@ -461,25 +464,25 @@ static void q5_dequantize(const unsigned char *b, size_t bb, bool min, float *y,
     }
 }
 
-static void QT_FN(q5_0_dequantize_)(const void *blocks, float *y, size_t n)
+__attribute__((unused)) static void QT_FN(q5_0_dequantize_)(const void *blocks, float *y, size_t n)
 {
     q5_dequantize(blocks, 22, false, y, n);
 }
 
-static void QT_FN(q5_1_dequantize_)(const void *blocks, float *y, size_t n)
+__attribute__((unused)) static void QT_FN(q5_1_dequantize_)(const void *blocks, float *y, size_t n)
 {
     q5_dequantize(blocks, 24, true, y, n);
 }
 
-static void QT_FN(q8_0_dequantize_)(const void *blocks, float *y, size_t n)
+__attribute__((unused)) static void QT_FN(q8_0_dequantize_)(const void *blocks, float *y, size_t n)
 {
     const unsigned char *b = blocks;
     for (size_t i0 = 0; i0 < n; i0 += 32, b += 34) {
         float d = qt_blk_get_fp16(b);
         for (int h = 0; h < 2; h++) {
-            v16i8 q;
-            memcpy(&q, b + 2 + 16 * h, 16);
-            st16(y + i0 + 16 * h, __builtin_convertvector(q, v16f) * d);
+            v16i q;
+            QT_WIDEN16(b + 2 + 16 * h, q, epi8);
+            st16(y + i0 + 16 * h, fl16(q) * d);
         }
     }
 }
@@ -491,7 +494,7 @@ static inline v16i codes2(const unsigned char *qs, int e0)
     return (widen(ld16(qs + (e0 / 128) * 32 + e0 % 32)) >> (2 * ((e0 / 32) % 4))) & 3;
 }
 
-static void QT_FN(q2_k_dequantize_)(const void *blocks, float *y, size_t n)
+__attribute__((unused)) static void QT_FN(q2_k_dequantize_)(const void *blocks, float *y, size_t n)
 {
     const unsigned char *b = blocks;
     for (size_t i0 = 0; i0 < n; i0 += QT_QK_K, b += 84) {
@@ -503,7 +506,7 @@ static void QT_FN(q2_k_dequantize_)(const void *blocks, float *y, size_t n)
     }
 }
 
-static void QT_FN(q3_k_dequantize_)(const void *blocks, float *y, size_t n)
+__attribute__((unused)) static void QT_FN(q3_k_dequantize_)(const void *blocks, float *y, size_t n)
 {
     const unsigned char *b = blocks;
     for (size_t i0 = 0; i0 < n; i0 += QT_QK_K, b += 110) {
@@ -545,17 +548,17 @@ static void k4_dequantize(const unsigned char *b, size_t bb, bool q5, float *y, 
     }
 }
 
-static void QT_FN(q4_k_dequantize_)(const void *blocks, float *y, size_t n)
+__attribute__((unused)) static void QT_FN(q4_k_dequantize_)(const void *blocks, float *y, size_t n)
 {
     k4_dequantize(blocks, 144, false, y, n);
 }
 
-static void QT_FN(q5_k_dequantize_)(const void *blocks, float *y, size_t n)
+__attribute__((unused)) static void QT_FN(q5_k_dequantize_)(const void *blocks, float *y, size_t n)
 {
     k4_dequantize(blocks, 176, true, y, n);
 }
 
-static void QT_FN(q6_k_dequantize_)(const void *blocks, float *y, size_t n)
+__attribute__((unused)) static void QT_FN(q6_k_dequantize_)(const void *blocks, float *y, size_t n)
 {
     const unsigned char *b = blocks;
     for (size_t i0 = 0; i0 < n; i0 += QT_QK_K, b += 210) {
@@ -576,20 +579,20 @@ static void QT_FN(q6_k_dequantize_)(const void *blocks, float *y, size_t n)
 static float dot16(qt_blk_deq_fn deq, size_t block, size_t bbytes, const void *blocks,
                    const float *x, size_t n)
 {
+    typedef float vf_u __attribute__((vector_size(QT_VW * 4), aligned(4), may_alias));
     const unsigned char *b = blocks;
     float tmp[QT_QK_K] __attribute__((aligned(64)));
-    v16f acc = {0};
+    vf acc[16 / QT_VW] = {{0}}; /* lanes 0 .. 15 of the definition */
     for (size_t i0 = 0; i0 < n; i0 += block, b += bbytes) {
         deq(b, tmp, block);
-        for (size_t i = 0; i < block; i += 16) {
-            v16f d, xv;
-            memcpy(&d, tmp + i, 64);
-            memcpy(&xv, x + i0 + i, 64);
-            acc += d * xv;
-        }
+        for (size_t i = 0; i < block; i += 16)
+            for (int h = 0; h < 16 / QT_VW; h++) {
+                vf p = *(const vf_u *)(tmp + i + h * QT_VW) * *(const vf_u *)(x + i0 + i + h * QT_VW);
+                acc[h] += p;
+            }
     }
     float a[16];
-    memcpy(a, &acc, 64);
+    memcpy(a, acc, 64);
     return qt_blk_sum16(a);
 }
 
