@@ -23,6 +23,7 @@
         (v) = __builtin_shufflevector(lo_, hi_, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, \
                                       14, 15);                                              \
     } while (0)
+#define QT_CVTT(v) (vi)_mm256_cvttps_epi32((__m256)(v))
 #define QT_SFX avx2
 #include "quant/kquants_simd.h"
 
@@ -44,10 +45,10 @@ static void q8_0_quantize_avx2(const float *x, void *blocks, size_t n)
 
 const qt_blk_ops qt_blk_ops_avx2[QT_SCHEME_COUNT] = {
     [QT_SCHEME_Q8] = {q8_0_quantize_avx2, qt_blk_q8_0_dequantize_ref, q8_0_dot_avx2},
-    [QT_SCHEME_Q4_0] = {qt_q4_0_quantize_ref, qt_q4_0_dequantize_ref, q4_0_dot_avx2},
-    [QT_SCHEME_Q4_1] = {qt_q4_1_quantize_ref, qt_q4_1_dequantize_ref, q4_1_dot_avx2},
-    [QT_SCHEME_Q5_0] = {qt_q5_0_quantize_ref, qt_q5_0_dequantize_ref, q5_0_dot_avx2},
-    [QT_SCHEME_Q5_1] = {qt_q5_1_quantize_ref, qt_q5_1_dequantize_ref, q5_1_dot_avx2},
+    [QT_SCHEME_Q4_0] = {q4_0_quantize_avx2, qt_q4_0_dequantize_ref, q4_0_dot_avx2},
+    [QT_SCHEME_Q4_1] = {q4_1_quantize_avx2, qt_q4_1_dequantize_ref, q4_1_dot_avx2},
+    [QT_SCHEME_Q5_0] = {q5_0_quantize_avx2, qt_q5_0_dequantize_ref, q5_0_dot_avx2},
+    [QT_SCHEME_Q5_1] = {q5_1_quantize_avx2, qt_q5_1_dequantize_ref, q5_1_dot_avx2},
     [QT_SCHEME_Q2_K] = {q2_k_quantize_avx2, q2_k_dequantize_avx2, q2_k_dot_avx2},
     [QT_SCHEME_Q3_K] = {q3_k_quantize_avx2, q3_k_dequantize_avx2, q3_k_dot_avx2},
     [QT_SCHEME_Q4_K] = {q4_k_quantize_avx2, qt_q4_k_dequantize_ref, q4_k_dot_avx2},

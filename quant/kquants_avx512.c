@@ -18,6 +18,7 @@
         __m512i w_ = _mm512_cvt##ext##_epi32(_mm_loadu_si128((const __m128i *)(p))); \
         memcpy(&(v), &w_, 64);                                                   \
     } while (0)
+#define QT_CVTT(v) (vi)_mm512_cvttps_epi32((__m512)(v))
 #define QT_SFX avx512
 #include "quant/kquants_simd.h"
 
@@ -39,10 +40,10 @@ static void q8_0_quantize_avx512(const float *x, void *blocks, size_t n)
 
 const qt_blk_ops qt_blk_ops_avx512[QT_SCHEME_COUNT] = {
     [QT_SCHEME_Q8] = {q8_0_quantize_avx512, q8_0_dequantize_avx512, q8_0_dot_avx512},
-    [QT_SCHEME_Q4_0] = {qt_q4_0_quantize_ref, q4_0_dequantize_avx512, q4_0_dot_avx512},
-    [QT_SCHEME_Q4_1] = {qt_q4_1_quantize_ref, q4_1_dequantize_avx512, q4_1_dot_avx512},
-    [QT_SCHEME_Q5_0] = {qt_q5_0_quantize_ref, q5_0_dequantize_avx512, q5_0_dot_avx512},
-    [QT_SCHEME_Q5_1] = {qt_q5_1_quantize_ref, q5_1_dequantize_avx512, q5_1_dot_avx512},
+    [QT_SCHEME_Q4_0] = {q4_0_quantize_avx512, q4_0_dequantize_avx512, q4_0_dot_avx512},
+    [QT_SCHEME_Q4_1] = {q4_1_quantize_avx512, q4_1_dequantize_avx512, q4_1_dot_avx512},
+    [QT_SCHEME_Q5_0] = {q5_0_quantize_avx512, q5_0_dequantize_avx512, q5_0_dot_avx512},
+    [QT_SCHEME_Q5_1] = {q5_1_quantize_avx512, q5_1_dequantize_avx512, q5_1_dot_avx512},
     [QT_SCHEME_Q2_K] = {q2_k_quantize_avx512, q2_k_dequantize_avx512, q2_k_dot_avx512},
     [QT_SCHEME_Q3_K] = {q3_k_quantize_avx512, q3_k_dequantize_avx512, q3_k_dot_avx512},
     [QT_SCHEME_Q4_K] = {q4_k_quantize_avx512, q4_k_dequantize_avx512, q4_k_dot_avx512},

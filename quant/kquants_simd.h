@@ -2,7 +2,7 @@
  * with GCC vector extensions and compiled per ISA (kquants_avx2.c: 8 lanes,
  * kquants_avx512.c: 16 lanes). Included only by those two files, after
  * they define QT_VW (lanes), QT_SQRT(v), QT_IMIN / QT_IMAX (int32 lanes),
- * QT_ANY(mask) (any lane set), QT_WIDEN16(p, v16i, epu8|epi8) (16 bytes to
+ * QT_ANY(mask) (any lane set), QT_CVTT(v) (cvttps2dq), QT_WIDEN16(p, v16i, epu8|epi8) (16 bytes to
  * int32) and QT_SFX (the name suffix).
  *
  * Why bit-identical to kquants.c: one lane runs one group (16 or 32
@@ -392,6 +392,89 @@ static void QT_FN(q6_k_quantize_)(const float *x, void *blocks, size_t n)
         g16_superblock(x + i0, 6, L, scales, NULL);
         qt_kq_q6_k_finish(x + i0, scales, L, b, QT_FN(requant_));
     }
+}
+
+/* ---- the 32-element types: one block per lane ------------------------------------ */
+
+/* kind: 40 = q4_0, 41 = q4_1, 50 = q5_0, 51 = q5_1 (ggml_blocks.c's scalar
+ * steps per lane: the scans, d and id, the truncating casts). */
+static void legacy_row(const float *x, unsigned char *b, size_t n, int kind)
+{
+    const bool asym = kind % 10 == 1, five = kind >= 50;
+    const size_t bb = kind == 40 ? 18 : kind == 41 ? 20 : kind == 50 ? 22 : 24;
+    size_t nb = n / 32;
+    for (size_t g0 = 0; g0 < nb; g0 += QT_VW) {
+        vf xv[32], d, id, lo_v = vsplat(0), off;
+        vi code[32];
+        load_lanes(x, g0, nb, 32, xv);
+        if (asym) { /* min and max from +-FLT_MAX, strict comparisons */
+            vf mn = vsplat(3.40282347e38f), mx = vsplat(-3.40282347e38f);
+            for (int j = 0; j < 32; j++) {
+                mn = vsel(xv[j] < mn, xv[j], mn);
+                mx = vsel(xv[j] > mx, xv[j], mx);
+            }
+            d = (mx - mn) / (five ? 31.0f : 15.0f);
+            lo_v = mn;
+            off = vsplat(0.5f);
+        } else { /* the signed extreme, first on a tie */
+            vf amax = vsplat(0), max = vsplat(0);
+            for (int j = 0; j < 32; j++) {
+                vi gt = amax < vabs(xv[j]);
+                amax = vsel(gt, vabs(xv[j]), amax);
+                max = vsel(gt, xv[j], max);
+            }
+            d = max / (five ? -16.0f : -8.0f);
+            off = vsplat(five ? 16.5f : 8.5f);
+        }
+        id = vsel(d != 0, 1.0f / d, vsplat(0));
+        for (int j = 0; j < 32; j++) {
+            vf v = asym ? (xv[j] - lo_v) * id + off : xv[j] * id + off;
+            vi t = QT_CVTT(v);
+            if (kind == 51) {
+                code[j] = t & 0xFF; /* (uint8_t) cast, no clamp */
+            } else {
+                vi t8 = (t << 24) >> 24; /* (int8_t) cast */
+                code[j] = QT_IMIN(t8, isplat(five ? 31 : 15)) & 0xFF;
+            }
+        }
+        vi qh = isplat(0), packed[16];
+        for (int j = 0; j < 16; j++) {
+            packed[j] = ((code[j] & 0xF) | (code[j + 16] & 0xF) << 4) & 0xFF;
+            if (kind == 40 || kind == 41) packed[j] = (code[j] | code[j + 16] << 4) & 0xFF;
+            qh |= ((code[j] >> 4) & 1) << j;
+            qh |= ((code[j + 16] >> 4) & 1) << (j + 16);
+        }
+        for (int k = 0; k < QT_VW && g0 + (size_t)k < nb; k++) {
+            unsigned char *o = b + (g0 + (size_t)k) * bb, *qs = o + 2;
+            qt_blk_put_fp16(o, d[k]);
+            if (asym) {
+                qt_blk_put_fp16(o + 2, lo_v[k]);
+                qs += 2;
+            }
+            if (five) {
+                qt_store_le32(qs, (uint32_t)qh[k]);
+                qs += 4;
+            }
+            for (int j = 0; j < 16; j++) qs[j] = (unsigned char)packed[j][k];
+        }
+    }
+}
+
+static void QT_FN(q4_0_quantize_)(const float *x, void *blocks, size_t n)
+{
+    legacy_row(x, blocks, n, 40);
+}
+static void QT_FN(q4_1_quantize_)(const float *x, void *blocks, size_t n)
+{
+    legacy_row(x, blocks, n, 41);
+}
+static void QT_FN(q5_0_quantize_)(const float *x, void *blocks, size_t n)
+{
+    legacy_row(x, blocks, n, 50);
+}
+static void QT_FN(q5_1_quantize_)(const float *x, void *blocks, size_t n)
+{
+    legacy_row(x, blocks, n, 51);
 }
 
 /* ---- dequantization, 16 elements at a time ---------------------------------------
