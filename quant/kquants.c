@@ -220,17 +220,10 @@ void qt_kq_q5_k_pack(const uint8_t *L, unsigned char *b)
     memset(qh, 0, 32);
     uint8_t m1 = 1, m2 = 2;
     for (int n = 0; n < QT_QK_K; n += 64, ql += 32) {
-        for (int j = 0; j < 32; j++) {
+        for (int j = 0; j < 32; j++) { /* branch-free: codes are 0..31 */
             int l1 = L[n + j], l2 = L[n + j + 32];
-            if (l1 > 15) {
-                l1 -= 16;
-                qh[j] |= m1;
-            }
-            if (l2 > 15) {
-                l2 -= 16;
-                qh[j] |= m2;
-            }
-            ql[j] = (uint8_t)(l1 | l2 << 4);
+            qh[j] |= (uint8_t)((l1 >> 4) * m1 | (l2 >> 4) * m2);
+            ql[j] = (uint8_t)((l1 & 15) | (l2 & 15) << 4);
         }
         m1 = (uint8_t)(m1 << 2);
         m2 = (uint8_t)(m2 << 2);

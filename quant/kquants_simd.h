@@ -2,7 +2,8 @@
  * with GCC vector extensions and compiled per ISA (kquants_avx2.c: 8 lanes,
  * kquants_avx512.c: 16 lanes). Included only by those two files, after
  * they define QT_VW (lanes), QT_SQRT(v), QT_IMIN / QT_IMAX (int32 lanes),
- * QT_ANY(mask) (any lane set), QT_CVTT(v) (cvttps2dq), QT_WIDEN16(p, v16i, epu8|epi8) (16 bytes to
+ * QT_FMIN / QT_FMAX (float lanes, no NaN reaches them),
+ * QT_ANY(mask) (any lane set), QT_GATHER(base, idx) (floats), QT_CVTT(v) (cvttps2dq), QT_WIDEN16(p, v16i, epu8|epi8) (16 bytes to
  * int32) and QT_SFX (the name suffix).
  *
  * Why bit-identical to kquants.c: one lane runs one group (16 or 32
@@ -106,8 +107,19 @@ static void qkx2_lanes(int n, int nmax, const vf *xv, const vf *wv, vf *Lf, vf *
         float num = rmin + rdelta * (float)is + (float)nmax;
         iscale = num / (max - min);
         vf sum_l = vsplat(0), sum_l2 = vsplat(0), sum_xl = vsplat(0);
+        /* when every |iscale * (x - min)| stays far below 2^22, rounding
+         * through the 1.5 * 2^23 addend and clamping can stay in floats
+         * (the same integers as nearest_int); otherwise the integer path */
+        bool fast = !vany(~(vabs(iscale) * (max - min) < 2097152.0f));
         for (int i = 0; i < n; i++) {
-            vf lf = vfloat(iclamp(vnearest(iscale * xm[i]), 0, nmax)), wl = wv[i] * lf;
+            vf v = iscale * xm[i], lf;
+            if (fast) {
+                lf = (v + 12582912.0f) - 12582912.0f;
+                lf = QT_FMIN(QT_FMAX(lf, vsplat(0)), vsplat((float)nmax));
+            } else {
+                lf = vfloat(iclamp(vnearest(v), 0, nmax));
+            }
+            vf wl = wv[i] * lf;
             Laux[i] = lf;
             sum_l += wl;
             sum_l2 += wl * lf;
@@ -248,25 +260,28 @@ static vf q3_lanes(const vf *xv, vi *Lv)
 /* ---- rows: groups transposed into lanes --------------------------------------- */
 
 /* Lanes k < QT_VW take groups g0 + k of size gs from x (groups past n_groups
- * repeat group g0; their results are dropped). */
+ * repeat group g0; their results are dropped): a gather per element. */
 static void load_lanes(const float *x, size_t g0, size_t n_groups, int gs, vf *xv)
 {
-    for (int i = 0; i < gs; i++)
-        for (int k = 0; k < QT_VW; k++) {
-            size_t g = g0 + (size_t)k < n_groups ? g0 + (size_t)k : g0;
-            xv[i][k] = x[g * (size_t)gs + (size_t)i];
-        }
+    vi idx;
+    for (int k = 0; k < QT_VW; k++) idx[k] = g0 + (size_t)k < n_groups ? k * gs : 0;
+    const float *base = x + g0 * (size_t)gs;
+    for (int i = 0; i < gs; i++) xv[i] = QT_GATHER(base + i, idx);
 }
 
-/* Stores lane results of groups g0 + k < n_groups. */
+/* Stores lane results of groups g0 + k < n_groups (the codes through one
+ * aligned copy of the vectors, then bytes). */
 static void store_lanes(const vi *Lv, vf scale, vf min, size_t g0, size_t n_groups, int gs,
                         uint8_t *L, float *scales, float *mins)
 {
+    int32_t t[32][QT_VW] __attribute__((aligned(64)));
+    memcpy(t, Lv, (size_t)gs * sizeof(vi));
     for (int k = 0; k < QT_VW && g0 + (size_t)k < n_groups; k++) {
         size_t g = g0 + (size_t)k;
         scales[g] = scale[k];
         if (mins) mins[g] = min[k];
-        for (int i = 0; i < gs; i++) L[g * (size_t)gs + (size_t)i] = (uint8_t)Lv[i][k];
+        uint8_t *o = L + g * (size_t)gs;
+        for (int i = 0; i < gs; i++) o[i] = (uint8_t)t[i][k];
     }
 }
 
