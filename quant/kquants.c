@@ -116,7 +116,7 @@ static void put_scale_min_k4(int j, uint8_t ls, uint8_t lm, uint8_t *q)
     }
 }
 
-static void qt_kq_get_scale_min_k4(int j, const uint8_t *q, uint8_t *d, uint8_t *m)
+void qt_kq_get_scale_min_k4(int j, const uint8_t *q, uint8_t *d, uint8_t *m)
 {
     if (j < 4) {
         *d = q[j] & 63;
@@ -350,32 +350,39 @@ void qt_q2_k_dequantize_ref(const void *blocks, float *y, size_t n)
 
 /* ---- Q3_K ------------------------------------------------------------------------------ */
 
+/* The first fit of make_q3_quants / make_qx_quants over 16 values: iscale
+ * = -nmax / (the signed extreme), l = clamp(nearest(iscale x)) in [-nmax,
+ * nmax), w = x^2, the weighted sums. false (and l = 0) when the group is
+ * all zero (|x| < 1e-15). */
+static bool first_fit16(const float *x, int nmax, int8_t *l, float *sumlx, float *suml2,
+                        float *max_out)
+{
+    float amax, max = qt_blk_signed_extreme(x, 16, &amax);
+    *max_out = max;
+    *sumlx = *suml2 = 0;
+    if (amax < GROUP_MAX_EPS) {
+        for (int i = 0; i < 16; i++) l[i] = 0;
+        return false;
+    }
+    float iscale = -(float)nmax / max;
+    for (int i = 0; i < 16; i++) {
+        int li = clampi(qt_kq_nearest_int(iscale * x[i]), -nmax, nmax - 1);
+        l[i] = (int8_t)li;
+        float w = x[i] * x[i];
+        *sumlx += w * x[i] * (float)li;
+        *suml2 += w * (float)li * (float)li;
+    }
+    return true;
+}
+
 /* make_q3_quants(n = 16, nmax = 4, do_rmse): codes L in [0, 8) and the
  * group scale, by weighted (x^2) least squares with up to 5 passes of
  * single-code moves. */
 static float qt_kq_make_q3(const float *x, int8_t *L)
 {
     const int n = 16, nmax = 4;
-    float max = 0, amax = 0;
-    for (int i = 0; i < n; i++) {
-        float ax = fabsf(x[i]);
-        if (ax > amax) {
-            amax = ax;
-            max = x[i];
-        }
-    }
-    if (amax < GROUP_MAX_EPS) {
-        for (int i = 0; i < n; i++) L[i] = 0;
-        return 0.f;
-    }
-    float iscale = -(float)nmax / max, sumlx = 0, suml2 = 0;
-    for (int i = 0; i < n; i++) {
-        int l = clampi(qt_kq_nearest_int(iscale * x[i]), -nmax, nmax - 1);
-        L[i] = (int8_t)l;
-        float w = x[i] * x[i];
-        sumlx += w * x[i] * (float)l;
-        suml2 += w * (float)l * (float)l;
-    }
+    float sumlx, suml2, max;
+    if (!first_fit16(x, nmax, L, &sumlx, &suml2, &max)) return 0.f;
     for (int itry = 0; itry < 5; itry++) {
         int n_changed = 0;
         for (int i = 0; i < n; i++) {
@@ -401,7 +408,7 @@ static float qt_kq_make_q3(const float *x, int8_t *L)
 }
 
 /* The 6-bit scale of group j from the packed scales[12]. */
-static int q3_scale(const uint8_t *s, int j)
+int qt_kq_q3_scale(const uint8_t *s, int j)
 {
     int lo = j < 8 ? s[j] & 0xF : s[j - 8] >> 4;
     int hi = (s[8 + j % 4] >> (2 * (j / 4))) & 3;
@@ -435,7 +442,7 @@ void qt_kq_q3_k_finish(const float *x, const float *scales, uint8_t *L, unsigned
     }
     float d_all = qt_blk_get_fp16(b + 108);
     for (int j = 0; j < 16; j++) {
-        float d = d_all * (float)q3_scale(sc, j);
+        float d = d_all * (float)qt_kq_q3_scale(sc, j);
         if (!d) continue;
         rq(x + 16 * j, 16, d, 0.0f, -4, 3, L + 16 * j);
     }
@@ -467,7 +474,7 @@ void qt_q3_k_dequantize_ref(const void *blocks, float *y, size_t n)
     for (size_t i0 = 0; i0 < n; i0 += QT_QK_K, b += 110) {
         float d_all = qt_blk_get_fp16(b + 108);
         for (int e = 0; e < QT_QK_K; e++) {
-            float dl = d_all * (float)q3_scale(b + 96, e / 16);
+            float dl = d_all * (float)qt_kq_q3_scale(b + 96, e / 16);
             int q = (b[32 + (e / 128) * 32 + e % 32] >> (2 * ((e / 32) % 4))) & 3;
             int h = (b[e % 32] >> (e / 32)) & 1;
             y[i0 + e] = dl * (float)(q - (h ? 0 : 4));
@@ -483,26 +490,9 @@ void qt_q3_k_dequantize_ref(const void *blocks, float *y, size_t n)
 static float qt_kq_make_qx(const float *x, int8_t *L)
 {
     const int n = 16, nmax = 32;
-    float max = 0, amax = 0;
-    for (int i = 0; i < n; i++) {
-        float ax = fabsf(x[i]);
-        if (ax > amax) {
-            amax = ax;
-            max = x[i];
-        }
-    }
-    if (amax < GROUP_MAX_EPS) {
-        for (int i = 0; i < n; i++) L[i] = 0;
-        return 0.f;
-    }
-    float iscale = -(float)nmax / max, sumlx = 0, suml2 = 0;
-    for (int i = 0; i < n; i++) {
-        int l = clampi(qt_kq_nearest_int(iscale * x[i]), -nmax, nmax - 1);
-        L[i] = (int8_t)(l + nmax);
-        float w = x[i] * x[i];
-        sumlx += w * x[i] * (float)l;
-        suml2 += w * (float)l * (float)l;
-    }
+    float sumlx, suml2, max, iscale;
+    if (!first_fit16(x, nmax, L, &sumlx, &suml2, &max)) return 0.f;
+    for (int i = 0; i < n; i++) L[i] = (int8_t)(L[i] + nmax);
     float scale = suml2 ? sumlx / suml2 : 0.0f, best = scale * sumlx;
     for (int is = -9; is <= 9; is++) {
         if (is == 0) continue;

@@ -4,7 +4,9 @@
  * they define QT_VW (lanes), QT_SQRT(v), QT_IMIN / QT_IMAX (int32 lanes),
  * QT_FMIN / QT_FMAX (float lanes, no NaN reaches them),
  * QT_ANY(mask) (any lane set), QT_GATHER(base, idx) (floats), QT_CVTT(v) (cvttps2dq), QT_WIDEN16(p, v16i, epu8|epi8) (16 bytes to
- * int32) and QT_SFX (the name suffix).
+ * int32), QT_SCALAR_DEQ32 (1: scalar dequantizers for the 32-blocks and
+ * q4_k) and QT_SFX (the name suffix). It defines the ISA's table,
+ * qt_blk_ops_<sfx>.
  *
  * Why bit-identical to kquants.c: one lane runs one group (16 or 32
  * elements) of the scalar algorithm, so every float operation of the
@@ -15,7 +17,7 @@
  * lanes on the way in; the per-super-block tail (6-bit scale packing,
  * requantization, bit packing) is the scalar code of kquants.c. */
 #ifndef QT_VW
-#error "define QT_VW, QT_SQRT, QT_IMIN, QT_IMAX, QT_ANY and QT_SFX before including kquants_simd.h"
+#error "define QT_VW and the QT_ macros listed above before including kquants_simd.h"
 #endif
 
 #include <stdbool.h>
@@ -609,11 +611,9 @@ __attribute__((unused)) static void QT_FN(q3_k_dequantize_)(const void *blocks, 
     const unsigned char *b = blocks;
     for (size_t i0 = 0; i0 < n; i0 += QT_QK_K, b += 110) {
         float d_all = qt_blk_get_fp16(b + 108);
-        const uint8_t *s = b + 96;
         for (int g = 0; g < 16; g++) {
             int e0 = 16 * g;
-            int lo = g < 8 ? s[g] & 0xF : s[g - 8] >> 4, hi = (s[8 + g % 4] >> (2 * (g / 4))) & 3;
-            float dl = d_all * (float)((int8_t)(lo | hi << 4) - 32);
+            float dl = d_all * (float)qt_kq_q3_scale(b + 96, g);
             v16i h = (widen(ld16(b + e0 % 32)) >> (e0 / 32)) & 1;
             st16(y + i0 + e0, dl * fl16(codes2(b + 32, e0) - 4 + 4 * h));
         }
@@ -628,14 +628,7 @@ static void k4_dequantize(const unsigned char *b, size_t bb, bool q5, float *y, 
         const unsigned char *qs = b + (q5 ? 48 : 16);
         for (int j = 0; j < 8; j++) {
             uint8_t sc, m;
-            const uint8_t *sp = b + 4;
-            if (j < 4) {
-                sc = sp[j] & 63;
-                m = sp[j + 4] & 63;
-            } else {
-                sc = (uint8_t)((sp[j + 4] & 0xF) | (sp[j - 4] >> 6) << 4);
-                m = (uint8_t)((sp[j + 4] >> 4) | (sp[j] >> 6) << 4);
-            }
+            qt_kq_get_scale_min_k4(j, b + 4, &sc, &m);
             float d1 = d * sc, m1 = min * m;
             for (int h = 0; h < 2; h++) {
                 v16i q = (widen(ld16(qs + (j / 2) * 32 + 16 * h)) >> (4 * (j & 1))) & 0xF;
@@ -699,3 +692,42 @@ static float dot16(qt_blk_deq_fn deq, size_t block, size_t bbytes, const void *b
     {                                                                          \
         return dot16(deq, block, bytes, blocks, x, n);                         \
     }
+
+/* ---- this ISA's table ------------------------------------------------------------- */
+
+#if QT_SCALAR_DEQ32
+/* the scalar loops beat GCC's lowering of the 16-wide vectors here */
+#define QT_DQ32(t) qt_##t##_dequantize_ref
+#else
+#define QT_DQ32(t) QT_FN(t##_dequantize_)
+#endif
+
+QT_DOT16(q8_0, 32, 34, QT_DQ32(q8_0))
+QT_DOT16(q4_0, 32, 18, QT_DQ32(q4_0))
+QT_DOT16(q4_1, 32, 20, QT_DQ32(q4_1))
+QT_DOT16(q5_0, 32, 22, QT_DQ32(q5_0))
+QT_DOT16(q5_1, 32, 24, QT_DQ32(q5_1))
+QT_DOT16(q2_k, QT_QK_K, 84, QT_FN(q2_k_dequantize_))
+QT_DOT16(q3_k, QT_QK_K, 110, QT_FN(q3_k_dequantize_))
+QT_DOT16(q4_k, QT_QK_K, 144, QT_DQ32(q4_k))
+QT_DOT16(q5_k, QT_QK_K, 176, QT_FN(q5_k_dequantize_))
+QT_DOT16(q6_k, QT_QK_K, 210, QT_FN(q6_k_dequantize_))
+
+static void QT_FN(q8_0_quantize_)(const float *x, void *blocks, size_t n)
+{
+    QT_FN(qt_kernels_).q8_quant(QT_SRC_F32, x, n, 32, blocks);
+}
+
+#define QT_ROW(S, t, deq) [S] = {QT_FN(t##_quantize_), deq, QT_FN(t##_dot_)}
+const qt_blk_ops QT_FN(qt_blk_ops_)[QT_SCHEME_COUNT] = {
+    QT_ROW(QT_SCHEME_Q8, q8_0, QT_DQ32(q8_0)),
+    QT_ROW(QT_SCHEME_Q4_0, q4_0, QT_DQ32(q4_0)),
+    QT_ROW(QT_SCHEME_Q4_1, q4_1, QT_DQ32(q4_1)),
+    QT_ROW(QT_SCHEME_Q5_0, q5_0, QT_DQ32(q5_0)),
+    QT_ROW(QT_SCHEME_Q5_1, q5_1, QT_DQ32(q5_1)),
+    QT_ROW(QT_SCHEME_Q2_K, q2_k, QT_FN(q2_k_dequantize_)),
+    QT_ROW(QT_SCHEME_Q3_K, q3_k, QT_FN(q3_k_dequantize_)),
+    QT_ROW(QT_SCHEME_Q4_K, q4_k, QT_DQ32(q4_k)),
+    QT_ROW(QT_SCHEME_Q5_K, q5_k, QT_FN(q5_k_dequantize_)),
+    QT_ROW(QT_SCHEME_Q6_K, q6_k, QT_FN(q6_k_dequantize_)),
+};
