@@ -456,16 +456,23 @@ void qt_kq_q3_k_finish(const float *x, const float *scales, uint8_t *L, unsigned
     pack_2bit(low, qs);
 }
 
-void qt_q3_k_quantize_ref(const float *x, void *blocks, size_t n)
+/* q3_k / q6_k rows: the 16 signed group fits, then the type's tail. */
+static void g16_signed_row(const float *x, unsigned char *b, size_t n, size_t bb,
+                           float (*fit)(const float *, int8_t *),
+                           void (*finish)(const float *, const float *, uint8_t *, unsigned char *,
+                                          qt_kq_requant_fn))
 {
-    unsigned char *b = blocks;
-    for (size_t i0 = 0; i0 < n; i0 += QT_QK_K, b += 110) {
-        const float *xb = x + i0;
+    for (size_t i0 = 0; i0 < n; i0 += QT_QK_K, b += bb) {
         int8_t L[QT_QK_K];
         float scales[16];
-        for (int j = 0; j < 16; j++) scales[j] = qt_kq_make_q3(xb + 16 * j, L + 16 * j);
-        qt_kq_q3_k_finish(xb, scales, (uint8_t *)L, b, qt_kq_requant_ref);
+        for (int j = 0; j < 16; j++) scales[j] = fit(x + i0 + 16 * j, L + 16 * j);
+        finish(x + i0, scales, (uint8_t *)L, b, qt_kq_requant_ref);
     }
+}
+
+void qt_q3_k_quantize_ref(const float *x, void *blocks, size_t n)
+{
+    g16_signed_row(x, blocks, n, 110, qt_kq_make_q3, qt_kq_q3_k_finish);
 }
 
 void qt_q3_k_dequantize_ref(const void *blocks, float *y, size_t n)
@@ -555,14 +562,7 @@ void qt_kq_q6_k_finish(const float *x, const float *scales, uint8_t *L, unsigned
 
 void qt_q6_k_quantize_ref(const float *x, void *blocks, size_t n)
 {
-    unsigned char *b = blocks;
-    for (size_t i0 = 0; i0 < n; i0 += QT_QK_K, b += 210) {
-        const float *xb = x + i0;
-        int8_t L[QT_QK_K];
-        float scales[16];
-        for (int j = 0; j < 16; j++) scales[j] = qt_kq_make_qx(xb + 16 * j, L + 16 * j);
-        qt_kq_q6_k_finish(xb, scales, (uint8_t *)L, b, qt_kq_requant_ref);
-    }
+    g16_signed_row(x, blocks, n, 210, qt_kq_make_qx, qt_kq_q6_k_finish);
 }
 
 void qt_q6_k_dequantize_ref(const void *blocks, float *y, size_t n)
