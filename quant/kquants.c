@@ -176,40 +176,53 @@ void qt_kq_q4_k_pack(const uint8_t *L, unsigned char *b)
         for (int l = 0; l < 32; l++) q[l] = (uint8_t)(L[j + l] | L[j + l + 32] << 4);
 }
 
-void qt_q4_k_quantize_ref(const float *x, void *blocks, size_t n)
+/* q4_k / q5_k rows: the 8 group fits (make_qkx2_quants with the type's
+ * nmax, rmin and trial count), the shared tail, the type's packing. */
+static void k4_row_ref(const float *x, unsigned char *b, size_t n, int nmax, float rmin, int nstep,
+                       size_t bb, void (*pack)(const uint8_t *, unsigned char *))
 {
-    unsigned char *b = blocks;
-    for (size_t i0 = 0; i0 < n; i0 += QT_QK_K, b += 144) {
+    for (size_t i0 = 0; i0 < n; i0 += QT_QK_K, b += bb) {
         const float *xb = x + i0;
         uint8_t L[QT_QK_K];
         float w[32], scales[8], mins[8];
         for (int j = 0; j < 8; j++) {
             k4_weights(xb + 32 * j, w);
-            scales[j] = qt_kq_make_qkx2(32, 15, xb + 32 * j, w, L + 32 * j, &mins[j], -1.f, 0.1f,
-                                        20, false);
+            scales[j] = qt_kq_make_qkx2(32, nmax, xb + 32 * j, w, L + 32 * j, &mins[j], rmin, 0.1f,
+                                        nstep, false);
         }
-        qt_kq_finish_k4(xb, scales, mins, 15, b, L, qt_kq_requant_ref);
-        qt_kq_q4_k_pack(L, b);
+        qt_kq_finish_k4(xb, scales, mins, nmax, b, L, qt_kq_requant_ref);
+        pack(L, b);
     }
+}
+
+/* q4_k / q5_k dequantization: group j of 32 = d * sc_j * code - dmin * m_j;
+ * q5 adds bit j of qh[l] as 16 to the nibble */
+static void k4_dequantize_ref(const unsigned char *b, size_t bb, bool q5, float *y, size_t n)
+{
+    for (size_t i0 = 0; i0 < n; i0 += QT_QK_K, b += bb) {
+        float d = qt_blk_get_fp16(b), min = qt_blk_get_fp16(b + 2);
+        const uint8_t *qh = b + 16, *qs = b + (q5 ? 48 : 16);
+        for (int j = 0; j < 8; j++) {
+            uint8_t s, m;
+            qt_kq_get_scale_min_k4(j, b + 4, &s, &m);
+            float d1 = d * s, m1 = min * m;
+            for (int l = 0; l < 32; l++) {
+                int q = (qs[(j / 2) * 32 + l] >> (4 * (j & 1))) & 0xF;
+                if (q5) q += (qh[l] >> j & 1) ? 16 : 0;
+                y[i0 + 32 * j + l] = d1 * q - m1;
+            }
+        }
+    }
+}
+
+void qt_q4_k_quantize_ref(const float *x, void *blocks, size_t n)
+{
+    k4_row_ref(x, blocks, n, 15, -1.f, 20, 144, qt_kq_q4_k_pack);
 }
 
 void qt_q4_k_dequantize_ref(const void *blocks, float *y, size_t n)
 {
-    const unsigned char *b = blocks;
-    for (size_t i0 = 0; i0 < n; i0 += QT_QK_K, b += 144) {
-        float d = qt_blk_get_fp16(b), min = qt_blk_get_fp16(b + 2);
-        const uint8_t *q = b + 16;
-        for (int j = 0; j < 8; j += 2, q += 32) {
-            uint8_t s, m;
-            qt_kq_get_scale_min_k4(j, b + 4, &s, &m);
-            float d1 = d * s, m1 = min * m;
-            qt_kq_get_scale_min_k4(j + 1, b + 4, &s, &m);
-            float d2 = d * s, m2 = min * m;
-            float *yb = y + i0 + 32 * j;
-            for (int l = 0; l < 32; l++) yb[l] = d1 * (q[l] & 0xF) - m1;
-            for (int l = 0; l < 32; l++) yb[32 + l] = d2 * (q[l] >> 4) - m2;
-        }
-    }
+    k4_dequantize_ref(blocks, 144, false, y, n);
 }
 
 /* ---- Q5_K ------------------------------------------------------------------------------ */
@@ -232,42 +245,12 @@ void qt_kq_q5_k_pack(const uint8_t *L, unsigned char *b)
 
 void qt_q5_k_quantize_ref(const float *x, void *blocks, size_t n)
 {
-    unsigned char *b = blocks;
-    for (size_t i0 = 0; i0 < n; i0 += QT_QK_K, b += 176) {
-        const float *xb = x + i0;
-        uint8_t L[QT_QK_K];
-        float w[32], scales[8], mins[8];
-        for (int j = 0; j < 8; j++) {
-            k4_weights(xb + 32 * j, w);
-            scales[j] = qt_kq_make_qkx2(32, 31, xb + 32 * j, w, L + 32 * j, &mins[j], -0.5f,
-                                        0.1f, 15, false);
-        }
-        qt_kq_finish_k4(xb, scales, mins, 31, b, L, qt_kq_requant_ref);
-        qt_kq_q5_k_pack(L, b);
-    }
+    k4_row_ref(x, blocks, n, 31, -0.5f, 15, 176, qt_kq_q5_k_pack);
 }
 
 void qt_q5_k_dequantize_ref(const void *blocks, float *y, size_t n)
 {
-    const unsigned char *b = blocks;
-    for (size_t i0 = 0; i0 < n; i0 += QT_QK_K, b += 176) {
-        float d = qt_blk_get_fp16(b), min = qt_blk_get_fp16(b + 2);
-        const uint8_t *qh = b + 16, *ql = b + 48;
-        uint8_t u1 = 1, u2 = 2;
-        for (int j = 0; j < 8; j += 2, ql += 32) {
-            uint8_t s, m;
-            qt_kq_get_scale_min_k4(j, b + 4, &s, &m);
-            float d1 = d * s, m1 = min * m;
-            qt_kq_get_scale_min_k4(j + 1, b + 4, &s, &m);
-            float d2 = d * s, m2 = min * m;
-            float *yb = y + i0 + 32 * j;
-            for (int l = 0; l < 32; l++) yb[l] = d1 * ((ql[l] & 0xF) + (qh[l] & u1 ? 16 : 0)) - m1;
-            for (int l = 0; l < 32; l++)
-                yb[32 + l] = d2 * ((ql[l] >> 4) + (qh[l] & u2 ? 16 : 0)) - m2;
-            u1 = (uint8_t)(u1 << 2);
-            u2 = (uint8_t)(u2 << 2);
-        }
-    }
+    k4_dequantize_ref(blocks, 176, true, y, n);
 }
 
 /* ---- Q2_K ------------------------------------------------------------------------------ */
