@@ -79,17 +79,36 @@ static inline uint8_t code_min(float v, int top)
 
 /* ---- Q4_0 / Q5_0: symmetric, the signed extreme maps to the lowest code ---- */
 
-/* The element of largest magnitude, its sign kept (first one on a tie). */
-static float signed_extreme(const float *x)
+float qt_blk_signed_extreme(const float *x, int n, float *amax_out)
 {
+    /* strict >: the first element of the largest magnitude wins, NaN never */
     float amax = 0.0f, max = 0.0f;
-    for (int j = 0; j < 32; j++) {
+    for (int j = 0; j < n; j++) {
         if (amax < fabsf(x[j])) {
             amax = fabsf(x[j]);
             max = x[j];
         }
     }
+    if (amax_out) *amax_out = amax;
     return max;
+}
+
+/* 4-bit codes of a 32-block into qs[16]: low nibble element j, high j + 16. */
+static void pack4(const uint8_t *code, unsigned char *qs)
+{
+    for (int j = 0; j < 16; j++) qs[j] = (uint8_t)(code[j] | code[j + 16] << 4);
+}
+
+/* 5-bit codes: the low nibbles as pack4, bit 4 of code j at bit j of qh. */
+static void pack5(const uint8_t *code, unsigned char *qh, unsigned char *qs)
+{
+    uint32_t h = 0;
+    for (int j = 0; j < 16; j++) {
+        qs[j] = (uint8_t)((code[j] & 0x0F) | (code[j + 16] & 0x0F) << 4);
+        h |= (uint32_t)((code[j] >> 4) & 1) << j;
+        h |= (uint32_t)((code[j + 16] >> 4) & 1) << (j + 16);
+    }
+    qt_store_le32(qh, h);
 }
 
 void qt_q4_0_quantize_ref(const float *x, void *blocks, size_t n)
@@ -97,14 +116,12 @@ void qt_q4_0_quantize_ref(const float *x, void *blocks, size_t n)
     unsigned char *b = blocks;
     for (size_t i0 = 0; i0 < n; i0 += 32, b += 18) {
         const float *xb = x + i0;
-        float d = signed_extreme(xb) / -8.0f;
+        float d = qt_blk_signed_extreme(xb, 32, NULL) / -8.0f;
         float id = d != 0.0f ? 1.0f / d : 0.0f;
+        uint8_t code[32];
+        for (int j = 0; j < 32; j++) code[j] = code_min(xb[j] * id + 8.5f, 15);
         qt_blk_put_fp16(b, d);
-        for (int j = 0; j < 16; j++) {
-            uint8_t lo = code_min(xb[j] * id + 8.5f, 15);
-            uint8_t hi = code_min(xb[j + 16] * id + 8.5f, 15);
-            b[2 + j] = (uint8_t)(lo | hi << 4);
-        }
+        pack4(code, b + 2);
     }
 }
 
@@ -125,18 +142,12 @@ void qt_q5_0_quantize_ref(const float *x, void *blocks, size_t n)
     unsigned char *b = blocks;
     for (size_t i0 = 0; i0 < n; i0 += 32, b += 22) {
         const float *xb = x + i0;
-        float d = signed_extreme(xb) / -16.0f;
+        float d = qt_blk_signed_extreme(xb, 32, NULL) / -16.0f;
         float id = d != 0.0f ? 1.0f / d : 0.0f;
+        uint8_t code[32];
+        for (int j = 0; j < 32; j++) code[j] = code_min(xb[j] * id + 16.5f, 31);
         qt_blk_put_fp16(b, d);
-        uint32_t qh = 0;
-        for (int j = 0; j < 16; j++) {
-            uint8_t lo = code_min(xb[j] * id + 16.5f, 31);
-            uint8_t hi = code_min(xb[j + 16] * id + 16.5f, 31);
-            b[6 + j] = (uint8_t)((lo & 0x0F) | (hi & 0x0F) << 4);
-            qh |= (uint32_t)((lo >> 4) & 1) << j;
-            qh |= (uint32_t)((hi >> 4) & 1) << (j + 16);
-        }
-        qt_store_le32(b + 2, qh);
+        pack5(code, b + 2, b + 6);
     }
 }
 
@@ -177,13 +188,11 @@ void qt_q4_1_quantize_ref(const float *x, void *blocks, size_t n)
         min_max(xb, &mn, &mx);
         float d = (mx - mn) / 15.0f;
         float id = d != 0.0f ? 1.0f / d : 0.0f;
+        uint8_t code[32];
+        for (int j = 0; j < 32; j++) code[j] = code_min((xb[j] - mn) * id + 0.5f, 15);
         qt_blk_put_fp16(b, d);
         qt_blk_put_fp16(b + 2, mn);
-        for (int j = 0; j < 16; j++) {
-            uint8_t lo = code_min((xb[j] - mn) * id + 0.5f, 15);
-            uint8_t hi = code_min((xb[j + 16] - mn) * id + 0.5f, 15);
-            b[4 + j] = (uint8_t)(lo | hi << 4);
-        }
+        pack4(code, b + 4);
     }
 }
 
@@ -208,18 +217,12 @@ void qt_q5_1_quantize_ref(const float *x, void *blocks, size_t n)
         min_max(xb, &mn, &mx);
         float d = (mx - mn) / 31.0f;
         float id = d != 0.0f ? 1.0f / d : 0.0f;
+        uint8_t code[32];
+        /* no clamp here in ggml: (uint8_t)(v + 0.5f) */
+        for (int j = 0; j < 32; j++) code[j] = (uint8_t)qt_blk_trunc_i32((xb[j] - mn) * id + 0.5f);
         qt_blk_put_fp16(b, d);
         qt_blk_put_fp16(b + 2, mn);
-        uint32_t qh = 0;
-        for (int j = 0; j < 16; j++) {
-            /* no clamp here in ggml: (uint8_t)(v + 0.5f) */
-            uint8_t lo = (uint8_t)qt_blk_trunc_i32((xb[j] - mn) * id + 0.5f);
-            uint8_t hi = (uint8_t)qt_blk_trunc_i32((xb[j + 16] - mn) * id + 0.5f);
-            b[8 + j] = (uint8_t)((lo & 0x0F) | (hi & 0x0F) << 4);
-            qh |= (uint32_t)((lo >> 4) & 1) << j;
-            qh |= (uint32_t)((hi >> 4) & 1) << (j + 16);
-        }
-        qt_store_le32(b + 4, qh);
+        pack5(code, b + 4, b + 8);
     }
 }
 
@@ -240,12 +243,12 @@ void qt_q5_1_dequantize_ref(const void *blocks, float *y, size_t n)
 
 /* ---- Q8_0 (quantize: quant/q8.c at block 32) --------------------------------- */
 
-static void q8_0_quantize_ref(const float *x, void *blocks, size_t n)
+void qt_q8_0_quantize_ref(const float *x, void *blocks, size_t n)
 {
     qt_q8_quant_ref(QT_SRC_F32, x, n, 32, blocks);
 }
 
-void qt_blk_q8_0_dequantize_ref(const void *blocks, float *y, size_t n)
+void qt_q8_0_dequantize_ref(const void *blocks, float *y, size_t n)
 {
     const unsigned char *b = blocks;
     for (size_t i0 = 0; i0 < n; i0 += 32, b += 34) {
@@ -265,11 +268,11 @@ REF_DOT(qt_q4_0_dot_ref, 32, 18, qt_q4_0_dequantize_ref)
 REF_DOT(qt_q4_1_dot_ref, 32, 20, qt_q4_1_dequantize_ref)
 REF_DOT(qt_q5_0_dot_ref, 32, 22, qt_q5_0_dequantize_ref)
 REF_DOT(qt_q5_1_dot_ref, 32, 24, qt_q5_1_dequantize_ref)
-REF_DOT(qt_q8_0_dot_ref, 32, 34, qt_blk_q8_0_dequantize_ref)
+REF_DOT(qt_q8_0_dot_ref, 32, 34, qt_q8_0_dequantize_ref)
 
 /* Indexed by qt_scheme; rows that are not block types stay empty. */
 const qt_blk_ops qt_blk_ops_ref[QT_SCHEME_COUNT] = {
-    [QT_SCHEME_Q8] = {q8_0_quantize_ref, qt_blk_q8_0_dequantize_ref, qt_q8_0_dot_ref},
+    [QT_SCHEME_Q8] = {qt_q8_0_quantize_ref, qt_q8_0_dequantize_ref, qt_q8_0_dot_ref},
     [QT_SCHEME_Q4_0] = {qt_q4_0_quantize_ref, qt_q4_0_dequantize_ref, qt_q4_0_dot_ref},
     [QT_SCHEME_Q4_1] = {qt_q4_1_quantize_ref, qt_q4_1_dequantize_ref, qt_q4_1_dot_ref},
     [QT_SCHEME_Q5_0] = {qt_q5_0_quantize_ref, qt_q5_0_dequantize_ref, qt_q5_0_dot_ref},

@@ -23,6 +23,16 @@ static inline int clampi(int v, int lo, int hi)
     return v < lo ? lo : v > hi ? hi : v;
 }
 
+/* ---- requantization with the stored scales ------------------------------------- */
+
+/* L[i] = clamp(nearest((x[i] + dm) / d), lo, hi) - lo for i < n. q3_k / q6_k
+ * call it with dm = 0: x + 0 is x (up to the sign of a zero, which the
+ * rounding ignores), so this is their nearest(x / d). */
+void qt_kq_requant_ref(const float *x, int n, float d, float dm, int lo, int hi, uint8_t *L)
+{
+    for (int i = 0; i < n; i++) L[i] = (uint8_t)(clampi(qt_kq_nearest_int((x[i] + dm) / d), lo, hi) - lo);
+}
+
 /* ---- make_qkx2_quants: scale and min of one group, searched ------------------ */
 
 /* Codes L[0..n) in [0, nmax] for x ~ scale * L - the_min, weights w: the
@@ -106,7 +116,7 @@ static void put_scale_min_k4(int j, uint8_t ls, uint8_t lm, uint8_t *q)
     }
 }
 
-static void qt_kq_get_scale_min_k4(int j, const uint8_t *q, uint8_t *d, uint8_t *m)
+void qt_kq_get_scale_min_k4(int j, const uint8_t *q, uint8_t *d, uint8_t *m)
 {
     if (j < 4) {
         *d = q[j] & 63;
@@ -121,7 +131,7 @@ static void qt_kq_get_scale_min_k4(int j, const uint8_t *q, uint8_t *d, uint8_t 
  * pairs, d and dmin at b[0..4), then the codes L requantized with the
  * stored (rounded) scales. */
 void qt_kq_finish_k4(const float *x, const float *scales, const float *mins, int nmax,
-                     unsigned char *b, uint8_t *L)
+                     unsigned char *b, uint8_t *L, qt_kq_requant_fn rq)
 {
     float max_scale = 0, max_min = 0;
     for (int j = 0; j < 8; j++) {
@@ -144,9 +154,7 @@ void qt_kq_finish_k4(const float *x, const float *scales, const float *mins, int
         qt_kq_get_scale_min_k4(j, sc, &s, &m);
         float d = d_all * s;
         if (!d) continue;
-        float dm = m_all * m;
-        for (int i = 0; i < 32; i++)
-            L[32 * j + i] = (uint8_t)clampi(qt_kq_nearest_int((x[32 * j + i] + dm) / d), 0, nmax);
+        rq(x + 32 * j, 32, d, m_all * m, 0, nmax, L + 32 * j);
     }
 }
 
@@ -168,40 +176,53 @@ void qt_kq_q4_k_pack(const uint8_t *L, unsigned char *b)
         for (int l = 0; l < 32; l++) q[l] = (uint8_t)(L[j + l] | L[j + l + 32] << 4);
 }
 
-void qt_q4_k_quantize_ref(const float *x, void *blocks, size_t n)
+/* q4_k / q5_k rows: the 8 group fits (make_qkx2_quants with the type's
+ * nmax, rmin and trial count), the shared tail, the type's packing. */
+static void k4_row_ref(const float *x, unsigned char *b, size_t n, int nmax, float rmin, int nstep,
+                       size_t bb, void (*pack)(const uint8_t *, unsigned char *))
 {
-    unsigned char *b = blocks;
-    for (size_t i0 = 0; i0 < n; i0 += QT_QK_K, b += 144) {
+    for (size_t i0 = 0; i0 < n; i0 += QT_QK_K, b += bb) {
         const float *xb = x + i0;
         uint8_t L[QT_QK_K];
         float w[32], scales[8], mins[8];
         for (int j = 0; j < 8; j++) {
             k4_weights(xb + 32 * j, w);
-            scales[j] = qt_kq_make_qkx2(32, 15, xb + 32 * j, w, L + 32 * j, &mins[j], -1.f, 0.1f,
-                                        20, false);
+            scales[j] = qt_kq_make_qkx2(32, nmax, xb + 32 * j, w, L + 32 * j, &mins[j], rmin, 0.1f,
+                                        nstep, false);
         }
-        qt_kq_finish_k4(xb, scales, mins, 15, b, L);
-        qt_kq_q4_k_pack(L, b);
+        qt_kq_finish_k4(xb, scales, mins, nmax, b, L, qt_kq_requant_ref);
+        pack(L, b);
     }
+}
+
+/* q4_k / q5_k dequantization: group j of 32 = d * sc_j * code - dmin * m_j;
+ * q5 adds bit j of qh[l] as 16 to the nibble */
+static void k4_dequantize_ref(const unsigned char *b, size_t bb, bool q5, float *y, size_t n)
+{
+    for (size_t i0 = 0; i0 < n; i0 += QT_QK_K, b += bb) {
+        float d = qt_blk_get_fp16(b), min = qt_blk_get_fp16(b + 2);
+        const uint8_t *qh = b + 16, *qs = b + (q5 ? 48 : 16);
+        for (int j = 0; j < 8; j++) {
+            uint8_t s, m;
+            qt_kq_get_scale_min_k4(j, b + 4, &s, &m);
+            float d1 = d * s, m1 = min * m;
+            for (int l = 0; l < 32; l++) {
+                int q = (qs[(j / 2) * 32 + l] >> (4 * (j & 1))) & 0xF;
+                if (q5) q += (qh[l] >> j & 1) ? 16 : 0;
+                y[i0 + 32 * j + l] = d1 * q - m1;
+            }
+        }
+    }
+}
+
+void qt_q4_k_quantize_ref(const float *x, void *blocks, size_t n)
+{
+    k4_row_ref(x, blocks, n, 15, -1.f, 20, 144, qt_kq_q4_k_pack);
 }
 
 void qt_q4_k_dequantize_ref(const void *blocks, float *y, size_t n)
 {
-    const unsigned char *b = blocks;
-    for (size_t i0 = 0; i0 < n; i0 += QT_QK_K, b += 144) {
-        float d = qt_blk_get_fp16(b), min = qt_blk_get_fp16(b + 2);
-        const uint8_t *q = b + 16;
-        for (int j = 0; j < 8; j += 2, q += 32) {
-            uint8_t s, m;
-            qt_kq_get_scale_min_k4(j, b + 4, &s, &m);
-            float d1 = d * s, m1 = min * m;
-            qt_kq_get_scale_min_k4(j + 1, b + 4, &s, &m);
-            float d2 = d * s, m2 = min * m;
-            float *yb = y + i0 + 32 * j;
-            for (int l = 0; l < 32; l++) yb[l] = d1 * (q[l] & 0xF) - m1;
-            for (int l = 0; l < 32; l++) yb[32 + l] = d2 * (q[l] >> 4) - m2;
-        }
-    }
+    k4_dequantize_ref(blocks, 144, false, y, n);
 }
 
 /* ---- Q5_K ------------------------------------------------------------------------------ */
@@ -212,17 +233,10 @@ void qt_kq_q5_k_pack(const uint8_t *L, unsigned char *b)
     memset(qh, 0, 32);
     uint8_t m1 = 1, m2 = 2;
     for (int n = 0; n < QT_QK_K; n += 64, ql += 32) {
-        for (int j = 0; j < 32; j++) {
+        for (int j = 0; j < 32; j++) { /* branch-free: codes are 0..31 */
             int l1 = L[n + j], l2 = L[n + j + 32];
-            if (l1 > 15) {
-                l1 -= 16;
-                qh[j] |= m1;
-            }
-            if (l2 > 15) {
-                l2 -= 16;
-                qh[j] |= m2;
-            }
-            ql[j] = (uint8_t)(l1 | l2 << 4);
+            qh[j] |= (uint8_t)((l1 >> 4) * m1 | (l2 >> 4) * m2);
+            ql[j] = (uint8_t)((l1 & 15) | (l2 & 15) << 4);
         }
         m1 = (uint8_t)(m1 << 2);
         m2 = (uint8_t)(m2 << 2);
@@ -231,42 +245,12 @@ void qt_kq_q5_k_pack(const uint8_t *L, unsigned char *b)
 
 void qt_q5_k_quantize_ref(const float *x, void *blocks, size_t n)
 {
-    unsigned char *b = blocks;
-    for (size_t i0 = 0; i0 < n; i0 += QT_QK_K, b += 176) {
-        const float *xb = x + i0;
-        uint8_t L[QT_QK_K];
-        float w[32], scales[8], mins[8];
-        for (int j = 0; j < 8; j++) {
-            k4_weights(xb + 32 * j, w);
-            scales[j] = qt_kq_make_qkx2(32, 31, xb + 32 * j, w, L + 32 * j, &mins[j], -0.5f,
-                                        0.1f, 15, false);
-        }
-        qt_kq_finish_k4(xb, scales, mins, 31, b, L);
-        qt_kq_q5_k_pack(L, b);
-    }
+    k4_row_ref(x, blocks, n, 31, -0.5f, 15, 176, qt_kq_q5_k_pack);
 }
 
 void qt_q5_k_dequantize_ref(const void *blocks, float *y, size_t n)
 {
-    const unsigned char *b = blocks;
-    for (size_t i0 = 0; i0 < n; i0 += QT_QK_K, b += 176) {
-        float d = qt_blk_get_fp16(b), min = qt_blk_get_fp16(b + 2);
-        const uint8_t *qh = b + 16, *ql = b + 48;
-        uint8_t u1 = 1, u2 = 2;
-        for (int j = 0; j < 8; j += 2, ql += 32) {
-            uint8_t s, m;
-            qt_kq_get_scale_min_k4(j, b + 4, &s, &m);
-            float d1 = d * s, m1 = min * m;
-            qt_kq_get_scale_min_k4(j + 1, b + 4, &s, &m);
-            float d2 = d * s, m2 = min * m;
-            float *yb = y + i0 + 32 * j;
-            for (int l = 0; l < 32; l++) yb[l] = d1 * ((ql[l] & 0xF) + (qh[l] & u1 ? 16 : 0)) - m1;
-            for (int l = 0; l < 32; l++)
-                yb[32 + l] = d2 * ((ql[l] >> 4) + (qh[l] & u2 ? 16 : 0)) - m2;
-            u1 = (uint8_t)(u1 << 2);
-            u2 = (uint8_t)(u2 << 2);
-        }
-    }
+    k4_dequantize_ref(blocks, 176, true, y, n);
 }
 
 /* ---- Q2_K ------------------------------------------------------------------------------ */
@@ -284,7 +268,7 @@ static void pack_2bit(const uint8_t *L, uint8_t *qs)
 /* q2_k after the group fits: 4-bit scales and mins, d, dmin, requantized
  * codes, packing. */
 void qt_kq_q2_k_finish(const float *x, const float *scales, const float *mins, uint8_t *L,
-                       unsigned char *b)
+                       unsigned char *b, qt_kq_requant_fn rq)
 {
     const float q4scale = 15.f;
     float max_scale = 0, max_min = 0;
@@ -310,9 +294,7 @@ void qt_kq_q2_k_finish(const float *x, const float *scales, const float *mins, u
     for (int j = 0; j < 16; j++) {
         float d = d_all * (sc[j] & 0xF);
         if (!d) continue;
-        float dm = m_all * (sc[j] >> 4);
-        for (int i = 0; i < 16; i++)
-            L[16 * j + i] = (uint8_t)clampi(qt_kq_nearest_int((x[16 * j + i] + dm) / d), 0, 3);
+        rq(x + 16 * j, 16, d, m_all * (sc[j] >> 4), 0, 3, L + 16 * j);
     }
     pack_2bit(L, b + 16);
 }
@@ -329,7 +311,7 @@ void qt_q2_k_quantize_ref(const float *x, void *blocks, size_t n)
             scales[j] = qt_kq_make_qkx2(16, 3, xb + 16 * j, w, L + 16 * j, &mins[j], -0.5f, 0.1f,
                                         15, true);
         }
-        qt_kq_q2_k_finish(xb, scales, mins, L, b);
+        qt_kq_q2_k_finish(xb, scales, mins, L, b, qt_kq_requant_ref);
     }
 }
 
@@ -351,32 +333,39 @@ void qt_q2_k_dequantize_ref(const void *blocks, float *y, size_t n)
 
 /* ---- Q3_K ------------------------------------------------------------------------------ */
 
+/* The first fit of make_q3_quants / make_qx_quants over 16 values: iscale
+ * = -nmax / (the signed extreme), l = clamp(nearest(iscale x)) in [-nmax,
+ * nmax), w = x^2, the weighted sums. false (and l = 0) when the group is
+ * all zero (|x| < 1e-15). */
+static bool first_fit16(const float *x, int nmax, int8_t *l, float *sumlx, float *suml2,
+                        float *max_out)
+{
+    float amax, max = qt_blk_signed_extreme(x, 16, &amax);
+    *max_out = max;
+    *sumlx = *suml2 = 0;
+    if (amax < GROUP_MAX_EPS) {
+        for (int i = 0; i < 16; i++) l[i] = 0;
+        return false;
+    }
+    float iscale = -(float)nmax / max;
+    for (int i = 0; i < 16; i++) {
+        int li = clampi(qt_kq_nearest_int(iscale * x[i]), -nmax, nmax - 1);
+        l[i] = (int8_t)li;
+        float w = x[i] * x[i];
+        *sumlx += w * x[i] * (float)li;
+        *suml2 += w * (float)li * (float)li;
+    }
+    return true;
+}
+
 /* make_q3_quants(n = 16, nmax = 4, do_rmse): codes L in [0, 8) and the
  * group scale, by weighted (x^2) least squares with up to 5 passes of
  * single-code moves. */
 static float qt_kq_make_q3(const float *x, int8_t *L)
 {
     const int n = 16, nmax = 4;
-    float max = 0, amax = 0;
-    for (int i = 0; i < n; i++) {
-        float ax = fabsf(x[i]);
-        if (ax > amax) {
-            amax = ax;
-            max = x[i];
-        }
-    }
-    if (amax < GROUP_MAX_EPS) {
-        for (int i = 0; i < n; i++) L[i] = 0;
-        return 0.f;
-    }
-    float iscale = -(float)nmax / max, sumlx = 0, suml2 = 0;
-    for (int i = 0; i < n; i++) {
-        int l = clampi(qt_kq_nearest_int(iscale * x[i]), -nmax, nmax - 1);
-        L[i] = (int8_t)l;
-        float w = x[i] * x[i];
-        sumlx += w * x[i] * (float)l;
-        suml2 += w * (float)l * (float)l;
-    }
+    float sumlx, suml2, max;
+    if (!first_fit16(x, nmax, L, &sumlx, &suml2, &max)) return 0.f;
     for (int itry = 0; itry < 5; itry++) {
         int n_changed = 0;
         for (int i = 0; i < n; i++) {
@@ -402,14 +391,15 @@ static float qt_kq_make_q3(const float *x, int8_t *L)
 }
 
 /* The 6-bit scale of group j from the packed scales[12]. */
-static int q3_scale(const uint8_t *s, int j)
+int qt_kq_q3_scale(const uint8_t *s, int j)
 {
     int lo = j < 8 ? s[j] & 0xF : s[j - 8] >> 4;
     int hi = (s[8 + j % 4] >> (2 * (j / 4))) & 3;
     return (int8_t)(lo | hi << 4) - 32;
 }
 
-void qt_kq_q3_k_finish(const float *x, const float *scales, int8_t *L, unsigned char *b)
+void qt_kq_q3_k_finish(const float *x, const float *scales, uint8_t *L, unsigned char *b,
+                       qt_kq_requant_fn rq)
 {
     float max_scale = 0, amax = 0;
     for (int j = 0; j < 16; j++) {
@@ -435,31 +425,37 @@ void qt_kq_q3_k_finish(const float *x, const float *scales, int8_t *L, unsigned 
     }
     float d_all = qt_blk_get_fp16(b + 108);
     for (int j = 0; j < 16; j++) {
-        float d = d_all * (float)q3_scale(sc, j);
+        float d = d_all * (float)qt_kq_q3_scale(sc, j);
         if (!d) continue;
-        for (int i = 0; i < 16; i++)
-            L[16 * j + i] = (int8_t)(clampi(qt_kq_nearest_int(x[16 * j + i] / d), -4, 3) + 4);
+        rq(x + 16 * j, 16, d, 0.0f, -4, 3, L + 16 * j);
     }
     /* bit 2 of code e goes to hmask[e % 32], bit e / 32 */
     memset(hmask, 0, 32);
     uint8_t low[QT_QK_K];
-    for (int e = 0; e < QT_QK_K; e++) {
-        if (L[e] > 3) hmask[e % 32] |= (uint8_t)(1u << (e / 32));
-        low[e] = (uint8_t)(L[e] > 3 ? L[e] - 4 : L[e]);
+    for (int e = 0; e < QT_QK_K; e++) { /* branch-free: codes are 0..7 */
+        hmask[e % 32] |= (uint8_t)((L[e] >> 2) << (e / 32));
+        low[e] = L[e] & 3;
     }
     pack_2bit(low, qs);
 }
 
-void qt_q3_k_quantize_ref(const float *x, void *blocks, size_t n)
+/* q3_k / q6_k rows: the 16 signed group fits, then the type's tail. */
+static void g16_signed_row(const float *x, unsigned char *b, size_t n, size_t bb,
+                           float (*fit)(const float *, int8_t *),
+                           void (*finish)(const float *, const float *, uint8_t *, unsigned char *,
+                                          qt_kq_requant_fn))
 {
-    unsigned char *b = blocks;
-    for (size_t i0 = 0; i0 < n; i0 += QT_QK_K, b += 110) {
-        const float *xb = x + i0;
+    for (size_t i0 = 0; i0 < n; i0 += QT_QK_K, b += bb) {
         int8_t L[QT_QK_K];
         float scales[16];
-        for (int j = 0; j < 16; j++) scales[j] = qt_kq_make_q3(xb + 16 * j, L + 16 * j);
-        qt_kq_q3_k_finish(xb, scales, L, b);
+        for (int j = 0; j < 16; j++) scales[j] = fit(x + i0 + 16 * j, L + 16 * j);
+        finish(x + i0, scales, (uint8_t *)L, b, qt_kq_requant_ref);
     }
+}
+
+void qt_q3_k_quantize_ref(const float *x, void *blocks, size_t n)
+{
+    g16_signed_row(x, blocks, n, 110, qt_kq_make_q3, qt_kq_q3_k_finish);
 }
 
 void qt_q3_k_dequantize_ref(const void *blocks, float *y, size_t n)
@@ -468,7 +464,7 @@ void qt_q3_k_dequantize_ref(const void *blocks, float *y, size_t n)
     for (size_t i0 = 0; i0 < n; i0 += QT_QK_K, b += 110) {
         float d_all = qt_blk_get_fp16(b + 108);
         for (int e = 0; e < QT_QK_K; e++) {
-            float dl = d_all * (float)q3_scale(b + 96, e / 16);
+            float dl = d_all * (float)qt_kq_q3_scale(b + 96, e / 16);
             int q = (b[32 + (e / 128) * 32 + e % 32] >> (2 * ((e / 32) % 4))) & 3;
             int h = (b[e % 32] >> (e / 32)) & 1;
             y[i0 + e] = dl * (float)(q - (h ? 0 : 4));
@@ -484,26 +480,9 @@ void qt_q3_k_dequantize_ref(const void *blocks, float *y, size_t n)
 static float qt_kq_make_qx(const float *x, int8_t *L)
 {
     const int n = 16, nmax = 32;
-    float max = 0, amax = 0;
-    for (int i = 0; i < n; i++) {
-        float ax = fabsf(x[i]);
-        if (ax > amax) {
-            amax = ax;
-            max = x[i];
-        }
-    }
-    if (amax < GROUP_MAX_EPS) {
-        for (int i = 0; i < n; i++) L[i] = 0;
-        return 0.f;
-    }
-    float iscale = -(float)nmax / max, sumlx = 0, suml2 = 0;
-    for (int i = 0; i < n; i++) {
-        int l = clampi(qt_kq_nearest_int(iscale * x[i]), -nmax, nmax - 1);
-        L[i] = (int8_t)(l + nmax);
-        float w = x[i] * x[i];
-        sumlx += w * x[i] * (float)l;
-        suml2 += w * (float)l * (float)l;
-    }
+    float sumlx, suml2, max, iscale;
+    if (!first_fit16(x, nmax, L, &sumlx, &suml2, &max)) return 0.f;
+    for (int i = 0; i < n; i++) L[i] = (int8_t)(L[i] + nmax);
     float scale = suml2 ? sumlx / suml2 : 0.0f, best = scale * sumlx;
     for (int is = -9; is <= 9; is++) {
         if (is == 0) continue;
@@ -525,7 +504,8 @@ static float qt_kq_make_qx(const float *x, int8_t *L)
     return scale;
 }
 
-void qt_kq_q6_k_finish(const float *x, const float *scales, int8_t *L, unsigned char *b)
+void qt_kq_q6_k_finish(const float *x, const float *scales, uint8_t *L, unsigned char *b,
+                       qt_kq_requant_fn rq)
 {
     float max_scale = 0, max_abs_scale = 0;
     for (int j = 0; j < 16; j++) {
@@ -551,8 +531,7 @@ void qt_kq_q6_k_finish(const float *x, const float *scales, int8_t *L, unsigned 
     for (int j = 0; j < 16; j++) {
         float d = d_all * (float)sc[j];
         if (!d) continue;
-        for (int i = 0; i < 16; i++)
-            L[16 * j + i] = (int8_t)(clampi(qt_kq_nearest_int(x[16 * j + i] / d), -32, 31) + 32);
+        rq(x + 16 * j, 16, d, 0.0f, -32, 31, L + 16 * j);
     }
     for (int j = 0; j < QT_QK_K; j += 128, ql += 64, qh += 32) {
         for (int l = 0; l < 32; l++) {
@@ -566,14 +545,7 @@ void qt_kq_q6_k_finish(const float *x, const float *scales, int8_t *L, unsigned 
 
 void qt_q6_k_quantize_ref(const float *x, void *blocks, size_t n)
 {
-    unsigned char *b = blocks;
-    for (size_t i0 = 0; i0 < n; i0 += QT_QK_K, b += 210) {
-        const float *xb = x + i0;
-        int8_t L[QT_QK_K];
-        float scales[16];
-        for (int j = 0; j < 16; j++) scales[j] = qt_kq_make_qx(xb + 16 * j, L + 16 * j);
-        qt_kq_q6_k_finish(xb, scales, L, b);
-    }
+    g16_signed_row(x, blocks, n, 210, qt_kq_make_qx, qt_kq_q6_k_finish);
 }
 
 void qt_q6_k_dequantize_ref(const void *blocks, float *y, size_t n)

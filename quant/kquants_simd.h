@@ -1,7 +1,12 @@
 /* quant/kquants_simd.h: the lane-parallel K-quant quantizers, written once
  * with GCC vector extensions and compiled per ISA (kquants_avx2.c: 8 lanes,
  * kquants_avx512.c: 16 lanes). Included only by those two files, after
- * they define QT_VW (lanes), QT_SQRT(v) and QT_SFX (the name suffix).
+ * they define QT_VW (lanes), QT_SQRT(v), QT_IMIN / QT_IMAX (int32 lanes),
+ * QT_FMIN / QT_FMAX (float lanes, no NaN reaches them),
+ * QT_ANY(mask) (any lane set), QT_GATHER(base, idx) (floats), QT_CVTT(v) (cvttps2dq), QT_WIDEN16(p, v16i, epu8|epi8) (16 bytes to
+ * int32), QT_SCALAR_DEQ32 (1: scalar dequantizers for the 32-blocks and
+ * q4_k) and QT_SFX (the name suffix). It defines the ISA's table,
+ * qt_blk_ops_<sfx>.
  *
  * Why bit-identical to kquants.c: one lane runs one group (16 or 32
  * elements) of the scalar algorithm, so every float operation of the
@@ -12,12 +17,16 @@
  * lanes on the way in; the per-super-block tail (6-bit scale packing,
  * requantization, bit packing) is the scalar code of kquants.c. */
 #ifndef QT_VW
-#error "define QT_VW, QT_SQRT and QT_SFX before including kquants_simd.h"
+#error "define QT_VW and the QT_ macros listed above before including kquants_simd.h"
 #endif
 
 #include <stdbool.h>
 #include <stdint.h>
 #include <string.h>
+
+/* the 16-float helpers below are static (never called across an ABI), so
+ * GCC's note about passing 64-byte vectors without AVX-512 does not apply */
+#pragma GCC diagnostic ignored "-Wpsabi"
 
 typedef float vf __attribute__((vector_size(QT_VW * 4)));
 typedef int32_t vi __attribute__((vector_size(QT_VW * 4)));
@@ -50,8 +59,7 @@ static inline vf vabs(vf v)
 }
 static inline vi iclamp(vi v, int lo, int hi)
 {
-    v = isel(v < lo, isplat(lo), v);
-    return isel(v > hi, isplat(hi), v);
+    return QT_IMIN(QT_IMAX(v, isplat(lo)), isplat(hi));
 }
 static inline vi vnearest(vf v) /* qt_kq_nearest_int per lane */
 {
@@ -64,19 +72,19 @@ static inline vf vfloat(vi v)
 }
 static inline bool vany(vi m)
 {
-    int32_t r = 0;
-    for (int k = 0; k < QT_VW; k++) r |= m[k];
-    return r != 0;
+    return QT_ANY(m);
 }
 
 /* ---- make_qkx2_quants, one group per lane ------------------------------------ */
 
-/* xv[i], wv[i]: element i of each lane's group (i < n <= 32). Out: Lv[i]
- * codes, *scale, *the_min per lane. */
-static void qkx2_lanes(int n, int nmax, const vf *xv, const vf *wv, vi *Lv, vf *scale_out,
+/* xv[i], wv[i]: element i of each lane's group (i < n <= 32). Out: Lf[i]
+ * codes (as floats), *scale, *the_min per lane. x - min is kept per element
+ * and refreshed when min moves (the same value the scalar code computes in
+ * each trial). */
+static void qkx2_lanes(int n, int nmax, const vf *xv, const vf *wv, vf *Lf, vf *scale_out,
                        vf *min_out, float rmin, float rdelta, int nstep, bool use_mad)
 {
-    vi Laux[32];
+    vf Laux[32], xm[32];
     vf min = xv[0], max = xv[0], sum_w = wv[0], sum_x = sum_w * xv[0];
     for (int i = 1; i < n; i++) {
         min = vsel(xv[i] < min, xv[i], min);
@@ -89,8 +97,9 @@ static void qkx2_lanes(int n, int nmax, const vf *xv, const vf *wv, vi *Lv, vf *
     /* the plain fit */
     vf iscale = (float)nmax / (max - min), scale = 1 / iscale, best_error = vsplat(0);
     for (int i = 0; i < n; i++) {
-        Lv[i] = iclamp(vnearest(iscale * (xv[i] - min)), 0, nmax);
-        vf diff = scale * vfloat(Lv[i]) + min - xv[i];
+        xm[i] = xv[i] - min;
+        Lf[i] = vfloat(iclamp(vnearest(iscale * xm[i]), 0, nmax));
+        vf diff = scale * Lf[i] + min - xv[i];
         diff = use_mad ? vabs(diff) : diff * diff;
         best_error += wv[i] * diff;
     }
@@ -100,9 +109,20 @@ static void qkx2_lanes(int n, int nmax, const vf *xv, const vf *wv, vi *Lv, vf *
         float num = rmin + rdelta * (float)is + (float)nmax;
         iscale = num / (max - min);
         vf sum_l = vsplat(0), sum_l2 = vsplat(0), sum_xl = vsplat(0);
+        /* when every |iscale * (x - min)| stays far below 2^22, rounding
+         * through the 1.5 * 2^23 addend and clamping can stay in floats
+         * (the same integers as nearest_int); otherwise the integer path */
+        bool fast = !vany(~(vabs(iscale) * (max - min) < 2097152.0f));
         for (int i = 0; i < n; i++) {
-            Laux[i] = iclamp(vnearest(iscale * (xv[i] - min)), 0, nmax);
-            vf lf = vfloat(Laux[i]), wl = wv[i] * lf;
+            vf v = iscale * xm[i], lf;
+            if (fast) {
+                lf = (v + 12582912.0f) - 12582912.0f;
+                lf = QT_FMIN(QT_FMAX(lf, vsplat(0)), vsplat((float)nmax));
+            } else {
+                lf = vfloat(iclamp(vnearest(v), 0, nmax));
+            }
+            vf wl = wv[i] * lf;
+            Laux[i] = lf;
             sum_l += wl;
             sum_l2 += wl * lf;
             sum_xl += wl * xv[i];
@@ -117,18 +137,21 @@ static void qkx2_lanes(int n, int nmax, const vf *xv, const vf *wv, vi *Lv, vf *
         this_scale = vsel(pos, sum_xl / sum_l2, this_scale);
         vf cur_error = vsplat(0);
         for (int i = 0; i < n; i++) {
-            vf diff = this_scale * vfloat(Laux[i]) + this_min - xv[i];
+            vf diff = this_scale * Laux[i] + this_min - xv[i];
             diff = use_mad ? vabs(diff) : diff * diff;
             cur_error += wv[i] * diff;
         }
         vi better = valid & (cur_error < best_error);
         if (!vany(better)) continue;
-        for (int i = 0; i < n; i++) Lv[i] = isel(better, Laux[i], Lv[i]);
         best_error = vsel(better, cur_error, best_error);
         scale = vsel(better, this_scale, scale);
         min = vsel(better, this_min, min);
+        for (int i = 0; i < n; i++) {
+            Lf[i] = vsel(better, Laux[i], Lf[i]);
+            xm[i] = xv[i] - min;
+        }
     }
-    for (int i = 0; i < n; i++) Lv[i] = isel(flat, isplat(0), Lv[i]);
+    for (int i = 0; i < n; i++) Lf[i] = vsel(flat, vsplat(0), Lf[i]);
     *scale_out = vsel(flat, vsplat(0), scale);
     *min_out = -min;
 }
@@ -157,13 +180,15 @@ static vf qx_lanes(const vf *xv, vi *Lv)
     vf max, amax;
     signed_max_lanes(xv, n, &max, &amax);
     vi zero = amax < 1e-15f;
-    vf iscale = -(float)nmax / max, sumlx = vsplat(0), suml2 = vsplat(0);
+    vf iscale = -(float)nmax / max, sumlx = vsplat(0), suml2 = vsplat(0), w[16], wx[16];
     for (int i = 0; i < n; i++) {
         vi l = iclamp(vnearest(iscale * xv[i]), -nmax, nmax - 1);
         Lv[i] = l + nmax;
-        vf lf = vfloat(l), w = xv[i] * xv[i];
-        sumlx += w * xv[i] * lf;
-        suml2 += w * lf * lf;
+        vf lf = vfloat(l);
+        w[i] = xv[i] * xv[i];
+        wx[i] = w[i] * xv[i];
+        sumlx += wx[i] * lf;
+        suml2 += w[i] * lf * lf;
     }
     vf scale = vsel(suml2 != 0, sumlx / suml2, vsplat(0)), best = scale * sumlx;
     for (int is = -9; is <= 9; is++) {
@@ -174,9 +199,9 @@ static vf qx_lanes(const vf *xv, vi *Lv)
         sumlx = suml2 = vsplat(0);
         for (int i = 0; i < n; i++) {
             l[i] = iclamp(vnearest(iscale * xv[i]), -nmax, nmax - 1);
-            vf lf = vfloat(l[i]), w = xv[i] * xv[i];
-            sumlx += w * xv[i] * lf;
-            suml2 += w * lf * lf;
+            vf lf = vfloat(l[i]);
+            sumlx += wx[i] * lf;
+            suml2 += w[i] * lf * lf;
         }
         vi better = (suml2 > 0) & (sumlx * sumlx > best * suml2) & ~zero;
         if (!vany(better)) continue;
@@ -195,28 +220,34 @@ static vf q3_lanes(const vf *xv, vi *Lv)
     vf max, amax;
     signed_max_lanes(xv, n, &max, &amax);
     vi zero = amax < 1e-15f;
-    vf iscale = -(float)nmax / max, sumlx = vsplat(0), suml2 = vsplat(0);
+    vf iscale = -(float)nmax / max, sumlx = vsplat(0), suml2 = vsplat(0), w[16], wx[16];
     for (int i = 0; i < n; i++) {
         Lv[i] = iclamp(vnearest(iscale * xv[i]), -nmax, nmax - 1);
-        vf lf = vfloat(Lv[i]), w = xv[i] * xv[i];
-        sumlx += w * xv[i] * lf;
-        suml2 += w * lf * lf;
+        vf lf = vfloat(Lv[i]);
+        w[i] = xv[i] * xv[i];
+        wx[i] = w[i] * xv[i];
+        sumlx += wx[i] * lf;
+        suml2 += w[i] * lf * lf;
     }
     /* a lane whose pass changed nothing would change nothing again, so
      * running more passes than it needs leaves it as the scalar code does */
     for (int itry = 0; itry < 5; itry++) {
         vi changed = isplat(0);
         for (int i = 0; i < n; i++) {
-            vf w = xv[i] * xv[i], Lf = vfloat(Lv[i]);
-            vf slx = sumlx - w * xv[i] * Lf;
+            vf Lf = vfloat(Lv[i]);
+            vf slx = sumlx - wx[i] * Lf;
             vi act = (slx > 0) & ~zero;
-            vf sl2 = suml2 - w * Lf * Lf;
+            if (!vany(act)) continue;
+            vf sl2 = suml2 - w[i] * Lf * Lf;
             vi new_l = iclamp(vnearest(xv[i] * sl2 / slx), -nmax, nmax - 1);
             act &= new_l != Lv[i];
             vf nf = vfloat(new_l);
-            slx += w * xv[i] * nf;
-            sl2 += w * nf * nf;
+            slx += wx[i] * nf;
+            sl2 += w[i] * nf * nf;
             act &= (sl2 > 0) & (slx * slx * suml2 > sumlx * sumlx * sl2);
+            /* a branch, not a select: most elements change no lane, and
+             * then the sums carry no dependency into the next element */
+            if (!vany(act)) continue;
             Lv[i] = isel(act, new_l, Lv[i]);
             sumlx = vsel(act, slx, sumlx);
             suml2 = vsel(act, sl2, suml2);
@@ -231,25 +262,54 @@ static vf q3_lanes(const vf *xv, vi *Lv)
 /* ---- rows: groups transposed into lanes --------------------------------------- */
 
 /* Lanes k < QT_VW take groups g0 + k of size gs from x (groups past n_groups
- * repeat group g0; their results are dropped). */
+ * repeat group g0; their results are dropped): a gather per element. */
 static void load_lanes(const float *x, size_t g0, size_t n_groups, int gs, vf *xv)
 {
-    for (int i = 0; i < gs; i++)
-        for (int k = 0; k < QT_VW; k++) {
-            size_t g = g0 + (size_t)k < n_groups ? g0 + (size_t)k : g0;
-            xv[i][k] = x[g * (size_t)gs + (size_t)i];
-        }
+    vi idx;
+    for (int k = 0; k < QT_VW; k++) idx[k] = g0 + (size_t)k < n_groups ? k * gs : 0;
+    const float *base = x + g0 * (size_t)gs;
+    for (int i = 0; i < gs; i++) xv[i] = QT_GATHER(base + i, idx);
 }
 
-/* Stores lane results of groups g0 + k < n_groups. */
+/* Stores lane results of groups g0 + k < n_groups (the codes through one
+ * aligned copy of the vectors, then bytes). */
 static void store_lanes(const vi *Lv, vf scale, vf min, size_t g0, size_t n_groups, int gs,
                         uint8_t *L, float *scales, float *mins)
 {
+    int32_t t[32][QT_VW] __attribute__((aligned(64)));
+    memcpy(t, Lv, (size_t)gs * sizeof(vi));
     for (int k = 0; k < QT_VW && g0 + (size_t)k < n_groups; k++) {
         size_t g = g0 + (size_t)k;
         scales[g] = scale[k];
         if (mins) mins[g] = min[k];
-        for (int i = 0; i < gs; i++) L[g * (size_t)gs + (size_t)i] = (uint8_t)Lv[i][k];
+        uint8_t *o = L + g * (size_t)gs;
+        for (int i = 0; i < gs; i++) o[i] = (uint8_t)t[i][k];
+    }
+}
+
+/* The same for codes held as floats. */
+static void store_lanes_f(const vf *Lf, vf scale, vf min, size_t g0, size_t n_groups, int gs,
+                          uint8_t *L, float *scales, float *mins)
+{
+    vi Lv[32];
+    for (int i = 0; i < gs; i++) Lv[i] = __builtin_convertvector(Lf[i], vi);
+    store_lanes(Lv, scale, min, g0, n_groups, gs, L, scales, mins);
+}
+
+/* requantization along the elements (qt_kq_requant_ref, 16 at a time) */
+typedef int32_t v16i __attribute__((vector_size(64)));
+typedef uint8_t v16u8 __attribute__((vector_size(16)));
+static void QT_FN(requant_)(const float *x, int n, float d, float dm, int lo, int hi, uint8_t *L)
+{
+    for (int i0 = 0; i0 < n; i0 += 16) {
+        v16f xv;
+        memcpy(&xv, x + i0, 64);
+        v16f t = (xv + dm) / d + 12582912.0f;
+        v16i l = ((v16i)t & 0x007fffff) - 0x00400000;
+        l = ((l < lo) & lo) | (~(l < lo) & l);
+        l = ((l > hi) & hi) | (~(l > hi) & l);
+        v16u8 c = __builtin_convertvector(l - lo, v16u8);
+        memcpy(L + i0, &c, 16);
     }
 }
 
@@ -269,20 +329,19 @@ static void k4_row(const float *x, void *blocks, size_t n, int nmax, float rmin,
         uint8_t L[SB_PER_PASS * QT_QK_K];
         float scales[SB_PER_PASS * 8], mins[SB_PER_PASS * 8];
         for (size_t g0 = 0; g0 < ng; g0 += QT_VW) {
-            vf xv[32], wv[32], sum_x2 = vsplat(0), scale, min;
-            vi Lv[32];
+            vf xv[32], wv[32], sum_x2 = vsplat(0), scale, min, Lf[32];
             load_lanes(xs, g0, ng, 32, xv);
             /* weights: sqrt(mean x^2) + |x| */
             for (int l = 0; l < 32; l++) sum_x2 += xv[l] * xv[l];
             vf av_x = QT_SQRT(sum_x2 / 32);
             for (int l = 0; l < 32; l++) wv[l] = av_x + vabs(xv[l]);
-            qkx2_lanes(32, nmax, xv, wv, Lv, &scale, &min, rmin, rdelta, nstep, false);
-            store_lanes(Lv, scale, min, g0, ng, 32, L, scales, mins);
+            qkx2_lanes(32, nmax, xv, wv, Lf, &scale, &min, rmin, rdelta, nstep, false);
+            store_lanes_f(Lf, scale, min, g0, ng, 32, L, scales, mins);
         }
         for (size_t s = 0; s < cnt; s++) {
             unsigned char *bs = b + (s0 + s) * bbytes;
             qt_kq_finish_k4(xs + s * QT_QK_K, scales + 8 * s, mins + 8 * s, nmax, bs,
-                            L + s * QT_QK_K);
+                            L + s * QT_QK_K, QT_FN(requant_));
             pack(L + s * QT_QK_K, bs);
         }
     }
@@ -303,12 +362,13 @@ static void QT_FN(q5_k_quantize_)(const float *x, void *blocks, size_t n)
 static void g16_superblock(const float *xs, int kind, uint8_t *L, float *scales, float *mins)
 {
     for (size_t g0 = 0; g0 < 16; g0 += QT_VW) {
-        vf xv[16], wv[16], scale, min = vsplat(0);
+        vf xv[16], wv[16], scale, min = vsplat(0), Lf[16];
         vi Lv[16];
         load_lanes(xs, g0, 16, 16, xv);
         if (kind == 2) {
             for (int l = 0; l < 16; l++) wv[l] = vabs(xv[l]);
-            qkx2_lanes(16, 3, xv, wv, Lv, &scale, &min, -0.5f, 0.1f, 15, true);
+            qkx2_lanes(16, 3, xv, wv, Lf, &scale, &min, -0.5f, 0.1f, 15, true);
+            for (int l = 0; l < 16; l++) Lv[l] = __builtin_convertvector(Lf[l], vi);
         } else if (kind == 3) {
             scale = q3_lanes(xv, Lv);
         } else {
@@ -325,7 +385,7 @@ static void QT_FN(q2_k_quantize_)(const float *x, void *blocks, size_t n)
         uint8_t L[QT_QK_K];
         float scales[16], mins[16];
         g16_superblock(x + i0, 2, L, scales, mins);
-        qt_kq_q2_k_finish(x + i0, scales, mins, L, b);
+        qt_kq_q2_k_finish(x + i0, scales, mins, L, b, QT_FN(requant_));
     }
 }
 
@@ -336,7 +396,7 @@ static void QT_FN(q3_k_quantize_)(const float *x, void *blocks, size_t n)
         uint8_t L[QT_QK_K];
         float scales[16];
         g16_superblock(x + i0, 3, L, scales, NULL);
-        qt_kq_q3_k_finish(x + i0, scales, (int8_t *)L, b);
+        qt_kq_q3_k_finish(x + i0, scales, L, b, QT_FN(requant_));
     }
 }
 
@@ -347,7 +407,261 @@ static void QT_FN(q6_k_quantize_)(const float *x, void *blocks, size_t n)
         uint8_t L[QT_QK_K];
         float scales[16];
         g16_superblock(x + i0, 6, L, scales, NULL);
-        qt_kq_q6_k_finish(x + i0, scales, (int8_t *)L, b);
+        qt_kq_q6_k_finish(x + i0, scales, L, b, QT_FN(requant_));
+    }
+}
+
+/* ---- the 32-element types: one block per lane ------------------------------------ */
+
+/* kind: 40 = q4_0, 41 = q4_1, 50 = q5_0, 51 = q5_1 (ggml_blocks.c's scalar
+ * steps per lane: the scans, d and id, the truncating casts). */
+static void legacy_row(const float *x, unsigned char *b, size_t n, int kind)
+{
+    const bool asym = kind % 10 == 1, five = kind >= 50;
+    const size_t bb = kind == 40 ? 18 : kind == 41 ? 20 : kind == 50 ? 22 : 24;
+    size_t nb = n / 32;
+    for (size_t g0 = 0; g0 < nb; g0 += QT_VW) {
+        vf xv[32], d, id, lo_v = vsplat(0), off;
+        vi code[32];
+        load_lanes(x, g0, nb, 32, xv);
+        if (asym) { /* min and max from +-FLT_MAX, strict comparisons */
+            vf mn = vsplat(3.40282347e38f), mx = vsplat(-3.40282347e38f);
+            for (int j = 0; j < 32; j++) {
+                mn = vsel(xv[j] < mn, xv[j], mn);
+                mx = vsel(xv[j] > mx, xv[j], mx);
+            }
+            d = (mx - mn) / (five ? 31.0f : 15.0f);
+            lo_v = mn;
+            off = vsplat(0.5f);
+        } else { /* the signed extreme, first on a tie */
+            vf amax = vsplat(0), max = vsplat(0);
+            for (int j = 0; j < 32; j++) {
+                vi gt = amax < vabs(xv[j]);
+                amax = vsel(gt, vabs(xv[j]), amax);
+                max = vsel(gt, xv[j], max);
+            }
+            d = max / (five ? -16.0f : -8.0f);
+            off = vsplat(five ? 16.5f : 8.5f);
+        }
+        id = vsel(d != 0, 1.0f / d, vsplat(0));
+        for (int j = 0; j < 32; j++) {
+            vf v = asym ? (xv[j] - lo_v) * id + off : xv[j] * id + off;
+            vi t = QT_CVTT(v);
+            if (kind == 51) {
+                code[j] = t & 0xFF; /* (uint8_t) cast, no clamp */
+            } else {
+                vi t8 = (t << 24) >> 24; /* (int8_t) cast */
+                code[j] = QT_IMIN(t8, isplat(five ? 31 : 15)) & 0xFF;
+            }
+        }
+        vi qh = isplat(0), packed[16];
+        for (int j = 0; j < 16; j++) {
+            packed[j] = ((code[j] & 0xF) | (code[j + 16] & 0xF) << 4) & 0xFF;
+            if (kind == 40 || kind == 41) packed[j] = (code[j] | code[j + 16] << 4) & 0xFF;
+            qh |= ((code[j] >> 4) & 1) << j;
+            qh |= ((code[j + 16] >> 4) & 1) << (j + 16);
+        }
+        for (int k = 0; k < QT_VW && g0 + (size_t)k < nb; k++) {
+            unsigned char *o = b + (g0 + (size_t)k) * bb, *qs = o + 2;
+            qt_blk_put_fp16(o, d[k]);
+            if (asym) {
+                qt_blk_put_fp16(o + 2, lo_v[k]);
+                qs += 2;
+            }
+            if (five) {
+                qt_store_le32(qs, (uint32_t)qh[k]);
+                qs += 4;
+            }
+            for (int j = 0; j < 16; j++) qs[j] = (unsigned char)packed[j][k];
+        }
+    }
+}
+
+static void QT_FN(q4_0_quantize_)(const float *x, void *blocks, size_t n)
+{
+    legacy_row(x, blocks, n, 40);
+}
+static void QT_FN(q4_1_quantize_)(const float *x, void *blocks, size_t n)
+{
+    legacy_row(x, blocks, n, 41);
+}
+static void QT_FN(q5_0_quantize_)(const float *x, void *blocks, size_t n)
+{
+    legacy_row(x, blocks, n, 50);
+}
+static void QT_FN(q5_1_quantize_)(const float *x, void *blocks, size_t n)
+{
+    legacy_row(x, blocks, n, 51);
+}
+
+/* ---- dequantization, 16 elements at a time ---------------------------------------
+ * The same per-element operations as the scalar dequantizers (int code ->
+ * float, times the scale, minus the min), so the same floats. */
+
+static const v16i LANE16 = {0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15};
+
+static inline v16u8 ld16(const unsigned char *p)
+{
+    v16u8 v;
+    memcpy(&v, p, 16);
+    return v;
+}
+static inline v16i widen(v16u8 v)
+{
+    v16i r;
+    QT_WIDEN16((const unsigned char *)&v, r, epu8);
+    return r;
+}
+static inline v16f fl16(v16i v)
+{
+    return __builtin_convertvector(v, v16f);
+}
+typedef float v16f_u __attribute__((vector_size(64), aligned(4), may_alias));
+static inline void st16(float *y, v16f v)
+{
+    *(v16f_u *)y = v;
+}
+
+__attribute__((unused)) static void QT_FN(q4_0_dequantize_)(const void *blocks, float *y, size_t n)
+{
+    const unsigned char *b = blocks;
+    for (size_t i0 = 0; i0 < n; i0 += 32, b += 18) {
+        float d = qt_blk_get_fp16(b);
+        v16i q = widen(ld16(b + 2));
+        st16(y + i0, fl16((q & 0xF) - 8) * d);
+        st16(y + i0 + 16, fl16((q >> 4) - 8) * d);
+    }
+}
+
+__attribute__((unused)) static void QT_FN(q4_1_dequantize_)(const void *blocks, float *y, size_t n)
+{
+    const unsigned char *b = blocks;
+    for (size_t i0 = 0; i0 < n; i0 += 32, b += 20) {
+        float d = qt_blk_get_fp16(b), m = qt_blk_get_fp16(b + 2);
+        v16i q = widen(ld16(b + 4));
+        st16(y + i0, fl16(q & 0xF) * d + m);
+        st16(y + i0 + 16, fl16(q >> 4) * d + m);
+    }
+}
+
+/* q5_0 (min = false: code - 16) and q5_1 (code * d + m) */
+static void q5_dequantize(const unsigned char *b, size_t bb, bool min, float *y, size_t n)
+{
+    for (size_t i0 = 0; i0 < n; i0 += 32, b += bb) {
+        float d = qt_blk_get_fp16(b), m = min ? qt_blk_get_fp16(b + 2) : 0.0f;
+        const unsigned char *p = b + (min ? 4 : 2);
+        v16i qh = (v16i){0} + (int32_t)qt_load_le32(p);
+        v16i q = widen(ld16(p + 4));
+        v16i lo = (q & 0xF) | ((qh >> LANE16) & 1) << 4;
+        v16i hi = (q >> 4) | ((qh >> (LANE16 + 16)) & 1) << 4;
+        if (min) {
+            st16(y + i0, fl16(lo) * d + m);
+            st16(y + i0 + 16, fl16(hi) * d + m);
+        } else {
+            st16(y + i0, fl16(lo - 16) * d);
+            st16(y + i0 + 16, fl16(hi - 16) * d);
+        }
+    }
+}
+
+__attribute__((unused)) static void QT_FN(q5_0_dequantize_)(const void *blocks, float *y, size_t n)
+{
+    q5_dequantize(blocks, 22, false, y, n);
+}
+
+__attribute__((unused)) static void QT_FN(q5_1_dequantize_)(const void *blocks, float *y, size_t n)
+{
+    q5_dequantize(blocks, 24, true, y, n);
+}
+
+__attribute__((unused)) static void QT_FN(q8_0_dequantize_)(const void *blocks, float *y, size_t n)
+{
+    const unsigned char *b = blocks;
+    for (size_t i0 = 0; i0 < n; i0 += 32, b += 34) {
+        float d = qt_blk_get_fp16(b);
+        for (int h = 0; h < 2; h++) {
+            v16i q;
+            QT_WIDEN16(b + 2 + 16 * h, q, epi8);
+            st16(y + i0 + 16 * h, fl16(q) * d);
+        }
+    }
+}
+
+/* The 2-bit codes of elements e0 .. e0 + 15 (e0 a multiple of 16) from
+ * qs[64] (q2_k, q3_k layout). */
+static inline v16i codes2(const unsigned char *qs, int e0)
+{
+    return (widen(ld16(qs + (e0 / 128) * 32 + e0 % 32)) >> (2 * ((e0 / 32) % 4))) & 3;
+}
+
+__attribute__((unused)) static void QT_FN(q2_k_dequantize_)(const void *blocks, float *y, size_t n)
+{
+    const unsigned char *b = blocks;
+    for (size_t i0 = 0; i0 < n; i0 += QT_QK_K, b += 84) {
+        float d = qt_blk_get_fp16(b + 80), min = qt_blk_get_fp16(b + 82);
+        for (int g = 0; g < 16; g++) {
+            float dl = d * (b[g] & 0xF), ml = min * (b[g] >> 4);
+            st16(y + i0 + 16 * g, dl * fl16(codes2(b + 16, 16 * g)) - ml);
+        }
+    }
+}
+
+__attribute__((unused)) static void QT_FN(q3_k_dequantize_)(const void *blocks, float *y, size_t n)
+{
+    const unsigned char *b = blocks;
+    for (size_t i0 = 0; i0 < n; i0 += QT_QK_K, b += 110) {
+        float d_all = qt_blk_get_fp16(b + 108);
+        for (int g = 0; g < 16; g++) {
+            int e0 = 16 * g;
+            float dl = d_all * (float)qt_kq_q3_scale(b + 96, g);
+            v16i h = (widen(ld16(b + e0 % 32)) >> (e0 / 32)) & 1;
+            st16(y + i0 + e0, dl * fl16(codes2(b + 32, e0) - 4 + 4 * h));
+        }
+    }
+}
+
+/* q4_k (q5 = false) and q5_k (q5 = true: high bits in qh[32]) */
+static void k4_dequantize(const unsigned char *b, size_t bb, bool q5, float *y, size_t n)
+{
+    for (size_t i0 = 0; i0 < n; i0 += QT_QK_K, b += bb) {
+        float d = qt_blk_get_fp16(b), min = qt_blk_get_fp16(b + 2);
+        const unsigned char *qs = b + (q5 ? 48 : 16);
+        for (int j = 0; j < 8; j++) {
+            uint8_t sc, m;
+            qt_kq_get_scale_min_k4(j, b + 4, &sc, &m);
+            float d1 = d * sc, m1 = min * m;
+            for (int h = 0; h < 2; h++) {
+                v16i q = (widen(ld16(qs + (j / 2) * 32 + 16 * h)) >> (4 * (j & 1))) & 0xF;
+                if (q5) q += ((widen(ld16(b + 16 + 16 * h)) >> j) & 1) * 16;
+                st16(y + i0 + 32 * j + 16 * h, d1 * fl16(q) - m1);
+            }
+        }
+    }
+}
+
+__attribute__((unused)) static void QT_FN(q4_k_dequantize_)(const void *blocks, float *y, size_t n)
+{
+    k4_dequantize(blocks, 144, false, y, n);
+}
+
+__attribute__((unused)) static void QT_FN(q5_k_dequantize_)(const void *blocks, float *y, size_t n)
+{
+    k4_dequantize(blocks, 176, true, y, n);
+}
+
+__attribute__((unused)) static void QT_FN(q6_k_dequantize_)(const void *blocks, float *y, size_t n)
+{
+    const unsigned char *b = blocks;
+    for (size_t i0 = 0; i0 < n; i0 += QT_QK_K, b += 210) {
+        float d = qt_blk_get_fp16(b + 208);
+        for (int g = 0; g < 16; g++) {
+            /* elements 16 g .. = 128 h + 32 k + l, l = l0 .. l0 + 15 */
+            int e0 = 16 * g, h = e0 / 128, k = (e0 / 32) % 4, l0 = e0 % 32;
+            v16i lo = (widen(ld16(b + 64 * h + 32 * (k & 1) + l0)) >> (4 * (k >> 1))) & 0xF;
+            v16i hi = (widen(ld16(b + 128 + 32 * h + l0)) >> (2 * k)) & 3;
+            float ds = d * (float)(int8_t)b[192 + g];
+            st16(y + i0 + e0, ds * fl16((lo | hi << 4) - 32));
+        }
     }
 }
 
@@ -356,20 +670,20 @@ static void QT_FN(q6_k_quantize_)(const float *x, void *blocks, size_t n)
 static float dot16(qt_blk_deq_fn deq, size_t block, size_t bbytes, const void *blocks,
                    const float *x, size_t n)
 {
+    typedef float vf_u __attribute__((vector_size(QT_VW * 4), aligned(4), may_alias));
     const unsigned char *b = blocks;
     float tmp[QT_QK_K] __attribute__((aligned(64)));
-    v16f acc = {0};
+    vf acc[16 / QT_VW] = {{0}}; /* lanes 0 .. 15 of the definition */
     for (size_t i0 = 0; i0 < n; i0 += block, b += bbytes) {
         deq(b, tmp, block);
-        for (size_t i = 0; i < block; i += 16) {
-            v16f d, xv;
-            memcpy(&d, tmp + i, 64);
-            memcpy(&xv, x + i0 + i, 64);
-            acc += d * xv;
-        }
+        for (size_t i = 0; i < block; i += 16)
+            for (int h = 0; h < 16 / QT_VW; h++) {
+                vf p = *(const vf_u *)(tmp + i + h * QT_VW) * *(const vf_u *)(x + i0 + i + h * QT_VW);
+                acc[h] += p;
+            }
     }
     float a[16];
-    memcpy(a, &acc, 64);
+    memcpy(a, acc, 64);
     return qt_blk_sum16(a);
 }
 
@@ -378,3 +692,42 @@ static float dot16(qt_blk_deq_fn deq, size_t block, size_t bbytes, const void *b
     {                                                                          \
         return dot16(deq, block, bytes, blocks, x, n);                         \
     }
+
+/* ---- this ISA's table ------------------------------------------------------------- */
+
+#if QT_SCALAR_DEQ32
+/* the scalar loops beat GCC's lowering of the 16-wide vectors here */
+#define QT_DQ32(t) qt_##t##_dequantize_ref
+#else
+#define QT_DQ32(t) QT_FN(t##_dequantize_)
+#endif
+
+QT_DOT16(q8_0, 32, 34, QT_DQ32(q8_0))
+QT_DOT16(q4_0, 32, 18, QT_DQ32(q4_0))
+QT_DOT16(q4_1, 32, 20, QT_DQ32(q4_1))
+QT_DOT16(q5_0, 32, 22, QT_DQ32(q5_0))
+QT_DOT16(q5_1, 32, 24, QT_DQ32(q5_1))
+QT_DOT16(q2_k, QT_QK_K, 84, QT_FN(q2_k_dequantize_))
+QT_DOT16(q3_k, QT_QK_K, 110, QT_FN(q3_k_dequantize_))
+QT_DOT16(q4_k, QT_QK_K, 144, QT_DQ32(q4_k))
+QT_DOT16(q5_k, QT_QK_K, 176, QT_FN(q5_k_dequantize_))
+QT_DOT16(q6_k, QT_QK_K, 210, QT_FN(q6_k_dequantize_))
+
+static void QT_FN(q8_0_quantize_)(const float *x, void *blocks, size_t n)
+{
+    QT_FN(qt_kernels_).q8_quant(QT_SRC_F32, x, n, 32, blocks);
+}
+
+#define QT_ROW(S, t, deq) [S] = {QT_FN(t##_quantize_), deq, QT_FN(t##_dot_)}
+const qt_blk_ops QT_FN(qt_blk_ops_)[QT_SCHEME_COUNT] = {
+    QT_ROW(QT_SCHEME_Q8, q8_0, QT_DQ32(q8_0)),
+    QT_ROW(QT_SCHEME_Q4_0, q4_0, QT_DQ32(q4_0)),
+    QT_ROW(QT_SCHEME_Q4_1, q4_1, QT_DQ32(q4_1)),
+    QT_ROW(QT_SCHEME_Q5_0, q5_0, QT_DQ32(q5_0)),
+    QT_ROW(QT_SCHEME_Q5_1, q5_1, QT_DQ32(q5_1)),
+    QT_ROW(QT_SCHEME_Q2_K, q2_k, QT_FN(q2_k_dequantize_)),
+    QT_ROW(QT_SCHEME_Q3_K, q3_k, QT_FN(q3_k_dequantize_)),
+    QT_ROW(QT_SCHEME_Q4_K, q4_k, QT_DQ32(q4_k)),
+    QT_ROW(QT_SCHEME_Q5_K, q5_k, QT_FN(q5_k_dequantize_)),
+    QT_ROW(QT_SCHEME_Q6_K, q6_k, QT_FN(q6_k_dequantize_)),
+};

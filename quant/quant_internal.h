@@ -231,19 +231,21 @@ int32_t qt_blk_trunc_i32(float v);
 /* fp16 store / load (round to nearest even) at any alignment. */
 void qt_blk_put_fp16(unsigned char *p, float v);
 float qt_blk_get_fp16(const unsigned char *p);
+/* The element of largest |x| among x[0..n), sign kept, the first on a tie
+ * (NaN never); *amax (may be NULL) gets its magnitude. */
+float qt_blk_signed_extreme(const float *x, int n, float *amax);
 /* The dot definition's final reduction of the 16 lane sums. */
 float qt_blk_sum16(const float acc[16]);
 /* The dot definition with a block dequantizer (blocks of block <= 256). */
 float qt_blk_dot_ref(qt_blk_deq_fn deq, size_t block, size_t block_bytes, const void *blocks,
                      const float *x, size_t n);
-void qt_blk_q8_0_dequantize_ref(const void *blocks, float *y, size_t n);
-float qt_q8_0_dot_ref(const void *blocks, const float *x, size_t n);
 
 /* Scalar definitions of the block types (ggml_blocks.c, kquants.c) */
 #define QT_KQ_DECLARE(t)                                                        \
     void qt_##t##_quantize_ref(const float *x, void *blocks, size_t n);         \
     void qt_##t##_dequantize_ref(const void *blocks, float *y, size_t n);       \
     float qt_##t##_dot_ref(const void *blocks, const float *x, size_t n);
+QT_KQ_DECLARE(q8_0)
 QT_KQ_DECLARE(q4_0)
 QT_KQ_DECLARE(q4_1)
 QT_KQ_DECLARE(q5_0)
@@ -257,14 +259,23 @@ QT_KQ_DECLARE(q6_k)
 /* The per-super-block tails of the K-quant quantizers after the group fits
  * (shared by the SIMD files): b is the block being written, L (256,) the
  * codes of the fits, updated in place. */
+typedef void (*qt_kq_requant_fn)(const float *x, int n, float d, float dm, int lo, int hi,
+                                 uint8_t *L);
+void qt_kq_requant_ref(const float *x, int n, float d, float dm, int lo, int hi, uint8_t *L);
 void qt_kq_finish_k4(const float *x, const float *scales, const float *mins, int nmax,
-                     unsigned char *b, uint8_t *L);
+                     unsigned char *b, uint8_t *L, qt_kq_requant_fn rq);
 void qt_kq_q4_k_pack(const uint8_t *L, unsigned char *b);
+/* Group j's 6-bit scale *d and min *m from q4_k / q5_k scales[12]. */
+void qt_kq_get_scale_min_k4(int j, const uint8_t *q, uint8_t *d, uint8_t *m);
+/* Group j's signed scale (-32 .. 31) from q3_k scales[12]. */
+int qt_kq_q3_scale(const uint8_t *s, int j);
 void qt_kq_q5_k_pack(const uint8_t *L, unsigned char *b);
 void qt_kq_q2_k_finish(const float *x, const float *scales, const float *mins, uint8_t *L,
-                       unsigned char *b);
-void qt_kq_q3_k_finish(const float *x, const float *scales, int8_t *L, unsigned char *b);
-void qt_kq_q6_k_finish(const float *x, const float *scales, int8_t *L, unsigned char *b);
+                       unsigned char *b, qt_kq_requant_fn rq);
+void qt_kq_q3_k_finish(const float *x, const float *scales, uint8_t *L, unsigned char *b,
+                       qt_kq_requant_fn rq);
+void qt_kq_q6_k_finish(const float *x, const float *scales, uint8_t *L, unsigned char *b,
+                       qt_kq_requant_fn rq);
 
 /* ggml's nearest_int: round through the 1.5 * 2^23 addend (exact for
  * |v| <= 2^22 - 1; other inputs give ggml's same garbage). */
