@@ -274,7 +274,7 @@ qt_status qt_calib_compare_models(const char *orig_path, const char *quant_path,
     size_t n_linear = 0;
     for (size_t i = 0; i < qt_layout_n(lq); i++) {
         const qt_lweight *wq = qt_layout_at(lq, i);
-        if (!qt_calib_parse_linear(wq->name, NULL, NULL)) continue;
+        if (!qt_llama_parse_linear(wq->name, NULL, NULL)) continue;
         n_linear++;
         const qt_lweight *wo = qt_layout_find(lo, wq->name);
         QT_CHECK(wo, QT_ERR_FORMAT, "tensor '%s' of '%s' is not in '%s'", wq->name, quant_path,
