@@ -13,7 +13,6 @@
 #include "formats/fsutil.h"
 
 #define GW_ALIGN ((uint64_t)QT_GGUF_DEFAULT_ALIGNMENT)
-#define GW_BUFSZ ((size_t)1 << 20)
 
 typedef struct gw_tensor {
     char name[QT_GGUF_MAX_NAME];
@@ -22,6 +21,7 @@ typedef struct gw_tensor {
     qt_ggml_type type;
     uint64_t nbytes; /* unpadded */
     uint64_t offset; /* relative to the data section */
+    uint64_t done;   /* bytes written so far */
 } gw_tensor;
 
 /* A growable byte buffer (serialized pairs, write staging). */
@@ -41,9 +41,8 @@ struct qt_gguf_writer {
     size_t n_t, cap_t;
     uint64_t data_size; /* sum of padded blobs */
     bool begun, failed;
-    size_t cur;      /* tensor being written */
-    uint64_t cur_done; /* bytes of it written */
-    gw_buf out;      /* write buffer */
+    uint64_t data_start; /* file offset of the data section */
+    size_t cur;      /* tensor the next sequential write goes to */
     char errmsg[QT_ERRMSG_SIZE];
 };
 
@@ -301,50 +300,23 @@ uint64_t qt_gguf_writer_file_size(const qt_gguf_writer *w)
     return pad_up(header_size(w)) + w->data_size;
 }
 
-size_t qt_gguf_writer_current(const qt_gguf_writer *w) { return w->cur; }
-
 /* ---- file output ------------------------------------------------------------ */
 
-/* Writes the staged bytes to the file. */
-static qt_status flush_out(qt_gguf_writer *w)
+/* Writes n bytes at file offset off. */
+static qt_status put_at(qt_gguf_writer *w, uint64_t off, const void *data, size_t n)
 {
-    const unsigned char *p = w->out.p;
-    size_t n = w->out.n;
+    const unsigned char *p = data;
     while (n) {
-        ssize_t k = write(w->fd, p, n);
+        ssize_t k = pwrite(w->fd, p, n, (off_t)off);
         if (k < 0 && errno == EINTR) continue;
         if (k <= 0)
             return GW_FAIL(w, QT_ERR_IO, "cannot write '%s': %s", w->tmp,
                            strerror(k < 0 ? errno : ENOSPC));
         p += k;
+        off += (uint64_t)k;
         n -= (size_t)k;
     }
-    w->out.n = 0;
     return QT_OK;
-}
-
-/* Stages n bytes, flushing when the buffer is full. */
-static qt_status emit(qt_gguf_writer *w, const void *data, size_t n)
-{
-    const unsigned char *p = data;
-    while (n) {
-        size_t room = GW_BUFSZ - w->out.n, k = n < room ? n : room;
-        memcpy(w->out.p + w->out.n, p, k);
-        w->out.n += k;
-        p += k;
-        n -= k;
-        if (w->out.n == GW_BUFSZ) {
-            qt_status st = flush_out(w);
-            if (st != QT_OK) return st;
-        }
-    }
-    return QT_OK;
-}
-
-static qt_status emit_zeros(qt_gguf_writer *w, size_t n)
-{
-    static const unsigned char z[GW_ALIGN];
-    return emit(w, z, n);
 }
 
 /* Creates "<path>.tmp-XXXXXX" in the output's folder. */
@@ -366,70 +338,60 @@ static qt_status make_temp(qt_gguf_writer *w)
     return QT_OK;
 }
 
-/* The tensor infos, serialized. */
-static qt_status emit_infos(qt_gguf_writer *w)
+/* Header, pairs and tensor infos, serialized into b. */
+static bool serialize_head(const qt_gguf_writer *w, gw_buf *b)
 {
-    gw_buf b = {0};
-    bool ok = true;
+    bool ok = buf_put(b, QT_GGUF_MAGIC, 4) && buf_u32(b, 3) && buf_u64(b, w->n_t) &&
+              buf_u64(b, w->n_kv) && buf_put(b, w->kv.p, w->kv.n);
     for (size_t i = 0; i < w->n_t && ok; i++) {
         const gw_tensor *t = &w->t[i];
-        ok = buf_str(&b, t->name, strlen(t->name)) && buf_u32(&b, t->n_dims);
-        for (uint32_t d = 0; d < t->n_dims && ok; d++) ok = buf_u64(&b, (uint64_t)t->ne[d]);
-        ok = ok && buf_u32(&b, (uint32_t)t->type) && buf_u64(&b, t->offset);
+        ok = buf_str(b, t->name, strlen(t->name)) && buf_u32(b, t->n_dims);
+        for (uint32_t d = 0; d < t->n_dims && ok; d++) ok = buf_u64(b, (uint64_t)t->ne[d]);
+        ok = ok && buf_u32(b, (uint32_t)t->type) && buf_u64(b, t->offset);
     }
-    qt_status st = ok ? emit(w, b.p, b.n) : GW_FAIL(w, QT_ERR_NOMEM, "out of memory");
-    qt_free(b.p);
-    return st;
+    return ok;
 }
 
 qt_status qt_gguf_writer_begin(qt_gguf_writer *w)
 {
     qt_status st;
     if (w->begun || w->failed) return GW_FAIL(w, QT_ERR_ARG, "gguf writer: begin twice");
-    w->out.p = qt_malloc(GW_BUFSZ);
-    if (!w->out.p) return GW_FAIL(w, QT_ERR_NOMEM, "out of memory");
-    w->out.cap = GW_BUFSZ;
     if ((st = make_temp(w)) != QT_OK) return st;
     w->begun = true;
-    /* header: magic, version 3, counts */
+    /* the file at its final size: padding and not yet written bytes read as zeros */
+    w->data_start = pad_up(header_size(w));
+    if (ftruncate(w->fd, (off_t)(w->data_start + w->data_size)) != 0)
+        return GW_FAIL(w, QT_ERR_IO, "cannot write '%s': %s", w->tmp, strerror(errno));
     gw_buf h = {0};
-    bool ok = buf_put(&h, QT_GGUF_MAGIC, 4) && buf_u32(&h, 3) && buf_u64(&h, w->n_t) &&
-              buf_u64(&h, w->n_kv);
-    st = ok ? emit(w, h.p, h.n) : GW_FAIL(w, QT_ERR_NOMEM, "out of memory");
+    st = serialize_head(w, &h) ? put_at(w, 0, h.p, h.n) : GW_FAIL(w, QT_ERR_NOMEM, "out of memory");
     qt_free(h.p);
-    if (st != QT_OK) return st;
-    /* the pairs as declared, then the infos, then padding to the data section */
-    if ((st = emit(w, w->kv.p, w->kv.n)) != QT_OK) return st;
-    if ((st = emit_infos(w)) != QT_OK) return st;
-    uint64_t hs = header_size(w);
-    return emit_zeros(w, (size_t)(pad_up(hs) - hs));
+    return st;
 }
 
-/* Pads a completed tensor and moves on to the next one. */
-static qt_status finish_tensor(qt_gguf_writer *w)
+qt_status qt_gguf_writer_write_at(qt_gguf_writer *w, size_t index, uint64_t offset,
+                                  const void *data, size_t n)
 {
-    const gw_tensor *t = &w->t[w->cur];
-    qt_status st = emit_zeros(w, (size_t)(pad_up(t->nbytes) - t->nbytes));
-    w->cur++;
-    w->cur_done = 0;
+    if (!w->begun || w->failed) return GW_FAIL(w, QT_ERR_ARG, "gguf writer: write before begin");
+    if (index >= w->n_t) return GW_FAIL(w, QT_ERR_ARG, "gguf writer: no tensor %zu", index);
+    gw_tensor *t = &w->t[index];
+    if (offset > t->nbytes || n > t->nbytes - offset || n > t->nbytes - t->done)
+        return GW_FAIL(w, QT_ERR_ARG, "gguf writer: %zu bytes past the end of tensor '%s'", n,
+                       t->name);
+    qt_status st = put_at(w, w->data_start + t->offset + offset, data, n);
+    if (st == QT_OK) t->done += n;
     return st;
 }
 
 qt_status qt_gguf_writer_write(qt_gguf_writer *w, const void *data, size_t n)
 {
-    qt_status st;
     if (!w->begun || w->failed) return GW_FAIL(w, QT_ERR_ARG, "gguf writer: write before begin");
-    /* zero-byte tensors are complete as soon as they are reached */
-    while (w->cur < w->n_t && w->t[w->cur].nbytes == 0)
-        if ((st = finish_tensor(w)) != QT_OK) return st;
+    /* complete tensors (zero-byte ones included) are passed over */
+    while (w->cur < w->n_t && w->t[w->cur].done == w->t[w->cur].nbytes) w->cur++;
     if (n == 0) return QT_OK;
-    if (w->cur >= w->n_t || n > w->t[w->cur].nbytes - w->cur_done)
+    if (w->cur >= w->n_t)
         return GW_FAIL(w, QT_ERR_ARG, "gguf writer: %zu bytes past the end of tensor '%s'", n,
-                       w->cur < w->n_t ? w->t[w->cur].name : "(none)");
-    if ((st = emit(w, data, n)) != QT_OK) return st;
-    w->cur_done += n;
-    if (w->cur_done == w->t[w->cur].nbytes) return finish_tensor(w);
-    return QT_OK;
+                       w->n_t ? w->t[w->n_t - 1].name : "(none)");
+    return qt_gguf_writer_write_at(w, w->cur, w->t[w->cur].done, data, n);
 }
 
 /* ---- close: self-check and rename --------------------------------------------- */
@@ -476,7 +438,6 @@ static void writer_free(qt_gguf_writer *w)
     for (size_t i = 0; i < w->n_kv; i++) qt_free(w->keys[i]);
     qt_free(w->keys);
     qt_free(w->kv.p);
-    qt_free(w->out.p);
     qt_free(w->t);
     qt_free(w->tmp);
     qt_free(w->path);
@@ -488,14 +449,12 @@ qt_status qt_gguf_writer_close(qt_gguf_writer *w, char *errmsg)
     if (!w) return qt_set_err(errmsg, QT_ERR_ARG, "gguf writer: NULL");
     qt_status st = QT_OK;
     if (!w->begun && !w->failed) st = qt_gguf_writer_begin(w);
-    /* trailing zero-byte tensors */
-    if (st == QT_OK && !w->failed) st = qt_gguf_writer_write(w, NULL, 0);
     if (st == QT_OK && w->failed) st = QT_ERR_ARG;
-    if (st == QT_OK && w->cur != w->n_t)
-        st = GW_FAIL(w, QT_ERR_ARG, "gguf writer: tensor '%s' is incomplete (%llu of %llu "
-                     "bytes)", w->t[w->cur].name, (unsigned long long)w->cur_done,
-                     (unsigned long long)w->t[w->cur].nbytes);
-    if (st == QT_OK) st = flush_out(w);
+    for (size_t i = 0; i < w->n_t && st == QT_OK; i++)
+        if (w->t[i].done != w->t[i].nbytes)
+            st = GW_FAIL(w, QT_ERR_ARG, "gguf writer: tensor '%s' is incomplete (%llu of %llu "
+                         "bytes)", w->t[i].name, (unsigned long long)w->t[i].done,
+                         (unsigned long long)w->t[i].nbytes);
     if (st == QT_OK && fsync(w->fd) != 0)
         st = GW_FAIL(w, QT_ERR_IO, "cannot write '%s': %s", w->tmp, strerror(errno));
     if (st == QT_OK && close(w->fd) != 0)

@@ -5,10 +5,10 @@
  * Use: open, declare every metadata pair (typed: one function per GGUF
  * value type, the type is never inferred from the value) and every tensor
  * (name, ne, ggml type), then begin: the header, the pairs and the tensor
- * infos go to a temporary file beside the output, padded to the 32-byte
- * alignment. Then stream each tensor's bytes in declaration order, in as
- * many pieces as convenient (the writer pads each blob to 32 bytes as it
- * completes). close checks that every byte arrived, fsyncs, re-opens the
+ * infos go to a temporary file beside the output, created at its final
+ * size (padding reads as zeros). Then write each tensor's bytes in
+ * declaration order (qt_gguf_writer_write) or at any offset in any order
+ * (qt_gguf_writer_write_at), in as many pieces as convenient. close checks that every byte arrived, fsyncs, re-opens the
  * temporary file with qtool's hardened reader (formats/gguf.h, rules
  * G1-G16) and compares it with what was declared, and only then renames it
  * into place. Any failure, or abort, removes the temporary file: nothing
@@ -24,7 +24,7 @@
  * threads or the temporary name.
  *
  * Memory: the pairs are serialized into one buffer at declaration (a
- * vocabulary is a few MB); tensor data is never held.
+ * vocabulary is a few MB); tensor data is never held or copied.
  *
  * Not thread-safe: one thread drives a writer.
  */
@@ -82,15 +82,17 @@ uint64_t qt_gguf_writer_file_size(const qt_gguf_writer *w);
  * to the data section. @return QT_OK, QT_ERR_IO, QT_ERR_ARG (twice). */
 qt_status qt_gguf_writer_begin(qt_gguf_writer *w);
 
-/* Appends n bytes of the current tensor's data (tensors in declaration
- * order; a tensor may take many calls, a call never spans two tensors:
- * QT_ERR_ARG if n runs past the current tensor's end).
+/* Appends n bytes to the first tensor not yet complete (tensors in
+ * declaration order; a tensor may take many calls, a call never spans two
+ * tensors: QT_ERR_ARG if n runs past that tensor's end).
  * @return QT_OK, QT_ERR_IO, QT_ERR_ARG. */
 qt_status qt_gguf_writer_write(qt_gguf_writer *w, const void *data, size_t n);
 
-/* Index of the tensor the next write belongs to (n_tensors when all are
- * complete). */
-size_t qt_gguf_writer_current(const qt_gguf_writer *w);
+/* Writes n bytes of tensor index at byte offset within its data, in any
+ * order (each byte once: a tensor is complete when nbytes bytes arrived).
+ * @return QT_OK, QT_ERR_IO, QT_ERR_ARG (past the tensor's end). */
+qt_status qt_gguf_writer_write_at(qt_gguf_writer *w, size_t index, uint64_t offset,
+                                  const void *data, size_t n);
 
 /* Finishes: checks every tensor is complete, flushes and fsyncs, re-reads
  * the temporary file with the hardened reader and compares names, types,
