@@ -1,6 +1,7 @@
 /* convert/gguf_export.c: HF checkpoint -> GGUF (gguf_export.h): plan the
  * tensors (names, order, shapes llama.cpp checks, types), then stream them
- * through the kernels into formats/gguf_writer in chunks of whole rows. */
+ * through the kernels, in chunks of whole rows, into the "gguf" output
+ * format behind the seam (formats/outfmt.h, formats/out_gguf.c). */
 #include "convert/gguf_export.h"
 
 #include <math.h>
@@ -12,8 +13,9 @@
 #include "common/progress.h"
 #include "convert/gguf_quant.h"
 #include "formats/fsutil.h"
-#include "formats/gguf_writer.h"
 #include "formats/modeldir.h"
+#include "formats/out_gguf.h"
+#include "formats/outfmt.h"
 
 /* Elements converted per chunk (bounds the working memory: 16 MiB of f32). */
 #define GX_CHUNK_ELEMS ((size_t)4 << 20)
@@ -226,63 +228,66 @@ fail:
 
 /* ---- metadata and tensor infos ------------------------------------------------------ */
 
-/* general.name: the model folder's name. */
-static const char *model_name(const qt_modeldir *md)
+/* The seam's description of an item: HF name and shape, a block scheme
+ * or a plain dtype. */
+static qt_out_weight out_weight(const gx_item *it)
 {
-    const char *path = qt_modeldir_path(md), *slash = strrchr(path, '/');
-    return slash && slash[1] ? slash + 1 : path;
+    qt_out_weight w = {.name = it->src ? it->src->name : it->map.name,
+                       .n_dims = it->n_dims};
+    qt_scheme s = qt_gguf_block_scheme(it->type);
+    w.quantized = s != QT_SCHEME_COUNT;
+    w.scheme = s;
+    w.block = w.quantized ? qt_scheme_get(s)->default_block : 0;
+    w.dtype = it->type == QT_GGML_TYPE_F16    ? QT_DTYPE_F16
+              : it->type == QT_GGML_TYPE_BF16 ? QT_DTYPE_BF16
+                                              : QT_DTYPE_F32;
+    if (it->n_dims == 2) {
+        w.shape[0] = (uint64_t)it->ne[1];
+        w.shape[1] = (uint64_t)it->ne[0];
+    } else {
+        w.shape[0] = (uint64_t)it->ne[0];
+    }
+    return w;
 }
 
-static qt_status declare(qt_gguf_writer *w, const gx_plan *p, const qt_gguf_export_opts *o,
-                         const qt_gguf_export_summary *sum, char *errmsg)
+/* Creates the "gguf" output and declares every item in plan order. */
+static qt_status declare(qt_outfmt **out, const gx_plan *p, const qt_gguf_export_opts *o,
+                         const qt_out_gguf_opts *go, char *errmsg)
 {
     qt_status st = QT_OK;
-    errmsg[0] = 0;
-    st = qt_gguf_hparams_write(w, &p->hp, model_name(p->md), sum->ftype, sum->n_quantized > 0);
-    if (st == QT_OK) st = qt_gguf_vocab_write(w, p->md, &p->hp, o->pre, errmsg);
-    for (size_t i = 0; i < p->n && st == QT_OK; i++) {
-        const gx_item *it = &p->items[i];
-        st = qt_gguf_writer_add_tensor(w, it->map.name, it->n_dims, it->ne, it->type, NULL);
+    qt_out_model m = {.out = o->out, .format_opts = go};
+    QT_TRY(qt_outfmt_new("gguf", &m, out, errmsg));
+    for (size_t i = 0; i < p->n; i++) {
+        qt_out_weight w = out_weight(&p->items[i]);
+        size_t id;
+        QT_TRY(qt_outfmt_declare(*out, &w, &id, errmsg));
     }
-    if (st != QT_OK && !errmsg[0]) qt_set_err(errmsg, st, "%s", qt_gguf_writer_errmsg(w));
+    QT_TRY(qt_outfmt_plan(*out, errmsg));
+fail:
     return st;
 }
 
 /* ---- streaming the data ---------------------------------------------------------------- */
 
-/* Rows per chunk: about GX_CHUNK_ELEMS elements, whole heads when permuting. */
+/* Rows per chunk: about GX_CHUNK_ELEMS elements. */
 static size_t chunk_rows(const gx_item *it)
 {
     size_t rows = (size_t)it->ne[1], r = GX_CHUNK_ELEMS / (size_t)it->ne[0];
     if (r == 0) r = 1;
-    if (it->map.permute_heads && it->n_dims == 2) {
-        size_t hd = rows / it->map.permute_heads;
-        r = r < hd ? hd : r / hd * hd;
-    }
     return r < rows ? r : rows;
 }
 
-/* Source rows [r0, r0+nr) of a tensor as f32 into buf, in GGUF row order. */
+/* Source rows [r0, r0+nr) of a tensor as f32 into buf (HF order: the
+ * output format moves Q/K rows). */
 static qt_status read_rows(const gx_plan *p, const gx_item *it, size_t r0, size_t nr, float *buf,
                            char *errmsg)
 {
-    size_t ne0 = (size_t)it->ne[0], rows = (size_t)it->ne[1];
+    size_t ne0 = (size_t)it->ne[0];
     if (!it->src) { /* generated: rope_freqs */
         qt_gguf_llama3_rope_freqs(&p->hp, buf);
         return QT_OK;
     }
-    if (!it->map.permute_heads)
-        return qt_st_tensor_to_f32(it->rd, it->src, (uint64_t)r0 * ne0, nr * ne0, buf, errmsg);
-    /* a bias is a column of rows of one element */
-    size_t n_rows = it->n_dims == 2 ? rows : ne0, width = it->n_dims == 2 ? ne0 : 1;
-    if (it->n_dims == 1) nr = n_rows;
-    for (size_t r = r0; r < r0 + nr; r++) {
-        size_t s = qt_gguf_qk_src_row(r, n_rows, it->map.permute_heads);
-        qt_status st = qt_st_tensor_to_f32(it->rd, it->src, (uint64_t)s * width, width,
-                                           buf + (r - r0) * width, errmsg);
-        if (st != QT_OK) return st;
-    }
-    return QT_OK;
+    return qt_st_tensor_to_f32(it->rd, it->src, (uint64_t)r0 * ne0, nr * ne0, buf, errmsg);
 }
 
 /* NaN/Inf refused in tensors to quantize (unless allowed); values beyond
@@ -304,23 +309,33 @@ static qt_status check_values(const gx_item *it, const float *x, size_t n, bool 
     return QT_OK;
 }
 
-/* Converts, checks, quantizes and writes one tensor. */
-static qt_status write_item(qt_gguf_writer *w, const gx_plan *p, const gx_item *it,
-                            const qt_gguf_export_opts *o, float *buf, void *qbuf,
+/* Converts, checks and quantizes one tensor chunk by chunk: plain values
+ * go out per chunk, block types are assembled whole (the seam takes a
+ * quantized weight at once) in qbuf. */
+static qt_status write_item(qt_outfmt *out, size_t id, const gx_plan *p, const gx_item *it,
+                            const qt_gguf_export_opts *o, float *buf, unsigned char *qbuf,
                             qt_gguf_export_summary *sum, qt_progress *prog, char *errmsg)
 {
     qt_status st = QT_OK;
     size_t ne0 = (size_t)it->ne[0], rows = (size_t)it->ne[1], step = chunk_rows(it);
     size_t row_bytes = qt_gguf_row_bytes(it->type, ne0);
+    qt_scheme blk = qt_gguf_block_scheme(it->type);
     for (size_t r0 = 0; r0 < rows; r0 += step) {
         size_t nr = rows - r0 < step ? rows - r0 : step;
+        unsigned char *dst = blk != QT_SCHEME_COUNT ? qbuf + r0 * row_bytes : qbuf;
         QT_CHECK(!o->cancel || !*o->cancel, QT_ERR_ARG, "cancelled");
         QT_TRY(read_rows(p, it, r0, nr, buf, errmsg));
         QT_TRY(check_values(it, buf, nr * ne0, o->allow_nonfinite, sum, errmsg));
-        QT_TRY(qt_gguf_quantize_rows(it->type, buf, nr, ne0, qbuf, errmsg));
-        st = qt_gguf_writer_write(w, qbuf, nr * row_bytes);
-        QT_CHECK(st == QT_OK, st, "%s", qt_gguf_writer_errmsg(w));
+        QT_TRY(qt_gguf_quantize_rows(it->type, buf, nr, ne0, dst, errmsg));
+        if (blk == QT_SCHEME_COUNT)
+            QT_TRY(qt_outfmt_write_plain(out, id, (uint64_t)r0 * row_bytes, dst, nr * row_bytes,
+                                         errmsg));
         qt_progress_add(prog, 0, nr * ne0 * (it->src ? qt_dtype_bits(it->src->dtype) / 8 : 4));
+    }
+    if (blk != QT_SCHEME_COUNT) {
+        qt_qweight q = {.scheme = blk, .n_out = rows, .n_in = ne0,
+                        .block_size = qt_scheme_get(blk)->default_block, .data = qbuf};
+        QT_TRY(qt_outfmt_write_quant(out, id, &q, errmsg));
     }
     if (it->src) qt_st_tensor_release(it->rd, it->src);
     qt_progress_add(prog, 1, 0);
@@ -328,32 +343,34 @@ fail:
     return st;
 }
 
-/* Largest chunk of any item: f32 elements and output bytes. */
+/* Buffer sizes: the largest chunk in f32 elements; output bytes: a chunk
+ * of plain values, or a whole tensor of a block type. */
 static void chunk_sizes(const gx_plan *p, size_t *elems, size_t *bytes)
 {
     *elems = *bytes = 0;
     for (size_t i = 0; i < p->n; i++) {
         const gx_item *it = &p->items[i];
         size_t nr = chunk_rows(it), e = nr * (size_t)it->ne[0];
+        if (qt_gguf_block_scheme(it->type) != QT_SCHEME_COUNT) nr = (size_t)it->ne[1];
         size_t b = nr * qt_gguf_row_bytes(it->type, (size_t)it->ne[0]);
         if (e > *elems) *elems = e;
         if (b > *bytes) *bytes = b;
     }
 }
 
-static qt_status write_data(qt_gguf_writer *w, const gx_plan *p, const qt_gguf_export_opts *o,
+static qt_status write_data(qt_outfmt *out, const gx_plan *p, const qt_gguf_export_opts *o,
                             qt_gguf_export_summary *sum, char *errmsg)
 {
     qt_status st = QT_OK;
     size_t elems, bytes;
     chunk_sizes(p, &elems, &bytes);
     float *buf = qt_aligned_alloc(64, (elems ? elems : 1) * sizeof *buf);
-    void *qbuf = qt_aligned_alloc(64, bytes ? bytes : 1);
+    unsigned char *qbuf = qt_aligned_alloc(64, bytes ? bytes : 1);
     qt_progress prog;
     QT_CHECK(buf && qbuf, QT_ERR_NOMEM, "out of memory for the conversion buffers");
     qt_progress_init(&prog, o->progress, o->progress != NULL, "gguf", p->n, sum->bytes_in);
     for (size_t i = 0; i < p->n; i++)
-        QT_TRY(write_item(w, p, &p->items[i], o, buf, qbuf, sum, &prog, errmsg));
+        QT_TRY(write_item(out, i, p, &p->items[i], o, buf, qbuf, sum, &prog, errmsg));
     qt_progress_finish(&prog);
 fail:
     qt_aligned_free(buf);
@@ -398,7 +415,7 @@ qt_status qt_gguf_export(const qt_gguf_export_opts *o, qt_gguf_export_summary *s
 {
     qt_status st = QT_OK;
     gx_plan p;
-    qt_gguf_writer *w = NULL;
+    qt_outfmt *out = NULL;
     double t0 = qt_now();
     memset(sum, 0, sizeof *sum);
     memset(&p, 0, sizeof p);
@@ -409,9 +426,9 @@ qt_status qt_gguf_export(const qt_gguf_export_opts *o, qt_gguf_export_summary *s
     for (size_t i = 0; i < p.n; i++)
         sum->bytes_in += p.items[i].src ? p.items[i].src->nbytes : 0;
     sum->n_tensors = p.n;
-    QT_TRY(qt_gguf_writer_open(o->out, &w, errmsg));
-    QT_TRY(declare(w, &p, o, sum, errmsg));
-    sum->bytes_out = qt_gguf_writer_file_size(w);
+    qt_out_gguf_opts go = {.md = p.md, .ftype = sum->ftype, .pre = o->pre};
+    QT_TRY(declare(&out, &p, o, &go, errmsg));
+    sum->bytes_out = qt_outfmt_total_bytes(out);
     if (o->dry_run) {
         print_plan(o->plan_out, &p, sum->bytes_out);
         goto fail; /* nothing to write */
@@ -421,13 +438,11 @@ qt_status qt_gguf_export(const qt_gguf_export_opts *o, qt_gguf_export_summary *s
                  "type %s: this build has no quantizer for it", p.items[i].map.name,
                  qt_ggml_type_name(p.items[i].type));
     print_fallbacks(o->plan_out, &p);
-    st = qt_gguf_writer_begin(w);
-    QT_CHECK(st == QT_OK, st, "%s", qt_gguf_writer_errmsg(w));
-    QT_TRY(write_data(w, &p, o, sum, errmsg));
-    st = qt_gguf_writer_close(w, errmsg);
-    w = NULL;
+    QT_TRY(qt_outfmt_begin(out, o->force, errmsg));
+    QT_TRY(write_data(out, &p, o, sum, errmsg));
+    QT_TRY(qt_outfmt_commit(out, NULL, 0, errmsg));
 fail:
-    qt_gguf_writer_abort(w);
+    qt_outfmt_free(out);
     plan_release(&p);
     sum->seconds = qt_now() - t0;
     return st;

@@ -6,7 +6,6 @@
 #include <string.h>
 
 #include "common/half.h"
-#include "quant/quant.h"
 
 size_t qt_gguf_row_bytes(qt_ggml_type t, size_t ne0)
 {
@@ -14,8 +13,7 @@ size_t qt_gguf_row_bytes(qt_ggml_type t, size_t ne0)
     return b > 0 ? ne0 / (size_t)b * qt_ggml_type_size(t) : 0;
 }
 
-/* The GGML block scheme storing ggml type t, or QT_SCHEME_COUNT. */
-static qt_scheme block_scheme(qt_ggml_type t)
+qt_scheme qt_gguf_block_scheme(qt_ggml_type t)
 {
     for (size_t i = 0; i < qt_scheme_count(); i++) {
         const qt_scheme_info *si = qt_scheme_info_at(i);
@@ -27,7 +25,7 @@ static qt_scheme block_scheme(qt_ggml_type t)
 bool qt_gguf_can_quantize(qt_ggml_type t)
 {
     return t == QT_GGML_TYPE_F32 || t == QT_GGML_TYPE_F16 || t == QT_GGML_TYPE_BF16 ||
-           block_scheme(t) != QT_SCHEME_COUNT;
+           qt_gguf_block_scheme(t) != QT_SCHEME_COUNT;
 }
 
 qt_status qt_gguf_quantize_rows(qt_ggml_type t, const float *src, size_t n_rows, size_t ne0,
@@ -41,7 +39,7 @@ qt_status qt_gguf_quantize_rows(qt_ggml_type t, const float *src, size_t n_rows,
     case QT_GGML_TYPE_BF16: qt_fp32_to_bf16_row(src, dst, n); return QT_OK;
     default: break;
     }
-    qt_scheme s = block_scheme(t);
+    qt_scheme s = qt_gguf_block_scheme(t);
     if (s == QT_SCHEME_COUNT)
         return qt_set_err(errmsg, QT_ERR_UNSUPPORTED, "ggml type %s: this build has no "
                           "quantizer for it", qt_ggml_type_name(t) ? qt_ggml_type_name(t) : "?");

@@ -13,12 +13,18 @@
 
 #include "common/common.h"
 #include "formats/gguf.h"
+#include "quant/quant.h"
 
 /* Bytes of one row of ne0 elements of type t (ne0 a multiple of its block). */
 size_t qt_gguf_row_bytes(qt_ggml_type t, size_t ne0);
 
 /* Whether this build can write type t. */
 bool qt_gguf_can_quantize(qt_ggml_type t);
+
+/* The qtool scheme storing ggml block type t (the scheme table's gguf_type
+ * column: Q8_0 -> q8 at block 32, Q4_0 -> q4_0, ...), QT_SCHEME_COUNT for
+ * plain types and types without a scheme. */
+qt_scheme qt_gguf_block_scheme(qt_ggml_type t);
 
 /* src (n_rows, ne0) f32 -> dst (n_rows * qt_gguf_row_bytes(t, ne0) bytes).
  * @return QT_OK, QT_ERR_UNSUPPORTED (no quantizer for t). */

@@ -332,11 +332,11 @@ qt_status qt_gguf_tensor_map(const qt_gguf_hparams *hp, const char *hf, qt_gguf_
 
 /* ---- Q/K permutation (§5) and rope_freqs (§2.2) ------------------------------------- */
 
-size_t qt_gguf_qk_src_row(size_t r, size_t rows, size_t n_head)
+size_t qt_gguf_qk_dst_row(size_t r, size_t rows, size_t n_head)
 {
     size_t hd = rows / n_head, half = hd / 2;
-    size_t h = r / hd, j = r % hd, i = j / 2, s = j % 2;
-    return h * hd + s * half + i;
+    size_t h = r / hd, j = r % hd, s = j / half, i = j % half;
+    return h * hd + 2 * i + s;
 }
 
 void qt_gguf_llama3_rope_freqs(const qt_gguf_hparams *hp, float *out)

@@ -101,10 +101,10 @@ int qt_gguf_role_order(qt_gguf_role role);
 /* Short role name ("attn_q", "ffn_down", ...). Never NULL. */
 const char *qt_gguf_role_name(qt_gguf_role role);
 
-/* Q/K permutation: HF row that GGUF row r of a (rows)-row matrix with
- * n_head heads comes from (§5: GGUF row h*hd + 2i + s = HF row
- * h*hd + s*hd/2 + i). */
-size_t qt_gguf_qk_src_row(size_t r, size_t rows, size_t n_head);
+/* Q/K permutation: the GGUF row that HF row r of a (rows)-row matrix with
+ * n_head heads goes to (§5: HF row h*hd + s*hd/2 + i -> GGUF row
+ * h*hd + 2i + s; hd = rows / n_head). */
+size_t qt_gguf_qk_dst_row(size_t r, size_t rows, size_t n_head);
 
 /* The Llama 3 rope_freqs values (head_dim / 2 floats) into out (§2.2). */
 void qt_gguf_llama3_rope_freqs(const qt_gguf_hparams *hp, float *out);
