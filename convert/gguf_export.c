@@ -309,6 +309,33 @@ static qt_status check_values(const gx_item *it, const float *x, size_t n, bool 
     return QT_OK;
 }
 
+/* The kernels' source type of a checkpoint dtype (F32, F16, BF16 only:
+ * plan checked). */
+static qt_src_type src_type(qt_dtype d)
+{
+    return d == QT_DTYPE_F16 ? QT_SRC_F16 : d == QT_DTYPE_BF16 ? QT_SRC_BF16 : QT_SRC_F32;
+}
+
+/* Rows [r0, r0+nr) of a checkpoint tensor quantized to block scheme blk
+ * straight from the mapped source (the kernels widen each row to fp32 and
+ * check it; OpenMP over rows). */
+static qt_status quantize_src_rows(const gx_item *it, qt_scheme blk, size_t r0, size_t nr,
+                                   bool allow_nonfinite, unsigned char *dst, char *errmsg)
+{
+    size_t ne0 = (size_t)it->ne[0], es = qt_dtype_bits(it->src->dtype) / 8, bad = 0;
+    const unsigned char *src = (const unsigned char *)it->src->data + r0 * ne0 * es;
+    qt_status st = qt_blk_quantize(NULL, blk, src_type(it->src->dtype), src, nr, ne0,
+                                   allow_nonfinite, dst, &bad);
+    if (st == QT_ERR_NUMERIC)
+        return qt_set_err(errmsg, st, "tensor '%s': row %zu holds NaN or Inf: refusing to "
+                          "quantize it to %s (--allow-nonfinite to force)", it->src->name,
+                          r0 + bad, qt_ggml_type_name(it->type));
+    if (st != QT_OK)
+        return qt_set_err(errmsg, st, "tensor '%s': quantizing to %s failed (%s)", it->src->name,
+                          qt_ggml_type_name(it->type), qt_status_str(st));
+    return QT_OK;
+}
+
 /* Converts, checks and quantizes one tensor chunk by chunk: plain values
  * go out per chunk, block types are assembled whole (the seam takes a
  * quantized weight at once) in qbuf. */
@@ -322,14 +349,17 @@ static qt_status write_item(qt_outfmt *out, size_t id, const gx_plan *p, const g
     qt_scheme blk = qt_gguf_block_scheme(it->type);
     for (size_t r0 = 0; r0 < rows; r0 += step) {
         size_t nr = rows - r0 < step ? rows - r0 : step;
-        unsigned char *dst = blk != QT_SCHEME_COUNT ? qbuf + r0 * row_bytes : qbuf;
         QT_CHECK(!o->cancel || !*o->cancel, QT_ERR_ARG, "cancelled");
-        QT_TRY(read_rows(p, it, r0, nr, buf, errmsg));
-        QT_TRY(check_values(it, buf, nr * ne0, o->allow_nonfinite, sum, errmsg));
-        QT_TRY(qt_gguf_quantize_rows(it->type, buf, nr, ne0, dst, errmsg));
-        if (blk == QT_SCHEME_COUNT)
-            QT_TRY(qt_outfmt_write_plain(out, id, (uint64_t)r0 * row_bytes, dst, nr * row_bytes,
-                                         errmsg));
+        if (blk != QT_SCHEME_COUNT && it->src) {
+            QT_TRY(quantize_src_rows(it, blk, r0, nr, o->allow_nonfinite, qbuf + r0 * row_bytes,
+                                     errmsg));
+        } else {
+            QT_TRY(read_rows(p, it, r0, nr, buf, errmsg));
+            QT_TRY(check_values(it, buf, nr * ne0, o->allow_nonfinite, sum, errmsg));
+            QT_TRY(qt_gguf_quantize_rows(it->type, buf, nr, ne0, qbuf, errmsg));
+            QT_TRY(qt_outfmt_write_plain(out, id, (uint64_t)r0 * row_bytes, qbuf,
+                                         nr * row_bytes, errmsg));
+        }
         qt_progress_add(prog, 0, nr * ne0 * (it->src ? qt_dtype_bits(it->src->dtype) / 8 : 4));
     }
     if (blk != QT_SCHEME_COUNT) {

@@ -894,3 +894,41 @@ Test(gguf_export, qwen2_round_trip)
     free(b);
     rm_tree(dir);
 }
+
+/* NaN in a matrix to quantize: refused naming the tensor and row, nothing
+ * written; accepted with --allow-nonfinite; F32 output keeps it as is. */
+Test(gguf_export, nonfinite_refused_unless_allowed)
+{
+    QT_NEED_DATA();
+    char dir[64], src[1024], cmd[2400], path[256], out[256], err[QT_ERRMSG_SIZE] = "";
+    cr_assert(ne(ptr, (void *)qt_test_tmpdir(dir, sizeof dir), NULL));
+    snprintf(cmd, sizeof cmd, "cp '%s'/* '%s/'",
+             qt_test_data_path(src, sizeof src, "models/stories260K-f32"), dir);
+    cr_assert(eq(int, system(cmd), 0));
+    snprintf(path, sizeof path, "%s/model.safetensors", dir);
+    qt_st_reader *r = NULL;
+    cr_assert(eq(int, qt_st_reader_open(path, &r, err), QT_OK), "%s", err);
+    const qt_st_tensor *t = qt_st_reader_find(r, "model.layers.2.self_attn.v_proj.weight");
+    cr_assert(ne(ptr, (void *)t, NULL));
+    uint64_t at = t->file_offset + 4 * (64 * 3 + 5); /* row 3 */
+    qt_st_reader_close(r);
+    FILE *f = fopen(path, "r+b");
+    float nan = NAN;
+    cr_assert(eq(int, fseek(f, (long)at, SEEK_SET), 0));
+    cr_assert(eq(sz, fwrite(&nan, 4, 1, f), 1));
+    fclose(f);
+    snprintf(out, sizeof out, "%s/o.gguf", dir);
+    qt_gguf_export_opts o = {.in = dir, .out = out, .scheme = "q8_0"};
+    qt_gguf_export_summary s;
+    cr_assert(eq(int, qt_gguf_export(&o, &s, err), QT_ERR_NUMERIC));
+    cr_assert(ne(ptr, strstr(err, "tensor 'model.layers.2.self_attn.v_proj.weight': row 3"),
+                 NULL), "%s", err);
+    cr_assert(ne(int, access(out, F_OK), 0));
+    o.allow_nonfinite = true;
+    cr_assert(eq(int, qt_gguf_export(&o, &s, err), QT_OK), "%s", err);
+    o.allow_nonfinite = false;
+    o.scheme = "f32";
+    o.force = true;
+    cr_assert(eq(int, qt_gguf_export(&o, &s, err), QT_OK), "%s", err);
+    rm_tree(dir);
+}
