@@ -38,7 +38,9 @@ static void usage(FILE *f, bool dequant)
             "IN: a Hugging Face model directory (single or sharded safetensors, fp32/fp16/bf16)\n"
             "    or a safetensors file with config.json beside it.\n"
             "OUT: a new model directory; for nf4/fp4/int8 it loads as it is with\n"
-            "    transformers + bitsandbytes (from_pretrained), ready for PEFT LoRA.\n\n"
+            "    transformers + bitsandbytes (from_pretrained), ready for PEFT LoRA.\n"
+            "    With --format gguf (or an OUT ending in .gguf): one GGUF file for llama.cpp\n"
+            "    (qtool convert IN OUT.gguf -h lists its schemes and options).\n\n"
             "  --scheme S           quantization (default nf4):\n");
     for (size_t i = 0; i < qt_scheme_count(); i++) {
         const qt_scheme_info *s = qt_scheme_info_at(i);
