@@ -290,23 +290,15 @@ static qt_status read_rows(const gx_plan *p, const gx_item *it, size_t r0, size_
     return qt_st_tensor_to_f32(it->rd, it->src, (uint64_t)r0 * ne0, nr * ne0, buf, errmsg);
 }
 
-/* NaN/Inf refused in tensors to quantize (unless allowed); values beyond
- * fp16's range counted for F16 targets. */
-static qt_status check_values(const gx_item *it, const float *x, size_t n, bool allow,
-                              qt_gguf_export_summary *sum, char *errmsg)
+/* Values beyond fp16's range become +-inf in an F16 tensor: counted for a
+ * warning (plain types keep NaN / Inf as they are; block types are checked
+ * by the kernels, quantize_src_rows). */
+static void count_f16_overflow(const gx_item *it, const float *x, size_t n,
+                               qt_gguf_export_summary *sum)
 {
-    bool quant = it->type != QT_GGML_TYPE_F32 && it->type != QT_GGML_TYPE_BF16;
-    if (!quant) return QT_OK;
-    for (size_t i = 0; i < n; i++) {
-        if (!isfinite(x[i]) && !allow && it->type != QT_GGML_TYPE_F16)
-            return qt_set_err(errmsg, QT_ERR_NUMERIC, "tensor '%s': value %zu is %s: refusing "
-                              "to quantize it to %s (--allow-nonfinite to force)",
-                              it->src ? it->src->name : it->map.name, i,
-                              isnan(x[i]) ? "NaN" : "Inf", qt_ggml_type_name(it->type));
-        if (it->type == QT_GGML_TYPE_F16 && isfinite(x[i]) && fabsf(x[i]) > 65504.0f)
-            sum->n_f16_overflow++;
-    }
-    return QT_OK;
+    if (it->type != QT_GGML_TYPE_F16) return;
+    for (size_t i = 0; i < n; i++)
+        if (isfinite(x[i]) && fabsf(x[i]) > 65504.0f) sum->n_f16_overflow++;
 }
 
 /* The kernels' source type of a checkpoint dtype (F32, F16, BF16 only:
@@ -355,7 +347,7 @@ static qt_status write_item(qt_outfmt *out, size_t id, const gx_plan *p, const g
                                      errmsg));
         } else {
             QT_TRY(read_rows(p, it, r0, nr, buf, errmsg));
-            QT_TRY(check_values(it, buf, nr * ne0, o->allow_nonfinite, sum, errmsg));
+            count_f16_overflow(it, buf, nr * ne0, sum);
             QT_TRY(qt_gguf_quantize_rows(it->type, buf, nr, ne0, qbuf, errmsg));
             QT_TRY(qt_outfmt_write_plain(out, id, (uint64_t)r0 * row_bytes, qbuf,
                                          nr * row_bytes, errmsg));
