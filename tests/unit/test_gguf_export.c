@@ -896,7 +896,8 @@ Test(gguf_export, qwen2_round_trip)
 }
 
 /* NaN in a matrix to quantize: refused naming the tensor and row, nothing
- * written; accepted with --allow-nonfinite; F32 output keeps it as is. */
+ * written; accepted with --allow-nonfinite; F32 output keeps it as is; a
+ * value beyond +-65504 in an F16 export is counted (the CLI warns). */
 Test(gguf_export, nonfinite_refused_unless_allowed)
 {
     QT_NEED_DATA();
@@ -930,5 +931,14 @@ Test(gguf_export, nonfinite_refused_unless_allowed)
     o.scheme = "f32";
     o.force = true;
     cr_assert(eq(int, qt_gguf_export(&o, &s, err), QT_OK), "%s", err);
+    /* a value beyond fp16's range becomes inf in F16: counted for the warning */
+    f = fopen(path, "r+b");
+    float big = 1e6f;
+    cr_assert(eq(int, fseek(f, (long)(at + 4), SEEK_SET), 0));
+    cr_assert(eq(sz, fwrite(&big, 4, 1, f), 1));
+    fclose(f);
+    o.scheme = "f16";
+    cr_assert(eq(int, qt_gguf_export(&o, &s, err), QT_OK), "%s", err);
+    cr_assert(eq(sz, s.n_f16_overflow, 1));
     rm_tree(dir);
 }
