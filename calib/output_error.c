@@ -112,13 +112,8 @@ qt_status qt_output_error_compute(const qt_qweight *orig, const qt_qweight *quan
  * worst tensor, times a margin. */
 double qt_calib_default_threshold(qt_scheme s)
 {
-    switch (s) {
-    case QT_SCHEME_NF4: return 0.25;
-    case QT_SCHEME_FP4: return 0.35;
-    case QT_SCHEME_INT8: return 0.02;
-    case QT_SCHEME_Q8: return 0.02;
-    default: return 0.0;
-    }
+    const qt_scheme_info *si = qt_scheme_get(s);
+    return si ? si->calib_threshold : 0.0;
 }
 
 qt_status qt_calib_measure(const qt_calib_set *set, const char *name, const char *scheme_label,

@@ -26,6 +26,7 @@ struct qt_conv {
     double seconds_total;
     char *options;     /* canonical "qtool.options" provenance string (heap) */
     double t_prepass, t_write, t_finish; /* phase times of qt_conv_run, seconds */
+    bool single_read;  /* no prepass: each weight read once (not with a calibration check) */
 };
 
 const char *qt_conv_torch_name(qt_dtype d);

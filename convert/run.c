@@ -163,6 +163,20 @@ static qt_status check_finite(qt_conv *c, const qt_conv_item *it, const void *sr
     return QT_OK;
 }
 
+/* The NaN / Inf policy of an item whose source is at hand (single read):
+ * one scan of the resident values, the counts only when it flags some. */
+static qt_status nonfinite_policy(qt_conv *c, const qt_conv_item *it, const void *src,
+                                  char *errmsg)
+{
+    bool nonfinite = false;
+    qt_status st = qt_absmax_scan(src_type_of(c->compute), src, (size_t)it->src->n_elements, 4096,
+                                  NULL, &nonfinite);
+    if (st != QT_OK)
+        return qt_set_err(errmsg, st, "tensor '%s': cannot scan it (%s)", it->src->name,
+                          qt_status_str(st));
+    return nonfinite ? check_finite(c, it, src, errmsg) : QT_OK;
+}
+
 /* The prepass for one QUANT item: the NaN / Inf policy and, with double
  * quantization, the nested offset (qt_dq_mean of the block absmax, which
  * sizes the quant_state JSON). One read of the data; only a tensor that
@@ -212,14 +226,17 @@ fail:
  * are a function of its input, written at offsets fixed before. The writer
  * is used by one thread at a time (critical section); the input bytes in
  * flight are kept under a budget so memory stays bounded. */
-static qt_status out_write_quant(qt_conv *c, const qt_conv_item *it, const qt_qweight *q,
+static qt_status out_write_quant(qt_conv *c, qt_conv_item *it, const qt_qweight *q,
                                  char *errmsg)
 {
     qt_status st;
 #ifdef _OPENMP
 #pragma omp critical(qt_conv_writer)
 #endif
-    st = qt_outfmt_write_quant(c->out, it->out_id, q, errmsg);
+    {
+        st = qt_outfmt_write_quant(c->out, it->out_id, q, errmsg);
+        it->bytes_out = qt_outfmt_weight_bytes(c->out, it->out_id); /* single read: now known */
+    }
     return st;
 }
 
@@ -476,7 +493,11 @@ static qt_status run_item(qt_conv *c, qt_conv_item *it, char *errmsg)
         const void *src;
         qt_qweight q;
         QT_TRY(qt_conv_item_source(c, it, &src, &owned, errmsg));
-        QT_TRY(qt_conv_quantize(c, it, &it->nested_offset, src, &b, &q, errmsg));
+        /* single read: the NaN / Inf policy here, the offset from the kernels */
+        if (c->single_read) QT_TRY(nonfinite_policy(c, it, src, errmsg));
+        QT_TRY(qt_conv_quantize(c, it, c->single_read ? NULL : &it->nested_offset, src, &b, &q,
+                                errmsg));
+        it->nested_offset = q.nested_offset;
         QT_TRY(out_write_quant(c, it, &q, errmsg));
         if (c->o.metrics) { /* error of the quantized weight against its source */
             qt_qweight qo;
@@ -615,7 +636,7 @@ qt_status qt_conv_run(qt_conv *c, char *errmsg)
     bool exists;
     double t0 = qt_now();
     QT_TRY(check_out(c, &exists, errmsg));
-    QT_TRY(prepass(c, errmsg));
+    if (!c->single_read) QT_TRY(prepass(c, errmsg)); /* else each weight is read once, below */
     if (c->o.check) QT_TRY(qt_conv_check_pass(c, errmsg)); /* calibration (validate.c) */
     QT_TRY(output_metadata(c, errmsg));
     /* every weight through the kernels into the output */

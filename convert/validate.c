@@ -33,7 +33,7 @@ static qt_status apply_fallback(qt_conv *c, qt_conv_item *it, qt_scheme to, cons
     char fromlbl[32];
     snprintf(fromlbl, sizeof fromlbl, "%s%s", from, it->double_quant ? "+dq" : "");
     if (to == QT_SCHEME_COUNT) to = plain_of(c->compute);
-    const bool plain = to == QT_SCHEME_BF16 || to == QT_SCHEME_FP16 || to == QT_SCHEME_FP32;
+    const bool plain = qt_scheme_has(to, QT_SCHEME_F_PLAIN);
     const bool was4 = it->scheme == QT_SCHEME_NF4 || it->scheme == QT_SCHEME_FP4;
     if (plain) {
         it->action = QT_ACT_KEEP;
@@ -56,8 +56,8 @@ static qt_status apply_fallback(qt_conv *c, qt_conv_item *it, qt_scheme to, cons
             c->n_skip_modules++;
         }
     } else {
-        QT_CHECK(to == QT_SCHEME_INT8 || to == QT_SCHEME_Q8, QT_ERR_ARG,
-                 "--fallback %s: not bf16, fp16, fp32, int8 or q8", qt_scheme_get(to)->name);
+        QT_CHECK(qt_scheme_has(to, QT_SCHEME_F_FALLBACK), QT_ERR_ARG,
+                 "--fallback %s: not a fallback scheme", qt_scheme_get(to)->name);
         it->scheme = to;
         it->block = to == QT_SCHEME_INT8 ? 0 : qt_scheme_get(to)->default_block;
         it->double_quant = false;

@@ -69,6 +69,10 @@ typedef struct qt_out_model {
     size_t n_protect;
     const void *format_opts;   /* what a format needs beyond this (gguf: qt_out_gguf_opts);
                                   NULL for safetensors */
+    bool single_pass;          /* the caller reads its input once: write_quant may bring a
+                                  nested offset that was not declared (no redeclare before
+                                  begin); a format that needs every size before its header
+                                  keeps the data aside until commit */
 } qt_out_model;
 
 /* One logical weight. */

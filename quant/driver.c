@@ -243,6 +243,15 @@ static int thread_id(void)
 #endif
 }
 
+/* One dequantized tile of TILE_ROWS rows of n_in floats per thread. */
+static qt_status tiles_alloc(int nth, size_t n_in, float **tiles)
+{
+    size_t bytes;
+    if (!qt_mul_size((size_t)nth * TILE_ROWS, n_in * sizeof(float), &bytes)) return QT_ERR_OVERFLOW;
+    *tiles = qt_aligned_alloc(64, bytes);
+    return *tiles ? QT_OK : QT_ERR_NOMEM;
+}
+
 qt_status qt_dequantize(const qt_kernels *k, const qt_qweight *w, qt_src_type out, void *dst)
 {
     qt_status st = qt_qweight_check(w);
@@ -252,12 +261,9 @@ qt_status qt_dequantize(const qt_kernels *k, const qt_qweight *w, qt_src_type ou
     const size_t n_in = w->n_in, nt = qt_n_blocks(w->n_out, TILE_ROWS);
     float *tiles = NULL;
     int nth = max_threads();
-    if (out != QT_SRC_F32) {
-        size_t bytes;
-        if (!qt_mul_size((size_t)nth * TILE_ROWS, n_in * sizeof(float), &bytes))
-            return QT_ERR_OVERFLOW;
-        tiles = qt_aligned_alloc(64, bytes);
-        if (!tiles) return QT_ERR_NOMEM;
+    if (out != QT_SRC_F32) { /* fp32 goes straight to dst */
+        st = tiles_alloc(nth, n_in, &tiles);
+        if (st != QT_OK) return st;
     }
     qt_dq_ctx ctx;
     qt_dq_ctx_init(&ctx, k, w);
@@ -292,11 +298,8 @@ static qt_status matmul_dot(const qt_kernels *k, const qt_qweight *w, const floa
     float *tiles = NULL;
     if (!par) nth = 1;
     if (!direct) {
-        size_t bytes;
-        if (!qt_mul_size((size_t)nth * TILE_ROWS, n_in * sizeof(float), &bytes))
-            return QT_ERR_OVERFLOW;
-        tiles = qt_aligned_alloc(64, bytes);
-        if (!tiles) return QT_ERR_NOMEM;
+        qt_status st = tiles_alloc(nth, n_in, &tiles);
+        if (st != QT_OK) return st;
     }
     qt_dq_ctx ctx;
     qt_dq_ctx_init(&ctx, k, w);

@@ -124,7 +124,25 @@ typedef struct qt_scheme_info {
                                -1 when GGUF has no such type */
     size_t block_bytes;     /* GGML block types (q8 at block 32, q4_0 .. q6_k):
                                bytes per block of default_block elements; else 0 */
+    unsigned flags;         /* QT_SCHEME_F_*: what the rest of qtool may do with it */
+    double calib_threshold; /* default max relative output error of `convert --calib`
+                               / `validate` (docs/CALIBRATION.md); 0 = not checked */
 } qt_scheme_info;
+
+/* Scheme flags (the table, not the callers, says which list a scheme is on). */
+#define QT_SCHEME_F_CONVERT 1u  /* a --scheme of `qtool convert` (quantized or plain) */
+#define QT_SCHEME_F_PLAIN 2u    /* an unquantized dtype (bf16 / fp16 / fp32) */
+#define QT_SCHEME_F_FALLBACK 4u /* allowed as a calibration --fallback */
+
+/* Adding a scheme: the checklist. One row in quant/scheme.c (name, bits,
+ * blocks, description, flags, calibration threshold) plus its kernels
+ * (_ref, AVX2, AVX-512 with tests bit-for-bit against _ref, registered in
+ * the kernel table) and the size function; quant/qweight_quant.c
+ * (qt_qbuf_sizes_of, qt_quantize_weight) and quant/matmul.c (dequantize a
+ * tile) for the new case; formats/bnb.c (qt_bnb_layout_of) if its stored
+ * layout is new, or a format in formats/ for another file type. The CLI
+ * (--scheme, --fallback, --help), calibration reports, inspect and the
+ * convert plan read the table and need nothing. */
 
 /* Number of rows in the scheme table. */
 size_t qt_scheme_count(void);
@@ -136,6 +154,11 @@ const qt_scheme_info *qt_scheme_get(qt_scheme s);
 const qt_scheme_info *qt_scheme_find(const char *name);
 /* Whether block is an allowed block size for s. */
 bool qt_scheme_block_ok(qt_scheme s, size_t block);
+/* Whether s carries every flag in flags. */
+bool qt_scheme_has(qt_scheme s, unsigned flags);
+/* The names of the schemes carrying every flag in flags, in table order,
+ * joined by ", " into buf (n bytes, truncated); returns buf. */
+const char *qt_scheme_names(unsigned flags, char *buf, size_t n);
 /* Bytes per element of a source type (4 or 2). */
 size_t qt_src_size(qt_src_type t);
 
