@@ -195,17 +195,26 @@ static vf qx_lanes(const vf *xv, vi *Lv)
         if (is == 0) continue;
         float num = -((float)nmax + 0.1f * (float)is);
         iscale = num / max;
-        vi l[16];
+        vf l[16];
         sumlx = suml2 = vsplat(0);
+        /* rounding in floats while |iscale * x| stays far below 2^22 in
+         * every non-zero lane (as in qkx2_lanes) */
+        bool fast = !vany(~(vabs(iscale) * amax < 2097152.0f) & ~zero);
         for (int i = 0; i < n; i++) {
-            l[i] = iclamp(vnearest(iscale * xv[i]), -nmax, nmax - 1);
-            vf lf = vfloat(l[i]);
-            sumlx += wx[i] * lf;
-            suml2 += w[i] * lf * lf;
+            vf v = iscale * xv[i];
+            if (fast) {
+                l[i] = (v + 12582912.0f) - 12582912.0f;
+                l[i] = QT_FMIN(QT_FMAX(l[i], vsplat((float)-nmax)), vsplat((float)(nmax - 1)));
+            } else {
+                l[i] = vfloat(iclamp(vnearest(v), -nmax, nmax - 1));
+            }
+            sumlx += wx[i] * l[i];
+            suml2 += w[i] * l[i] * l[i];
         }
         vi better = (suml2 > 0) & (sumlx * sumlx > best * suml2) & ~zero;
         if (!vany(better)) continue;
-        for (int i = 0; i < n; i++) Lv[i] = isel(better, l[i] + nmax, Lv[i]);
+        for (int i = 0; i < n; i++)
+            Lv[i] = isel(better, __builtin_convertvector(l[i], vi) + nmax, Lv[i]);
         scale = vsel(better, sumlx / suml2, scale);
         best = vsel(better, scale * sumlx, best);
     }
