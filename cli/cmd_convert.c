@@ -16,6 +16,12 @@
 #include "convert/convert.h"
 #include "quant/quant.h"
 
+/* GGML block types other than q8 (= Q8_0) have no safetensors layout. */
+static bool gguf_only(const qt_scheme_info *s)
+{
+    return s->block_bytes && s->scheme != QT_SCHEME_Q8;
+}
+
 static volatile sig_atomic_t cancel_flag;
 
 static void on_signal(int sig)
@@ -42,7 +48,7 @@ static void usage(FILE *f, bool dequant)
             "  --scheme S           quantization (default nf4):\n");
     for (size_t i = 0; i < qt_scheme_count(); i++) {
         const qt_scheme_info *s = qt_scheme_info_at(i);
-        if (s->scheme == QT_SCHEME_INT8_BLOCKWISE) continue;
+        if (s->scheme == QT_SCHEME_INT8_BLOCKWISE || gguf_only(s)) continue;
         fprintf(f, "                         %-6s %5.2f bpw  %s\n", s->name, s->bits_per_weight,
                 s->description);
     }
@@ -149,6 +155,11 @@ static int run(int argc, char **argv, bool dequant)
             const qt_scheme_info *s = qt_scheme_find(optarg);
             bool plain = s && (s->scheme == QT_SCHEME_BF16 || s->scheme == QT_SCHEME_FP16 ||
                                s->scheme == QT_SCHEME_FP32);
+            if (s && c == O_SCHEME && gguf_only(s)) {
+                qt_cli_error("--scheme '%s': a GGUF block type, written only to a .gguf OUT",
+                             optarg);
+                return QT_EXIT_USAGE;
+            }
             if (!s || s->scheme == QT_SCHEME_INT8_BLOCKWISE || (c == O_DTYPE && !plain) ||
                 (dequant && c == O_SCHEME)) {
                 qt_cli_error("%s '%s': not one of %s", c == O_DTYPE ? "--dtype" : "--scheme",
