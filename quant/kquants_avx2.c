@@ -23,7 +23,6 @@
                                       14, 15);                                              \
     } while (0)
 #define QT_CVTT(v) (vi)_mm256_cvttps_epi32((__m256)(v))
-#define QT_GATHER(base, idx) (vf)_mm256_i32gather_ps((base), (__m256i)(idx), 4)
 #define QT_FMIN(a, b) (vf)_mm256_min_ps((__m256)(a), (__m256)(b))
 #define QT_FMAX(a, b) (vf)_mm256_max_ps((__m256)(a), (__m256)(b))
 #define QT_SCALAR_DEQ32 1

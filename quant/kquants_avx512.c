@@ -19,7 +19,6 @@
         memcpy(&(v), &w_, 64);                                                   \
     } while (0)
 #define QT_CVTT(v) (vi)_mm512_cvttps_epi32((__m512)(v))
-#define QT_GATHER(base, idx) (vf)_mm512_i32gather_ps((__m512i)(idx), (base), 4)
 #define QT_FMIN(a, b) (vf)_mm512_min_ps((__m512)(a), (__m512)(b))
 #define QT_FMAX(a, b) (vf)_mm512_max_ps((__m512)(a), (__m512)(b))
 #define QT_SCALAR_DEQ32 0

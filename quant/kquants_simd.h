@@ -3,7 +3,7 @@
  * kquants_avx512.c: 16 lanes). Included only by those two files, after
  * they define QT_VW (lanes), QT_SQRT(v), QT_IMIN / QT_IMAX (int32 lanes),
  * QT_FMIN / QT_FMAX (float lanes, no NaN reaches them),
- * QT_ANY(mask) (any lane set), QT_GATHER(base, idx) (floats), QT_CVTT(v) (cvttps2dq), QT_WIDEN16(p, v16i, epu8|epi8) (16 bytes to
+ * QT_ANY(mask) (any lane set), QT_CVTT(v) (cvttps2dq), QT_WIDEN16(p, v16i, epu8|epi8) (16 bytes to
  * int32), QT_SCALAR_DEQ32 (1: scalar dequantizers for the 32-blocks and
  * q4_k) and QT_SFX (the name suffix). It defines the ISA's table,
  * qt_blk_ops_<sfx>.
@@ -271,13 +271,16 @@ static vf q3_lanes(const vf *xv, vi *Lv)
 /* ---- rows: groups transposed into lanes --------------------------------------- */
 
 /* Lanes k < QT_VW take groups g0 + k of size gs from x (groups past n_groups
- * repeat group g0; their results are dropped): a gather per element. */
+ * repeat group g0; their results are dropped): a transpose through an
+ * aligned buffer (cheaper than gathers here). */
 static void load_lanes(const float *x, size_t g0, size_t n_groups, int gs, vf *xv)
 {
-    vi idx;
-    for (int k = 0; k < QT_VW; k++) idx[k] = g0 + (size_t)k < n_groups ? k * gs : 0;
-    const float *base = x + g0 * (size_t)gs;
-    for (int i = 0; i < gs; i++) xv[i] = QT_GATHER(base + i, idx);
+    float t[32][QT_VW] __attribute__((aligned(64)));
+    for (int k = 0; k < QT_VW; k++) {
+        const float *g = x + (g0 + (size_t)k < n_groups ? g0 + (size_t)k : g0) * (size_t)gs;
+        for (int i = 0; i < gs; i++) t[i][k] = g[i];
+    }
+    memcpy(xv, t, (size_t)gs * sizeof(vf));
 }
 
 /* Stores lane results of groups g0 + k < n_groups (the codes through one
