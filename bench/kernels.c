@@ -53,6 +53,11 @@ static const bscheme bschemes[] = {
     {"nf4-dq", QT_SCHEME_NF4, true, 64},  {"nf4", QT_SCHEME_NF4, false, 64},
     {"fp4", QT_SCHEME_FP4, false, 64},    {"q8", QT_SCHEME_Q8, false, 32},
     {"int8", QT_SCHEME_INT8, false, 0},   {"int8-blockwise", QT_SCHEME_INT8_BLOCKWISE, false, 4096},
+    /* GGML block types (rows of whole blocks; q8 above is Q8_0) */
+    {"q4_0", QT_SCHEME_Q4_0, false, 32},  {"q5_0", QT_SCHEME_Q5_0, false, 32},
+    {"q2_k", QT_SCHEME_Q2_K, false, 256}, {"q3_k", QT_SCHEME_Q3_K, false, 256},
+    {"q4_k", QT_SCHEME_Q4_K, false, 256}, {"q5_k", QT_SCHEME_Q5_K, false, 256},
+    {"q6_k", QT_SCHEME_Q6_K, false, 256},
 };
 #define N_BSCHEMES (sizeof bschemes / sizeof bschemes[0])
 
@@ -92,13 +97,16 @@ static void qbuf_sizes(const bscheme *s, size_t rows, size_t cols, size_t *cbyte
         *cbytes = n;
         *an = rows;
         break;
-    default:
+    case QT_SCHEME_INT8_BLOCKWISE:
         *cbytes = n;
         *an = qt_n_blocks(n, s->block);
         break;
+    default: /* GGML block types */
+        *cbytes = rows * qt_blk_row_bytes(s->scheme, cols);
+        *an = 0;
+        break;
     }
 }
-
 static bool qbuf_init(qbuf *b, const bscheme *s, size_t rows, size_t cols)
 {
     memset(b, 0, sizeof *b);
@@ -147,8 +155,12 @@ static void run_quant(void *p)
         j->st = qt_int8_quantize(j->k, j->t, j->src, j->rows, j->cols, (int8_t *)o->codes,
                                  o->absmax);
         break;
-    default:
+    case QT_SCHEME_INT8_BLOCKWISE:
         j->st = qt_blockwise8_quantize(j->k, j->t, j->src, n, s->block, o->codes, o->absmax);
+        break;
+    default: /* GGML block types, this ISA's kernels */
+        j->st = qt_blk_quantize(j->k ? qt_blk_ops_for(j->k->isa, s->scheme) : NULL, s->scheme,
+                                j->t, j->src, j->rows, j->cols, false, o->codes, NULL);
         break;
     }
 }

@@ -16,6 +16,12 @@
 #include "convert/convert.h"
 #include "quant/quant.h"
 
+/* GGML block types other than q8 (= Q8_0) have no safetensors layout. */
+static bool gguf_only(const qt_scheme_info *s)
+{
+    return s->block_bytes && s->scheme != QT_SCHEME_Q8;
+}
+
 static volatile sig_atomic_t cancel_flag;
 
 static void on_signal(int sig)
@@ -151,6 +157,11 @@ static int run(int argc, char **argv, bool dequant)
             /* --scheme: any convert scheme of the table; --dtype: a plain one */
             const unsigned want = QT_SCHEME_F_CONVERT | (c == O_DTYPE ? QT_SCHEME_F_PLAIN : 0);
             const qt_scheme_info *s = qt_scheme_find(optarg);
+            if (s && c == O_SCHEME && gguf_only(s)) {
+                qt_cli_error("--scheme '%s': a GGUF block type, written only to a .gguf OUT",
+                             optarg);
+                return QT_EXIT_USAGE;
+            }
             if (!s || (s->flags & want) != want || (dequant && c == O_SCHEME)) {
                 char names[160];
                 qt_cli_error("%s '%s': not one of %s", c == O_DTYPE ? "--dtype" : "--scheme",

@@ -430,12 +430,13 @@ void qt_kq_q3_k_finish(const float *x, const float *scales, uint8_t *L, unsigned
         rq(x + 16 * j, 16, d, 0.0f, -4, 3, L + 16 * j);
     }
     /* bit 2 of code e goes to hmask[e % 32], bit e / 32 */
-    memset(hmask, 0, 32);
     uint8_t low[QT_QK_K];
-    for (int e = 0; e < QT_QK_K; e++) { /* branch-free: codes are 0..7 */
-        hmask[e % 32] |= (uint8_t)((L[e] >> 2) << (e / 32));
-        low[e] = L[e] & 3;
+    for (int m = 0; m < 32; m++) { /* codes are 0..7: no branches, no read-modify-write */
+        unsigned h = 0;
+        for (int k = 0; k < 8; k++) h |= (unsigned)(L[32 * k + m] >> 2) << k;
+        hmask[m] = (uint8_t)h;
     }
+    for (int e = 0; e < QT_QK_K; e++) low[e] = L[e] & 3;
     pack_2bit(low, qs);
 }
 

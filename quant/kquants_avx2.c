@@ -1,8 +1,6 @@
 /* quant/kquants_avx2.c: the GGML block types on AVX2 (8 lanes): quantizers,
  * dequantizers and the fixed-order dot of kquants_simd.h, which also builds
- * the table; the dequantizers of the 32-blocks and q4_k stay scalar (GCC's
- * lowering of 16-wide vectors to AVX2 is slower there). Bit-identical to
- * the _ref table (tests/unit/test_kquants.c). */
+ * the table. Bit-identical to the _ref table (tests/unit/test_kquants.c). */
 #include "quant/quant.h"
 
 #include <immintrin.h>
@@ -23,9 +21,8 @@
                                       14, 15);                                              \
     } while (0)
 #define QT_CVTT(v) (vi)_mm256_cvttps_epi32((__m256)(v))
-#define QT_GATHER(base, idx) (vf)_mm256_i32gather_ps((base), (__m256i)(idx), 4)
 #define QT_FMIN(a, b) (vf)_mm256_min_ps((__m256)(a), (__m256)(b))
 #define QT_FMAX(a, b) (vf)_mm256_max_ps((__m256)(a), (__m256)(b))
-#define QT_SCALAR_DEQ32 1
+#define QT_WIDENVW(p, ext) (vi)_mm256_cvt##ext##_epi32(_mm_loadl_epi64((const __m128i *)(p)))
 #define QT_SFX avx2
 #include "quant/kquants_simd.h"

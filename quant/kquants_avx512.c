@@ -19,9 +19,8 @@
         memcpy(&(v), &w_, 64);                                                   \
     } while (0)
 #define QT_CVTT(v) (vi)_mm512_cvttps_epi32((__m512)(v))
-#define QT_GATHER(base, idx) (vf)_mm512_i32gather_ps((__m512i)(idx), (base), 4)
 #define QT_FMIN(a, b) (vf)_mm512_min_ps((__m512)(a), (__m512)(b))
 #define QT_FMAX(a, b) (vf)_mm512_max_ps((__m512)(a), (__m512)(b))
-#define QT_SCALAR_DEQ32 0
+#define QT_WIDENVW(p, ext) (vi)_mm512_cvt##ext##_epi32(_mm_loadu_si128((const __m128i *)(p)))
 #define QT_SFX avx512
 #include "quant/kquants_simd.h"

@@ -3,9 +3,9 @@
  * kquants_avx512.c: 16 lanes). Included only by those two files, after
  * they define QT_VW (lanes), QT_SQRT(v), QT_IMIN / QT_IMAX (int32 lanes),
  * QT_FMIN / QT_FMAX (float lanes, no NaN reaches them),
- * QT_ANY(mask) (any lane set), QT_GATHER(base, idx) (floats), QT_CVTT(v) (cvttps2dq), QT_WIDEN16(p, v16i, epu8|epi8) (16 bytes to
- * int32), QT_SCALAR_DEQ32 (1: scalar dequantizers for the 32-blocks and
- * q4_k) and QT_SFX (the name suffix). It defines the ISA's table,
+ * QT_ANY(mask) (any lane set), QT_CVTT(v) (cvttps2dq), QT_WIDEN16(p, v16i, epu8|epi8) (16 bytes to
+ * int32), QT_WIDENVW(p, epu8|epi8) (QT_VW bytes to int32) and QT_SFX (the
+ * name suffix). It defines the ISA's table,
  * qt_blk_ops_<sfx>.
  *
  * Why bit-identical to kquants.c: one lane runs one group (16 or 32
@@ -195,17 +195,26 @@ static vf qx_lanes(const vf *xv, vi *Lv)
         if (is == 0) continue;
         float num = -((float)nmax + 0.1f * (float)is);
         iscale = num / max;
-        vi l[16];
+        vf l[16];
         sumlx = suml2 = vsplat(0);
+        /* rounding in floats while |iscale * x| stays far below 2^22 in
+         * every non-zero lane (as in qkx2_lanes) */
+        bool fast = !vany(~(vabs(iscale) * amax < 2097152.0f) & ~zero);
         for (int i = 0; i < n; i++) {
-            l[i] = iclamp(vnearest(iscale * xv[i]), -nmax, nmax - 1);
-            vf lf = vfloat(l[i]);
-            sumlx += wx[i] * lf;
-            suml2 += w[i] * lf * lf;
+            vf v = iscale * xv[i];
+            if (fast) {
+                l[i] = (v + 12582912.0f) - 12582912.0f;
+                l[i] = QT_FMIN(QT_FMAX(l[i], vsplat((float)-nmax)), vsplat((float)(nmax - 1)));
+            } else {
+                l[i] = vfloat(iclamp(vnearest(v), -nmax, nmax - 1));
+            }
+            sumlx += wx[i] * l[i];
+            suml2 += w[i] * l[i] * l[i];
         }
         vi better = (suml2 > 0) & (sumlx * sumlx > best * suml2) & ~zero;
         if (!vany(better)) continue;
-        for (int i = 0; i < n; i++) Lv[i] = isel(better, l[i] + nmax, Lv[i]);
+        for (int i = 0; i < n; i++)
+            Lv[i] = isel(better, __builtin_convertvector(l[i], vi) + nmax, Lv[i]);
         scale = vsel(better, sumlx / suml2, scale);
         best = vsel(better, scale * sumlx, best);
     }
@@ -262,13 +271,16 @@ static vf q3_lanes(const vf *xv, vi *Lv)
 /* ---- rows: groups transposed into lanes --------------------------------------- */
 
 /* Lanes k < QT_VW take groups g0 + k of size gs from x (groups past n_groups
- * repeat group g0; their results are dropped): a gather per element. */
+ * repeat group g0; their results are dropped): a transpose through an
+ * aligned buffer (cheaper than gathers here). */
 static void load_lanes(const float *x, size_t g0, size_t n_groups, int gs, vf *xv)
 {
-    vi idx;
-    for (int k = 0; k < QT_VW; k++) idx[k] = g0 + (size_t)k < n_groups ? k * gs : 0;
-    const float *base = x + g0 * (size_t)gs;
-    for (int i = 0; i < gs; i++) xv[i] = QT_GATHER(base + i, idx);
+    float t[32][QT_VW] __attribute__((aligned(64)));
+    for (int k = 0; k < QT_VW; k++) {
+        const float *g = x + (g0 + (size_t)k < n_groups ? g0 + (size_t)k : g0) * (size_t)gs;
+        for (int i = 0; i < gs; i++) t[i][k] = g[i];
+    }
+    memcpy(xv, t, (size_t)gs * sizeof(vf));
 }
 
 /* Stores lane results of groups g0 + k < n_groups (the codes through one
@@ -522,68 +534,87 @@ static inline void st16(float *y, v16f v)
     *(v16f_u *)y = v;
 }
 
-__attribute__((unused)) static void QT_FN(q4_0_dequantize_)(const void *blocks, float *y, size_t n)
+/* The 32-element types and q4_k / q5_k at the native width: QT_VW bytes
+ * widened to int32 lanes per step. */
+typedef float vf_u __attribute__((vector_size(QT_VW * 4), aligned(4), may_alias));
+static inline vi widen_vw(const unsigned char *p)
 {
-    const unsigned char *b = blocks;
-    for (size_t i0 = 0; i0 < n; i0 += 32, b += 18) {
-        float d = qt_blk_get_fp16(b);
-        v16i q = widen(ld16(b + 2));
-        st16(y + i0, fl16((q & 0xF) - 8) * d);
-        st16(y + i0 + 16, fl16((q >> 4) - 8) * d);
-    }
+    return QT_WIDENVW(p, epu8);
+}
+static inline vi lane_index(void)
+{
+    vi v;
+    for (int k = 0; k < QT_VW; k++) v[k] = k;
+    return v;
 }
 
-__attribute__((unused)) static void QT_FN(q4_1_dequantize_)(const void *blocks, float *y, size_t n)
-{
-    const unsigned char *b = blocks;
-    for (size_t i0 = 0; i0 < n; i0 += 32, b += 20) {
-        float d = qt_blk_get_fp16(b), m = qt_blk_get_fp16(b + 2);
-        v16i q = widen(ld16(b + 4));
-        st16(y + i0, fl16(q & 0xF) * d + m);
-        st16(y + i0 + 16, fl16(q >> 4) * d + m);
-    }
-}
-
-/* q5_0 (min = false: code - 16) and q5_1 (code * d + m) */
-static void q5_dequantize(const unsigned char *b, size_t bb, bool min, float *y, size_t n)
+/* q4_0 (asym = false: code - 8) and q4_1 (code * d + m) */
+static void q4_dequantize(const unsigned char *b, size_t bb, bool asym, float *y, size_t n)
 {
     for (size_t i0 = 0; i0 < n; i0 += 32, b += bb) {
-        float d = qt_blk_get_fp16(b), m = min ? qt_blk_get_fp16(b + 2) : 0.0f;
-        const unsigned char *p = b + (min ? 4 : 2);
-        v16i qh = (v16i){0} + (int32_t)qt_load_le32(p);
-        v16i q = widen(ld16(p + 4));
-        v16i lo = (q & 0xF) | ((qh >> LANE16) & 1) << 4;
-        v16i hi = (q >> 4) | ((qh >> (LANE16 + 16)) & 1) << 4;
-        if (min) {
-            st16(y + i0, fl16(lo) * d + m);
-            st16(y + i0 + 16, fl16(hi) * d + m);
-        } else {
-            st16(y + i0, fl16(lo - 16) * d);
-            st16(y + i0 + 16, fl16(hi - 16) * d);
+        float d = qt_blk_get_fp16(b), m = asym ? qt_blk_get_fp16(b + 2) : 0.0f;
+        for (int h = 0; h < 16; h += QT_VW) {
+            vi q = widen_vw(b + (asym ? 4 : 2) + h);
+            if (asym) {
+                *(vf_u *)(y + i0 + h) = vfloat(q & 0xF) * d + m;
+                *(vf_u *)(y + i0 + 16 + h) = vfloat(q >> 4) * d + m;
+            } else {
+                *(vf_u *)(y + i0 + h) = vfloat((q & 0xF) - 8) * d;
+                *(vf_u *)(y + i0 + 16 + h) = vfloat((q >> 4) - 8) * d;
+            }
         }
     }
 }
 
-__attribute__((unused)) static void QT_FN(q5_0_dequantize_)(const void *blocks, float *y, size_t n)
+static void QT_FN(q4_0_dequantize_)(const void *blocks, float *y, size_t n)
+{
+    q4_dequantize(blocks, 18, false, y, n);
+}
+
+static void QT_FN(q4_1_dequantize_)(const void *blocks, float *y, size_t n)
+{
+    q4_dequantize(blocks, 20, true, y, n);
+}
+
+/* q5_0 (asym = false: code - 16) and q5_1 (code * d + m) */
+static void q5_dequantize(const unsigned char *b, size_t bb, bool asym, float *y, size_t n)
+{
+    for (size_t i0 = 0; i0 < n; i0 += 32, b += bb) {
+        float d = qt_blk_get_fp16(b), m = asym ? qt_blk_get_fp16(b + 2) : 0.0f;
+        const unsigned char *p = b + (asym ? 4 : 2);
+        vi qh = isplat((int32_t)qt_load_le32(p));
+        for (int h = 0; h < 16; h += QT_VW) {
+            vi q = widen_vw(p + 4 + h), j = lane_index() + h;
+            vi lo = (q & 0xF) | ((qh >> j) & 1) << 4;
+            vi hi = (q >> 4) | ((qh >> (j + 16)) & 1) << 4;
+            if (asym) {
+                *(vf_u *)(y + i0 + h) = vfloat(lo) * d + m;
+                *(vf_u *)(y + i0 + 16 + h) = vfloat(hi) * d + m;
+            } else {
+                *(vf_u *)(y + i0 + h) = vfloat(lo - 16) * d;
+                *(vf_u *)(y + i0 + 16 + h) = vfloat(hi - 16) * d;
+            }
+        }
+    }
+}
+
+static void QT_FN(q5_0_dequantize_)(const void *blocks, float *y, size_t n)
 {
     q5_dequantize(blocks, 22, false, y, n);
 }
 
-__attribute__((unused)) static void QT_FN(q5_1_dequantize_)(const void *blocks, float *y, size_t n)
+static void QT_FN(q5_1_dequantize_)(const void *blocks, float *y, size_t n)
 {
     q5_dequantize(blocks, 24, true, y, n);
 }
 
-__attribute__((unused)) static void QT_FN(q8_0_dequantize_)(const void *blocks, float *y, size_t n)
+static void QT_FN(q8_0_dequantize_)(const void *blocks, float *y, size_t n)
 {
     const unsigned char *b = blocks;
     for (size_t i0 = 0; i0 < n; i0 += 32, b += 34) {
         float d = qt_blk_get_fp16(b);
-        for (int h = 0; h < 2; h++) {
-            v16i q;
-            QT_WIDEN16(b + 2 + 16 * h, q, epi8);
-            st16(y + i0 + 16 * h, fl16(q) * d);
-        }
+        for (int h = 0; h < 32; h += QT_VW)
+            *(vf_u *)(y + i0 + h) = vfloat(QT_WIDENVW(b + 2 + h, epi8)) * d;
     }
 }
 
@@ -594,7 +625,7 @@ static inline v16i codes2(const unsigned char *qs, int e0)
     return (widen(ld16(qs + (e0 / 128) * 32 + e0 % 32)) >> (2 * ((e0 / 32) % 4))) & 3;
 }
 
-__attribute__((unused)) static void QT_FN(q2_k_dequantize_)(const void *blocks, float *y, size_t n)
+static void QT_FN(q2_k_dequantize_)(const void *blocks, float *y, size_t n)
 {
     const unsigned char *b = blocks;
     for (size_t i0 = 0; i0 < n; i0 += QT_QK_K, b += 84) {
@@ -606,7 +637,7 @@ __attribute__((unused)) static void QT_FN(q2_k_dequantize_)(const void *blocks, 
     }
 }
 
-__attribute__((unused)) static void QT_FN(q3_k_dequantize_)(const void *blocks, float *y, size_t n)
+static void QT_FN(q3_k_dequantize_)(const void *blocks, float *y, size_t n)
 {
     const unsigned char *b = blocks;
     for (size_t i0 = 0; i0 < n; i0 += QT_QK_K, b += 110) {
@@ -630,26 +661,26 @@ static void k4_dequantize(const unsigned char *b, size_t bb, bool q5, float *y, 
             uint8_t sc, m;
             qt_kq_get_scale_min_k4(j, b + 4, &sc, &m);
             float d1 = d * sc, m1 = min * m;
-            for (int h = 0; h < 2; h++) {
-                v16i q = (widen(ld16(qs + (j / 2) * 32 + 16 * h)) >> (4 * (j & 1))) & 0xF;
-                if (q5) q += ((widen(ld16(b + 16 + 16 * h)) >> j) & 1) * 16;
-                st16(y + i0 + 32 * j + 16 * h, d1 * fl16(q) - m1);
+            for (int h = 0; h < 32; h += QT_VW) {
+                vi q = (widen_vw(qs + (j / 2) * 32 + h) >> (4 * (j & 1))) & 0xF;
+                if (q5) q += ((widen_vw(b + 16 + h) >> j) & 1) * 16;
+                *(vf_u *)(y + i0 + 32 * j + h) = d1 * vfloat(q) - m1;
             }
         }
     }
 }
 
-__attribute__((unused)) static void QT_FN(q4_k_dequantize_)(const void *blocks, float *y, size_t n)
+static void QT_FN(q4_k_dequantize_)(const void *blocks, float *y, size_t n)
 {
     k4_dequantize(blocks, 144, false, y, n);
 }
 
-__attribute__((unused)) static void QT_FN(q5_k_dequantize_)(const void *blocks, float *y, size_t n)
+static void QT_FN(q5_k_dequantize_)(const void *blocks, float *y, size_t n)
 {
     k4_dequantize(blocks, 176, true, y, n);
 }
 
-__attribute__((unused)) static void QT_FN(q6_k_dequantize_)(const void *blocks, float *y, size_t n)
+static void QT_FN(q6_k_dequantize_)(const void *blocks, float *y, size_t n)
 {
     const unsigned char *b = blocks;
     for (size_t i0 = 0; i0 < n; i0 += QT_QK_K, b += 210) {
@@ -670,7 +701,6 @@ __attribute__((unused)) static void QT_FN(q6_k_dequantize_)(const void *blocks, 
 static float dot16(qt_blk_deq_fn deq, size_t block, size_t bbytes, const void *blocks,
                    const float *x, size_t n)
 {
-    typedef float vf_u __attribute__((vector_size(QT_VW * 4), aligned(4), may_alias));
     const unsigned char *b = blocks;
     float tmp[QT_QK_K] __attribute__((aligned(64)));
     vf acc[16 / QT_VW] = {{0}}; /* lanes 0 .. 15 of the definition */
@@ -695,12 +725,7 @@ static float dot16(qt_blk_deq_fn deq, size_t block, size_t bbytes, const void *b
 
 /* ---- this ISA's table ------------------------------------------------------------- */
 
-#if QT_SCALAR_DEQ32
-/* the scalar loops beat GCC's lowering of the 16-wide vectors here */
-#define QT_DQ32(t) qt_##t##_dequantize_ref
-#else
 #define QT_DQ32(t) QT_FN(t##_dequantize_)
-#endif
 
 QT_DOT16(q8_0, 32, 34, QT_DQ32(q8_0))
 QT_DOT16(q4_0, 32, 18, QT_DQ32(q4_0))

@@ -43,9 +43,19 @@ static const qt_blk_ops *ref_ops(qt_scheme s)
     return qt_blk_ops_for(QT_ISA_REF, s);
 }
 
+/* _ref's bytes for a golden test, after checking every other ISA writes
+ * the same */
 static void quant1(qt_scheme s, const float *x, size_t n, unsigned char *out)
 {
+    unsigned char other[1024];
+    size_t rb = qt_blk_row_bytes(s, n);
     ref_ops(s)->quantize(x, out, n);
+    for (int isa = QT_ISA_REF + 1; isa < QT_ISA_COUNT; isa++) {
+        const qt_blk_ops *o = qt_blk_ops_for((qt_isa)isa, s);
+        if (!o) continue;
+        o->quantize(x, other, n);
+        cr_assert(eq(int, memcmp(out, other, rb), 0), "%s isa %d", qt_scheme_get(s)->name, isa);
+    }
 }
 
 static uint16_t le16(const unsigned char *p)
@@ -293,6 +303,36 @@ Test(kquants, bytes_of_ggml_reference_code)
             cr_assert(eq(str, hex, (char *)want[t]), "%s isa %d", qt_scheme_get(BLK[t])->name, isa);
         }
     }
+}
+
+Test(kquants, golden_q2_k_q3_k_constant)
+{
+    /* x = 1 everywhere. q2_k, make_qkx2_quants(16, 3, w = |x| = 1): min = 1
+     * > 0 -> 0, max = 1, iscale = 3, codes 3, scale = 1/3f; the plain
+     * error is 0 (f32(1/3f * 3) = 1), nothing beats it: scale 1/3f, min -0.
+     * max_scale = 1/3f, max_min = 0: iscale = f32(15 / (1/3f)) = 45,
+     * scales = nearest(f32(45 * 1/3f) = 15) = 0x0f, no mins; d = fp16(1/3f /
+     * 15 = 0.0222222) = 0x25b0 (0.0222168), dmin = 0. Requantize: d * 15 =
+     * 0.333252, nearest(1 / 0.333252 = 3.0007) = 3: every qs byte 0xff. */
+    float x[256], y[256];
+    unsigned char b[110];
+    for (int i = 0; i < 256; i++) x[i] = 1.0f;
+    quant1(QT_SCHEME_Q2_K, x, 256, b);
+    for (int i = 0; i < 16; i++) cr_assert(eq(u8, b[i], 0x0f), "scale byte %d", i);
+    for (int i = 16; i < 80; i++) cr_assert(eq(u8, b[i], 0xff), "qs byte %d", i);
+    cr_assert(eq(u16, le16(b + 80), 0x25b0));
+    cr_assert(eq(u16, le16(b + 82), 0));
+    /* q3_k, make_q3_quants: max = 1, iscale = -4, l = -4, w = 1: sumlx =
+     * -64, suml2 = 256; no move (sumlx - w x l = -60 is not > 0): scale =
+     * -0.25, codes 0. All scales -0.25: iscale = -32 / -0.25 = 128, 6-bit
+     * scale nearest(-32) + 32 = 0, d = fp16(1/128) = 0x2000. Requantize: d *
+     * (0 - 32) = -0.25, nearest(1 / -0.25) = -4 -> code 0: hmask, qs and
+     * scales all 0. Dequantize: -0.25 * (0 - 4) = 1. */
+    quant1(QT_SCHEME_Q3_K, x, 256, b);
+    for (int i = 0; i < 108; i++) cr_assert(eq(u8, b[i], 0), "byte %d", i);
+    cr_assert(eq(u16, le16(b + 108), 0x2000));
+    ref_ops(QT_SCHEME_Q3_K)->dequantize(b, y, 256);
+    for (int i = 0; i < 256; i++) cr_assert(eq(flt, y[i], 1.0f));
 }
 
 /* ---- ISAs bit-identical ------------------------------------------------------------- */
