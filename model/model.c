@@ -397,6 +397,12 @@ static qt_status load_mat(qt_model *m, const char *name, size_t n_out, size_t n_
     QT_TRY(qt_layout_qweight(lw, out, errmsg));
     QT_CHECK(out->n_out == n_out && out->n_in == n_in, QT_ERR_FORMAT,
              "tensor '%s': inconsistent descriptor", name);
+    /* 4-bit weights of a bf16 / fp16 model: bitsandbytes dequantizes into
+     * the quant_state dtype, and transformers multiplies with that */
+    if ((out->scheme == QT_SCHEME_NF4 || out->scheme == QT_SCHEME_FP4) && !m->dq_fp32)
+        out->round_to = lw->dtype == QT_DTYPE_BF16  ? QT_SRC_BF16
+                        : lw->dtype == QT_DTYPE_F16 ? QT_SRC_F16
+                                                    : QT_SRC_F32;
     if (label) *label = qt_lweight_label(lw);
     return QT_OK;
 fail:
@@ -483,6 +489,7 @@ qt_status qt_model_open_modeldir(const qt_modeldir *md, const qt_model_opts *opt
     size_t window = 0;
     QT_TRY(read_config(md, &m->cfg, &window, errmsg));
     QT_TRY(qt_layout_build(md, &m->layout, errmsg));
+    m->dq_fp32 = opts && opts->dq_fp32;
     QT_TRY(load_weights(m, errmsg));
     size_t dflt = m->cfg.max_pos < DEFAULT_CTX_CAP ? m->cfg.max_pos : DEFAULT_CTX_CAP;
     if (window && window < dflt) dflt = window;

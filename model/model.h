@@ -128,6 +128,11 @@ typedef struct qt_model_opts {
                        inputs run in chunks of this size); 0 = 512 */
     qt_model_capture_fn capture; /* NULL = none (see qt_model_capture_fn) */
     void *capture_ctx;           /* passed to capture; borrowed */
+    bool dq_fp32;   /* NF4/FP4 weights of a bf16 / fp16 model: false (default)
+                       rounds each dequantized weight to that dtype, as
+                       bitsandbytes (its output is in the quant_state dtype)
+                       and transformers compute; true keeps the exact fp32
+                       product code * absmax */
 } qt_model_opts;
 
 /* "q_proj", "k_proj", ... "down_proj"; "?" out of range. */

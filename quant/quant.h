@@ -259,6 +259,10 @@ typedef struct qt_qweight {
     const void *quant_map;    /* float32 (16,) or (256,); NULL = built-in */
     const void *nested_map;   /* float32 (256,); NULL = qt_dynamic_map */
     const void *scb;          /* float32 (n_out,): int8 */
+    qt_src_type round_to;     /* nf4/fp4: QT_SRC_BF16 / QT_SRC_F16 round every
+                                 dequantized value to that type (nearest even),
+                                 as bitsandbytes returns a 4-bit weight in its
+                                 quant_state dtype; QT_SRC_F32 (0) = exact fp32 */
 } qt_qweight;
 
 /* Checks that w is complete and consistent (pointers present for its

@@ -23,7 +23,8 @@ static size_t seg_end(size_t i, size_t B, size_t end)
 
 static qt_status check4(const qt_qweight *w)
 {
-    if (!qt_scheme_block_ok(w->scheme, w->block_size)) return QT_ERR_ARG;
+    if (!qt_scheme_block_ok(w->scheme, w->block_size) || (unsigned)w->round_to >= QT_SRC_COUNT)
+        return QT_ERR_ARG;
     return (w->absmax_q ? !w->nested_absmax : !w->absmax) ? QT_ERR_ARG : QT_OK;
 }
 
@@ -47,6 +48,15 @@ static float block_scale4(const qt_dq_ctx *c, size_t j)
     return a + w->nested_offset;
 }
 
+/* Rounds v[0..n) to bf16 / fp16 values (nearest even), exactly. */
+static void round_values(qt_src_type t, float *v, size_t n)
+{
+    if (t == QT_SRC_BF16)
+        for (size_t i = 0; i < n; i++) v[i] = qt_bf16_to_fp32(qt_fp32_to_bf16(v[i]));
+    else if (t == QT_SRC_F16)
+        for (size_t i = 0; i < n; i++) v[i] = qt_fp16_to_fp32(qt_fp32_to_fp16(v[i]));
+}
+
 static void range4(const qt_dq_ctx *c, size_t i0, size_t len, float *dst)
 {
     const size_t end = i0 + len, B = c->w->block_size;
@@ -55,6 +65,7 @@ static void range4(const qt_dq_ctx *c, size_t i0, size_t len, float *dst)
         c->k->dequant4(c->w->data, i, e - i, c->map4, block_scale4(c, i / B), dst + (i - i0));
         i = e;
     }
+    round_values(c->w->round_to, dst, len); /* bitsandbytes' output dtype */
 }
 
 static void bytes4(const qt_qweight *w, size_t i0, size_t len, size_t *b0, size_t *b1)

@@ -324,6 +324,40 @@ static void convert_to(const char *out, qt_scheme scheme, bool dq)
     qt_conv_free(c);
 }
 
+/* NF4 of the bf16 model: by default every dequantized weight is rounded to
+ * bf16 as bitsandbytes returns it (quant_state dtype bfloat16), which moves
+ * the logits a little against the exact fp32 dequantization (dq_fp32). */
+Test(ppl, nf4_of_bf16_model_rounds_weights_to_bf16_by_default, .init = load_data)
+{
+    char dir[64], q[128], src[512], err[QT_ERRMSG_SIZE] = "";
+    cr_assert(not(eq(ptr, (char *)qt_test_tmpdir(dir, sizeof dir), NULL)));
+    snprintf(q, sizeof q, "%s/nf4-bf16", dir);
+    qt_test_data_path(src, sizeof src, "models/stories260K-bf16");
+    qt_conv_opts co = {.in = src, .out = q, .scheme = QT_SCHEME_NF4, .double_quant = true};
+    qt_conv *c = NULL;
+    cr_assert(eq(int, qt_conv_plan(&co, &c, err), QT_OK), "%s", err);
+    cr_assert(eq(int, qt_conv_run(c, err), QT_OK), "%s", err);
+    qt_conv_free(c);
+    const int32_t toks[4] = {1, 403, 407, 261};
+    float lg[2][4 * 512];
+    for (int v = 0; v < 2; v++) {
+        qt_model_opts mo = {.n_ctx = 16, .dq_fp32 = v == 1};
+        qt_model *m = NULL;
+        cr_assert(eq(int, qt_model_open(q, &mo, &m, err), QT_OK), "%s", err);
+        cr_assert(eq(sz, qt_model_get_config(m)->vocab_size, 512));
+        cr_assert(eq(int, qt_model_eval(m, toks, 4, 0, lg[v]), QT_OK));
+        qt_model_free(m);
+    }
+    double worst = 0;
+    size_t differ = 0;
+    for (size_t i = 0; i < 4 * 512; i++) {
+        worst = fmax(worst, fabs((double)lg[0][i] - lg[1][i]));
+        differ += lg[0][i] != lg[1][i];
+    }
+    cr_assert(gt(sz, differ, 0));    /* the rounding reaches the logits */
+    cr_assert(lt(dbl, worst, 0.25)); /* and stays a rounding (bf16: 2^-9 relative) */
+}
+
 static bool same_double(double a, double b)
 {
     return memcmp(&a, &b, sizeof a) == 0;
