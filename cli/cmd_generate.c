@@ -212,8 +212,14 @@ int cmd_generate(int argc, char **argv)
         n_ids = 1;
     }
     if (n_ids + (size_t)n_gen > qt_model_n_ctx(m)) {
-        qt_cli_error("%zu prompt + %ld new tokens exceed the context of %zu (use --ctx)", n_ids,
-                     n_gen, qt_model_n_ctx(m));
+        const size_t cap = qt_model_max_ctx(m);
+        if (cap && qt_model_n_ctx(m) >= cap) /* no larger --ctx would be accepted */
+            qt_cli_error("%zu prompt + %ld new tokens exceed the context of %zu, the most this "
+                         "model runs (its sliding window; use fewer tokens)",
+                         n_ids, n_gen, qt_model_n_ctx(m));
+        else
+            qt_cli_error("%zu prompt + %ld new tokens exceed the context of %zu (use --ctx)",
+                         n_ids, n_gen, qt_model_n_ctx(m));
         rc = QT_EXIT_USAGE;
         goto out;
     }

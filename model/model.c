@@ -350,7 +350,14 @@ static qt_status read_config(const qt_modeldir *md, qt_model_config *c, size_t *
      * is run (it is then full attention) */
     *window = 0;
     bool use_sw = true;
-    if (qwen2) QT_TRY(cfg_bool(md, "use_sliding_window", false, &use_sw, errmsg));
+    if (qwen2) {
+        /* transformers' Qwen2 windows only layers >= max_window_layers
+         * (default 28): none when that covers every layer */
+        size_t mwl = 0;
+        QT_TRY(cfg_bool(md, "use_sliding_window", false, &use_sw, errmsg));
+        QT_TRY(cfg_size(md, "max_window_layers", false, 28, &mwl, errmsg));
+        if (mwl >= c->n_layers) use_sw = false;
+    }
     if (use_sw && qt_modeldir_config_has(md, "sliding_window"))
         QT_TRY(cfg_size(md, "sliding_window", true, 0, window, errmsg));
     return QT_OK;
@@ -494,6 +501,7 @@ qt_status qt_model_open_modeldir(const qt_modeldir *md, const qt_model_opts *opt
     size_t dflt = m->cfg.max_pos < DEFAULT_CTX_CAP ? m->cfg.max_pos : DEFAULT_CTX_CAP;
     if (window && window < dflt) dflt = window;
     QT_TRY(qt_model_setup(m, opts, dflt, errmsg));
+    m->max_ctx = window;
     QT_CHECK(!window || m->n_ctx <= window, QT_ERR_UNSUPPORTED,
              "config.json: sliding_window %zu is shorter than the context %zu (sliding-window "
              "attention is not supported: use a context of at most %zu tokens)",
@@ -531,6 +539,7 @@ qt_status qt_model_fork(const qt_model *m, qt_model **out, char *errmsg)
     f->cfg = m->cfg;
     f->w = m->w;
     f->parent = m;
+    f->max_ctx = m->max_ctx;
     f->s.qk_perm = m->s.qk_perm;
     /* its own KV cache and scratch, the same sizes */
     qt_model_opts o = {.n_ctx = m->n_ctx, .n_batch = m->n_batch};
@@ -551,6 +560,7 @@ qt_status qt_model_fork(const qt_model *m, qt_model **out, char *errmsg)
 const qt_model_config *qt_model_get_config(const qt_model *m) { return &m->cfg; }
 size_t qt_model_n_ctx(const qt_model *m) { return m->n_ctx; }
 size_t qt_model_n_past(const qt_model *m) { return m->n_past; }
+size_t qt_model_max_ctx(const qt_model *m) { return m->max_ctx; }
 const char *qt_model_errmsg(const qt_model *m) { return m->errmsg; }
 void qt_model_reset(qt_model *m) { m->n_past = 0; }
 

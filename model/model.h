@@ -181,6 +181,9 @@ const qt_model_config *qt_model_get_config(const qt_model *m);
 size_t qt_model_n_ctx(const qt_model *m);
 /* Positions [0, n_past) hold evaluated tokens. */
 size_t qt_model_n_past(const qt_model *m);
+/* The largest context the model can be opened with (its sliding window,
+ * which must cover the context), or 0 when only memory limits it. */
+size_t qt_model_max_ctx(const qt_model *m);
 /* The message of the last failure of eval on this model ("" if none). */
 const char *qt_model_errmsg(const qt_model *m);
 /* A one-line description into buf (n bytes, NUL-terminated when n > 0):

@@ -78,6 +78,7 @@ struct qt_model {
     qt_model_capture_fn capture; /* opts->capture, NULL = none */
     void *capture_ctx;
     size_t cur_pos0;             /* position of the chunk being evaluated */
+    size_t max_ctx;        /* the largest n_ctx accepted (sliding window); 0 = no cap */
     bool dq_fp32;          /* opts->dq_fp32: 4-bit weights stay exact fp32 */
     const qt_model *parent; /* qt_model_fork: whose weights (and qk_perm) these
                                are; NULL when the model owns them */
