@@ -31,7 +31,7 @@ static void usage(FILE *f)
             "  -n, --tokens N        tokens to generate (default 256)\n"
             "  -t, --temp T          sampling temperature; 0 = greedy (default 0)\n"
             "  -s, --seed S          random seed for sampling (default 42)\n"
-            "  -j, --threads N       OpenMP threads (default: all)\n"
+            "  -j, --threads N       threads (default: the cores this process may use)\n"
             "  -c, --ctx N           context length (default: the model's, at most 4096)\n"
             "      --tokenizer PATH  tokenizer.json / tokenizer.model or a folder holding one\n"
             "                        (default: MODEL's folder; a .gguf's own vocabulary)\n"
