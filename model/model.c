@@ -1040,6 +1040,22 @@ int32_t qt_sample(const float *logits, size_t n, float temp, uint64_t *rng)
  * Benchmark
  * ========================================================================== */
 
+/* What every token costs in the Linear layers and lm_head: the bytes of
+ * weights a decoded token reads and the multiply-add flops (2 per weight). */
+static void matmul_traffic(const qt_model *m, uint64_t *bytes, double *flops)
+{
+    *bytes = qt_qweight_stored_bytes(&m->w.lm_head);
+    *flops = 2.0 * (double)m->w.lm_head.n_out * (double)m->w.lm_head.n_in;
+    for (size_t l = 0; l < m->cfg.n_layers; l++) {
+        const qt_layer_weights *L = &m->w.layers[l];
+        const qt_qweight *ws[7] = {&L->wq, &L->wk, &L->wv, &L->wo, &L->w_gate, &L->w_up, &L->w_down};
+        for (int i = 0; i < 7; i++) {
+            *bytes += qt_qweight_stored_bytes(ws[i]);
+            *flops += 2.0 * (double)ws[i]->n_out * (double)ws[i]->n_in;
+        }
+    }
+}
+
 qt_status qt_model_bench(qt_model *m, size_t n_prompt, size_t n_gen, qt_model_bench_result *res)
 {
     qt_status st = QT_OK;
@@ -1076,6 +1092,7 @@ qt_status qt_model_bench(qt_model *m, size_t n_prompt, size_t n_gen, qt_model_be
     res->tg_seconds = t2 - t1;
     res->pp_tok_s = t1 > t0 ? (double)n_prompt / (t1 - t0) : 0.0;
     res->tg_tok_s = t2 > t1 ? (double)n_gen / (t2 - t1) : 0.0;
+    matmul_traffic(m, &res->weight_bytes_per_token, &res->matmul_flops_per_token);
 out:
     qt_model_reset(m);
     qt_free(toks);

@@ -257,6 +257,10 @@ typedef struct qt_model_bench_result {
     size_t n_prompt, n_gen;
     double pp_seconds, tg_seconds; /* wall time of each phase */
     double pp_tok_s, tg_tok_s;     /* tokens per second */
+    uint64_t weight_bytes_per_token; /* stored bytes of the Linear weights and
+                                        lm_head (codes and scales): what one
+                                        decoded token must read */
+    double matmul_flops_per_token;   /* 2 x their weights (attention excluded) */
 } qt_model_bench_result;
 
 /* @return QT_OK, QT_ERR_ARG (sizes), QT_ERR_NOMEM. */

@@ -288,4 +288,16 @@ qt_status qt_dequantize(const qt_kernels *k, const qt_qweight *w, qt_src_type ou
 qt_status qt_matmul(const qt_kernels *k, const qt_qweight *w, const float *x, size_t n_tok,
                     float *y);
 
+/* Bytes a full pass over w reads: its stored values or codes and their
+ * scales (the weight-traffic of one decoded token). */
+uint64_t qt_qweight_stored_bytes(const qt_qweight *w);
+
+/* ---- the peak-FMA probe ------------------------------------------------------
+ * Runs `iters` rounds of independent fp32 FMA chains on the calling thread
+ * with kernels k (NULL = active; the ISA's widest vectors), no memory
+ * traffic; returns the floating-point operations done (2 per lane per FMA).
+ * *sink receives a result so that the work is not optimized away. Time it
+ * to get the core's peak FMA rate (bench/probes.c). */
+uint64_t qt_fma_burn(const qt_kernels *k, size_t iters, float *sink);
+
 #endif /* QT_QUANT_H */

@@ -187,6 +187,9 @@ struct qt_scheme_ops {
     /* the bytes of w->data holding flat elements [i0, i0+len), len > 0:
      * [*b0, *b1) (scales excluded); used for prefetching only */
     void (*byte_range)(const qt_qweight *w, size_t i0, size_t len, size_t *b0, size_t *b1);
+    /* bytes of the scales and other companions a full pass reads beyond
+     * byte_range of every element; NULL = none (e.g. q8: scales in blocks) */
+    uint64_t (*scale_bytes)(const qt_qweight *w);
 };
 
 extern const qt_scheme_ops qt_ops_4bit;       /* nf4, fp4 */
@@ -208,6 +211,12 @@ void qt_dq_range(const qt_dq_ctx *c, size_t i0, size_t len, float *dst);
  * values, not the scales): the GEMM reads many rows a block at a time, more
  * streams than the hardware prefetchers follow. */
 void qt_dq_prefetch(const qt_dq_ctx *c, size_t i0, size_t len);
+
+/* the peak-FMA probe per ISA (quant/probe*.c) */
+#if defined(__x86_64__)
+uint64_t qt_fma_burn_avx2(size_t iters, float *sink);
+uint64_t qt_fma_burn_avx512(size_t iters, float *sink);
+#endif
 
 /* scalar definitions of the qt_mm_ops conversions */
 void qt_cvt_half_ref(bool bf16, const void *src, size_t n, float *dst);

@@ -75,7 +75,15 @@ static void bytes4(const qt_qweight *w, size_t i0, size_t len, size_t *b0, size_
     *b1 = (i0 + len + 1) / 2;
 }
 
-const qt_scheme_ops qt_ops_4bit = {check4, init4, range4, bytes4};
+/* absmax: float32 per block, or (double quant) a byte per block plus the
+ * nested float32 per 256 blocks */
+static uint64_t scales4(const qt_qweight *w)
+{
+    const uint64_t nb = qt_n_blocks(w->n_out * w->n_in, w->block_size);
+    return w->absmax_q ? nb + 4 * qt_dq_n_nested(nb) : 4 * nb;
+}
+
+const qt_scheme_ops qt_ops_4bit = {check4, init4, range4, bytes4, scales4};
 
 /* ---- int8-blockwise ------------------------------------------------------ */
 
@@ -109,7 +117,12 @@ static void bytes_1(const qt_qweight *w, size_t i0, size_t len, size_t *b0, size
     *b1 = i0 + len;
 }
 
-const qt_scheme_ops qt_ops_blockwise8 = {check_bw8, init_bw8, range_bw8, bytes_1};
+static uint64_t scales_bw8(const qt_qweight *w)
+{
+    return 4 * (uint64_t)qt_n_blocks(w->n_out * w->n_in, w->block_size);
+}
+
+const qt_scheme_ops qt_ops_blockwise8 = {check_bw8, init_bw8, range_bw8, bytes_1, scales_bw8};
 
 /* ---- q8 ------------------------------------------------------------------ */
 
@@ -141,7 +154,7 @@ static void bytes_q8(const qt_qweight *w, size_t i0, size_t len, size_t *b0, siz
     *b1 = ((i0 + len - 1) / w->block_size + 1) * bb;
 }
 
-const qt_scheme_ops qt_ops_q8 = {check_q8, NULL, range_q8, bytes_q8};
+const qt_scheme_ops qt_ops_q8 = {check_q8, NULL, range_q8, bytes_q8, NULL};
 
 /* ---- LLM.int8 row-wise --------------------------------------------------- */
 
@@ -163,7 +176,12 @@ static void range_int8(const qt_dq_ctx *c, size_t i0, size_t len, float *dst)
     }
 }
 
-const qt_scheme_ops qt_ops_int8 = {check_int8, NULL, range_int8, bytes_1};
+static uint64_t scales_int8(const qt_qweight *w)
+{
+    return 4 * (uint64_t)w->n_out; /* SCB */
+}
+
+const qt_scheme_ops qt_ops_int8 = {check_int8, NULL, range_int8, bytes_1, scales_int8};
 
 /* ---- plain bf16 / fp16 / fp32 -------------------------------------------- */
 
@@ -186,7 +204,7 @@ static void bytes_half(const qt_qweight *w, size_t i0, size_t len, size_t *b0, s
     *b1 = 2 * (i0 + len);
 }
 
-const qt_scheme_ops qt_ops_half = {check_plain, NULL, range_half, bytes_half};
+const qt_scheme_ops qt_ops_half = {check_plain, NULL, range_half, bytes_half, NULL};
 
 static void range_f32(const qt_dq_ctx *c, size_t i0, size_t len, float *dst)
 {
@@ -200,4 +218,4 @@ static void bytes_f32(const qt_qweight *w, size_t i0, size_t len, size_t *b0, si
     *b1 = 4 * (i0 + len);
 }
 
-const qt_scheme_ops qt_ops_f32 = {check_plain, NULL, range_f32, bytes_f32};
+const qt_scheme_ops qt_ops_f32 = {check_plain, NULL, range_f32, bytes_f32, NULL};
