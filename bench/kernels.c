@@ -189,12 +189,13 @@ typedef struct mjob {
     const float *x;
     float *y;
     qt_status st;
+    size_t n_tok; /* 0 = MATMUL_TOKENS */
 } mjob;
 
 static void run_matmul(void *p)
 {
     mjob *j = p;
-    j->st = qt_matmul(j->k, j->w, j->x, MATMUL_TOKENS, j->y);
+    j->st = qt_matmul(j->k, j->w, j->x, j->n_tok ? j->n_tok : MATMUL_TOKENS, j->y);
 }
 
 typedef struct cjob {
@@ -519,7 +520,7 @@ static qt_status bench_matmul_scheme(bk *b, const bscheme *s, size_t rows, size_
         if (b->c.o->isa >= 0 && b->c.o->isa != isa) continue;
         const qt_kernels *k = qt_kernels_for((qt_isa)isa);
         if (!k) continue;
-        mjob mj = {k, &w, b->xs, b->ys, QT_OK};
+        mjob mj = {k, &w, b->xs, b->ys, QT_OK, 0};
         set_threads(2);
         run_matmul(&mj);
         if (mj.st != QT_OK) FAIL(mj.st, "matmul %s failed", s->name);
@@ -531,6 +532,11 @@ static qt_status bench_matmul_scheme(bk *b, const bscheme *s, size_t rows, size_
             size_t wbytes = s->scheme == QT_SCHEME_FP32 ? n * 4 : b->got.codes_bytes;
             record(&b->c, "matmul64", s->name, "f32", rows, cols, qt_isa_name((qt_isa)isa), th,
                    sec, (double)n, (double)wbytes, 0, flop);
+            /* one token (decoding): the fused dot where the ISA has it */
+            mjob gj = {k, &w, b->xs, b->ys, QT_OK, 1};
+            sec = qt_bench_best(run_matmul, &gj, 1, b->reps, 0.2);
+            record(&b->c, "gemv", s->name, "f32", rows, cols, qt_isa_name((qt_isa)isa), th, sec,
+                   (double)n, (double)wbytes, 0, flop / MATMUL_TOKENS);
         }
     }
     st = QT_OK;

@@ -212,6 +212,17 @@ void qt_dq_range(const qt_dq_ctx *c, size_t i0, size_t len, float *dst);
  * streams than the hardware prefetchers follow. */
 void qt_dq_prefetch(const qt_dq_ctx *c, size_t i0, size_t len);
 
+/* the fused decoding dots (qt_dot_rows_fn) per ISA (quant/gemv_*.c): plain
+ * rows read in place, and "dq" for any scheme through qt_dq_range */
+#if defined(__x86_64__)
+void qt_gemv_f32_avx512(const qt_dq_ctx *c, size_t r0, size_t nr, const float *x, float *y);
+void qt_gemv_bf16_avx512(const qt_dq_ctx *c, size_t r0, size_t nr, const float *x, float *y);
+void qt_gemv_f16_avx512(const qt_dq_ctx *c, size_t r0, size_t nr, const float *x, float *y);
+void qt_gemv_dq_avx512(const qt_dq_ctx *c, size_t r0, size_t nr, const float *x, float *y);
+void qt_gemv_f32_avx2(const qt_dq_ctx *c, size_t r0, size_t nr, const float *x, float *y);
+void qt_gemv_dq_avx2(const qt_dq_ctx *c, size_t r0, size_t nr, const float *x, float *y);
+#endif
+
 /* the peak-FMA probe per ISA (quant/probe*.c) */
 #if defined(__x86_64__)
 uint64_t qt_fma_burn_avx2(size_t iters, float *sink);
