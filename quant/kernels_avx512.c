@@ -507,17 +507,7 @@ static inline __attribute__((always_inline)) void dot_block(const float *x, size
 static void dot_tile(const float *x, size_t ldx, size_t n_tok, const float *w, size_t ldw,
                      size_t n_rows, size_t n, float *y, size_t ldy)
 {
-    size_t r = 0;
-    for (; r + 4 <= n_rows; r += 4) {
-        size_t t = 0;
-        for (; t + 2 <= n_tok; t += 2)
-            dot_block(x + t * ldx, ldx, 2, w + r * ldw, ldw, 4, n, y + t * ldy + r, ldy);
-        for (; t < n_tok; t++)
-            dot_block(x + t * ldx, ldx, 1, w + r * ldw, ldw, 4, n, y + t * ldy + r, ldy);
-    }
-    for (; r < n_rows; r++)
-        for (size_t t = 0; t < n_tok; t++)
-            dot_block(x + t * ldx, ldx, 1, w + r * ldw, ldw, 1, n, y + t * ldy + r, ldy);
+    qt_dot_tile_by_blocks(dot_block, x, ldx, n_tok, w, ldw, n_rows, n, y, ldy);
 }
 
 const qt_kernels qt_kernels_avx512 = {

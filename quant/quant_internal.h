@@ -71,6 +71,30 @@ void qt_blockwise8_quant_ref(qt_src_type t, const void *src, size_t n, size_t bl
 void qt_dot_tile_ref(const float *x, size_t ldx, size_t n_tok, const float *w, size_t ldw,
                      size_t n_rows, size_t n, float *y, size_t ldy);
 
+/* ---- the dot_tile tiling shared by the SIMD ISAs -------------------------
+ * blk(x, ldx, NT, w, ldw, NR, n, y, ldy): the dots of NT <= 2 token rows
+ * with NR <= 4 weight rows, each element in the ISA's one fixed order
+ * (independent of NT, NR). The tiling: 4 rows x 2 tokens, then 4 rows x 1
+ * token, then single rows. Both blk and this inline into the ISA's
+ * dot_tile, so the block sizes stay constants. */
+typedef void (*qt_dot_block_fn)(const float *x, size_t ldx, int NT, const float *w, size_t ldw,
+                                int NR, size_t n, float *y, size_t ldy);
+static inline __attribute__((always_inline)) void qt_dot_tile_by_blocks(
+    qt_dot_block_fn blk, const float *x, size_t ldx, size_t n_tok, const float *w, size_t ldw,
+    size_t n_rows, size_t n, float *y, size_t ldy)
+{
+    size_t r = 0;
+    for (; r + 4 <= n_rows; r += 4) {
+        size_t t = 0;
+        for (; t + 2 <= n_tok; t += 2)
+            blk(x + t * ldx, ldx, 2, w + r * ldw, ldw, 4, n, y + t * ldy + r, ldy);
+        for (; t < n_tok; t++) blk(x + t * ldx, ldx, 1, w + r * ldw, ldw, 4, n, y + t * ldy + r, ldy);
+    }
+    for (; r < n_rows; r++)
+        for (size_t t = 0; t < n_tok; t++)
+            blk(x + t * ldx, ldx, 1, w + r * ldw, ldw, 1, n, y + t * ldy + r, ldy);
+}
+
 /* ---- fast exact dQuantize<0> over qt_dynamic_map (double quantization) ----
  * For a non-NaN xn, qt_dq8_code(qt_dynamic_map, xn) is the nearest-entry
  * search, monotone in xn: it equals #{k < 255 : xn > P[k]} where P[k] is the
