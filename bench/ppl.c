@@ -481,8 +481,14 @@ static qt_status score_model(ppl_run *run, size_t i, bool eval, char *errmsg)
 #pragma omp parallel for schedule(static)
         for (size_t r = 0; r < per; r++) {
             const float *b = run->lp + r * V, *q = lq + r * V;
-            run->kl[r] = qt_ppl_kl(b, q, V);
             run->nll[r] = -(double)lqt[r];
+            if (!eval) { /* BASE against itself: what the formulas give, exactly */
+                run->kl[r] = 0.0;
+                run->agree[r] = 1;
+                run->dp[r] = 0.0;
+                continue;
+            }
+            run->kl[r] = qt_ppl_kl(b, q, V);
             run->agree[r] = qt_sample_argmax(b, V) == qt_sample_argmax(q, V);
             run->dp[r] = fabs(exp((double)lqt[r]) - exp((double)run->lpt[r]));
         }
