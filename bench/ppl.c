@@ -323,7 +323,9 @@ static qt_status eval_group(ppl_run *run, size_t c0, size_t n, char *errmsg)
     ptrdiff_t i;
 #pragma omp parallel for schedule(static, 1) num_threads((int)n)
     for (i = 0; i < (ptrdiff_t)n; i++) {
+#ifdef _OPENMP
         omp_set_num_threads(1); /* this thread's matmuls and attention stay on it */
+#endif
         ppl_slot *sl = &run->slots[i];
         sl->errmsg[0] = 0;
         sl->st = eval_chunk(run, sl, c0 + (size_t)i, sl->errmsg);

@@ -349,6 +349,7 @@ static qt_status matmul_fused(const qt_kernels *k, qt_dot_rows_fn dot, const qt_
     qt_dq_ctx ctx;
     qt_dq_ctx_init(&ctx, k, w);
     if (!par) nth = 1;
+    (void)nth; /* used by the OpenMP clause only */
     ptrdiff_t ci;
 #ifdef _OPENMP
 #pragma omp parallel for schedule(static) num_threads(nth) if (par && n_ch > 1)
