@@ -17,6 +17,7 @@
 #include <omp.h>
 #endif
 
+#include "bench/bench.h"
 #include "bench/ppl.h"
 #include "bench/svg.h"
 #include "common/sha256.h"
@@ -361,6 +362,29 @@ Test(ppl, nf4_of_bf16_model_rounds_weights_to_bf16_by_default, .init = load_data
 static bool same_double(double a, double b)
 {
     return memcmp(&a, &b, sizeof a) == 0;
+}
+
+/* A vocabulary over 8192 keeps the cached distributions in fp16 but each
+ * scored token's log-prob in fp32: BASE's perplexity from the cache equals,
+ * bit for bit, that of the same model evaluated again (fp16-rounded
+ * log-probs would move it by ~1e-4 relative). */
+Test(ppl, large_vocab_base_ppl_is_exact_from_fp16_cache, .init = load_data)
+{
+    char dir[64], syn[128], err[QT_ERRMSG_SIZE] = "";
+    cr_assert(not(eq(ptr, (char *)qt_test_tmpdir(dir, sizeof dir), NULL)));
+    snprintf(syn, sizeof syn, "%s/syn9000", dir);
+    qt_bench_synth_opts so = {.hidden = 64, .intermediate = 128, .layers = 1, .heads = 2,
+                              .kv_heads = 1, .vocab = 9000, .dtype = "fp32", .seed = 3};
+    cr_assert(eq(int, qt_bench_synth(&so, syn, NULL, err), QT_OK), "%s", err);
+    const char *m[2] = {syn, syn};
+    qt_ppl_opts o = {.ctx = 64, .max_chunks = 4, .tokenizer = g_model, .tmp_dir = dir};
+    qt_ppl_result *r = NULL;
+    cr_assert(eq(int, qt_ppl_compare(m, 2, g_text, g_text_n, &o, &r, err), QT_OK), "%s", err);
+    cr_assert(eq(sz, r->value_bytes, 2)); /* the distributions are cached in fp16 */
+    cr_assert(eq(int, (int)same_double(r->models[0].ppl, r->models[1].ppl), 1), "%.17g vs %.17g",
+              r->models[0].ppl, r->models[1].ppl);
+    cr_assert(gt(dbl, r->models[0].ppl, 1.0));
+    qt_ppl_result_free(r);
 }
 
 Test(ppl, model_against_itself, .init = load_data)
