@@ -415,7 +415,8 @@ static qt_status base_run(ppl_run *run, char *errmsg)
     qt_zcache_writer *w = NULL;
     unsigned char rec[PPL_RECORD], tail[PPL_TRAILER];
     /* a temporary file (--no-cache) is read once: the fastest zstd level */
-    QT_TRY(qt_zcache_writer_open(run->path, run->key, PPL_KIND, run->temp_file ? 1 : 3, &w, errmsg));
+    QT_TRY(qt_zcache_writer_open(run->path, run->key, PPL_KIND, run->temp_file ? 1 : 3, &w,
+                                 errmsg));
     record_encode(run, rec);
     double t_eval = 0.0;
     qt_status wst = qt_zcache_writer_write(w, rec, sizeof rec);

@@ -31,7 +31,8 @@ static void run_read(void *p)
 #pragma omp parallel for schedule(static) num_threads(j->nth) reduction(^ : acc)
 #endif
     for (t = 0; t < (ptrdiff_t)j->nth; t++) {
-        const size_t a = j->n * (size_t)t / (size_t)j->nth, b = j->n * (size_t)(t + 1) / (size_t)j->nth;
+        const size_t a = j->n * (size_t)t / (size_t)j->nth;
+        const size_t b = j->n * (size_t)(t + 1) / (size_t)j->nth;
         uint64_t x[8] = {0};
         size_t i = a;
         for (; i + 8 <= b; i += 8)

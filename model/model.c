@@ -813,8 +813,8 @@ static void scores(const float *q, const float *kt, size_t ld, size_t hd, size_t
     for (; p < n_pos; p++) {
         float acc[8] = {0};
         for (size_t i = 0; i < hd; i++) acc[i % 8] += q[i] * kt[i * ld + p];
-        att[p] = (((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7]))) *
-                 scale;
+        att[p] = (((acc[0] + acc[4]) + (acc[1] + acc[5])) +
+                  ((acc[2] + acc[6]) + (acc[3] + acc[7]))) * scale;
     }
 }
 
@@ -1048,7 +1048,8 @@ static void matmul_traffic(const qt_model *m, uint64_t *bytes, double *flops)
     *flops = 2.0 * (double)m->w.lm_head.n_out * (double)m->w.lm_head.n_in;
     for (size_t l = 0; l < m->cfg.n_layers; l++) {
         const qt_layer_weights *L = &m->w.layers[l];
-        const qt_qweight *ws[7] = {&L->wq, &L->wk, &L->wv, &L->wo, &L->w_gate, &L->w_up, &L->w_down};
+        const qt_qweight *ws[7] = {&L->wq,     &L->wk,   &L->wv,    &L->wo,
+                                   &L->w_gate, &L->w_up, &L->w_down};
         for (int i = 0; i < 7; i++) {
             *bytes += qt_qweight_stored_bytes(ws[i]);
             *flops += 2.0 * (double)ws[i]->n_out * (double)ws[i]->n_in;

@@ -17,8 +17,9 @@
 /* The chains of 16 rows (n_rows <= 16 present, fp32 rows ld floats apart
  * from base) over columns [0, n) with x: two vectors of 8 chains,
  * interleaved so that two FMAs are in flight. */
-static inline __attribute__((always_inline)) void chains16(const float *base, size_t ld, size_t n_rows, size_t n, const float *x,
-                     __m256 acc[2])
+static inline __attribute__((always_inline)) void chains16(const float *base, size_t ld,
+                                                           size_t n_rows, size_t n,
+                                                           const float *x, __m256 acc[2])
 {
     const unsigned char *b0 = (const unsigned char *)base, *b1 = b0 + 4 * 8 * ld;
     const size_t nr0 = n_rows < 8 ? n_rows : 8, nr1 = n_rows > 8 ? n_rows - 8 : 0;

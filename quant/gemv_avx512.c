@@ -1,10 +1,11 @@
-/* quant/gemv_avx512.c: the fused decoding dot (qt_dot_rows_fn, quant_internal.h)
- * on AVX-512. Sixteen weight rows are one vector of chains (lane j = row
- * r0 + g + j), two such vectors at a time; 16 columns at a time are loaded, transposed in registers and
- * multiplied in, column by column: y = fmaf(x[k], w[k], y) over k in order,
- * the bits of qt_dot_rows_ref, with no K-major panel written or read.
- * bf16 / fp16 / fp32 rows are read in place; other schemes are dequantized
- * (qt_dq_range, exact) GV_KB columns at a time into a 16-row tile in L1. */
+/* quant/gemv_avx512.c: the fused decoding dot (qt_dot_rows_fn,
+ * quant_internal.h) on AVX-512. Sixteen weight rows are one vector of
+ * chains (lane j = row r0 + g + j), two such vectors at a time; 16 columns
+ * at a time are loaded, transposed in registers and multiplied in, column
+ * by column: y = fmaf(x[k], w[k], y) over k in order, the bits of
+ * qt_dot_rows_ref, with no K-major panel written or read. bf16 / fp16 /
+ * fp32 rows are read in place; other schemes are dequantized (qt_dq_range,
+ * exact) GV_KB columns at a time into a 32-row tile in L1. */
 #include "quant/quant.h"
 
 #include <immintrin.h>
