@@ -410,7 +410,7 @@ static qt_status matmul_gemm(const qt_kernels *k, const qt_mm_ops *ops, const qt
 
 /* Decoding (one token) through the scheme's fused dot_rows: rows split in
  * fixed chunks across threads; every output is one call's fma chain. */
-#define GEMV_ROWS 16
+#define GEMV_ROWS 32
 static qt_status matmul_fused(const qt_kernels *k, qt_dot_rows_fn dot, const qt_qweight *w,
                               const float *x, float *y, bool par, int nth)
 {
@@ -418,6 +418,7 @@ static qt_status matmul_fused(const qt_kernels *k, qt_dot_rows_fn dot, const qt_
     qt_dq_ctx ctx;
     qt_dq_ctx_init(&ctx, k, w);
     if (!par) nth = 1;
+    (void)nth; /* used by the OpenMP clause only */
     ptrdiff_t ci;
 #ifdef _OPENMP
 #pragma omp parallel for schedule(static) num_threads(nth) if (par && n_ch > 1)

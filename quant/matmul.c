@@ -87,6 +87,15 @@ void qt_dq_prefetch(const qt_dq_ctx *c, size_t i0, size_t len)
     for (size_t b = b0 & ~(size_t)63; b < b1; b += 64) __builtin_prefetch(base + b, 0, 3);
 }
 
+uint64_t qt_qweight_stored_bytes(const qt_qweight *w)
+{
+    const qt_scheme_ops *so = scheme_ops(w);
+    if (!so) return 0;
+    size_t b0, b1;
+    so->byte_range(w, 0, w->n_out * w->n_in, &b0, &b1);
+    return (uint64_t)(b1 - b0) + (so->scale_bytes ? so->scale_bytes(w) : 0);
+}
+
 void qt_qweight_rows(const qt_kernels *k, const qt_qweight *w, size_t r0, size_t nr, float *dst)
 {
     qt_dq_ctx c;

@@ -297,6 +297,10 @@ typedef struct qt_qweight {
     const void *quant_map;    /* float32 (16,) or (256,); NULL = built-in */
     const void *nested_map;   /* float32 (256,); NULL = qt_dynamic_map */
     const void *scb;          /* float32 (n_out,): int8 */
+    qt_src_type round_to;     /* nf4/fp4: QT_SRC_BF16 / QT_SRC_F16 round every
+                                 dequantized value to that type (nearest even),
+                                 as bitsandbytes returns a 4-bit weight in its
+                                 quant_state dtype; QT_SRC_F32 (0) = exact fp32 */
 } qt_qweight;
 
 /* Checks that w is complete and consistent (pointers present for its
@@ -417,5 +421,17 @@ qt_status qt_blk_quantize(const qt_blk_ops *ops, qt_scheme s, qt_src_type t, con
  * over rows. @return QT_OK or QT_ERR_ARG. */
 qt_status qt_blk_dequantize(const qt_blk_ops *ops, qt_scheme s, const void *src, size_t n_rows,
                             size_t n_cols, float *dst);
+
+/* Bytes a full pass over w reads: its stored values or codes and their
+ * scales (the weight-traffic of one decoded token). */
+uint64_t qt_qweight_stored_bytes(const qt_qweight *w);
+
+/* ---- the peak-FMA probe ------------------------------------------------------
+ * Runs `iters` rounds of independent fp32 FMA chains on the calling thread
+ * with kernels k (NULL = active; the ISA's widest vectors), no memory
+ * traffic; returns the floating-point operations done (2 per lane per FMA).
+ * *sink receives a result so that the work is not optimized away. Time it
+ * to get the core's peak FMA rate (bench/probes.c). */
+uint64_t qt_fma_burn(const qt_kernels *k, size_t iters, float *sink);
 
 #endif /* QT_QUANT_H */

@@ -71,6 +71,30 @@ void qt_blockwise8_quant_ref(qt_src_type t, const void *src, size_t n, size_t bl
 void qt_dot_tile_ref(const float *x, size_t ldx, size_t n_tok, const float *w, size_t ldw,
                      size_t n_rows, size_t n, float *y, size_t ldy);
 
+/* ---- the dot_tile tiling shared by the SIMD ISAs -------------------------
+ * blk(x, ldx, NT, w, ldw, NR, n, y, ldy): the dots of NT <= 2 token rows
+ * with NR <= 4 weight rows, each element in the ISA's one fixed order
+ * (independent of NT, NR). The tiling: 4 rows x 2 tokens, then 4 rows x 1
+ * token, then single rows. Both blk and this inline into the ISA's
+ * dot_tile, so the block sizes stay constants. */
+typedef void (*qt_dot_block_fn)(const float *x, size_t ldx, int NT, const float *w, size_t ldw,
+                                int NR, size_t n, float *y, size_t ldy);
+static inline __attribute__((always_inline)) void qt_dot_tile_by_blocks(
+    qt_dot_block_fn blk, const float *x, size_t ldx, size_t n_tok, const float *w, size_t ldw,
+    size_t n_rows, size_t n, float *y, size_t ldy)
+{
+    size_t r = 0;
+    for (; r + 4 <= n_rows; r += 4) {
+        size_t t = 0;
+        for (; t + 2 <= n_tok; t += 2)
+            blk(x + t * ldx, ldx, 2, w + r * ldw, ldw, 4, n, y + t * ldy + r, ldy);
+        for (; t < n_tok; t++) blk(x + t * ldx, ldx, 1, w + r * ldw, ldw, 4, n, y + t * ldy + r, ldy);
+    }
+    for (; r < n_rows; r++)
+        for (size_t t = 0; t < n_tok; t++)
+            blk(x + t * ldx, ldx, 1, w + r * ldw, ldw, 1, n, y + t * ldy + r, ldy);
+}
+
 /* ---- fast exact dQuantize<0> over qt_dynamic_map (double quantization) ----
  * For a non-NaN xn, qt_dq8_code(qt_dynamic_map, xn) is the nearest-entry
  * search, monotone in xn: it equals #{k < 255 : xn > P[k]} where P[k] is the
@@ -197,6 +221,9 @@ struct qt_scheme_ops {
     /* the bytes of w->data holding flat elements [i0, i0+len), len > 0:
      * [*b0, *b1) (scales excluded); used for prefetching only */
     void (*byte_range)(const qt_qweight *w, size_t i0, size_t len, size_t *b0, size_t *b1);
+    /* bytes of the scales and other companions a full pass reads beyond
+     * byte_range of every element; NULL = none (e.g. q8: scales in blocks) */
+    uint64_t (*scale_bytes)(const qt_qweight *w);
 };
 
 extern const qt_scheme_ops qt_ops_4bit;       /* nf4, fp4 */
@@ -219,6 +246,23 @@ void qt_dq_range(const qt_dq_ctx *c, size_t i0, size_t len, float *dst);
  * values, not the scales): the GEMM reads many rows a block at a time, more
  * streams than the hardware prefetchers follow. */
 void qt_dq_prefetch(const qt_dq_ctx *c, size_t i0, size_t len);
+
+/* the fused decoding dots (qt_dot_rows_fn) per ISA (quant/gemv_*.c): plain
+ * rows read in place, and "dq" for any scheme through qt_dq_range */
+#if defined(__x86_64__)
+void qt_gemv_f32_avx512(const qt_dq_ctx *c, size_t r0, size_t nr, const float *x, float *y);
+void qt_gemv_bf16_avx512(const qt_dq_ctx *c, size_t r0, size_t nr, const float *x, float *y);
+void qt_gemv_f16_avx512(const qt_dq_ctx *c, size_t r0, size_t nr, const float *x, float *y);
+void qt_gemv_dq_avx512(const qt_dq_ctx *c, size_t r0, size_t nr, const float *x, float *y);
+void qt_gemv_f32_avx2(const qt_dq_ctx *c, size_t r0, size_t nr, const float *x, float *y);
+void qt_gemv_dq_avx2(const qt_dq_ctx *c, size_t r0, size_t nr, const float *x, float *y);
+#endif
+
+/* the peak-FMA probe per ISA (quant/probe*.c) */
+#if defined(__x86_64__)
+uint64_t qt_fma_burn_avx2(size_t iters, float *sink);
+uint64_t qt_fma_burn_avx512(size_t iters, float *sink);
+#endif
 
 /* scalar definitions of the qt_mm_ops conversions */
 void qt_cvt_half_ref(bool bf16, const void *src, size_t n, float *dst);

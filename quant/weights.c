@@ -23,7 +23,8 @@ static size_t seg_end(size_t i, size_t B, size_t end)
 
 static qt_status check4(const qt_qweight *w)
 {
-    if (!qt_scheme_block_ok(w->scheme, w->block_size)) return QT_ERR_ARG;
+    if (!qt_scheme_block_ok(w->scheme, w->block_size) || (unsigned)w->round_to >= QT_SRC_COUNT)
+        return QT_ERR_ARG;
     return (w->absmax_q ? !w->nested_absmax : !w->absmax) ? QT_ERR_ARG : QT_OK;
 }
 
@@ -47,6 +48,15 @@ static float block_scale4(const qt_dq_ctx *c, size_t j)
     return a + w->nested_offset;
 }
 
+/* Rounds v[0..n) to bf16 / fp16 values (nearest even), exactly. */
+static void round_values(qt_src_type t, float *v, size_t n)
+{
+    if (t == QT_SRC_BF16)
+        for (size_t i = 0; i < n; i++) v[i] = qt_bf16_to_fp32(qt_fp32_to_bf16(v[i]));
+    else if (t == QT_SRC_F16)
+        for (size_t i = 0; i < n; i++) v[i] = qt_fp16_to_fp32(qt_fp32_to_fp16(v[i]));
+}
+
 static void range4(const qt_dq_ctx *c, size_t i0, size_t len, float *dst)
 {
     const size_t end = i0 + len, B = c->w->block_size;
@@ -55,6 +65,7 @@ static void range4(const qt_dq_ctx *c, size_t i0, size_t len, float *dst)
         c->k->dequant4(c->w->data, i, e - i, c->map4, block_scale4(c, i / B), dst + (i - i0));
         i = e;
     }
+    round_values(c->w->round_to, dst, len); /* bitsandbytes' output dtype */
 }
 
 static void bytes4(const qt_qweight *w, size_t i0, size_t len, size_t *b0, size_t *b1)
@@ -64,7 +75,15 @@ static void bytes4(const qt_qweight *w, size_t i0, size_t len, size_t *b0, size_
     *b1 = (i0 + len + 1) / 2;
 }
 
-const qt_scheme_ops qt_ops_4bit = {check4, init4, range4, bytes4};
+/* absmax: float32 per block, or (double quant) a byte per block plus the
+ * nested float32 per 256 blocks */
+static uint64_t scales4(const qt_qweight *w)
+{
+    const uint64_t nb = qt_n_blocks(w->n_out * w->n_in, w->block_size);
+    return w->absmax_q ? nb + 4 * qt_dq_n_nested(nb) : 4 * nb;
+}
+
+const qt_scheme_ops qt_ops_4bit = {check4, init4, range4, bytes4, scales4};
 
 /* ---- int8-blockwise ------------------------------------------------------ */
 
@@ -98,7 +117,12 @@ static void bytes_1(const qt_qweight *w, size_t i0, size_t len, size_t *b0, size
     *b1 = i0 + len;
 }
 
-const qt_scheme_ops qt_ops_blockwise8 = {check_bw8, init_bw8, range_bw8, bytes_1};
+static uint64_t scales_bw8(const qt_qweight *w)
+{
+    return 4 * (uint64_t)qt_n_blocks(w->n_out * w->n_in, w->block_size);
+}
+
+const qt_scheme_ops qt_ops_blockwise8 = {check_bw8, init_bw8, range_bw8, bytes_1, scales_bw8};
 
 /* ---- q8 ------------------------------------------------------------------ */
 
@@ -130,7 +154,7 @@ static void bytes_q8(const qt_qweight *w, size_t i0, size_t len, size_t *b0, siz
     *b1 = ((i0 + len - 1) / w->block_size + 1) * bb;
 }
 
-const qt_scheme_ops qt_ops_q8 = {check_q8, NULL, range_q8, bytes_q8};
+const qt_scheme_ops qt_ops_q8 = {check_q8, NULL, range_q8, bytes_q8, NULL};
 
 /* ---- LLM.int8 row-wise --------------------------------------------------- */
 
@@ -152,7 +176,12 @@ static void range_int8(const qt_dq_ctx *c, size_t i0, size_t len, float *dst)
     }
 }
 
-const qt_scheme_ops qt_ops_int8 = {check_int8, NULL, range_int8, bytes_1};
+static uint64_t scales_int8(const qt_qweight *w)
+{
+    return 4 * (uint64_t)w->n_out; /* SCB */
+}
+
+const qt_scheme_ops qt_ops_int8 = {check_int8, NULL, range_int8, bytes_1, scales_int8};
 
 /* ---- plain bf16 / fp16 / fp32 -------------------------------------------- */
 
@@ -175,7 +204,7 @@ static void bytes_half(const qt_qweight *w, size_t i0, size_t len, size_t *b0, s
     *b1 = 2 * (i0 + len);
 }
 
-const qt_scheme_ops qt_ops_half = {check_plain, NULL, range_half, bytes_half};
+const qt_scheme_ops qt_ops_half = {check_plain, NULL, range_half, bytes_half, NULL};
 
 static void range_f32(const qt_dq_ctx *c, size_t i0, size_t len, float *dst)
 {
@@ -189,7 +218,7 @@ static void bytes_f32(const qt_qweight *w, size_t i0, size_t len, size_t *b0, si
     *b1 = 4 * (i0 + len);
 }
 
-const qt_scheme_ops qt_ops_f32 = {check_plain, NULL, range_f32, bytes_f32};
+const qt_scheme_ops qt_ops_f32 = {check_plain, NULL, range_f32, bytes_f32, NULL};
 
 /* ---- GGML block types (q4_0 .. q6_k; GGUF tensors) --------------------------
  * Rows are whole blocks (GGUF requires ne[0] to be a multiple of the block),
@@ -233,4 +262,5 @@ static void bytes_blk(const qt_qweight *w, size_t i0, size_t len, size_t *b0, si
     *b1 = ((i0 + len - 1) / si->default_block + 1) * si->block_bytes;
 }
 
-const qt_scheme_ops qt_ops_blk = {check_blk, NULL, range_blk, bytes_blk};
+/* The block scales are inside the blocks: counted by byte_range. */
+const qt_scheme_ops qt_ops_blk = {check_blk, NULL, range_blk, bytes_blk, NULL};

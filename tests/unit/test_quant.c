@@ -1342,6 +1342,49 @@ Test(quant, scheme_hooks_complete_and_fused_dots_match_ref)
     free(x);
 }
 
+/* Fidelity with bitsandbytes for 4-bit weights of bf16 / fp16 models: with
+ * round_to each dequantized value is the nearest-even bf16 / fp16 of the
+ * exact fp32 one (what dequantize_4bit returns in the quant_state dtype),
+ * on every ISA, and the matmul multiplies with those values. */
+Test(quant, nf4_round_to_quant_state_dtype)
+{
+    unsigned long long seed = qt_test_seed(DEFAULT_SEED + 14);
+    const size_t n_out = 9, n_in = 172, n = n_out * n_in;
+    float *wf = malloc(n * 4), *exact = malloc(n * 4), *got = malloc(n * 4), *x = malloc(n_in * 4);
+    float y[9];
+    for (size_t i = 0; i < n; i++) wf[i] = qt_test_gauss(&seed) * 0.05f;
+    for (size_t i = 0; i < n_in; i++) x[i] = qt_test_gauss(&seed);
+    built b = build_weight(QT_SCHEME_NF4, true, n_out, n_in, 64, wf);
+    qt_qweight_rows(&qt_kernels_ref, &b.w, 0, n_out, exact);
+    const qt_src_type types[2] = {QT_SRC_BF16, QT_SRC_F16};
+    for (int ti = 0; ti < 2; ti++) {
+        b.w.round_to = types[ti];
+        size_t changed = 0;
+        for (qt_isa isa = 0; isa < QT_ISA_COUNT; isa++) {
+            const qt_kernels *k = qt_kernels_for(isa);
+            if (!k) continue;
+            qt_qweight_rows(k, &b.w, 0, n_out, got);
+            for (size_t i = 0; i < n; i++) {
+                float want = types[ti] == QT_SRC_BF16 ? qt_bf16_to_fp32(qt_fp32_to_bf16(exact[i]))
+                                                      : qt_fp16_to_fp32(qt_fp32_to_fp16(exact[i]));
+                cr_assert(eq(u32, qt_f32_bits(got[i]), qt_f32_bits(want)), "%s %zu",
+                          qt_isa_name(isa), i);
+                changed += want != exact[i];
+            }
+            if (isa == QT_ISA_REF) continue;
+            cr_assert(eq(int, qt_matmul(k, &b.w, x, 1, y), QT_OK));
+            for (size_t o = 0; o < n_out; o++)
+                cr_assert(eq(u32, qt_f32_bits(y[o]), qt_f32_bits(fma_chain(x, got + o * n_in, n_in))));
+        }
+        cr_assert(gt(sz, changed, 0)); /* the rounding is visible */
+    }
+    built_free(&b);
+    free(wf);
+    free(exact);
+    free(got);
+    free(x);
+}
+
 /* Raw random bytes as weights of every scheme (NaN, Inf, subnormal halves,
  * every code), rows straddling blocks: every ISA dequantizes to the bits of
  * _ref (one multiply per element, spec §5). */
