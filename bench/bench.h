@@ -17,12 +17,24 @@
 
 #include "common/common.h"
 #include "common/cpu.h"
+#include "quant/quant.h"
 
 /* Runs fn(payload) `warmup` times, then `reps` times (at least once, and
  * until min_seconds have passed in total), and returns the fastest run in
  * seconds. */
 double qt_bench_best(void (*fn)(void *payload), void *payload, int warmup, int reps,
                      double min_seconds);
+
+/* ---- the machine's limits, measured in the same run (bench/probes.c) ---- */
+
+/* Read bandwidth in GB/s (1e9 bytes): nth threads each read a contiguous
+ * slice of a buffer of `bytes` (use far more than the caches), best of
+ * reps. 0 when out of memory. */
+double qt_probe_read_gbs(int nth, size_t bytes, int reps);
+
+/* Peak fp32 FMA throughput in GFLOP/s of nth threads with kernels k (NULL =
+ * active ISA), 2 flops per lane per FMA, best of reps. */
+double qt_probe_fma_gflops(const qt_kernels *k, int nth, int reps);
 
 typedef struct qt_bench_kernels_opts {
     bool json;             /* JSON lines instead of a table */

@@ -82,6 +82,15 @@ if [ -d "$PPL_MODEL" ] && [ -f "$PPL_TEXT" ]; then
     "$QTOOL" convert --quiet --if-changed --scheme $args "$PPL_MODEL" "$OUT/ppl/$name" >/dev/null
     ppl_models+=("$OUT/ppl/$name")
   done
+  # BASE alone, no cache: the evaluation speed figure (llama-perplexity's job)
+  load=$(cut -d' ' -f1-3 /proc/loadavg)
+  t0=$(date +%s.%N)
+  # shellcheck disable=SC2086
+  "$QTOOL" bench ppl "$PPL_MODEL" --text "$PPL_TEXT" --ctx 512 --no-cache -q \
+    ${PPL_THREADS:+--threads "$PPL_THREADS"} ${PPL_ARGS:-} > "$OUT/ppl-base.txt"
+  t1=$(date +%s.%N)
+  printf 'bench ppl BASE only (no cache): %.1f s wall (load %s)\n' "$(echo "$t1 - $t0" | bc -l)" "$load" |
+    tee -a "$OUT/ppl-base.txt"
   t0=$(date +%s.%N)
   # shellcheck disable=SC2086
   "$QTOOL" bench ppl "${ppl_models[@]}" --text "$PPL_TEXT" --ctx 512 --cache "$OUT/ppl-cache" \
@@ -99,8 +108,11 @@ fi
 #   decoding of --bench-tg tokens) at MODEL_THREADS (default "2 1") threads on
 #   the SYNTHETIC TinyLlama-1.1B-shaped checkpoint of the convert section
 #   (bf16; generated under $OUT if absent) and its nf4 (+double quant) and
-#   int8 (LLM.int8) conversions, and on stories260K f32 and nf4. Lines in
-#   $OUT/model.txt, each with the load average at its start. MODEL_ARGS adds
+#   int8 (LLM.int8) conversions, and on stories260K f32 and nf4, on the
+#   native ISA and on AVX2 (QT_ISA=avx2; MODEL_ISAS sets the list). Each line
+#   gives tokens/s with the fraction of peak FMA (pp) and of the read-
+#   bandwidth roofline (tg) against probes of the same run, the probes, and
+#   the load average at its start. Lines in $OUT/model.txt. MODEL_ARGS adds
 #   options (e.g. "--bench-tg 32" for a quick run).
 SYN="$OUT/synth-tinyllama-bf16"
 if [ ! -f "$SYN/config.json" ]; then
@@ -116,16 +128,21 @@ if [ -d "$ST_MODEL" ]; then
   model_list+=("$ST_MODEL" "$OUT/model-stories260K-nf4")
 fi
 {
-  echo "== model runtime (qtool generate --bench: pp 512 tokens in one chunk, tg ${MODEL_ARGS:-128 tokens})"
+  echo "== model runtime (qtool generate --bench: pp 512 tokens in one chunk, tg ${MODEL_ARGS:-128 tokens}; same-run probes)"
   for m in "${model_list[@]}"; do
     cat "$m"/*.safetensors > /dev/null
-    for th in ${MODEL_THREADS:-2 1}; do
-      load=$(cut -d' ' -f1-3 /proc/loadavg)
-      # shellcheck disable=SC2086
-      res=$("$QTOOL" generate "$m" --bench --threads "$th" ${MODEL_ARGS:-} 2>/dev/null |
-            sed -n 's/^\(prompt processing\|decoding\): .*: \([0-9.]*\) tokens\/s$/\1 \2/p' |
-            awk '{printf "%s %s tok/s  ", ($1 == "prompt" ? "pp" : "tg"), $NF}')
-      printf '%-28s threads %s: %s(load %s)\n' "$(basename "$m")" "$th" "$res" "$load"
+    for isa in ${MODEL_ISAS:-native avx2}; do
+      for th in ${MODEL_THREADS:-2 1}; do
+        load=$(cut -d' ' -f1-3 /proc/loadavg)
+        isa_env=(); [ "$isa" = native ] || isa_env=(env "QT_ISA=$isa")
+        # shellcheck disable=SC2086
+        out=$("${isa_env[@]}" "$QTOOL" generate "$m" --bench --threads "$th" ${MODEL_ARGS:-} 2>/dev/null)
+        pp=$(sed -n 's/^prompt processing: .*: \([0-9.]*\) tokens\/s, .* = \([0-9.]*\) of peak FMA$/pp \1 tok\/s (\2 of peak FMA)/p' <<<"$out")
+        tg=$(sed -n 's/^decoding: .*: \([0-9.]*\) tokens\/s, .* = \([0-9.]*\) of the read-bandwidth roofline$/tg \1 tok\/s (\2 of read roofline)/p' <<<"$out")
+        probes=$(sed -n 's/^probes: //p' <<<"$out")
+        used=$(sed -n 's/^isa: //p' <<<"$out")
+        printf '%-28s %-6s threads %s: %s  %s  [%s; load %s]\n' "$(basename "$m")" "$used" "$th" "$pp" "$tg" "$probes" "$load"
+      done
     done
   done
 } | tee "$OUT/model.txt"

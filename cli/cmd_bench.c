@@ -32,7 +32,8 @@ static void kernels_usage(FILE *f)
             "  --isa ISA         only this ISA (ref, avx2, avx512, neon)\n"
             "  --threads N       only 1 or 2 threads\n"
             "  --src TYPE        only fp32, fp16 or bf16 input\n"
-            "  --scheme NAME     only nf4-dq, nf4, fp4, q8, int8 or int8-blockwise\n"
+            "  --scheme NAME     only nf4-dq, nf4, fp4, q8, int8, int8-blockwise, q4_0,\n"
+            "                    q5_0, q2_k, q3_k, q4_k, q5_k or q6_k\n"
             "  --no-matmul       skip the matmul section\n"
             "  -h, --help        this text\n"
             "environment: QT_GIT_DESCRIBE is recorded in the JSON lines.\n");

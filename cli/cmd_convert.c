@@ -24,6 +24,12 @@ static void on_signal(int sig)
     cancel_flag = 1;
 }
 
+/* GGML block types other than q8 (= Q8_0) have no safetensors layout. */
+static bool gguf_only(const qt_scheme_info *s)
+{
+    return s->block_bytes && s->scheme != QT_SCHEME_Q8;
+}
+
 static void usage(FILE *f, bool dequant)
 {
     if (dequant) {
@@ -38,7 +44,9 @@ static void usage(FILE *f, bool dequant)
             "IN: a Hugging Face model directory (single or sharded safetensors, fp32/fp16/bf16)\n"
             "    or a safetensors file with config.json beside it.\n"
             "OUT: a new model directory; for nf4/fp4/int8 it loads as it is with\n"
-            "    transformers + bitsandbytes (from_pretrained), ready for PEFT LoRA.\n\n"
+            "    transformers + bitsandbytes (from_pretrained), ready for PEFT LoRA.\n"
+            "    With --format gguf (or an OUT ending in .gguf): one GGUF file for llama.cpp\n"
+            "    (qtool convert IN OUT.gguf -h lists its schemes and options).\n\n"
             "  --scheme S           quantization (default nf4):\n");
     for (size_t i = 0; i < qt_scheme_count(); i++) {
         const qt_scheme_info *s = qt_scheme_info_at(i);
@@ -132,6 +140,10 @@ static int parse_scheme(convert_args *a, int c, const char *arg)
 {
     const unsigned want = QT_SCHEME_F_CONVERT | (c == O_DTYPE ? QT_SCHEME_F_PLAIN : 0);
     const qt_scheme_info *s = qt_scheme_find(arg);
+    if (s && c == O_SCHEME && gguf_only(s)) {
+        qt_cli_error("--scheme '%s': a GGUF block type, written only to a .gguf OUT", arg);
+        return QT_EXIT_USAGE;
+    }
     if (!s || (s->flags & want) != want || (a->dequant && c == O_SCHEME)) {
         char names[160];
         qt_cli_error("%s '%s': not one of %s", c == O_DTYPE ? "--dtype" : "--scheme", arg,
@@ -457,5 +469,9 @@ static int run(int argc, char **argv, bool dequant)
     return rc;
 }
 
-int cmd_convert(int argc, char **argv) { return run(argc, argv, false); }
+int cmd_convert(int argc, char **argv)
+{
+    if (qt_cli_convert_is_gguf(argc, argv)) return cmd_convert_gguf(argc, argv);
+    return run(argc, argv, false);
+}
 int cmd_dequant(int argc, char **argv) { return run(argc, argv, true); }

@@ -11,6 +11,7 @@
 #include <omp.h>
 #endif
 
+#include "bench/bench.h"
 #include "cli/cli.h"
 #include "common/cpu.h"
 #include "formats/vocab.h"
@@ -32,7 +33,7 @@ static void usage(FILE *f)
             "  -n, --tokens N        tokens to generate (default 256)\n"
             "  -t, --temp T          sampling temperature; 0 = greedy (default 0)\n"
             "  -s, --seed S          random seed for sampling (default 42)\n"
-            "  -j, --threads N       OpenMP threads (default: all)\n"
+            "  -j, --threads N       threads (default: the cores this process may use)\n"
             "  -c, --ctx N           context length (default: the model's, at most 4096)\n"
             "      --tokenizer PATH  tokenizer.json / tokenizer.model or a folder holding one\n"
             "                        (default: MODEL's folder; a .gguf's own vocabulary)\n"
@@ -136,6 +137,28 @@ static int parse_args(int argc, char **argv, gen_args *a)
 
 /* ---- steps ---------------------------------------------------------------- */
 
+/* The --bench report: tokens/s of each phase beside the machine's limits
+ * measured right after, in the same process and thread count: decoding as
+ * a fraction of the read-bandwidth roofline (weight bytes per token x
+ * tokens/s over a read probe of 512 MiB), prompt processing as a fraction
+ * of peak FMA throughput (Linear-layer flops only). */
+static void print_bench(const char *model_path, int nth, const qt_model_bench_result *r)
+{
+    const double bw = qt_probe_read_gbs(nth, (size_t)512 << 20, 5);
+    const double peak = qt_probe_fma_gflops(NULL, nth, 5);
+    const double tg_gbs = (double)r->weight_bytes_per_token * r->tg_tok_s / 1e9;
+    const double pp_gfl = r->matmul_flops_per_token * r->pp_tok_s / 1e9;
+    printf("model: %s\nthreads: %d\nisa: %s\n", model_path, nth, qt_isa_name(qt_isa_active()));
+    printf("probes: read bandwidth %.2f GB/s, peak fp32 FMA %.1f GFLOP/s\n", bw, peak);
+    printf("prompt processing: %zu tokens in %.3f s: %.1f tokens/s, %.1f GFLOP/s of Linear "
+           "layers = %.3f of peak FMA\n",
+           r->n_prompt, r->pp_seconds, r->pp_tok_s, pp_gfl, peak > 0 ? pp_gfl / peak : 0.0);
+    printf("decoding: %zu tokens in %.3f s: %.1f tokens/s, %.1f MB of weights per token, "
+           "%.2f GB/s = %.3f of the read-bandwidth roofline\n",
+           r->n_gen, r->tg_seconds, r->tg_tok_s, (double)r->weight_bytes_per_token / 1e6, tg_gbs,
+           bw > 0 ? tg_gbs / bw : 0.0);
+}
+
 /* --bench: prompt processing and decoding speed; an exit code. */
 static int run_bench(qt_model *m, const gen_args *a)
 {
@@ -149,10 +172,7 @@ static int run_bench(qt_model *m, const gen_args *a)
 #ifdef _OPENMP
     nth = omp_get_max_threads();
 #endif
-    printf("model: %s\nthreads: %d\nisa: %s\n", a->model_path, nth, qt_isa_name(qt_isa_active()));
-    printf("prompt processing: %zu tokens in %.3f s: %.1f tokens/s\n", r.n_prompt, r.pp_seconds,
-           r.pp_tok_s);
-    printf("decoding: %zu tokens in %.3f s: %.1f tokens/s\n", r.n_gen, r.tg_seconds, r.tg_tok_s);
+    print_bench(a->model_path, nth, &r);
     return QT_EXIT_OK;
 }
 
@@ -210,8 +230,14 @@ static int prompt_ids(const gen_args *a, const qt_tokenizer *tok, const qt_model
         *n_ids = 1;
     }
     if (*n_ids + (size_t)a->n_gen > qt_model_n_ctx(m)) {
-        qt_cli_error("%zu prompt + %ld new tokens exceed the context of %zu (use --ctx)", *n_ids,
-                     a->n_gen, qt_model_n_ctx(m));
+        const size_t cap = qt_model_max_ctx(m);
+        if (cap && qt_model_n_ctx(m) >= cap) /* no larger --ctx would be accepted */
+            qt_cli_error("%zu prompt + %ld new tokens exceed the context of %zu, the most this "
+                         "model runs (its sliding window; use fewer tokens)",
+                         *n_ids, a->n_gen, qt_model_n_ctx(m));
+        else
+            qt_cli_error("%zu prompt + %ld new tokens exceed the context of %zu (use --ctx)",
+                         *n_ids, a->n_gen, qt_model_n_ctx(m));
         return QT_EXIT_USAGE;
     }
     return -1;

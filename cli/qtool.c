@@ -1,6 +1,10 @@
 /* cli/qtool.c: `qtool <command>` dispatch (see cli/cli.h for the checklist). */
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#ifdef _OPENMP
+#include <omp.h>
+#endif
 
 #include "cli/cli.h"
 #include "common/cpu.h"
@@ -88,5 +92,10 @@ int main(int argc, char **argv)
         qt_cli_error("unknown command '%s' (see 'qtool help')", argv[1]);
         return QT_EXIT_USAGE;
     }
+#ifdef _OPENMP
+    /* default threads: the cores this process may use (each command's
+     * --threads overrides; OMP_NUM_THREADS, when set, is respected) */
+    if (!getenv("OMP_NUM_THREADS")) omp_set_num_threads(qt_cpu_usable_cores());
+#endif
     return c->fn(argc - 1, argv + 1);
 }

@@ -1,6 +1,9 @@
 /* common/cpu.c: cpuid / xgetbv feature detection and ISA selection. */
 #include "common/cpu.h"
 
+#include <sched.h>
+#include <unistd.h>
+
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -155,4 +158,17 @@ const char *qt_isa_env_error(void)
 {
     (void)qt_isa_active();
     return isa_env_err[0] ? isa_env_err : NULL;
+}
+
+int qt_cpu_usable_cores(void)
+{
+#if defined(__linux__)
+    cpu_set_t set;
+    if (sched_getaffinity(0, sizeof set, &set) == 0) {
+        int n = CPU_COUNT(&set);
+        if (n > 0) return n;
+    }
+#endif
+    long n = sysconf(_SC_NPROCESSORS_ONLN);
+    return n > 0 ? (int)n : 1;
 }

@@ -32,6 +32,10 @@ typedef struct qt_cpu_features {
 /* The features of the running CPU (cached; never NULL). */
 const qt_cpu_features *qt_cpu_features_get(void);
 
+/* Cores this process may run on (sched_getaffinity: a taskset, cgroup
+ * cpuset or Slurm allocation counts, not the machine's), at least 1. */
+int qt_cpu_usable_cores(void);
+
 /* Whether this build and this CPU can run isa. */
 bool qt_isa_supported(qt_isa isa);
 

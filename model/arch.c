@@ -1,6 +1,8 @@
 /* model/arch.c: the Llama-family table (see arch.h). */
 #include "model/arch.h"
 
+#include "formats/gguf_meta.h"
+
 #include <string.h>
 
 /* Known architectures and their model_type (rows of the table). */
@@ -65,8 +67,8 @@ bool qt_proj_rope_permuted(qt_proj p)
 
 size_t qt_rope_stored_row(size_t head_dim, size_t hf_row)
 {
-    const size_t half = head_dim / 2;
-    return 2 * (hf_row % half) + hf_row / half;
+    /* the permutation is a fact of the GGUF format: one home, formats/gguf_meta */
+    return qt_gguf_qk_dst_row(hf_row, head_dim, 1);
 }
 
 bool qt_llama_parse_linear(const char *name, size_t *layer, qt_proj *proj)

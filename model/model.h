@@ -40,7 +40,12 @@
  * Determinism: the logits are bit-identical whatever the OpenMP thread
  * count: qt_matmul computes every output element in one fixed order, and
  * attention runs over (token, head) pairs with each output computed by one
- * thread; reductions (RMSNorm, softmax) run serially per row. Sampling
+ * thread in one fixed order, written in plain C (no per-ISA code): scores
+ * q.k in 8 interleaved partial sums combined pairwise, softmax with
+ * qtool's own exponential (Cephes expf arithmetic, no libm, no FMA) and
+ * an 8-way partial sum, each output element a chain over positions; so
+ * the logits are also the same on every ISA and CPU for the same matmul
+ * results. RMSNorm runs serially per row (double accumulator). Sampling
  * (qt_sample) is a pure function of the logits, the temperature and the
  * caller's RNG state.
  *
@@ -120,6 +125,11 @@ typedef struct qt_model_opts {
                        inputs run in chunks of this size); 0 = 512 */
     qt_model_capture_fn capture; /* NULL = none (see qt_model_capture_fn) */
     void *capture_ctx;           /* passed to capture; borrowed */
+    bool dq_fp32;   /* NF4/FP4 weights of a bf16 / fp16 model: false (default)
+                       rounds each dequantized weight to that dtype, as
+                       bitsandbytes (its output is in the quant_state dtype)
+                       and transformers compute; true keeps the exact fp32
+                       product code * absmax */
 } qt_model_opts;
 
 
@@ -159,6 +169,13 @@ qt_status qt_model_config_check(const qt_modeldir *md, const qt_layout *L, char 
 /* Frees the model, its cache and the files it opened. Accepts NULL. */
 void qt_model_free(qt_model *m);
 
+/* A second evaluator of m's weights with its own KV cache and scratch (same
+ * n_ctx and n_batch, no capture): the same logits as m for the same calls,
+ * so several chunks can run on separate threads. It BORROWS m's weights:
+ * free it before m. *out NULL on failure.
+ * @return QT_OK, QT_ERR_NOMEM. */
+qt_status qt_model_fork(const qt_model *m, qt_model **out, char *errmsg);
+
 /* ---- facts --------------------------------------------------------------- */
 
 /* The hyperparameters. Borrowed, valid until qt_model_free. */
@@ -167,6 +184,9 @@ const qt_model_config *qt_model_get_config(const qt_model *m);
 size_t qt_model_n_ctx(const qt_model *m);
 /* Positions [0, n_past) hold evaluated tokens. */
 size_t qt_model_n_past(const qt_model *m);
+/* The largest context the model can be opened with (its sliding window,
+ * which must cover the context), or 0 when only memory limits it. */
+size_t qt_model_max_ctx(const qt_model *m);
 /* The message of the last failure of eval on this model ("" if none). */
 const char *qt_model_errmsg(const qt_model *m);
 /* A one-line description into buf (n bytes, NUL-terminated when n > 0):
@@ -240,6 +260,10 @@ typedef struct qt_model_bench_result {
     size_t n_prompt, n_gen;
     double pp_seconds, tg_seconds; /* wall time of each phase */
     double pp_tok_s, tg_tok_s;     /* tokens per second */
+    uint64_t weight_bytes_per_token; /* stored bytes of the Linear weights and
+                                        lm_head (codes and scales): what one
+                                        decoded token must read */
+    double matmul_flops_per_token;   /* 2 x their weights (attention excluded) */
 } qt_model_bench_result;
 
 /* @return QT_OK, QT_ERR_ARG (sizes), QT_ERR_NOMEM. */

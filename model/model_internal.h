@@ -61,7 +61,8 @@ typedef struct qt_run_state {
     float *hb2;         /* (n_batch, hidden_dim) up */
     float *att;         /* (att_threads, n_ctx) per-thread attention scores */
     int att_threads;    /* rows of att */
-    float *key_cache;   /* (n_layers, n_ctx, kv_dim) */
+    float *key_cache;   /* (n_layers, n_kv_heads, head_dim, n_ctx): each key
+                           transposed, so attention reads positions in a row */
     float *value_cache; /* (n_layers, n_ctx, kv_dim) */
     float *rope_cos;    /* (n_ctx, head_dim / 2) */
     float *rope_sin;    /* (n_ctx, head_dim / 2) */
@@ -77,6 +78,10 @@ struct qt_model {
     qt_model_capture_fn capture; /* opts->capture, NULL = none */
     void *capture_ctx;
     size_t cur_pos0;             /* position of the chunk being evaluated */
+    size_t max_ctx;        /* the largest n_ctx accepted (sliding window); 0 = no cap */
+    bool dq_fp32;          /* opts->dq_fp32: 4-bit weights stay exact fp32 */
+    const qt_model *parent; /* qt_model_fork: whose weights (and qk_perm) these
+                               are; NULL when the model owns them */
     /* what the model owns */
     qt_modeldir *md_owned; /* NULL when borrowed or GGUF */
     qt_layout *layout;

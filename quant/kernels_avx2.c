@@ -8,6 +8,7 @@
 #include <immintrin.h>
 
 #include "quant/quant_internal.h"
+#include "quant/simd_avx2.h"
 
 static inline __m256 load8(qt_src_type t, const unsigned char *p)
 {
@@ -464,17 +465,7 @@ static inline __attribute__((always_inline)) void dot_block(const float *x, size
 static void dot_tile(const float *x, size_t ldx, size_t n_tok, const float *w, size_t ldw,
                      size_t n_rows, size_t n, float *y, size_t ldy)
 {
-    size_t r = 0;
-    for (; r + 4 <= n_rows; r += 4) {
-        size_t t = 0;
-        for (; t + 2 <= n_tok; t += 2)
-            dot_block(x + t * ldx, ldx, 2, w + r * ldw, ldw, 4, n, y + t * ldy + r, ldy);
-        for (; t < n_tok; t++)
-            dot_block(x + t * ldx, ldx, 1, w + r * ldw, ldw, 4, n, y + t * ldy + r, ldy);
-    }
-    for (; r < n_rows; r++)
-        for (size_t t = 0; t < n_tok; t++)
-            dot_block(x + t * ldx, ldx, 1, w + r * ldw, ldw, 1, n, y + t * ldy + r, ldy);
+    qt_dot_tile_by_blocks(dot_block, x, ldx, n_tok, w, ldw, n_rows, n, y, ldy);
 }
 
 const qt_kernels qt_kernels_avx2 = {
@@ -521,54 +512,8 @@ static void cvt_map8(const uint8_t *code, size_t n, const float map[256], float 
     if (i < n) qt_cvt_map8_ref(code + i, n - i, map, a, dst + i);
 }
 
-/* In-register transpose of 8 rows of 8. */
-static inline __attribute__((always_inline)) void transpose8(__m256 r[8])
-{
-    __m256 t[8], u[8];
-#pragma GCC unroll 16
-    for (int i = 0; i < 4; i++) {
-        t[2 * i] = _mm256_unpacklo_ps(r[2 * i], r[2 * i + 1]);
-        t[2 * i + 1] = _mm256_unpackhi_ps(r[2 * i], r[2 * i + 1]);
-    }
-#pragma GCC unroll 16
-    for (int g = 0; g < 2; g++) {
-        __m256 a0 = t[4 * g], a1 = t[4 * g + 1], b0 = t[4 * g + 2], b1 = t[4 * g + 3];
-        u[4 * g + 0] = _mm256_shuffle_ps(a0, b0, 0x44);
-        u[4 * g + 1] = _mm256_shuffle_ps(a0, b0, 0xEE);
-        u[4 * g + 2] = _mm256_shuffle_ps(a1, b1, 0x44);
-        u[4 * g + 3] = _mm256_shuffle_ps(a1, b1, 0xEE);
-    }
-#pragma GCC unroll 16
-    for (int j = 0; j < 4; j++) {
-        r[j] = _mm256_permute2f128_ps(u[j], u[4 + j], 0x20);
-        r[4 + j] = _mm256_permute2f128_ps(u[j], u[4 + j], 0x31);
-    }
-}
-
 #define MM_NR 16 /* outputs per micro-panel: 2 vectors */
 #define MM_MR 6  /* tokens per register block: 12 accumulators */
-
-/* 8 rows (g .. g+7 of n_rows, zero past it) x kk <= 8 columns from k,
- * transposed: r[j] = column j. */
-static inline __attribute__((always_inline)) void load_t8(const unsigned char *base, size_t ld,
-                                                          size_t n_rows, size_t g, size_t k,
-                                                          size_t kk, __m256 r[8])
-{
-#pragma GCC unroll 8
-    for (size_t i = 0; i < 8; i++) {
-        const unsigned char *s = base + 4 * ((g + i) * ld + k);
-        if (g + i >= n_rows) {
-            r[i] = _mm256_setzero_ps();
-        } else if (kk == 8) {
-            r[i] = _mm256_loadu_ps((const float *)(const void *)s);
-        } else {
-            float tmp[8] = {0};
-            memcpy(tmp, s, 4 * kk);
-            r[i] = _mm256_loadu_ps(tmp);
-        }
-    }
-    transpose8(r);
-}
 
 static void pack(const void *rows, size_t ld, size_t n_rows, size_t kc, float *panel)
 {
@@ -686,5 +631,10 @@ static void gemm(const float *x, size_t ldx, size_t n_tok, const float *panels, 
 }
 
 const qt_mm_ops qt_mm_ops_avx2 = {
-    MM_NR, MM_MR, cvt_half, cvt_i8, cvt_map8, pack, NULL, gemm,
+    .nr = MM_NR, .mr = MM_MR, .cvt_half = cvt_half, .cvt_i8 = cvt_i8, .cvt_map8 = cvt_map8,
+    .pack = pack, .pack_half = NULL, .gemm = gemm,
+    .dot_rows = {[QT_SCHEME_NF4] = qt_gemv_dq_avx2, [QT_SCHEME_FP4] = qt_gemv_dq_avx2,
+                 [QT_SCHEME_INT8] = qt_gemv_dq_avx2, [QT_SCHEME_Q8] = qt_gemv_dq_avx2,
+                 [QT_SCHEME_INT8_BLOCKWISE] = qt_gemv_dq_avx2, [QT_SCHEME_BF16] = qt_gemv_dq_avx2,
+                 [QT_SCHEME_FP16] = qt_gemv_dq_avx2, [QT_SCHEME_FP32] = qt_gemv_f32_avx2},
 };

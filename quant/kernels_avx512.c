@@ -12,6 +12,7 @@
 #include <immintrin.h>
 
 #include "quant/quant_internal.h"
+#include "quant/simd_avx512.h"
 
 /* 16 elements of type t at p, widened exactly to float32. */
 static inline __m512 load16(qt_src_type t, const unsigned char *p)
@@ -512,17 +513,7 @@ static inline __attribute__((always_inline)) void dot_block(const float *x, size
 static void dot_tile(const float *x, size_t ldx, size_t n_tok, const float *w, size_t ldw,
                      size_t n_rows, size_t n, float *y, size_t ldy)
 {
-    size_t r = 0;
-    for (; r + 4 <= n_rows; r += 4) {
-        size_t t = 0;
-        for (; t + 2 <= n_tok; t += 2)
-            dot_block(x + t * ldx, ldx, 2, w + r * ldw, ldw, 4, n, y + t * ldy + r, ldy);
-        for (; t < n_tok; t++)
-            dot_block(x + t * ldx, ldx, 1, w + r * ldw, ldw, 4, n, y + t * ldy + r, ldy);
-    }
-    for (; r < n_rows; r++)
-        for (size_t t = 0; t < n_tok; t++)
-            dot_block(x + t * ldx, ldx, 1, w + r * ldw, ldw, 1, n, y + t * ldy + r, ldy);
+    qt_dot_tile_by_blocks(dot_block, x, ldx, n_tok, w, ldw, n_rows, n, y, ldy);
 }
 
 const qt_kernels qt_kernels_avx512 = {
@@ -532,10 +523,6 @@ const qt_kernels qt_kernels_avx512 = {
 
 /* ---- matmul: conversions, packing and the GEMM kernel (quant_internal.h) ---- */
 
-static inline __mmask16 tail_mask(size_t n)
-{
-    return n >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << n) - 1);
-}
 
 static void cvt_half(bool bf16, const void *src, size_t n, float *dst)
 {
@@ -570,61 +557,8 @@ static void cvt_map8(const uint8_t *code, size_t n, const float map[256], float 
     }
 }
 
-/* In-register transpose: r[i] (row i, 16 columns) -> r[j] (column j). */
-static inline __attribute__((always_inline)) void transpose16(__m512 r[16])
-{
-    __m512 t[16], u[16];
-#pragma GCC unroll 16
-    for (int i = 0; i < 8; i++) {
-        t[2 * i] = _mm512_unpacklo_ps(r[2 * i], r[2 * i + 1]);
-        t[2 * i + 1] = _mm512_unpackhi_ps(r[2 * i], r[2 * i + 1]);
-    }
-#pragma GCC unroll 16
-    for (int g = 0; g < 4; g++) { /* rows 4g .. 4g+3 */
-        __m512 a0 = t[4 * g], a1 = t[4 * g + 1], b0 = t[4 * g + 2], b1 = t[4 * g + 3];
-        u[4 * g + 0] = _mm512_shuffle_ps(a0, b0, 0x44);
-        u[4 * g + 1] = _mm512_shuffle_ps(a0, b0, 0xEE);
-        u[4 * g + 2] = _mm512_shuffle_ps(a1, b1, 0x44);
-        u[4 * g + 3] = _mm512_shuffle_ps(a1, b1, 0xEE);
-    }
-    /* u[4g + j], 128-bit lane L: column 4L + j of rows 4g .. 4g+3 */
-#pragma GCC unroll 16
-    for (int j = 0; j < 4; j++) {
-        __m512 v0 = _mm512_shuffle_f32x4(u[j], u[4 + j], 0x88);
-        __m512 v1 = _mm512_shuffle_f32x4(u[8 + j], u[12 + j], 0x88);
-        __m512 w0 = _mm512_shuffle_f32x4(u[j], u[4 + j], 0xDD);
-        __m512 w1 = _mm512_shuffle_f32x4(u[8 + j], u[12 + j], 0xDD);
-        r[j] = _mm512_shuffle_f32x4(v0, v1, 0x88);
-        r[8 + j] = _mm512_shuffle_f32x4(v0, v1, 0xDD);
-        r[4 + j] = _mm512_shuffle_f32x4(w0, w1, 0x88);
-        r[12 + j] = _mm512_shuffle_f32x4(w0, w1, 0xDD);
-    }
-}
-
 #define MM_NR 32 /* outputs per micro-panel: 2 vectors */
 #define MM_MR 12 /* tokens per register block: 24 accumulators */
-
-/* 16 rows (g .. g+15 of n_rows, zero past it) x 16 columns from k (m: the
- * columns present) of fp32 (T == QT_SRC_F32), bf16 or fp16 values widened
- * exactly, transposed: r[j] = column j. */
-static inline __attribute__((always_inline)) void load_t16(qt_src_type T,
-                                                           const unsigned char *base, size_t ld,
-                                                           size_t n_rows, size_t g, size_t k,
-                                                           __mmask16 m, __m512 r[16])
-{
-    const size_t es = T == QT_SRC_F32 ? 4 : 2;
-#pragma GCC unroll 16
-    for (size_t i = 0; i < 16; i++) {
-        const unsigned char *s = base + es * ((g + i) * ld + k);
-        if (g + i >= n_rows) r[i] = _mm512_setzero_ps();
-        else if (T == QT_SRC_F32) r[i] = _mm512_maskz_loadu_ps(m, s);
-        else if (T == QT_SRC_BF16)
-            r[i] = _mm512_castsi512_ps(
-                _mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_maskz_loadu_epi16(m, s)), 16));
-        else r[i] = _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(m, s));
-    }
-    transpose16(r);
-}
 
 static inline __attribute__((always_inline)) void pack_t(qt_src_type T, const void *rows,
                                                          size_t ld, size_t n_rows, size_t kc,
@@ -741,5 +675,11 @@ static void gemm(const float *x, size_t ldx, size_t n_tok, const float *panels, 
 }
 
 const qt_mm_ops qt_mm_ops_avx512 = {
-    MM_NR, MM_MR, cvt_half, cvt_i8, cvt_map8, pack, pack_half, gemm,
+    .nr = MM_NR, .mr = MM_MR, .cvt_half = cvt_half, .cvt_i8 = cvt_i8, .cvt_map8 = cvt_map8,
+    .pack = pack, .pack_half = pack_half, .gemm = gemm,
+    .dot_rows = {[QT_SCHEME_NF4] = qt_gemv_dq_avx512, [QT_SCHEME_FP4] = qt_gemv_dq_avx512,
+                 [QT_SCHEME_INT8] = qt_gemv_dq_avx512, [QT_SCHEME_Q8] = qt_gemv_dq_avx512,
+                 [QT_SCHEME_INT8_BLOCKWISE] = qt_gemv_dq_avx512,
+                 [QT_SCHEME_BF16] = qt_gemv_bf16_avx512, [QT_SCHEME_FP16] = qt_gemv_f16_avx512,
+                 [QT_SCHEME_FP32] = qt_gemv_f32_avx512},
 };

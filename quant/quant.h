@@ -36,6 +36,26 @@
  * caller provides. Only qt_matmul and qt_dequantize allocate a small
  * per-thread tile (a few rows), never a dequantized copy of a matrix.
  *
+ * Adding a scheme (one table row plus its kernel files; nothing else
+ * names schemes):
+ *   1. a qt_scheme value (before QT_SCHEME_COUNT) and its row in
+ *      quant/scheme.c: name, bits per weight, block sizes, description,
+ *      and .ops, the scheme's stored-weight hooks (qt_scheme_ops,
+ *      quant_internal.h): check (what a qt_qweight of the scheme needs),
+ *      init (resolve maps once, may be NULL), dq_range ("dequantize a flat
+ *      range / rows to fp32", exact and bit-identical on every ISA),
+ *      byte_range (where a range's bytes lie, for prefetching);
+ *   2. optionally, per ISA, a fused decoding kernel: qt_mm_ops.dot_rows
+ *      [scheme] in quant/kernels_<isa>.c (or a gemv_<isa>.c it names):
+ *      "dot stored rows r0 .. r0+nr-1 with an fp32 vector", which must give
+ *      the bits of qt_dot_rows_ref over dq_range's values (one fma chain
+ *      per output from +0, k ascending); where it is NULL, qt_matmul
+ *      dequantizes the rows and runs the GEMM, with the same bits;
+ *   3. its quantize kernels and drivers (if qtool writes the scheme), the
+ *      fields of qt_qweight it reads, and tests: dq_range against the spec,
+ *      each SIMD path bit for bit against _ref, the fused dot against
+ *      qt_dot_rows_ref (tests/unit/test_quant.c loops over the table).
+ *
  * Threads: the drivers (qt_*_quantize, qt_dq_quantize, qt_dequantize,
  * qt_matmul) use OpenMP when built with it; their results are bit-identical
  * whatever the thread count. Quantized bytes are bit-identical on every ISA;
@@ -65,6 +85,17 @@ typedef enum qt_scheme {
     QT_SCHEME_BF16,
     QT_SCHEME_FP16,
     QT_SCHEME_FP32,
+    /* GGML block types (GGUF), ggml's reference quantizers bit for bit;
+     * the q8 row above is GGUF Q8_0 at block 32 */
+    QT_SCHEME_Q4_0,
+    QT_SCHEME_Q4_1,
+    QT_SCHEME_Q5_0,
+    QT_SCHEME_Q5_1,
+    QT_SCHEME_Q2_K,
+    QT_SCHEME_Q3_K,
+    QT_SCHEME_Q4_K,
+    QT_SCHEME_Q5_K,
+    QT_SCHEME_Q6_K,
     QT_SCHEME_COUNT
 } qt_scheme;
 
@@ -76,6 +107,8 @@ typedef enum qt_src_type {
     QT_SRC_COUNT
 } qt_src_type;
 
+typedef struct qt_scheme_ops qt_scheme_ops; /* opaque outside quant/ */
+
 typedef struct qt_scheme_info {
     const char *name;       /* "nf4", "fp4", "int8", "q8", "int8-blockwise", ... */
     qt_scheme scheme;
@@ -85,6 +118,12 @@ typedef struct qt_scheme_info {
     size_t min_block;       /* allowed block sizes: powers of two in */
     size_t max_block;       /*   [min_block, max_block]; 0 = none */
     const char *description; /* one line, for --help and inspect */
+    const struct qt_scheme_ops *ops; /* stored-weight hooks (quant_internal.h);
+                                        NULL: not a matmul / dequantize input */
+    int gguf_type;          /* ggml_type id in GGUF (F32 0, F16 1, Q8_0 8, ...),
+                               -1 when GGUF has no such type */
+    size_t block_bytes;     /* GGML block types (q8 at block 32, q4_0 .. q6_k):
+                               bytes per block of default_block elements; else 0 */
     unsigned flags;         /* QT_SCHEME_F_*: what the rest of qtool may do with it */
     double calib_threshold; /* default max relative output error of `convert --calib`
                                / `validate` (docs/CALIBRATION.md); 0 = not checked */
@@ -296,6 +335,10 @@ typedef struct qt_qweight {
     const void *quant_map;    /* float32 (16,) or (256,); NULL = built-in */
     const void *nested_map;   /* float32 (256,); NULL = qt_dynamic_map */
     const void *scb;          /* float32 (n_out,): int8 */
+    qt_src_type round_to;     /* nf4/fp4: QT_SRC_BF16 / QT_SRC_F16 round every
+                                 dequantized value to that type (nearest even),
+                                 as bitsandbytes returns a 4-bit weight in its
+                                 quant_state dtype; QT_SRC_F32 (0) = exact fp32 */
 } qt_qweight;
 
 /* Checks that w is complete and consistent (pointers present for its
@@ -313,8 +356,10 @@ void qt_qweight_rows(const qt_kernels *k, const qt_qweight *w, size_t r0, size_t
 qt_status qt_dequantize(const qt_kernels *k, const qt_qweight *w, qt_src_type out, void *dst);
 
 /* y (n_tok, n_out) = x (n_tok, n_in) . W^T, W dequantized on the fly a few
- * rows at a time into a per-thread tile. OpenMP over output rows; identical
- * results for any thread count. x, y fp32, caller-owned.
+ * rows at a time into a per-thread tile, or (one token, where the ISA has
+ * the scheme's fused dot_rows) read straight from storage. OpenMP over
+ * output rows; identical results for any thread count and token split.
+ * x, y fp32, caller-owned.
  * @return QT_OK, QT_ERR_ARG, QT_ERR_NOMEM (the tile). */
 qt_status qt_matmul(const qt_kernels *k, const qt_qweight *w, const float *x, size_t n_tok,
                     float *y);
@@ -366,5 +411,71 @@ qt_status qt_quantize_weight_rcp(const qt_kernels *k, qt_scheme scheme, size_t b
                                  bool double_quant, const float *dq_offset, const uint8_t *rcp,
                                  qt_src_type t, const void *src, size_t n_out, size_t n_in,
                                  const qt_qbuf *b, qt_qweight *out);
+
+/* ---- GGML block types (GGUF Q4_0 .. Q6_K, Q8_0) --------------------------
+ * Bit-identical to ggml's reference quantizers (quantize_row_*_ref in
+ * llama.cpp ggml/src/ggml-quants.c, the path llama-quantize takes without an
+ * importance matrix; docs/GGML_BLOCKS.md). A row of n elements (n a multiple
+ * of the block: 32 for q4_0 .. q5_1 and q8, 256 for the K-quants) is
+ * n / block blocks of block_bytes, little-endian, rows back to back.
+ *
+ * Non-finite input: the kernels apply ggml's arithmetic to it unchanged
+ * (NaN/Inf give deterministic but meaningless blocks, identical on every
+ * ISA); callers refuse such tensors unless told otherwise (the drivers
+ * return QT_ERR_NUMERIC unless allow_nonfinite).
+ *
+ * Dot products and dequantization: dequantized values are ggml's
+ * dequantize_row_* arithmetic exactly. dot(row, x) is one fixed order on
+ * every ISA: element i (of the row) is multiplied with x[i] and added
+ * (separately rounded, no FMA) to lane i % 16 of 16 float accumulators, in
+ * increasing i; the lanes are then summed pairwise (l + 8, then + 4, + 2,
+ * + 1). */
+
+#define QT_QK_K 256 /* K-quant super-block */
+
+/* One ISA's kernels for one GGML block type. Pure, no allocation. x, y:
+ * (n,) float32, aligned to 4; blocks: (n / block * block_bytes,) bytes, any
+ * alignment. n a positive multiple of the type's block. */
+typedef struct qt_blk_ops {
+    void (*quantize)(const float *x, void *blocks, size_t n);
+    void (*dequantize)(const void *blocks, float *y, size_t n);
+    float (*dot)(const void *blocks, const float *x, size_t n);
+} qt_blk_ops;
+
+/* The ops of scheme s for isa, NULL when s is not a GGML block type or this
+ * build / CPU lacks isa. Static. */
+const qt_blk_ops *qt_blk_ops_for(qt_isa isa, qt_scheme s);
+/* The same for qt_isa_active(); NULL only when s is not a block type. */
+const qt_blk_ops *qt_blk_ops_active(qt_scheme s);
+/* Bytes of one row of n elements of block type s; 0 when s is not a block
+ * type or n is not a multiple of its block. */
+size_t qt_blk_row_bytes(qt_scheme s, size_t n);
+
+/* Quantizes a (n_rows, n_cols) matrix of type t to block type s, OpenMP over
+ * rows (identical bytes for any thread count). ops NULL = active ISA.
+ * dst: (n_rows * qt_blk_row_bytes(s, n_cols),). *bad_row (may be NULL) gets
+ * the first row holding NaN/Inf when that is refused.
+ * @return QT_OK, QT_ERR_ARG (not a block type, n_cols not a multiple of the
+ * block, NULL pointer), QT_ERR_NUMERIC (non-finite input, !allow_nonfinite),
+ * QT_ERR_NOMEM (the per-thread fp32 row). */
+qt_status qt_blk_quantize(const qt_blk_ops *ops, qt_scheme s, qt_src_type t, const void *src,
+                          size_t n_rows, size_t n_cols, bool allow_nonfinite, void *dst,
+                          size_t *bad_row);
+/* Dequantizes n_rows rows of n_cols to fp32 dst (n_rows, n_cols), OpenMP
+ * over rows. @return QT_OK or QT_ERR_ARG. */
+qt_status qt_blk_dequantize(const qt_blk_ops *ops, qt_scheme s, const void *src, size_t n_rows,
+                            size_t n_cols, float *dst);
+
+/* Bytes a full pass over w reads: its stored values or codes and their
+ * scales (the weight-traffic of one decoded token). */
+uint64_t qt_qweight_stored_bytes(const qt_qweight *w);
+
+/* ---- the peak-FMA probe ------------------------------------------------------
+ * Runs `iters` rounds of independent fp32 FMA chains on the calling thread
+ * with kernels k (NULL = active; the ISA's widest vectors), no memory
+ * traffic; returns the floating-point operations done (2 per lane per FMA).
+ * *sink receives a result so that the work is not optimized away. Time it
+ * to get the core's peak FMA rate (bench/probes.c). */
+uint64_t qt_fma_burn(const qt_kernels *k, size_t iters, float *sink);
 
 #endif /* QT_QUANT_H */

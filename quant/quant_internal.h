@@ -139,6 +139,30 @@ void qt_blockwise8_quant_ref(qt_src_type t, const void *src, size_t n, size_t bl
 void qt_dot_tile_ref(const float *x, size_t ldx, size_t n_tok, const float *w, size_t ldw,
                      size_t n_rows, size_t n, float *y, size_t ldy);
 
+/* ---- the dot_tile tiling shared by the SIMD ISAs -------------------------
+ * blk(x, ldx, NT, w, ldw, NR, n, y, ldy): the dots of NT <= 2 token rows
+ * with NR <= 4 weight rows, each element in the ISA's one fixed order
+ * (independent of NT, NR). The tiling: 4 rows x 2 tokens, then 4 rows x 1
+ * token, then single rows. Both blk and this inline into the ISA's
+ * dot_tile, so the block sizes stay constants. */
+typedef void (*qt_dot_block_fn)(const float *x, size_t ldx, int NT, const float *w, size_t ldw,
+                                int NR, size_t n, float *y, size_t ldy);
+static inline __attribute__((always_inline)) void qt_dot_tile_by_blocks(
+    qt_dot_block_fn blk, const float *x, size_t ldx, size_t n_tok, const float *w, size_t ldw,
+    size_t n_rows, size_t n, float *y, size_t ldy)
+{
+    size_t r = 0;
+    for (; r + 4 <= n_rows; r += 4) {
+        size_t t = 0;
+        for (; t + 2 <= n_tok; t += 2)
+            blk(x + t * ldx, ldx, 2, w + r * ldw, ldw, 4, n, y + t * ldy + r, ldy);
+        for (; t < n_tok; t++) blk(x + t * ldx, ldx, 1, w + r * ldw, ldw, 4, n, y + t * ldy + r, ldy);
+    }
+    for (; r < n_rows; r++)
+        for (size_t t = 0; t < n_tok; t++)
+            blk(x + t * ldx, ldx, 1, w + r * ldw, ldw, 1, n, y + t * ldy + r, ldy);
+}
+
 /* ---- fast exact dQuantize<0> over qt_dynamic_map (double quantization) ----
  * For a non-NaN xn, qt_dq8_code(qt_dynamic_map, xn) is the nearest-entry
  * search, monotone in xn: it equals #{k < 255 : xn > P[k]} where P[k] is the
@@ -193,6 +217,16 @@ bool qt_absmax_blocks_ref(qt_src_type t, const void *src, size_t n, size_t block
  *     y = 0; for k = 0 .. n_in-1: y = fmaf(x[k], w[k], y)
  * whatever the tiling, the token count or the threads (AVX2 and AVX-512
  * give the same bits). The ref ISA keeps dot_tile (a mul + add chain). */
+typedef struct qt_dq_ctx qt_dq_ctx;
+
+/* The fused decoding hook of one scheme on one ISA (quant.h, "adding a
+ * scheme"): y[j] for j < nr = the dot of stored row r0 + j with x (n_in,),
+ * bit-identical to qt_dot_rows_ref over the rows qt_dq_range gives, i.e.
+ *     y = +0.0f; for k = 0 .. n_in-1: y = fmaf(x[k], W[r0+j][k], y)
+ * Single thread, no allocation; the driver splits rows across threads. */
+typedef void (*qt_dot_rows_fn)(const qt_dq_ctx *c, size_t r0, size_t nr, const float *x,
+                               float *y);
+
 typedef struct qt_mm_ops {
     size_t nr; /* outputs per micro-panel (0 = no packed GEMM: use dot_tile) */
     size_t mr; /* tokens per register block */
@@ -215,6 +249,9 @@ typedef struct qt_mm_ops {
      * micro-panels of kc x nr (from y when acc, else from +0). */
     void (*gemm)(const float *x, size_t ldx, size_t n_tok, const float *panels, size_t n_pan,
                  size_t kc, size_t nc, float *y, size_t ldy, bool acc);
+    /* fused decoding dot per scheme (one token); NULL = dequantize the rows
+     * and run the packed GEMM (the same bits) */
+    qt_dot_rows_fn dot_rows[QT_SCHEME_COUNT];
 } qt_mm_ops;
 
 extern const qt_mm_ops qt_mm_ops_ref;
@@ -227,14 +264,49 @@ const qt_mm_ops *qt_mm_ops_for(const qt_kernels *k);
 
 /* Everything qt_dq_range needs about one weight, resolved once (maps copied
  * out of possibly unaligned storage). Read-only once built: threads share it. */
-typedef struct qt_dq_ctx {
+struct qt_dq_ctx {
     const qt_qweight *w;
     const qt_kernels *k;
     const qt_mm_ops *ops;
+    const qt_scheme_ops *so; /* the weight's scheme hooks */
     float map4[16];
     float nmap[256];   /* double-quant nested map */
     float map8[256];   /* int8-blockwise map */
-} qt_dq_ctx;
+};
+
+/* ---- the stored-weight hooks of a scheme (quant.h, "adding a scheme") -----
+ * One row per scheme, named by its qt_scheme_info row (quant/scheme.c);
+ * the built-in ones are in quant/weights.c. Every hook is single-threaded,
+ * allocation-free and reads w's borrowed (maybe unaligned) pointers only. */
+struct qt_scheme_ops {
+    /* what w needs beyond the common checks of qt_qweight_check (non-NULL
+     * data, non-zero sizes without overflow): QT_OK or QT_ERR_ARG */
+    qt_status (*check)(const qt_qweight *w);
+    /* resolves what every range needs once (maps) into c; NULL = nothing */
+    void (*init)(qt_dq_ctx *c);
+    /* flat elements [i0, i0+len) of w as fp32 into dst: the scheme's exact
+     * dequantization, bit-identical on every ISA (it may use c->k / c->ops
+     * conversions, which are) */
+    void (*dq_range)(const qt_dq_ctx *c, size_t i0, size_t len, float *dst);
+    /* the bytes of w->data holding flat elements [i0, i0+len), len > 0:
+     * [*b0, *b1) (scales excluded); used for prefetching only */
+    void (*byte_range)(const qt_qweight *w, size_t i0, size_t len, size_t *b0, size_t *b1);
+    /* bytes of the scales and other companions a full pass reads beyond
+     * byte_range of every element; NULL = none (e.g. q8: scales in blocks) */
+    uint64_t (*scale_bytes)(const qt_qweight *w);
+};
+
+extern const qt_scheme_ops qt_ops_4bit;       /* nf4, fp4 */
+extern const qt_scheme_ops qt_ops_blockwise8; /* int8-blockwise */
+extern const qt_scheme_ops qt_ops_q8;
+extern const qt_scheme_ops qt_ops_int8;       /* LLM.int8 row-wise */
+extern const qt_scheme_ops qt_ops_half;       /* bf16, fp16 */
+extern const qt_scheme_ops qt_ops_f32;
+extern const qt_scheme_ops qt_ops_blk;        /* GGML block types q4_0 .. q6_k */
+
+/* y[j] = +0 fma chain of x with rows[j * n_in ..] (n_in), j < nr: the
+ * definition every fused dot_rows kernel reproduces bit for bit. */
+void qt_dot_rows_ref(const float *rows, size_t n_in, size_t nr, const float *x, float *y);
 
 void qt_dq_ctx_init(qt_dq_ctx *c, const qt_kernels *k, const qt_qweight *w);
 /* Flat elements [i0, i0+len) of the weight into dst (spec §5 arithmetic,
@@ -245,9 +317,99 @@ void qt_dq_range(const qt_dq_ctx *c, size_t i0, size_t len, float *dst);
  * streams than the hardware prefetchers follow. */
 void qt_dq_prefetch(const qt_dq_ctx *c, size_t i0, size_t len);
 
+/* the fused decoding dots (qt_dot_rows_fn) per ISA (quant/gemv_*.c): plain
+ * rows read in place, and "dq" for any scheme through qt_dq_range */
+#if defined(__x86_64__)
+void qt_gemv_f32_avx512(const qt_dq_ctx *c, size_t r0, size_t nr, const float *x, float *y);
+void qt_gemv_bf16_avx512(const qt_dq_ctx *c, size_t r0, size_t nr, const float *x, float *y);
+void qt_gemv_f16_avx512(const qt_dq_ctx *c, size_t r0, size_t nr, const float *x, float *y);
+void qt_gemv_dq_avx512(const qt_dq_ctx *c, size_t r0, size_t nr, const float *x, float *y);
+void qt_gemv_f32_avx2(const qt_dq_ctx *c, size_t r0, size_t nr, const float *x, float *y);
+void qt_gemv_dq_avx2(const qt_dq_ctx *c, size_t r0, size_t nr, const float *x, float *y);
+#endif
+
+/* the peak-FMA probe per ISA (quant/probe*.c) */
+#if defined(__x86_64__)
+uint64_t qt_fma_burn_avx2(size_t iters, float *sink);
+uint64_t qt_fma_burn_avx512(size_t iters, float *sink);
+#endif
+
 /* scalar definitions of the qt_mm_ops conversions */
 void qt_cvt_half_ref(bool bf16, const void *src, size_t n, float *dst);
 void qt_cvt_i8_ref(const int8_t *q, size_t n, float s, float c, float *dst);
 void qt_cvt_map8_ref(const uint8_t *code, size_t n, const float map[256], float a, float *dst);
+
+/* ---- GGML block types (ggml_blocks.c, kquants*.c) ---------------------------- */
+
+/* Per-ISA block ops, indexed by qt_scheme (empty rows: not a block type). */
+extern const qt_blk_ops qt_blk_ops_ref[QT_SCHEME_COUNT];
+#if defined(__x86_64__)
+extern const qt_blk_ops qt_blk_ops_avx2[QT_SCHEME_COUNT];
+extern const qt_blk_ops qt_blk_ops_avx512[QT_SCHEME_COUNT];
+#endif
+
+typedef void (*qt_blk_deq_fn)(const void *blocks, float *y, size_t n);
+
+/* x86 cvttss2si: toward zero, INT32_MIN for NaN / out of range. */
+int32_t qt_blk_trunc_i32(float v);
+/* fp16 store / load (round to nearest even) at any alignment. */
+void qt_blk_put_fp16(unsigned char *p, float v);
+float qt_blk_get_fp16(const unsigned char *p);
+/* The element of largest |x| among x[0..n), sign kept, the first on a tie
+ * (NaN never); *amax (may be NULL) gets its magnitude. */
+float qt_blk_signed_extreme(const float *x, int n, float *amax);
+/* The dot definition's final reduction of the 16 lane sums. */
+float qt_blk_sum16(const float acc[16]);
+/* The dot definition with a block dequantizer (blocks of block <= 256). */
+float qt_blk_dot_ref(qt_blk_deq_fn deq, size_t block, size_t block_bytes, const void *blocks,
+                     const float *x, size_t n);
+
+/* Scalar definitions of the block types (ggml_blocks.c, kquants.c) */
+#define QT_KQ_DECLARE(t)                                                        \
+    void qt_##t##_quantize_ref(const float *x, void *blocks, size_t n);         \
+    void qt_##t##_dequantize_ref(const void *blocks, float *y, size_t n);       \
+    float qt_##t##_dot_ref(const void *blocks, const float *x, size_t n);
+QT_KQ_DECLARE(q8_0)
+QT_KQ_DECLARE(q4_0)
+QT_KQ_DECLARE(q4_1)
+QT_KQ_DECLARE(q5_0)
+QT_KQ_DECLARE(q5_1)
+QT_KQ_DECLARE(q2_k)
+QT_KQ_DECLARE(q3_k)
+QT_KQ_DECLARE(q4_k)
+QT_KQ_DECLARE(q5_k)
+QT_KQ_DECLARE(q6_k)
+#undef QT_KQ_DECLARE
+/* The per-super-block tails of the K-quant quantizers after the group fits
+ * (shared by the SIMD files): b is the block being written, L (256,) the
+ * codes of the fits, updated in place. */
+typedef void (*qt_kq_requant_fn)(const float *x, int n, float d, float dm, int lo, int hi,
+                                 uint8_t *L);
+void qt_kq_requant_ref(const float *x, int n, float d, float dm, int lo, int hi, uint8_t *L);
+void qt_kq_finish_k4(const float *x, const float *scales, const float *mins, int nmax,
+                     unsigned char *b, uint8_t *L, qt_kq_requant_fn rq);
+void qt_kq_q4_k_pack(const uint8_t *L, unsigned char *b);
+/* Group j's 6-bit scale *d and min *m from q4_k / q5_k scales[12]. */
+void qt_kq_get_scale_min_k4(int j, const uint8_t *q, uint8_t *d, uint8_t *m);
+/* Group j's signed scale (-32 .. 31) from q3_k scales[12]. */
+int qt_kq_q3_scale(const uint8_t *s, int j);
+void qt_kq_q5_k_pack(const uint8_t *L, unsigned char *b);
+void qt_kq_q2_k_finish(const float *x, const float *scales, const float *mins, uint8_t *L,
+                       unsigned char *b, qt_kq_requant_fn rq);
+void qt_kq_q3_k_finish(const float *x, const float *scales, uint8_t *L, unsigned char *b,
+                       qt_kq_requant_fn rq);
+void qt_kq_q6_k_finish(const float *x, const float *scales, uint8_t *L, unsigned char *b,
+                       qt_kq_requant_fn rq);
+
+/* ggml's nearest_int: round through the 1.5 * 2^23 addend (exact for
+ * |v| <= 2^22 - 1; other inputs give ggml's same garbage). */
+static inline int qt_kq_nearest_int(float v)
+{
+    float t = v + 12582912.0f;
+    int32_t i;
+    memcpy(&i, &t, 4);
+    return (i & 0x007fffff) - 0x00400000;
+}
+
 
 #endif

@@ -31,6 +31,13 @@ head -c 16 "$tmp/p.txt" | grep -q "^Once upon a time$" || { echo "prompt not ech
 "$QTOOL" generate "$MODEL" -n 40 --temp 0.9 --seed 7 >"$tmp/s2.txt" 2>/dev/null || exit 1
 cmp -s "$tmp/s1.txt" "$tmp/s2.txt" || { echo "seeded sampling not repeatable"; exit 1; }
 
+# a context capped by a sliding window: the message does not offer --ctx
+mkdir "$tmp/sw" && cp "$MODEL"/*.safetensors "$MODEL"/tokenizer* "$tmp/sw/" &&
+  sed 's/^{/{"sliding_window": 64, /' "$MODEL/config.json" >"$tmp/sw/config.json" || exit 1
+"$QTOOL" generate "$tmp/sw" -n 100 >/dev/null 2>"$tmp/sw.txt"; rc=$?
+[ $rc = 2 ] && grep -q "sliding window" "$tmp/sw.txt" && ! grep -q -- "--ctx" "$tmp/sw.txt" ||
+  { echo "window-capped context: exit $rc"; cat "$tmp/sw.txt"; exit 1; }
+
 # usage errors exit 2, a missing model exits 2 (bad input)
 "$QTOOL" generate >/dev/null 2>&1; [ $? = 2 ] || { echo "no MODEL: expected exit 2"; exit 1; }
 "$QTOOL" generate "$MODEL" -n x >/dev/null 2>&1; [ $? = 2 ] || { echo "bad -n: expected exit 2"; exit 1; }

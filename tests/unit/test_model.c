@@ -500,6 +500,10 @@ Test(model, unsupported_configurations_are_refused)
     cr_assert(eq(int, open_with_config_opts("{\"architectures\": [\"MistralForCausalLM\"], \"sliding_window\": 128, " BASE_CONFIG "}", &o512, err), QT_ERR_UNSUPPORTED));
     cr_assert(ne(ptr, strstr(err, "sliding_window"), NULL), "%s", err);
     cr_assert(eq(int, open_with_config("{\"architectures\": [\"MistralForCausalLM\"], \"sliding_window\": null, " BASE_CONFIG "}", err), QT_OK), "%s", err);
+    /* Qwen2 windows only layers >= max_window_layers (transformers): with 5
+     * layers, max_window_layers 5 means full attention everywhere */
+    cr_assert(eq(int, open_with_config_opts("{\"architectures\": [\"Qwen2ForCausalLM\"], \"attention_bias\": false, \"use_sliding_window\": true, \"sliding_window\": 128, \"max_window_layers\": 5, " BASE_CONFIG "}", &o512, err), QT_OK), "%s", err);
+    cr_assert(eq(int, open_with_config_opts("{\"architectures\": [\"Qwen2ForCausalLM\"], \"attention_bias\": false, \"use_sliding_window\": true, \"sliding_window\": 128, \"max_window_layers\": 4, " BASE_CONFIG "}", &o512, err), QT_ERR_UNSUPPORTED));
     /* the weights do not fit the shape */
     cr_assert(eq(int, open_with_config("{\"architectures\": [\"LlamaForCausalLM\"], \"hidden_size\": 128, \"intermediate_size\": 172, \"num_hidden_layers\": 5, \"num_attention_heads\": 8, \"vocab_size\": 512}", err), QT_ERR_FORMAT));
     /* Qwen2 expects q/k/v biases */

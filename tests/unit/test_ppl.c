@@ -17,6 +17,7 @@
 #include <omp.h>
 #endif
 
+#include "bench/bench.h"
 #include "bench/ppl.h"
 #include "bench/svg.h"
 #include "common/sha256.h"
@@ -324,9 +325,66 @@ static void convert_to(const char *out, qt_scheme scheme, bool dq)
     qt_conv_free(c);
 }
 
+/* NF4 of the bf16 model: by default every dequantized weight is rounded to
+ * bf16 as bitsandbytes returns it (quant_state dtype bfloat16), which moves
+ * the logits a little against the exact fp32 dequantization (dq_fp32). */
+Test(ppl, nf4_of_bf16_model_rounds_weights_to_bf16_by_default, .init = load_data)
+{
+    char dir[64], q[128], src[512], err[QT_ERRMSG_SIZE] = "";
+    cr_assert(not(eq(ptr, (char *)qt_test_tmpdir(dir, sizeof dir), NULL)));
+    snprintf(q, sizeof q, "%s/nf4-bf16", dir);
+    qt_test_data_path(src, sizeof src, "models/stories260K-bf16");
+    qt_conv_opts co = {.in = src, .out = q, .scheme = QT_SCHEME_NF4, .double_quant = true};
+    qt_conv *c = NULL;
+    cr_assert(eq(int, qt_conv_plan(&co, &c, err), QT_OK), "%s", err);
+    cr_assert(eq(int, qt_conv_run(c, err), QT_OK), "%s", err);
+    qt_conv_free(c);
+    const int32_t toks[4] = {1, 403, 407, 261};
+    float lg[2][4 * 512];
+    for (int v = 0; v < 2; v++) {
+        qt_model_opts mo = {.n_ctx = 16, .dq_fp32 = v == 1};
+        qt_model *m = NULL;
+        cr_assert(eq(int, qt_model_open(q, &mo, &m, err), QT_OK), "%s", err);
+        cr_assert(eq(sz, qt_model_get_config(m)->vocab_size, 512));
+        cr_assert(eq(int, qt_model_eval(m, toks, 4, 0, lg[v]), QT_OK));
+        qt_model_free(m);
+    }
+    double worst = 0;
+    size_t differ = 0;
+    for (size_t i = 0; i < 4 * 512; i++) {
+        worst = fmax(worst, fabs((double)lg[0][i] - lg[1][i]));
+        differ += lg[0][i] != lg[1][i];
+    }
+    cr_assert(gt(sz, differ, 0));    /* the rounding reaches the logits */
+    cr_assert(lt(dbl, worst, 0.25)); /* and stays a rounding (bf16: 2^-9 relative) */
+}
+
 static bool same_double(double a, double b)
 {
     return memcmp(&a, &b, sizeof a) == 0;
+}
+
+/* A vocabulary over 8192 keeps the cached distributions in fp16 but each
+ * scored token's log-prob in fp32: BASE's perplexity from the cache equals,
+ * bit for bit, that of the same model evaluated again (fp16-rounded
+ * log-probs would move it by ~1e-4 relative). */
+Test(ppl, large_vocab_base_ppl_is_exact_from_fp16_cache, .init = load_data)
+{
+    char dir[64], syn[128], err[QT_ERRMSG_SIZE] = "";
+    cr_assert(not(eq(ptr, (char *)qt_test_tmpdir(dir, sizeof dir), NULL)));
+    snprintf(syn, sizeof syn, "%s/syn9000", dir);
+    qt_bench_synth_opts so = {.hidden = 64, .intermediate = 128, .layers = 1, .heads = 2,
+                              .kv_heads = 1, .vocab = 9000, .dtype = "fp32", .seed = 3};
+    cr_assert(eq(int, qt_bench_synth(&so, syn, NULL, err), QT_OK), "%s", err);
+    const char *m[2] = {syn, syn};
+    qt_ppl_opts o = {.ctx = 64, .max_chunks = 4, .tokenizer = g_model, .tmp_dir = dir};
+    qt_ppl_result *r = NULL;
+    cr_assert(eq(int, qt_ppl_compare(m, 2, g_text, g_text_n, &o, &r, err), QT_OK), "%s", err);
+    cr_assert(eq(sz, r->value_bytes, 2)); /* the distributions are cached in fp16 */
+    cr_assert(eq(int, (int)same_double(r->models[0].ppl, r->models[1].ppl), 1), "%.17g vs %.17g",
+              r->models[0].ppl, r->models[1].ppl);
+    cr_assert(gt(dbl, r->models[0].ppl, 1.0));
+    qt_ppl_result_free(r);
 }
 
 Test(ppl, model_against_itself, .init = load_data)
@@ -415,7 +473,9 @@ Test(ppl, protocol_matches_direct_evaluation, .init = load_data)
     }
 }
 
-Test(ppl, identical_with_1_and_2_threads, .init = load_data)
+/* 2 and 3 threads: a tiny model runs one chunk per thread (a partial last
+ * group with 3), with the same figures as 1 thread. */
+Test(ppl, identical_with_1_2_and_3_threads, .init = load_data)
 {
 #ifndef _OPENMP
     cr_skip_test("built without OpenMP");
@@ -427,23 +487,25 @@ Test(ppl, identical_with_1_and_2_threads, .init = load_data)
     const char *m[2] = {g_model, q};
     omp_set_num_threads(1);
     qt_ppl_result *a = compare(m, 2, 128, 0, QT_PPL_SCORE_HALF, NULL, dir);
-    omp_set_num_threads(2);
-    qt_ppl_result *b = compare(m, 2, 128, 0, QT_PPL_SCORE_HALF, NULL, dir);
     cr_assert(eq(int, a->threads, 1));
-    cr_assert(eq(int, b->threads, 2));
-    for (int i = 0; i < 2; i++) {
-        const qt_ppl_model *x = &a->models[i], *y = &b->models[i];
-        cr_assert(eq(int, (int)same_double(x->ppl, y->ppl), 1), "model %d: %.17g vs %.17g", i,
-                  x->ppl, y->ppl);
-        cr_assert(eq(int, (int)same_double(x->ppl_err, y->ppl_err), 1));
-        cr_assert(eq(int, (int)same_double(x->kl_mean, y->kl_mean), 1));
-        cr_assert(eq(int, (int)same_double(x->kl_p99, y->kl_p99), 1));
-        cr_assert(eq(int, (int)same_double(x->top1, y->top1), 1));
-        cr_assert(eq(int, (int)same_double(x->dp_mean, y->dp_mean), 1));
+    for (int th = 2; th <= 3; th++) {
+        omp_set_num_threads(th);
+        qt_ppl_result *b = compare(m, 2, 128, 0, QT_PPL_SCORE_HALF, NULL, dir);
+        cr_assert(eq(int, b->threads, th));
+        for (int i = 0; i < 2; i++) {
+            const qt_ppl_model *x = &a->models[i], *y = &b->models[i];
+            cr_assert(eq(int, (int)same_double(x->ppl, y->ppl), 1), "model %d: %.17g vs %.17g", i,
+                      x->ppl, y->ppl);
+            cr_assert(eq(int, (int)same_double(x->ppl_err, y->ppl_err), 1));
+            cr_assert(eq(int, (int)same_double(x->kl_mean, y->kl_mean), 1));
+            cr_assert(eq(int, (int)same_double(x->kl_p99, y->kl_p99), 1));
+            cr_assert(eq(int, (int)same_double(x->top1, y->top1), 1));
+            cr_assert(eq(int, (int)same_double(x->dp_mean, y->dp_mean), 1));
+        }
+        qt_ppl_result_free(b);
     }
     cr_assert(gt(dbl, a->models[1].kl_mean, 0.0)); /* a real comparison */
     qt_ppl_result_free(a);
-    qt_ppl_result_free(b);
 #endif
 }
 

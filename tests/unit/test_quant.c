@@ -788,6 +788,16 @@ static built build_weight(qt_scheme s, bool nested, size_t n_out, size_t n_in, s
         b.w.data = h;
         break;
     }
+    case QT_SCHEME_Q4_0: case QT_SCHEME_Q4_1: case QT_SCHEME_Q5_0: case QT_SCHEME_Q5_1:
+    case QT_SCHEME_Q2_K: case QT_SCHEME_Q3_K: case QT_SCHEME_Q4_K: case QT_SCHEME_Q5_K:
+    case QT_SCHEME_Q6_K: { /* GGML block types: rows of whole blocks */
+        unsigned char *d = malloc(n_out * qt_blk_row_bytes(s, n_in) + 1);
+        cr_assert(eq(int, qt_blk_quantize(NULL, s, QT_SRC_F32, wf, n_out, n_in, false, d + 1,
+                                          NULL), QT_OK));
+        b.bufs[0] = d;
+        b.w.data = d + 1; /* odd address: the unaligned path */
+        break;
+    }
     default: {
         /* fp32 at an odd address: exercises the unaligned path */
         unsigned char *p = malloc(n * 4 + 1);
@@ -1290,6 +1300,94 @@ ParameterizedTest(qt_isa *isa, quant_isa, gemm_is_one_fma_chain_for_any_tiling_a
         free(want);
         for (int v = 0; v < 4; v++) free(y[v]);
     }
+}
+
+/* The scheme table drives the matmul (quant.h, "adding a scheme"): every row
+ * that takes weights has all its hooks, and every fused dot_rows of every
+ * ISA gives the bits of qt_dot_rows_ref over the dequantized rows, for row
+ * ranges that start and end inside blocks. */
+Test(quant, scheme_hooks_complete_and_fused_dots_match_ref)
+{
+    unsigned long long seed = qt_test_seed(DEFAULT_SEED + 13);
+    const size_t n_out = 37, max_in = 512;
+    float *wf = malloc(n_out * max_in * 4), *dq = malloc(n_out * max_in * 4);
+    float *x = malloc(max_in * 4);
+    float want[8], got[8];
+    for (size_t i = 0; i < n_out * max_in; i++) wf[i] = qt_test_gauss(&seed) * 0.05f;
+    for (size_t i = 0; i < max_in; i++) x[i] = qt_test_gauss(&seed);
+    for (size_t si = 0; si < qt_scheme_count(); si++) {
+        const qt_scheme_info *info = qt_scheme_info_at(si);
+        const qt_scheme_ops *so = info->ops;
+        /* GGML block types need rows of whole blocks (2 K super-blocks) */
+        bool blk = info->block_bytes && info->scheme != QT_SCHEME_Q8;
+        const size_t n_in = blk ? max_in : 172;
+        cr_assert(so && so->check && so->dq_range && so->byte_range, "%s", info->name);
+        built b = build_weight(info->scheme, info->scheme == QT_SCHEME_NF4, n_out, n_in,
+                               info->default_block, wf);
+        cr_assert(eq(int, qt_qweight_check(&b.w), QT_OK), "%s", info->name);
+        cr_assert(eq(int, qt_dequantize(&qt_kernels_ref, &b.w, QT_SRC_F32, dq), QT_OK));
+        for (qt_isa isa = 0; isa < QT_ISA_COUNT; isa++) {
+            const qt_kernels *k = qt_kernels_for(isa);
+            qt_dot_rows_fn dot = k ? qt_mm_ops_for(k)->dot_rows[info->scheme] : NULL;
+            if (!dot) continue;
+            qt_dq_ctx c;
+            qt_dq_ctx_init(&c, k, &b.w);
+            for (size_t r0 = 0; r0 + 8 <= n_out; r0 += 7) {
+                qt_dot_rows_ref(dq + r0 * n_in, n_in, 8, x, want);
+                dot(&c, r0, 8, x, got);
+                for (size_t j = 0; j < 8; j++)
+                    cr_assert(eq(u32, qt_f32_bits(got[j]), qt_f32_bits(want[j])),
+                              "%s %s row %zu", info->name, qt_isa_name(isa), r0 + j);
+            }
+        }
+        built_free(&b);
+    }
+    free(wf);
+    free(dq);
+    free(x);
+}
+
+/* Fidelity with bitsandbytes for 4-bit weights of bf16 / fp16 models: with
+ * round_to each dequantized value is the nearest-even bf16 / fp16 of the
+ * exact fp32 one (what dequantize_4bit returns in the quant_state dtype),
+ * on every ISA, and the matmul multiplies with those values. */
+Test(quant, nf4_round_to_quant_state_dtype)
+{
+    unsigned long long seed = qt_test_seed(DEFAULT_SEED + 14);
+    const size_t n_out = 9, n_in = 172, n = n_out * n_in;
+    float *wf = malloc(n * 4), *exact = malloc(n * 4), *got = malloc(n * 4), *x = malloc(n_in * 4);
+    float y[9];
+    for (size_t i = 0; i < n; i++) wf[i] = qt_test_gauss(&seed) * 0.05f;
+    for (size_t i = 0; i < n_in; i++) x[i] = qt_test_gauss(&seed);
+    built b = build_weight(QT_SCHEME_NF4, true, n_out, n_in, 64, wf);
+    qt_qweight_rows(&qt_kernels_ref, &b.w, 0, n_out, exact);
+    const qt_src_type types[2] = {QT_SRC_BF16, QT_SRC_F16};
+    for (int ti = 0; ti < 2; ti++) {
+        b.w.round_to = types[ti];
+        size_t changed = 0;
+        for (qt_isa isa = 0; isa < QT_ISA_COUNT; isa++) {
+            const qt_kernels *k = qt_kernels_for(isa);
+            if (!k) continue;
+            qt_qweight_rows(k, &b.w, 0, n_out, got);
+            for (size_t i = 0; i < n; i++) {
+                float want = types[ti] == QT_SRC_BF16 ? qt_bf16_to_fp32(qt_fp32_to_bf16(exact[i]))
+                                                      : qt_fp16_to_fp32(qt_fp32_to_fp16(exact[i]));
+                cr_assert(eq(u32, qt_f32_bits(got[i]), qt_f32_bits(want)), "%s %zu",
+                          qt_isa_name(isa), i);
+                changed += want != exact[i];
+            }
+            if (isa == QT_ISA_REF) continue;
+            cr_assert(eq(int, qt_matmul(k, &b.w, x, 1, y), QT_OK));
+            for (size_t o = 0; o < n_out; o++)
+                cr_assert(eq(u32, qt_f32_bits(y[o]), qt_f32_bits(fma_chain(x, got + o * n_in, n_in))));
+        }
+        cr_assert(gt(sz, changed, 0)); /* the rounding is visible */
+    }
+    built_free(&b);
+    free(wf);
+    free(exact);
+    free(got);
+    free(x);
 }
 
 /* Raw random bytes as weights of every scheme (NaN, Inf, subnormal halves,
