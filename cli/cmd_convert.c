@@ -75,7 +75,13 @@ static void usage(FILE *f, bool dequant)
             "                       keep (the compute dtype, default), bf16, fp16, fp32, int8, q8\n"
             "  --calib-tokens N     token positions sampled per Linear (default 512)\n"
             "  --calib-cache FILE   cache file; --no-calib-cache: none\n"
-            "  --calib-report FILE  the check's JSON report; --html FILE: as an HTML page\n");
+            "  --calib-report FILE  the check's JSON report; --html FILE: as an HTML page\n"
+            "mixed precision by measurement (with --calib; docs/CALIBRATION.md):\n"
+            "  --budget BPW         average bits per weight of the quantizable Linears: keep the\n"
+            "                       modules quantization hurts most (output error on TEXT) in\n"
+            "                       the compute dtype until the budget is spent\n"
+            "  --budget-size SIZE   the same for the bytes of all tensors (K/M/G suffix)\n"
+            "  --budget-order random:SEED  fill the budget in a random order instead (a baseline)\n");
 }
 
 static bool parse_size(const char *s, uint64_t *out)
@@ -96,11 +102,26 @@ static bool parse_size(const char *s, uint64_t *out)
 
 /* *rcp: the GPU reciprocal table run loaded for --match cuda (the caller
  * frees it). */
+/* Loads the calibration set of --calib into *cset and the check's report
+ * (convert --calib, and --budget's --dry-run, which measures first). */
+static int calib_begin(const qt_conv_opts *o, const qt_cli_calib *calib, qt_conv_calib *cal,
+                       qt_calib_set **cset, qt_calib_report *crep, bool quiet)
+{
+    snprintf(crep->original, sizeof crep->original, "%s", o->in);
+    snprintf(crep->quantized, sizeof crep->quantized, "%s", o->out);
+    int rc = qt_cli_calib_load(o->in, calib, cset, crep, quiet);
+    if (rc == QT_EXIT_OK) {
+        cal->set = *cset;
+        cal->report = crep;
+    }
+    return rc;
+}
+
 static int run(int argc, char **argv, bool dequant, uint8_t **rcp)
 {
     enum { O_SCHEME = 256, O_BLOCK, O_NODQ, O_CDT, O_SKIP, O_RECIPE, O_REPORT, O_SHARD, O_NONFIN,
            O_DRY, O_FORCE, O_THREADS, O_QUIET, O_ISA, O_DTYPE, O_IFCH, O_FALLBACK, O_CALREP,
-           O_FOLLOW, O_MATCH, O_RCP };
+           O_FOLLOW, O_MATCH, O_RCP, O_BUDGET, O_BUDGET_SIZE, O_BUDGET_ORDER };
     static const struct option opts[] = {
         {"scheme", required_argument, 0, O_SCHEME},
         {"block", required_argument, 0, O_BLOCK},
@@ -130,6 +151,9 @@ static int run(int argc, char **argv, bool dequant, uint8_t **rcp)
         {"html", required_argument, 0, QT_CLI_CALIB_HTML},
         {"fallback", optional_argument, 0, O_FALLBACK},
         {"calib-report", required_argument, 0, O_CALREP},
+        {"budget", required_argument, 0, O_BUDGET},
+        {"budget-size", required_argument, 0, O_BUDGET_SIZE},
+        {"budget-order", required_argument, 0, O_BUDGET_ORDER},
         {"help", no_argument, 0, 'h'},
         {0, 0, 0, 0}};
     qt_conv_opts o = {.scheme = QT_SCHEME_NF4, .double_quant = true};
@@ -140,6 +164,7 @@ static int run(int argc, char **argv, bool dequant, uint8_t **rcp)
     size_t n_skip = 0;
     const char *report = NULL, *isa = NULL, *match = NULL, *rcp_path = NULL;
     bool dry = false, quiet = false, if_changed = false;
+    const char *argv_budget = NULL;
     long threads = 0, block = 0;
     int c;
     if (dequant) o.scheme = QT_SCHEME_BF16;
@@ -210,6 +235,32 @@ static int run(int argc, char **argv, bool dequant, uint8_t **rcp)
             break;
         }
         case O_CALREP: calib_report = optarg; break;
+        case O_BUDGET: {
+            char *end;
+            argv_budget = optarg;
+            o.budget_bpw = strtod(optarg, &end);
+            if (end == optarg || *end || !(o.budget_bpw > 0) || o.budget_bpw > 64) {
+                qt_cli_error("--budget '%s': expected bits per weight, e.g. 4.8", optarg);
+                return QT_EXIT_USAGE;
+            }
+            break;
+        }
+        case O_BUDGET_ORDER: {
+            char *end = NULL;
+            if (strncmp(optarg, "random:", 7) == 0)
+                o.budget_random = strtoull(optarg + 7, &end, 10);
+            if (strcmp(optarg, "measured") != 0 && (!end || *end || o.budget_random == 0)) {
+                qt_cli_error("--budget-order '%s': measured or random:SEED (SEED > 0)", optarg);
+                return QT_EXIT_USAGE;
+            }
+            break;
+        }
+        case O_BUDGET_SIZE:
+            if (!parse_size(optarg, &o.budget_bytes)) {
+                qt_cli_error("--budget-size '%s': expected a size such as 700M", optarg);
+                return QT_EXIT_USAGE;
+            }
+            break;
         default: usage(stderr, dequant); return QT_EXIT_USAGE;
         }
     }
@@ -246,6 +297,14 @@ static int run(int argc, char **argv, bool dequant, uint8_t **rcp)
                              : "--fallback and --calib-report need --calib TEXT");
         return QT_EXIT_USAGE;
     }
+    const bool budget = o.budget_bpw > 0 || o.budget_bytes > 0;
+    if (budget && (!calib.text || cal.fallback_on || (o.budget_bpw > 0 && o.budget_bytes))) {
+        qt_cli_error(!calib.text ? "--budget needs --calib TEXT (the measurement it chooses by)"
+                                 : cal.fallback_on ? "--budget chooses the kept modules itself: not with --fallback"
+                                                   : "--budget and --budget-size: give one");
+        return QT_EXIT_USAGE;
+    }
+    if (budget) calib.max_error = 1e300; /* the budget decides, not the thresholds */
     if (calib.text) {
         o.check = qt_conv_calib_check;
         o.check_ctx = &cal;
@@ -257,6 +316,22 @@ static int run(int argc, char **argv, bool dequant, uint8_t **rcp)
         return qt_cli_exit_for(st);
     }
     if (qt_conv_warning(cv)) fprintf(stderr, "qtool: warning: %s\n", qt_conv_warning(cv));
+    qt_calib_set *cset = NULL;
+    qt_calib_report crep;
+    qt_calib_report_init(&crep);
+    if (dry && budget) { /* the plan of --budget needs the measurements */
+        int rc = calib_begin(&o, &calib, &cal, &cset, &crep, quiet);
+        if (rc == QT_EXIT_OK && (st = qt_conv_measure(cv, err)) != QT_OK) {
+            qt_cli_error("%s", err);
+            rc = qt_cli_exit_for(st);
+        }
+        if (rc != QT_EXIT_OK) {
+            qt_calib_set_free(cset);
+            qt_calib_report_release(&crep);
+            qt_conv_free(cv);
+            return rc;
+        }
+    }
     if (dry) {
         uint64_t tin = 0, tout = 0;
         printf("%-48s %-16s %-6s %-10s %12s %12s  %s\n", "TENSOR", "SHAPE", "DTYPE", "SCHEME",
@@ -282,6 +357,11 @@ static int run(int argc, char **argv, bool dequant, uint8_t **rcp)
                qt_conv_n_items(cv), tin, tout, tin ? 100.0 * (double)tout / (double)tin : 0,
                qt_conv_n_shards(cv), qt_conv_compute_dtype(cv));
         qt_cli_print_needs(cv);
+        if (budget)
+            printf("budget: %.4f bits per weight over the quantizable Linears (asked %s)\n",
+                   qt_conv_budget_bpw(cv), argv_budget ? argv_budget : "a size");
+        qt_calib_set_free(cset);
+        qt_calib_report_release(&crep);
         qt_conv_free(cv);
         return QT_EXIT_OK;
     }
@@ -307,21 +387,15 @@ static int run(int argc, char **argv, bool dequant, uint8_t **rcp)
     sa.sa_handler = on_signal;
     sigaction(SIGINT, &sa, NULL);
     sigaction(SIGTERM, &sa, NULL);
-    qt_calib_set *cset = NULL;
-    qt_calib_report crep;
-    qt_calib_report_init(&crep);
     int calib_rc = QT_EXIT_OK;
     bool had_warning = qt_conv_warning(cv) != NULL;
     if (calib.text) {
-        snprintf(crep.original, sizeof crep.original, "%s", o.in);
-        snprintf(crep.quantized, sizeof crep.quantized, "%s", o.out);
-        calib_rc = qt_cli_calib_load(o.in, &calib, &cset, &crep, quiet);
+        calib_rc = calib_begin(&o, &calib, &cal, &cset, &crep, quiet);
         if (calib_rc != QT_EXIT_OK) {
+            qt_calib_report_release(&crep);
             qt_conv_free(cv);
             return calib_rc;
         }
-        cal.set = cset;
-        cal.report = &crep;
     }
     double t0 = qt_now();
     st = qt_conv_run(cv, err);
