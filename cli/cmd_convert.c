@@ -83,14 +83,20 @@ static void usage(FILE *f, bool dequant)
             "                       keep (the compute dtype, default), bf16, fp16, fp32, int8, q8\n"
             "  --calib-tokens N     token positions sampled per Linear (default 512)\n"
             "  --calib-cache FILE   cache file; --no-calib-cache: none\n"
-            "  --calib-report FILE  the check's JSON report; --html FILE: as an HTML page\n");
+            "  --calib-report FILE  the check's JSON report; --html FILE: as an HTML page\n"
+            "mixed precision by measurement (with --calib; docs/CALIBRATION.md):\n"
+            "  --budget BPW         average bits per weight of the quantizable Linears: keep the\n"
+            "                       modules quantization hurts most (output error on TEXT) in\n"
+            "                       the compute dtype until the budget is spent\n"
+            "  --budget-size SIZE   the same for the bytes of all tensors (K/M/G suffix)\n"
+            "  --budget-order random:SEED  fill the budget in a random order instead (a baseline)\n");
 }
 
 /* ---- the command line ------------------------------------------------------ */
 
 enum { O_SCHEME = 256, O_BLOCK, O_NODQ, O_CDT, O_SKIP, O_RECIPE, O_REPORT, O_SHARD, O_NONFIN,
        O_DRY, O_FORCE, O_THREADS, O_QUIET, O_ISA, O_DTYPE, O_IFCH, O_FALLBACK, O_CALREP,
-       O_FOLLOW, O_MATCH, O_RCP };
+       O_FOLLOW, O_MATCH, O_RCP, O_BUDGET, O_BUDGET_SIZE, O_BUDGET_ORDER };
 
 static const struct option OPTS[] = {
     {"scheme", required_argument, 0, O_SCHEME},
@@ -115,6 +121,9 @@ static const struct option OPTS[] = {
     QT_CLI_CALIB_OPTIONS, /* calibration check (cli/cmd_validate.c) */
     {"fallback", optional_argument, 0, O_FALLBACK},
     {"calib-report", required_argument, 0, O_CALREP},
+    {"budget", required_argument, 0, O_BUDGET},
+    {"budget-size", required_argument, 0, O_BUDGET_SIZE},
+    {"budget-order", required_argument, 0, O_BUDGET_ORDER},
     {"help", no_argument, 0, 'h'},
     {0, 0, 0, 0}};
 
@@ -131,6 +140,7 @@ typedef struct convert_args {
     const char *match, *rcp_path; /* --match, --rcp-table */
     uint8_t *rcp;               /* --match cuda: the GPU reciprocal table (owned) */
     bool dry, quiet, if_changed;
+    const char *budget_arg;     /* --budget as given, for the dry-run line */
     long threads;
 } convert_args;
 
@@ -168,6 +178,28 @@ static int parse_fallback(convert_args *a, const char *arg)
     a->cal.fallback_on = true;
     a->cal.fallback = s ? s->scheme : QT_SCHEME_COUNT;
     return -1;
+}
+
+/* --budget BPW, --budget-size SIZE, --budget-order measured|random:SEED. */
+static int parse_budget(convert_args *a, int c, const char *arg)
+{
+    char *end = NULL;
+    if (c == O_BUDGET) {
+        a->budget_arg = arg;
+        a->o.budget_bpw = strtod(arg, &end);
+        if (end != arg && !*end && a->o.budget_bpw > 0 && a->o.budget_bpw <= 64) return -1;
+        qt_cli_error("--budget '%s': expected bits per weight, e.g. 4.8", arg);
+        return QT_EXIT_USAGE;
+    }
+    if (c == O_BUDGET_SIZE) {
+        if (qt_cli_parse_size(arg, &a->o.budget_bytes)) return -1;
+        qt_cli_error("--budget-size '%s': expected a size such as 700M", arg);
+        return QT_EXIT_USAGE;
+    }
+    if (!strncmp(arg, "random:", 7)) a->o.budget_random = strtoull(arg + 7, &end, 10);
+    if (!strcmp(arg, "measured") || (end && !*end && a->o.budget_random > 0)) return -1;
+    qt_cli_error("--budget-order '%s': measured or random:SEED (SEED > 0)", arg);
+    return QT_EXIT_USAGE;
 }
 
 /* Applies one option; -1 to go on, or the exit code (help, a bad value). */
@@ -210,6 +242,9 @@ static int parse_option(convert_args *a, int c, const char *arg)
     case 'h': usage(stdout, a->dequant); return QT_EXIT_OK;
     case O_FALLBACK: return parse_fallback(a, arg);
     case O_CALREP: a->calib_report = arg; return -1;
+    case O_BUDGET:
+    case O_BUDGET_SIZE:
+    case O_BUDGET_ORDER: return parse_budget(a, c, arg);
     default: usage(stderr, a->dequant); return QT_EXIT_USAGE;
     }
 }
@@ -272,6 +307,14 @@ static int check_args(convert_args *a)
     int mrc = qt_cli_match_load(a->match, a->rcp_path, &a->rcp); /* --match cuda's table */
     if (mrc != QT_EXIT_OK) return mrc;
     a->o.rcp = a->rcp;
+    const bool budget = a->o.budget_bpw > 0 || a->o.budget_bytes > 0;
+    if (budget && (!a->calib.text || a->cal.fallback_on || (a->o.budget_bpw > 0 && a->o.budget_bytes))) {
+        qt_cli_error(!a->calib.text   ? "--budget needs --calib TEXT (the measurement it chooses by)"
+                     : a->cal.fallback_on ? "--budget chooses the kept modules itself: not with --fallback"
+                                          : "--budget and --budget-size: give one");
+        return QT_EXIT_USAGE;
+    }
+    if (budget) a->calib.max_error = 1e300; /* the budget decides, not the thresholds */
     if (a->calib.text) {
         a->o.check = qt_conv_calib_check;
         a->o.check_ctx = &a->cal;
@@ -331,6 +374,45 @@ static int check_up_to_date(const convert_args *a, const qt_conv *cv)
     return -1;
 }
 
+/* The calibration set of --calib into *cset and the check's report: before
+ * the run, or before a --budget dry run (which measures first). An exit code. */
+static int calib_begin(convert_args *a, qt_calib_set **cset, qt_calib_report *crep)
+{
+    snprintf(crep->original, sizeof crep->original, "%s", a->o.in);
+    snprintf(crep->quantized, sizeof crep->quantized, "%s", a->o.out);
+    int rc = qt_cli_calib_load(a->o.in, &a->calib, cset, crep, a->quiet);
+    if (rc == QT_EXIT_OK) {
+        a->cal.set = *cset;
+        a->cal.report = crep;
+    }
+    return rc;
+}
+
+/* --dry-run with --budget: the measurements and the choice, then the plan
+ * (which shows every kept module) and the bits per weight; an exit code. */
+static int dry_run_budget(convert_args *a, qt_conv *cv)
+{
+    qt_calib_set *cset = NULL;
+    qt_calib_report crep;
+    qt_calib_report_init(&crep);
+    char err[QT_ERRMSG_SIZE] = "";
+    int rc = calib_begin(a, &cset, &crep);
+    qt_status st = rc == QT_EXIT_OK ? qt_conv_measure(cv, err) : QT_OK;
+    if (st != QT_OK) {
+        qt_cli_error("%s", err);
+        rc = qt_cli_exit_for(st);
+    }
+    if (rc == QT_EXIT_OK) {
+        print_plan(cv);
+        qt_cli_print_needs(cv);
+        printf("budget: %.4f bits per weight over the quantizable Linears (asked %s)\n",
+               qt_conv_budget_bpw(cv), a->budget_arg ? a->budget_arg : "a size");
+    }
+    qt_calib_set_free(cset);
+    qt_calib_report_release(&crep);
+    return rc;
+}
+
 /* The conversion itself, with the calibration check around it when asked:
  * the calibration set is built first, the check's report written whatever
  * the verdict. *calib_rc: the exit code of the calibration set (when it could
@@ -346,12 +428,11 @@ static qt_status convert_checked(convert_args *a, qt_conv *cv, int *calib_rc, bo
     *calib_rc = QT_EXIT_OK;
     *ran = false;
     if (a->calib.text) { /* the calibration set, before the run */
-        snprintf(crep.original, sizeof crep.original, "%s", a->o.in);
-        snprintf(crep.quantized, sizeof crep.quantized, "%s", a->o.out);
-        *calib_rc = qt_cli_calib_load(a->o.in, &a->calib, &cset, &crep, a->quiet);
-        if (*calib_rc != QT_EXIT_OK) return QT_ERR_ARG;
-        a->cal.set = cset;
-        a->cal.report = &crep;
+        *calib_rc = calib_begin(a, &cset, &crep);
+        if (*calib_rc != QT_EXIT_OK) {
+            qt_calib_report_release(&crep);
+            return QT_ERR_ARG;
+        }
     }
     qt_status st = qt_conv_run(cv, err);
     *ran = true;
@@ -420,7 +501,9 @@ static int plan_and_run(convert_args *a)
         return qt_cli_exit_for(st);
     }
     if (qt_conv_warning(cv)) fprintf(stderr, "qtool: warning: %s\n", qt_conv_warning(cv));
-    if (a->dry) {
+    if (a->dry && (a->o.budget_bpw > 0 || a->o.budget_bytes > 0)) {
+        rc = dry_run_budget(a, cv);
+    } else if (a->dry) {
         print_plan(cv);
         qt_cli_print_needs(cv); /* peak memory and output size (batch --mem) */
         rc = QT_EXIT_OK;

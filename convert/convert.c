@@ -179,6 +179,9 @@ static qt_status options_string(qt_conv *c, char *errmsg)
     qt_strbuf_printf(&b, "];recipe=%s;max_shard_size=%" PRIu64 ";allow_nonfinite=%d", rhex,
                      o->max_shard_size, o->allow_nonfinite ? 1 : 0);
     if (o->rcp) qt_strbuf_puts(&b, ";match=cuda");
+    if (o->budget_bpw > 0) qt_strbuf_printf(&b, ";budget_bpw=%.17g", o->budget_bpw);
+    if (o->budget_bytes) qt_strbuf_printf(&b, ";budget_bytes=%" PRIu64, o->budget_bytes);
+    if (o->budget_random) qt_strbuf_printf(&b, ";budget_random=%" PRIu64, o->budget_random);
     QT_CHECK(!b.oom, QT_ERR_NOMEM, "out of memory");
     c->options = b.data;
     b.data = NULL;

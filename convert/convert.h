@@ -87,6 +87,13 @@ typedef struct qt_conv_opts {
     qt_conv_check_fn check;    /* calibration check; NULL = none (see qt_conv_check_fn) */
     void *check_ctx;           /* passed to check; borrowed */
     const char *format;        /* output format (formats/outfmt.h); NULL = "safetensors" */
+    /* Mixed precision by measurement (convert/budget.c; needs check =
+     * qt_conv_calib_check): average bits per weight over the quantizable
+     * Linears, or bytes of all tensors; 0 = off. */
+    double budget_bpw;
+    uint64_t budget_bytes;
+    uint64_t budget_random; /* > 0: fill the budget in a random order from this seed instead
+                               of by measurement (the baseline docs/CALIBRATION.md compares) */
 } qt_conv_opts;
 
 typedef struct qt_conv_item {
@@ -96,12 +103,14 @@ typedef struct qt_conv_item {
     size_t block;
     bool double_quant;
     qt_dtype out_dtype;    /* KEEP / COPY: the dtype written */
-    char reason[96];       /* why this action: "default Linear", "--skip 'x'", "recipe rule 2" */
+    char reason[160];      /* why this action: "default Linear", "--skip 'x'", "recipe rule 2" */
     uint64_t bytes_in, bytes_out;
     size_t out_id;         /* the weight's id in the output format (formats/outfmt.h) */
     float nested_offset;   /* double quant */
     /* results of qt_conv_run */
     double seconds;
+    double budget_loss;    /* --budget: the estimated loss e^2 when quantized */
+    size_t budget_rank;    /* --budget: 1-based place in the keep order; 0 = not a candidate */
     bool have_error;
     qt_weight_error error;
 } qt_conv_item;
@@ -122,6 +131,13 @@ const char *qt_conv_compute_dtype(const qt_conv *c);
 const char *qt_conv_warning(const qt_conv *c);
 /* Number of output shards. */
 size_t qt_conv_n_shards(const qt_conv *c);
+/* The calibration measurements and the choices that depend on them
+ * (fallbacks, --budget) without writing: what qt_conv_run does first. For
+ * --dry-run; qt_conv_run does not repeat it. */
+qt_status qt_conv_measure(qt_conv *c, char *errmsg);
+/* --budget: the average bits per weight of the quantizable Linears the
+ * choice gives (after qt_conv_measure / qt_conv_run). */
+double qt_conv_budget_bpw(const qt_conv *c);
 
 /* What a run of the plan will need (convert/estimate.c): peak_bytes, an
  * upper bound of its resident memory with `threads` threads (the byte budget

@@ -4,6 +4,7 @@
 
 #include "convert/convert.h"
 #include "formats/modeldir.h"
+#include "formats/pyjson.h"
 #include "formats/outfmt.h"
 #include "formats/recipe.h"
 
@@ -26,6 +27,9 @@ struct qt_conv {
     double seconds_total;
     char *options;     /* canonical "qtool.options" provenance string (heap) */
     double t_prepass, t_write, t_finish; /* phase times of qt_conv_run, seconds */
+    bool measured;     /* qt_conv_measure done (prepass, check, budget) */
+    uint64_t budget_params; /* --budget: parameters of the quantizable Linears */
+    double budget_bits;     /* --budget: achieved bits per weight */
     bool single_read;  /* no prepass: each weight read once (not with a calibration check) */
 };
 
@@ -53,6 +57,15 @@ uint64_t qt_conv_budget(const qt_conv *c);
  * quantize (o.check; see qt_conv_check_fn), and the "qtool.fallback.*"
  * metadata of its fallbacks into the output. */
 qt_status qt_conv_check_pass(qt_conv *c, char *errmsg);
+/* Re-plans item it as `to` (QT_SCHEME_COUNT = the compute dtype, listed in
+ * llm_int8_skip_modules) with the reason "fallback A->B: why". */
+qt_status qt_conv_apply_fallback(qt_conv *c, qt_conv_item *it, qt_scheme to, const char *why,
+                                 char *errmsg);
+/* convert/budget.c: --budget (see there). */
+bool qt_conv_budget_on(const qt_conv *c);
+qt_status qt_conv_budget_select(qt_conv *c, char *errmsg);
+qt_status qt_conv_budget_metadata(const qt_conv *c, qt_outfmt *out, char *errmsg);
+void qt_conv_budget_report(const qt_conv *c, qt_strbuf *b);
 qt_status qt_conv_fallback_metadata(const qt_conv *c, qt_outfmt *out, char *errmsg);
 
 /* convert/outdir.c. The temporary folder of OUT's base name is

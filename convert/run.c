@@ -609,7 +609,9 @@ static qt_status output_metadata(qt_conv *c, char *errmsg)
 {
     qt_status st = provenance(c, add_meta, c->out);
     if (st != QT_OK) return qt_set_err(errmsg, st, "out of memory");
-    return qt_conv_fallback_metadata(c, c->out, errmsg);
+    st = qt_conv_fallback_metadata(c, c->out, errmsg);
+    if (st == QT_OK) st = qt_conv_budget_metadata(c, c->out, errmsg);
+    return st;
 }
 
 /* Every non-weight file of the input (config.json aside: the format
@@ -628,14 +630,25 @@ fail:
     return st;
 }
 
+qt_status qt_conv_measure(qt_conv *c, char *errmsg)
+{
+    qt_status st = QT_OK;
+    if (c->measured) return QT_OK;
+    if (!c->single_read) QT_TRY(prepass(c, errmsg)); /* else each weight is read once, below */
+    if (c->o.check) QT_TRY(qt_conv_check_pass(c, errmsg)); /* calibration (validate.c) */
+    QT_TRY(qt_conv_budget_select(c, errmsg));             /* --budget (budget.c) */
+    c->measured = true;
+fail:
+    return st;
+}
+
 qt_status qt_conv_run(qt_conv *c, char *errmsg)
 {
     qt_status st = QT_OK;
     bool exists;
     double t0 = qt_now();
     QT_TRY(check_out(c, &exists, errmsg));
-    if (!c->single_read) QT_TRY(prepass(c, errmsg)); /* else each weight is read once, below */
-    if (c->o.check) QT_TRY(qt_conv_check_pass(c, errmsg)); /* calibration (validate.c) */
+    QT_TRY(qt_conv_measure(c, errmsg));
     QT_TRY(output_metadata(c, errmsg));
     /* every weight through the kernels into the output */
     double tw = qt_now();
@@ -715,8 +728,10 @@ qt_status qt_conv_report_json(const qt_conv *c, char **json, char *errmsg)
         jnum(&b, it->seconds);
         qt_strbuf_puts(&b, "}");
     }
-    qt_strbuf_printf(&b, "\n  ],\n  \"bytes_in\": %" PRIu64 ",\n  \"bytes_out\": %" PRIu64 "\n}\n",
-                     tin, tout);
+    qt_strbuf_printf(&b, "\n  ],\n  \"bytes_in\": %" PRIu64 ",\n  \"bytes_out\": %" PRIu64, tin,
+                     tout);
+    qt_conv_budget_report(c, &b);
+    qt_strbuf_puts(&b, "\n}\n");
     if (b.oom) {
         qt_strbuf_release(&b);
         return qt_set_err(errmsg, QT_ERR_NOMEM, "out of memory");

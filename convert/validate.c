@@ -25,8 +25,8 @@ static qt_dtype dtype_of_plain(qt_scheme s)
 }
 
 /* Re-plans an item after a FALLBACK verdict. */
-static qt_status apply_fallback(qt_conv *c, qt_conv_item *it, qt_scheme to, const char *why,
-                                char *errmsg)
+qt_status qt_conv_apply_fallback(qt_conv *c, qt_conv_item *it, qt_scheme to, const char *why,
+                                 char *errmsg)
 {
     qt_status st = QT_OK;
     const char *from = qt_scheme_get(it->scheme)->name;
@@ -100,7 +100,7 @@ qt_status qt_conv_check_pass(qt_conv *c, char *errmsg)
             qt_free(owned);
             owned = NULL;
             if (v == QT_CONV_FALLBACK && round == 0) {
-                QT_TRY(apply_fallback(c, it, fb, "over the output-error threshold", errmsg));
+                QT_TRY(qt_conv_apply_fallback(c, it, fb, "over the output-error threshold", errmsg));
                 continue; /* a quantized fallback is checked once more */
             }
             if (v != QT_CONV_PASS) {
