@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # convert --calib TEXT --budget BPW (issue 18): the modules with the largest
 # measured output error per byte are kept in the compute dtype until the
-# budget is spent; the choice is recorded; a larger budget keeps a superset;
+# budget is spent; the choice is recorded (report, metadata,
 # llm_int8_skip_modules); a larger budget keeps a superset; bad budgets
 # exit 2 with the feasible range and write nothing.
 set -u
