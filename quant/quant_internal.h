@@ -269,6 +269,7 @@ struct qt_dq_ctx {
     const qt_kernels *k;
     const qt_mm_ops *ops;
     const qt_scheme_ops *so; /* the weight's scheme hooks */
+    const qt_half_kernels *hk; /* row conversions of k's ISA (w->round_to) */
     float map4[16];
     float nmap[256];   /* double-quant nested map */
     float map8[256];   /* int8-blockwise map */

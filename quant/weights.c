@@ -37,6 +37,7 @@ static void init4(qt_dq_ctx *c)
     if (w->absmax_q)
         memcpy(c->nmap, w->nested_map ? w->nested_map : (const void *)qt_dynamic_map,
                sizeof c->nmap);
+    c->hk = qt_half_kernels_for(c->k->isa);
 }
 
 /* First-level scale of 4-bit block j (nested: spec §5, two roundings). */
@@ -48,13 +49,24 @@ static float block_scale4(const qt_dq_ctx *c, size_t j)
     return a + w->nested_offset;
 }
 
-/* Rounds v[0..n) to bf16 / fp16 values (nearest even), exactly. */
-static void round_values(qt_src_type t, float *v, size_t n)
+/* Rounds v[0..n) to bf16 / fp16 values (nearest even), exactly, through
+ * the ISA's row conversions (bit-identical to qt_fp32_to_bf16 / _fp16),
+ * a stack buffer of halves at a time. */
+static void round_values(const qt_dq_ctx *c, float *v, size_t n)
 {
-    if (t == QT_SRC_BF16)
-        for (size_t i = 0; i < n; i++) v[i] = qt_bf16_to_fp32(qt_fp32_to_bf16(v[i]));
-    else if (t == QT_SRC_F16)
-        for (size_t i = 0; i < n; i++) v[i] = qt_fp16_to_fp32(qt_fp32_to_fp16(v[i]));
+    const qt_src_type t = c->w->round_to;
+    if (t != QT_SRC_BF16 && t != QT_SRC_F16) return;
+    uint16_t h[256];
+    for (size_t i = 0; i < n; i += 256) {
+        const size_t m = n - i < 256 ? n - i : 256;
+        if (t == QT_SRC_BF16) {
+            c->hk->fp32_to_bf16(v + i, h, m);
+            c->hk->bf16_to_fp32(h, v + i, m);
+        } else {
+            c->hk->fp32_to_fp16(v + i, h, m);
+            c->hk->fp16_to_fp32(h, v + i, m);
+        }
+    }
 }
 
 static void range4(const qt_dq_ctx *c, size_t i0, size_t len, float *dst)
@@ -65,7 +77,7 @@ static void range4(const qt_dq_ctx *c, size_t i0, size_t len, float *dst)
         c->k->dequant4(c->w->data, i, e - i, c->map4, block_scale4(c, i / B), dst + (i - i0));
         i = e;
     }
-    round_values(c->w->round_to, dst, len); /* bitsandbytes' output dtype */
+    round_values(c, dst, len); /* bitsandbytes' output dtype */
 }
 
 static void bytes4(const qt_qweight *w, size_t i0, size_t len, size_t *b0, size_t *b1)
