@@ -53,6 +53,7 @@ void qt_model_free(qt_model *m)
     if (!m) return;
     for (size_t i = 0; i < m->n_owned; i++) qt_aligned_free(m->owned[i]);
     qt_free(m->owned);
+    qt_lora_free(m->lora);
     qt_aligned_free(m->s.att);
     qt_free(m->s.qk_perm);
     qt_free(m->w.layers);
@@ -717,6 +718,7 @@ static qt_status mm(qt_model *m, const qt_qweight *w, const float *x, size_t n, 
     if (st != QT_OK)
         return qt_set_err(m->errmsg, st, "layer %zu: %s: matmul failed (%s)", l, what,
                           qt_status_str(st));
+    if (m->lora) return qt_lora_apply(m, l, what, x, n, y); /* LoRA: y += s B A x */
     return QT_OK;
 }
 

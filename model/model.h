@@ -156,6 +156,31 @@ qt_status qt_model_open_gguf(const char *path, const qt_model_opts *opts, qt_mod
 /* Frees the model, its cache and the files it opened. Accepts NULL. */
 void qt_model_free(qt_model *m);
 
+/* ---- LoRA adapters (model/lora.c, specs/peft-lora.md §5) ---------------- */
+
+struct qt_adapter; /* formats/adapter.h */
+
+/* Runs a PEFT LoRA adapter in the forward pass, unmerged, as PEFT computes
+ * it: every Linear the adapter wraps gives y = W x (+b) + s (B (A x) + b_B)
+ * in fp32, batched over the tokens of a chunk (B A is never formed); the
+ * adapter's full tensors (modules_to_save such as lm_head or embed_tokens,
+ * trained biases) replace the base's with fp32 copies. The adapter is first
+ * checked against the base (qt_adapter_match: names and shapes). On success
+ * the model OWNS ad (freed by qt_model_free); on failure the caller keeps
+ * it and the model is unchanged. The base must be a safetensors model.
+ * @return QT_OK, QT_ERR_ARG (already has one), QT_ERR_FORMAT (mismatch
+ *         with the base), QT_ERR_UNSUPPORTED (GGUF base, a module the
+ *         forward does not run), QT_ERR_NOMEM. */
+qt_status qt_model_set_adapter(qt_model *m, struct qt_adapter *ad, char *errmsg);
+
+/* qt_model_open, then qt_adapter_open(adapter_dir) and qt_model_set_adapter
+ * when adapter_dir is not NULL. Same return values as those. */
+qt_status qt_model_open_adapter(const char *path, const char *adapter_dir,
+                                const qt_model_opts *opts, qt_model **out, char *errmsg);
+
+/* The model's adapter, or NULL. Borrowed, valid until qt_model_free. */
+const struct qt_adapter *qt_model_adapter(const qt_model *m);
+
 /* ---- facts --------------------------------------------------------------- */
 
 /* The hyperparameters. Borrowed, valid until qt_model_free. */

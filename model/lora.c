@@ -1,0 +1,215 @@
+/* model/lora.c: a PEFT LoRA adapter in the forward pass (model/model.h
+ * qt_model_set_adapter; specs/peft-lora.md §5.1): per wrapped Linear,
+ * y += s * (B (A x) + b_B), batched over the tokens of a chunk as
+ * T = X A^T (n, r) then U = T B^T (n, n_out), through qt_matmul on fp32
+ * descriptors (B A is never formed); full replacement tensors
+ * (modules_to_save, trained biases) swap the base's weights for fp32
+ * copies owned by the model. */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "formats/adapter.h"
+#include "formats/fsutil.h"
+#include "model/model_internal.h"
+
+/* The adapter as the forward pass uses it: the module of each
+ * (layer, projection), and lm_head's, in one table. */
+struct qt_lora {
+    qt_adapter *ad;                      /* owned */
+    const qt_adapter_module **slot;      /* (n_layers * QT_PROJ_COUNT + 1,) NULL = none */
+    float *t;                            /* (n_batch, r_max) A x */
+    float *u;                            /* (n_batch, n_out_max) B (A x) */
+};
+
+/* The table index of a module name, or -1 when it is not a Linear the
+ * forward pass runs. */
+static ptrdiff_t slot_index(const qt_model *m, const char *name)
+{
+    if (!strcmp(name, "lm_head")) return (ptrdiff_t)(m->cfg.n_layers * QT_PROJ_COUNT);
+    size_t l;
+    int used = 0;
+    if (sscanf(name, "model.layers.%zu.%n", &l, &used) != 1 || used == 0 || l >= m->cfg.n_layers)
+        return -1;
+    const char *rest = name + used;
+    for (int p = 0; p < QT_PROJ_COUNT; p++) {
+        const char *leaf = strrchr(rest, '.');
+        const char *group = p <= QT_PROJ_O ? "self_attn." : "mlp.";
+        if (leaf && !strncmp(rest, group, strlen(group)) && !strcmp(leaf + 1, qt_proj_name(p)) &&
+            (size_t)(leaf - rest) == strlen(group) - 1)
+            return (ptrdiff_t)(l * QT_PROJ_COUNT + (size_t)p);
+    }
+    return -1;
+}
+
+/* The model's weight matrix called name (an fp32 replacement goes there),
+ * or NULL. */
+static qt_qweight *matrix_slot(qt_model *m, const char *name)
+{
+    if (!strcmp(name, "model.embed_tokens.weight")) return &m->w.embed;
+    if (!strcmp(name, "lm_head.weight")) return &m->w.lm_head;
+    char mod[256];
+    snprintf(mod, sizeof mod, "%s", name);
+    if (!qt_str_ends_with(mod, ".weight")) return NULL;
+    mod[strlen(mod) - strlen(".weight")] = 0;
+    ptrdiff_t i = slot_index(m, mod);
+    if (i < 0 || (size_t)i >= m->cfg.n_layers * QT_PROJ_COUNT) return NULL;
+    qt_layer_weights *L = &m->w.layers[(size_t)i / QT_PROJ_COUNT];
+    qt_qweight *mats[QT_PROJ_COUNT] = {&L->wq, &L->wk,     &L->wv,    &L->wo,
+                                       &L->w_gate, &L->w_up, &L->w_down};
+    return mats[(size_t)i % QT_PROJ_COUNT];
+}
+
+/* The model's fp32 vector called name (norms, biases), or NULL. */
+static const float **vector_slot(qt_model *m, const char *name)
+{
+    if (!strcmp(name, "model.norm.weight")) return &m->w.norm;
+    size_t l;
+    int used = 0;
+    if (sscanf(name, "model.layers.%zu.%n", &l, &used) != 1 || used == 0 || l >= m->cfg.n_layers)
+        return NULL;
+    qt_layer_weights *L = &m->w.layers[l];
+    static const char *const names[] = {"input_layernorm.weight", "post_attention_layernorm.weight",
+                                        "self_attn.q_proj.bias", "self_attn.k_proj.bias",
+                                        "self_attn.v_proj.bias", "self_attn.o_proj.bias"};
+    const float **slots[] = {&L->attn_norm, &L->ffn_norm, &L->bq, &L->bk, &L->bv, &L->bo};
+    for (size_t i = 0; i < sizeof names / sizeof *names; i++)
+        if (!strcmp(name + used, names[i])) return slots[i];
+    return NULL;
+}
+
+/* Puts a replacement tensor in place of the base's: an fp32 copy owned by
+ * the model. */
+static qt_status replace(qt_model *m, const qt_adapter *ad, const qt_adapter_replacement *rp,
+                         char *errmsg)
+{
+    qt_status st = QT_OK;
+    qt_qweight *mat = matrix_slot(m, rp->name);
+    const float **vec = mat ? NULL : vector_slot(m, rp->name);
+    QT_CHECK(mat || vec, QT_ERR_UNSUPPORTED,
+             "adapter '%s': tensor '%s': replacing '%s' is not supported", ad->dir, rp->key,
+             rp->name);
+    float *v = qt_model_alloc_f32(m, (size_t)rp->t->n_elements);
+    QT_CHECK(v, QT_ERR_NOMEM, "adapter '%s': tensor '%s': out of memory", ad->dir, rp->key);
+    QT_TRY(qt_st_tensor_to_f32(ad->reader, rp->t, 0, (size_t)rp->t->n_elements, v, errmsg));
+    if (vec) {
+        *vec = v;
+        return QT_OK;
+    }
+    QT_CHECK(rp->t->n_dims == 2 && rp->t->shape[0] == mat->n_out && rp->t->shape[1] == mat->n_in,
+             QT_ERR_FORMAT, "adapter '%s': tensor '%s': shape differs from the model's",
+             ad->dir, rp->key);
+    qt_qweight q = {.scheme = QT_SCHEME_FP32, .n_out = mat->n_out, .n_in = mat->n_in, .data = v};
+    *mat = q;
+    return QT_OK;
+fail:
+    return st;
+}
+
+void qt_lora_free(qt_lora *lo)
+{
+    if (!lo) return;
+    qt_adapter_free(lo->ad);
+    qt_free(lo->slot);
+    memset(lo, 0, sizeof *lo);
+    qt_free(lo);
+}
+
+qt_status qt_model_set_adapter(qt_model *m, qt_adapter *ad, char *errmsg)
+{
+    qt_status st = QT_OK;
+    qt_lora *lo = NULL;
+    QT_CHECK(m && ad, QT_ERR_ARG, "qt_model_set_adapter: NULL argument");
+    QT_CHECK(!m->lora, QT_ERR_ARG, "the model already has an adapter");
+    QT_CHECK(m->layout, QT_ERR_UNSUPPORTED,
+             "adapter '%s': the base must be a safetensors model directory (GGUF names differ)",
+             ad->dir);
+    /* every tensor must fit the base (names, shapes) before anything changes */
+    QT_TRY(qt_adapter_match(ad, m->layout, errmsg));
+    lo = qt_calloc(1, sizeof *lo);
+    const size_t n_slots = m->cfg.n_layers * QT_PROJ_COUNT + 1;
+    QT_CHECK(lo && (lo->slot = qt_calloc(n_slots, sizeof *lo->slot)), QT_ERR_NOMEM,
+             "out of memory");
+    size_t r_max = 1, out_max = 1;
+    for (size_t i = 0; i < ad->n_mods; i++) {
+        const qt_adapter_module *md = &ad->mods[i];
+        ptrdiff_t s = slot_index(m, md->name);
+        QT_CHECK(s >= 0, QT_ERR_UNSUPPORTED,
+                 "adapter '%s': module '%s': LoRA on this module is not supported", ad->dir,
+                 md->name);
+        lo->slot[s] = md;
+        if (md->r > r_max) r_max = md->r;
+        if (md->n_out > out_max) out_max = md->n_out;
+    }
+    lo->t = qt_model_alloc_f32(m, m->n_batch * r_max);
+    lo->u = qt_model_alloc_f32(m, m->n_batch * out_max);
+    QT_CHECK(lo->t && lo->u, QT_ERR_NOMEM, "out of memory for the adapter's scratch");
+    for (size_t i = 0; i < ad->n_repl; i++) QT_TRY(replace(m, ad, &ad->repl[i], errmsg));
+    lo->ad = ad;
+    m->lora = lo;
+    return QT_OK;
+fail:
+    if (lo) lo->ad = NULL; /* the caller keeps the adapter on failure */
+    qt_lora_free(lo);
+    return st;
+}
+
+qt_status qt_lora_apply(qt_model *m, size_t l, const char *what, const float *x, size_t n,
+                        float *y)
+{
+    qt_lora *lo = m->lora;
+    size_t p = 0;
+    while (p < QT_PROJ_COUNT && strcmp(what, qt_proj_name((qt_proj)p))) p++;
+    if (l < m->cfg.n_layers && p == QT_PROJ_COUNT) return QT_OK;
+    const size_t s = l < m->cfg.n_layers ? l * QT_PROJ_COUNT + p
+                                         : m->cfg.n_layers * QT_PROJ_COUNT;
+    const qt_adapter_module *md = lo->slot[s];
+    if (!md) return QT_OK;
+    const qt_qweight A = {.scheme = QT_SCHEME_FP32, .n_out = md->r, .n_in = md->n_in,
+                          .data = md->A};
+    const qt_qweight B = {.scheme = QT_SCHEME_FP32, .n_out = md->n_out, .n_in = md->r,
+                          .data = md->B};
+    /* T = X A^T, U = T B^T: r (n_in + n_out) multiply-adds per token */
+    qt_status st = qt_matmul(m->k, &A, x, n, lo->t);
+    if (st == QT_OK) st = qt_matmul(m->k, &B, lo->t, n, lo->u);
+    if (st != QT_OK)
+        return qt_set_err(m->errmsg, st, "adapter module '%s': matmul failed (%s)", md->name,
+                          qt_status_str(st));
+    /* y += (U + b_B) * s, in PEFT's order: lora_B's output, scaled, added */
+    const float sc = md->scale;
+    for (size_t t = 0; t < n; t++) {
+        float *yr = y + t * md->n_out;
+        const float *ur = lo->u + t * md->n_out;
+        if (md->b_B)
+            for (size_t o = 0; o < md->n_out; o++) yr[o] += (ur[o] + md->b_B[o]) * sc;
+        else
+            for (size_t o = 0; o < md->n_out; o++) yr[o] += ur[o] * sc;
+    }
+    return QT_OK;
+}
+
+qt_status qt_model_open_adapter(const char *path, const char *adapter_dir,
+                                const qt_model_opts *opts, qt_model **out, char *errmsg)
+{
+    qt_status st = QT_OK;
+    qt_adapter *ad = NULL;
+    qt_model *m = NULL;
+    if (out) *out = NULL;
+    QT_TRY(qt_model_open(path, opts, &m, errmsg));
+    if (adapter_dir) {
+        QT_TRY(qt_adapter_open(adapter_dir, &ad, errmsg));
+        QT_TRY(qt_model_set_adapter(m, ad, errmsg));
+    }
+    *out = m;
+    return QT_OK;
+fail:
+    qt_adapter_free(ad);
+    qt_model_free(m);
+    return st;
+}
+
+const qt_adapter *qt_model_adapter(const qt_model *m)
+{
+    return m->lora ? m->lora->ad : NULL;
+}
