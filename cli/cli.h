@@ -33,6 +33,7 @@ int cmd_bench_ppl(int argc, char **argv); /* `qtool bench ppl`, a row of cmd_ben
 int cmd_generate(int argc, char **argv);
 int cmd_batch_plan(int argc, char **argv);
 int cmd_validate(int argc, char **argv);
+int cmd_logits(int argc, char **argv);
 
 /* Prints "qtool: error: <msg>" to stderr. */
 void qt_cli_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
@@ -43,6 +44,16 @@ int qt_cli_parse_int(const char *opt, const char *s, long lo, long hi, long *out
 /* Applies QT_ISA (and --isa) to the dispatch; prints an error and returns
  * false when it names an ISA this CPU lacks. */
 int qt_cli_setup_isa(const char *isa_opt);
+
+/* Opens a model argument: "MODEL", or "MODEL+ADAPTER" (a PEFT LoRA adapter
+ * folder run unmerged), or MODEL with adapter_opt (--adapter; NULL = none;
+ * both at once is a usage error). model_path (n bytes) receives MODEL.
+ * Prints errors, the adapter's warnings and (unless quiet) a summary line
+ * to stderr. *out: free with qt_model_free. Returns an exit code. */
+struct qt_model;
+struct qt_model_opts;
+int qt_cli_open_model(const char *arg, const char *adapter_opt, const struct qt_model_opts *opts,
+                      bool quiet, char *model_path, size_t n, struct qt_model **out);
 
 /* Calibration options shared by `convert --calib` and `validate`
  * (cli/cmd_validate.c). Option codes for getopt_long's val. */

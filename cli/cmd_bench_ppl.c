@@ -42,6 +42,8 @@ static void usage(FILE *f)
             "      --cache DIR       BASE log-prob cache (default $XDG_CACHE_HOME/qtool or\n"
             "                        ~/.cache/qtool)\n"
             "      --no-cache        keep BASE's log-probs in a temporary file only\n"
+            "      --adapter DIR     run a PEFT LoRA adapter (unmerged) on every model given\n"
+            "                        without its own: a model argument MODEL+DIR carries one\n"
             "      --tokenizer PATH  tokenizer.json / tokenizer.model / .gguf or a folder\n"
             "                        (default: BASE's)\n"
             "      --isa ISA         force a SIMD path: ref, avx2, avx512, neon\n"
@@ -123,7 +125,7 @@ static void print_table(const qt_ppl_result *r, const char *text_path)
 int cmd_bench_ppl(int argc, char **argv)
 {
     enum { OPT_TEXT = 256, OPT_CHUNKS, OPT_SCORE, OPT_JSON, OPT_PLOT, OPT_CACHE, OPT_NOCACHE,
-           OPT_TOKENIZER, OPT_ISA };
+           OPT_TOKENIZER, OPT_ISA, OPT_ADAPTER };
     static const struct option longopts[] = {
         {"text", required_argument, NULL, OPT_TEXT},
         {"ctx", required_argument, NULL, 'c'},
@@ -136,6 +138,7 @@ int cmd_bench_ppl(int argc, char **argv)
         {"no-cache", no_argument, NULL, OPT_NOCACHE},
         {"tokenizer", required_argument, NULL, OPT_TOKENIZER},
         {"isa", required_argument, NULL, OPT_ISA},
+        {"adapter", required_argument, NULL, OPT_ADAPTER},
         {"quiet", no_argument, NULL, 'q'},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
@@ -171,6 +174,7 @@ int cmd_bench_ppl(int argc, char **argv)
         case OPT_CACHE: cache = optarg; break;
         case OPT_NOCACHE: no_cache = true; break;
         case OPT_TOKENIZER: o.tokenizer = optarg; break;
+        case OPT_ADAPTER: o.adapter = optarg; break;
         case OPT_ISA: isa = optarg; break;
         case 'q': quiet = true; break;
         case 'h': usage(stdout); return QT_EXIT_OK;

@@ -33,6 +33,8 @@ static void usage(FILE *f)
             "  -s, --seed S          random seed for sampling (default 42)\n"
             "  -j, --threads N       OpenMP threads (default: all)\n"
             "  -c, --ctx N           context length (default: the model's, at most 4096)\n"
+            "      --adapter DIR     run a PEFT LoRA adapter on MODEL, unmerged (or give\n"
+            "                        MODEL+DIR)\n"
             "      --tokenizer PATH  tokenizer.json / tokenizer.model or a folder holding one\n"
             "                        (default: MODEL's folder; a .gguf's own vocabulary)\n"
             "      --ids             print token ids (one line) instead of text; the default\n"
@@ -47,7 +49,8 @@ static void usage(FILE *f)
 
 int cmd_generate(int argc, char **argv)
 {
-    enum { OPT_TOKENIZER = 256, OPT_IDS, OPT_BENCH, OPT_BENCH_PP, OPT_BENCH_TG, OPT_ISA, OPT_NOSTOP };
+    enum { OPT_TOKENIZER = 256, OPT_IDS, OPT_BENCH, OPT_BENCH_PP, OPT_BENCH_TG, OPT_ISA, OPT_NOSTOP,
+           OPT_ADAPTER };
     static const struct option longopts[] = {
         {"prompt", required_argument, NULL, 'p'},
         {"tokens", required_argument, NULL, 'n'},
@@ -58,6 +61,7 @@ int cmd_generate(int argc, char **argv)
         {"tokenizer", required_argument, NULL, OPT_TOKENIZER},
         {"ids", no_argument, NULL, OPT_IDS},
         {"no-stop", no_argument, NULL, OPT_NOSTOP},
+        {"adapter", required_argument, NULL, OPT_ADAPTER},
         {"bench", no_argument, NULL, OPT_BENCH},
         {"bench-pp", required_argument, NULL, OPT_BENCH_PP},
         {"bench-tg", required_argument, NULL, OPT_BENCH_TG},
@@ -65,7 +69,7 @@ int cmd_generate(int argc, char **argv)
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
     };
-    const char *prompt = NULL, *tok_path = NULL, *isa = NULL;
+    const char *prompt = NULL, *tok_path = NULL, *isa = NULL, *adapter = NULL;
     long n_gen = 256, seed = 42, threads = 0, ctx = 0, bench_pp = 512, bench_tg = 128;
     double temp = 0.0;
     bool ids_only = false, bench = false, stop = true;
@@ -106,6 +110,7 @@ int cmd_generate(int argc, char **argv)
             if (!qt_cli_parse_int("--bench-tg", optarg, 0, 1 << 20, &bench_tg)) return QT_EXIT_USAGE;
             break;
         case OPT_ISA: isa = optarg; break;
+        case OPT_ADAPTER: adapter = optarg; break;
         case 'h': usage(stdout); return QT_EXIT_OK;
         default: usage(stderr); return QT_EXIT_USAGE;
         }
@@ -114,7 +119,7 @@ int cmd_generate(int argc, char **argv)
         qt_cli_error("generate needs exactly one MODEL (see 'qtool generate -h')");
         return QT_EXIT_USAGE;
     }
-    const char *model_path = argv[optind];
+    char model_path[4096];
     if (!qt_cli_setup_isa(isa)) return QT_EXIT_USAGE;
 #ifdef _OPENMP
     if (threads > 0) omp_set_num_threads((int)threads);
@@ -136,10 +141,9 @@ int cmd_generate(int argc, char **argv)
     opts.n_ctx = (size_t)ctx;
     if (bench && (size_t)ctx < (size_t)(bench_pp + bench_tg)) opts.n_ctx = (size_t)(bench_pp + bench_tg);
     double t_load = qt_now();
-    if ((st = qt_model_open(model_path, &opts, &m, errmsg)) != QT_OK) {
-        qt_cli_error("'%s': %s", model_path, errmsg);
-        return qt_cli_exit_for(st);
-    }
+    if ((rc = qt_cli_open_model(argv[optind], adapter, &opts, false, model_path,
+                                sizeof model_path, &m)) != QT_EXIT_OK)
+        return rc;
     char desc[512];
     qt_model_describe(m, desc, sizeof desc);
     fprintf(stderr, "qtool: %s\nqtool: loaded in %.3f s, isa %s\n", desc, qt_now() - t_load,

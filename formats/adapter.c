@@ -503,12 +503,12 @@ qt_status qt_adapter_open(const char *dir, qt_adapter **out, char *errmsg)
     /* a path to the config file names its folder */
     snprintf(base, sizeof base, "%s", dir);
     if (qt_str_ends_with(base, "/" CONFIG_NAME)) base[strlen(base) - strlen(CONFIG_NAME) - 1] = 0;
-    QT_CHECK(qt_path_is_dir(base), QT_ERR_IO, "'%s': not an adapter directory", dir);
+    QT_CHECK(qt_path_is_dir(base), QT_ERR_ARG, "'%s': not an adapter directory", dir);
     QT_CHECK(qt_path_join(cfg_path, sizeof cfg_path, base, CONFIG_NAME) &&
                  qt_path_join(st_path, sizeof st_path, base, WEIGHTS_NAME) &&
                  qt_path_join(bin_path, sizeof bin_path, base, PICKLE_NAME),
              QT_ERR_ARG, "'%s': path too long", dir);
-    QT_CHECK(qt_path_is_file(cfg_path), QT_ERR_IO, "'%s': missing (not a PEFT adapter directory)",
+    QT_CHECK(qt_path_is_file(cfg_path), QT_ERR_ARG, "'%s': missing (not a PEFT adapter directory)",
              cfg_path);
     QT_CHECK(qt_path_is_file(st_path) || !qt_path_is_file(bin_path), QT_ERR_UNSUPPORTED,
              "'%s': a pickle; qtool reads only safetensors. Convert it with python3 -c \"import "

@@ -98,7 +98,8 @@ typedef struct qt_adapter {
  * adapter_config.json). *out: free with qt_adapter_free; NULL on failure,
  * errmsg (QT_ERRMSG_SIZE, may be NULL) names the file, the module or
  * tensor, the field and the rule.
- * @return QT_OK, QT_ERR_IO, QT_ERR_FORMAT (bad config field, missing A or
+ * @return QT_OK, QT_ERR_ARG (no folder or no adapter_config.json), QT_ERR_IO,
+ *         QT_ERR_FORMAT (bad config field, missing A or
  *         B, rank mismatch, bad key), QT_ERR_UNSUPPORTED (refused feature,
  *         adapter_model.bin, dtype), QT_ERR_NUMERIC (NaN / Inf),
  *         QT_ERR_NOMEM. */

@@ -189,24 +189,39 @@ qt_status qt_lora_apply(qt_model *m, size_t l, const char *what, const float *x,
     return QT_OK;
 }
 
+qt_status qt_model_load_adapter(qt_model *m, const char *adapter_dir, char *errmsg)
+{
+    qt_adapter *ad = NULL;
+    qt_status st = qt_adapter_open(adapter_dir, &ad, errmsg);
+    if (st == QT_OK && (st = qt_model_set_adapter(m, ad, errmsg)) != QT_OK) qt_adapter_free(ad);
+    return st;
+}
+
 qt_status qt_model_open_adapter(const char *path, const char *adapter_dir,
                                 const qt_model_opts *opts, qt_model **out, char *errmsg)
 {
     qt_status st = QT_OK;
-    qt_adapter *ad = NULL;
     qt_model *m = NULL;
     if (out) *out = NULL;
     QT_TRY(qt_model_open(path, opts, &m, errmsg));
-    if (adapter_dir) {
-        QT_TRY(qt_adapter_open(adapter_dir, &ad, errmsg));
-        QT_TRY(qt_model_set_adapter(m, ad, errmsg));
-    }
+    if (adapter_dir) QT_TRY(qt_model_load_adapter(m, adapter_dir, errmsg));
     *out = m;
     return QT_OK;
 fail:
-    qt_adapter_free(ad);
     qt_model_free(m);
     return st;
+}
+
+bool qt_model_arg_split(const char *arg, char *model, size_t n, const char **adapter)
+{
+    *adapter = NULL;
+    snprintf(model, n, "%s", arg);
+    const char *plus = strrchr(arg, '+');
+    if (!plus || !plus[1] || plus == arg || qt_path_is_dir(arg) || qt_path_is_file(arg))
+        return strlen(arg) < n;
+    model[(size_t)(plus - arg) < n ? (size_t)(plus - arg) : n - 1] = 0;
+    *adapter = plus + 1;
+    return (size_t)(plus - arg) < n;
 }
 
 const qt_adapter *qt_model_adapter(const qt_model *m)

@@ -173,10 +173,20 @@ struct qt_adapter; /* formats/adapter.h */
  *         forward does not run), QT_ERR_NOMEM. */
 qt_status qt_model_set_adapter(qt_model *m, struct qt_adapter *ad, char *errmsg);
 
-/* qt_model_open, then qt_adapter_open(adapter_dir) and qt_model_set_adapter
- * when adapter_dir is not NULL. Same return values as those. */
+/* qt_adapter_open(adapter_dir), then qt_model_set_adapter (the adapter is
+ * freed on failure). Same return values as those. */
+qt_status qt_model_load_adapter(qt_model *m, const char *adapter_dir, char *errmsg);
+
+/* qt_model_open, then qt_model_load_adapter when adapter_dir is not NULL.
+ * Same return values as those. */
 qt_status qt_model_open_adapter(const char *path, const char *adapter_dir,
                                 const qt_model_opts *opts, qt_model **out, char *errmsg);
+
+/* A model argument "MODEL+ADAPTER" (a model with its own adapter): model
+ * (n bytes) receives MODEL and *adapter points into arg after the last '+';
+ * an argument without '+', or one naming an existing file or folder, is a
+ * plain model (*adapter NULL). False when MODEL does not fit in n bytes. */
+bool qt_model_arg_split(const char *arg, char *model, size_t n, const char **adapter);
 
 /* The model's adapter, or NULL. Borrowed, valid until qt_model_free. */
 const struct qt_adapter *qt_model_adapter(const qt_model *m);

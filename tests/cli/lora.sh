@@ -1,0 +1,51 @@
+#!/usr/bin/env bash
+# tests/cli/lora.sh: PEFT LoRA adapters on the command line: `qtool logits`
+# with --adapter and MODEL+ADAPTER gives the same logits, independent of the
+# thread count; generate and bench ppl take an adapter; an adapter_model.bin,
+# a missing adapter and two adapters for one model exit 2 with the reason.
+# Exit 0 pass, 77 skip, other fail.
+set -u
+QTOOL=${QTOOL:-build/qtool}
+DATA=${QT_DATA:-../shared/data}
+MODEL="$DATA/models/stories260K-f32"
+G="$DATA/golden/peft-lora"
+[ -d "$MODEL" ] && [ -d "$G/adapter" ] || { echo "no $MODEL or $G"; exit 77; }
+[ -x "$QTOOL" ] || { echo "no $QTOOL"; exit 1; }
+tmp=$(mktemp -d) || exit 1
+trap 'rm -rf "$tmp"' EXIT
+DATA_BYTES=$((160 * 512 * 4 + 160 * 4)) # logits [160, 512] F32 + ids [160] I32, at the end
+
+# logits: --adapter and MODEL+ADAPTER, 1 and 2 threads: the same values
+"$QTOOL" logits "$MODEL" --adapter "$G/adapter" --ids "$G/ids.json" -o "$tmp/a.st" -j 1 2>"$tmp/err" ||
+  { echo "logits --adapter failed"; cat "$tmp/err"; exit 1; }
+grep -q "35 LoRA modules" "$tmp/err" || { echo "no adapter summary"; cat "$tmp/err"; exit 1; }
+"$QTOOL" logits "$MODEL+$G/adapter" --ids "$G/ids.json" -o "$tmp/b.st" -j 2 2>/dev/null ||
+  { echo "logits MODEL+ADAPTER failed"; exit 1; }
+cmp <(tail -c $DATA_BYTES "$tmp/a.st") <(tail -c $DATA_BYTES "$tmp/b.st") ||
+  { echo "logits differ between --adapter -j1 and MODEL+ADAPTER -j2"; exit 1; }
+"$QTOOL" logits "$MODEL" --ids "$G/ids.json" -o "$tmp/base.st" 2>/dev/null || exit 1
+cmp -s <(tail -c $DATA_BYTES "$tmp/a.st") <(tail -c $DATA_BYTES "$tmp/base.st") &&
+  { echo "the adapter changed nothing"; exit 1; }
+grep -q "qtool.adapter_fingerprint" "$tmp/a.st" || { echo "no adapter provenance"; exit 1; }
+
+# generate and bench ppl run with an adapter
+"$QTOOL" generate "$MODEL" --adapter "$G/adapter" -n 8 >/dev/null 2>&1 || { echo "generate --adapter"; exit 1; }
+"$QTOOL" bench ppl "$MODEL" "$MODEL+$G/adapter" --text "$DATA/text/tinystories_sample.txt" \
+  --ctx 128 --chunks 2 --no-cache -q >"$tmp/ppl.txt" 2>&1 || { echo "bench ppl"; cat "$tmp/ppl.txt"; exit 1; }
+[ "$(grep -c '^\.\.\.' "$tmp/ppl.txt")" = 2 ] || { echo "bench ppl: expected 2 rows"; cat "$tmp/ppl.txt"; exit 1; }
+
+# refusals: exit 2 with the reason
+mkdir "$tmp/bin" && cp "$G/adapter/adapter_config.json" "$tmp/bin/" && echo x >"$tmp/bin/adapter_model.bin"
+"$QTOOL" logits "$MODEL" --adapter "$tmp/bin" --ids "$G/ids.json" -o "$tmp/x.st" 2>"$tmp/err"; rc=$?
+[ $rc = 2 ] && grep -q "safetensors.torch" "$tmp/err" || { echo "pickle: exit $rc"; cat "$tmp/err"; exit 1; }
+"$QTOOL" logits "$MODEL" --adapter "$tmp/none" --ids "$G/ids.json" -o "$tmp/x.st" 2>/dev/null; rc=$?
+[ $rc = 2 ] || { echo "missing adapter: exit $rc"; exit 1; }
+"$QTOOL" logits "$MODEL+$G/adapter" --adapter "$G/adapter" --ids "$G/ids.json" -o "$tmp/x.st" 2>/dev/null; rc=$?
+[ $rc = 2 ] || { echo "two adapters: exit $rc"; exit 1; }
+"$QTOOL" logits "$MODEL" --ids "$G/ids.json" --text "$DATA/text/tinystories_sample.txt" -o "$tmp/x.st" 2>/dev/null; rc=$?
+[ $rc = 2 ] || { echo "--ids and --text: exit $rc"; exit 1; }
+echo '[1, -3]' >"$tmp/bad.json"
+"$QTOOL" logits "$MODEL" --ids "$tmp/bad.json" -o "$tmp/x.st" 2>/dev/null; rc=$?
+[ $rc = 2 ] || { echo "negative id: exit $rc"; exit 1; }
+[ ! -e "$tmp/x.st" ] || { echo "a refused run left $tmp/x.st"; exit 1; }
+echo ok
