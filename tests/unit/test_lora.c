@@ -19,6 +19,7 @@
 #include "formats/fsutil.h"
 #include "formats/safetensors.h"
 #include "model/model.h"
+#include "quant/quant.h"
 #include "testutil.h"
 
 #define GOLDEN_LOGIT_TOL 1e-4 /* max |qtool - transformers+peft| logits (the bound) */
@@ -488,4 +489,44 @@ Test(lora, modules_to_save_replaces_lm_head_and_embeddings)
     free(with);
     handmade_free(&h);
     rm_tree(dir);
+}
+
+/* ---- the merge kernel (quant/lora.c) ------------------------------------------ */
+
+Test(lora, merge_kernel_isas_bit_identical_and_match_fp64)
+{
+    unsigned long long seed = qt_test_seed(11);
+    const size_t n_out = 37, n_in = 173; /* odd widths: every SIMD tail */
+    const size_t ranks[] = {1, 5, 16};
+    for (size_t ri = 0; ri < 3; ri++) {
+        const size_t r = ranks[ri];
+        float *W = malloc(n_out * n_in * sizeof *W), *A = malloc(r * n_in * sizeof *A);
+        float *B = malloc(n_out * r * sizeof *B), *out[3] = {NULL, NULL, NULL};
+        for (size_t i = 0; i < n_out * n_in; i++) W[i] = qt_test_gauss(&seed);
+        for (size_t i = 0; i < r * n_in; i++) A[i] = 0.1f * qt_test_randf(&seed);
+        for (size_t i = 0; i < n_out * r; i++) B[i] = 0.1f * qt_test_randf(&seed);
+        const qt_isa isas[3] = {QT_ISA_REF, QT_ISA_AVX2, QT_ISA_AVX512};
+        for (int k = 0; k < 3; k++) {
+            const qt_kernels *kt = qt_kernels_for(isas[k]);
+            if (!kt) continue;
+            out[k] = malloc(n_out * n_in * sizeof *W);
+            memcpy(out[k], W, n_out * n_in * sizeof *W);
+            cr_assert(eq(int, qt_lora_merge(kt, out[k], n_out, n_in, B, r, A, 0.75f), QT_OK));
+            if (k > 0)
+                cr_assert(eq(int, memcmp(out[0], out[k], n_out * n_in * sizeof *W), 0),
+                          "isa %d differs from ref at r %zu", k, r);
+        }
+        /* the definition: W + s (B A), against fp64 */
+        for (size_t o = 0; o < n_out; o++)
+            for (size_t i = 0; i < n_in; i++) {
+                double d = 0;
+                for (size_t j = 0; j < r; j++) d += (double)B[o * r + j] * A[j * n_in + i];
+                double want = W[o * n_in + i] + 0.75 * d;
+                cr_assert(le(dbl, fabs(out[0][o * n_in + i] - want), 1e-5 * (1 + fabs(want))));
+            }
+        for (int k = 0; k < 3; k++) free(out[k]);
+        free(W);
+        free(A);
+        free(B);
+    }
 }
