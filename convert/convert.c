@@ -18,7 +18,8 @@
 #include "common/half.h"
 #include "common/progress.h"
 #include "common/sha256.h"
-#include "formats/bnb.h"
+#include "formats/fsutil.h"
+#include "formats/outfmt.h"
 #include "formats/modeldir.h"
 #include "formats/pyjson.h"
 #include "formats/recipe.h"
@@ -28,10 +29,7 @@
 
 
 /* ---- small helpers ----------------------------------------------------- */
-const char *qt_conv_torch_name(qt_dtype d)
-{
-    return d == QT_DTYPE_BF16 ? "bfloat16" : d == QT_DTYPE_F16 ? "float16" : "float32";
-}
+const char *qt_conv_torch_name(qt_dtype d) { return qt_dtype_torch_name(d); }
 
 static bool dtype_from_name(const char *s, qt_dtype *d)
 {
@@ -51,8 +49,6 @@ static qt_scheme plain_scheme(qt_dtype d)
 {
     return d == QT_DTYPE_BF16 ? QT_SCHEME_BF16 : d == QT_DTYPE_F16 ? QT_SCHEME_FP16 : QT_SCHEME_FP32;
 }
-
-static size_t dtype_bytes(qt_dtype d) { return qt_dtype_bits(d) / 8; }
 
 static bool is_quant_scheme(qt_scheme s)
 {
@@ -98,121 +94,60 @@ static bool supported_arch(const char *a)
 }
 
 /* ---- plan -------------------------------------------------------------- */
-static qt_status add_part(qt_conv_item *it, const char *prefix, const char *suffix, qt_dtype d,
-                          size_t nd, uint64_t d0, uint64_t d1)
+
+/* What the output format is told about an item. */
+static void out_weight_of(const qt_conv *c, const qt_conv_item *it, qt_out_weight *w)
 {
-    size_t k = it->n_parts;
-    size_t len = strlen(prefix) + strlen(suffix) + 1;
-    it->part_name[k] = qt_malloc(len);
-    if (!it->part_name[k]) return QT_ERR_NOMEM;
-    snprintf(it->part_name[k], len, "%s%s", prefix, suffix);
-    it->part_dtype[k] = d;
-    it->part_ndims[k] = nd;
-    it->part_shape[k][0] = d0;
-    it->part_shape[k][1] = d1;
-    it->n_parts++;
-    uint64_t elems = nd == 0 ? 1 : nd == 1 ? d0 : d0 * d1;
-    it->bytes_out += elems * dtype_bytes(d);
-    return QT_OK;
+    memset(w, 0, sizeof *w);
+    w->name = it->src->name;
+    w->quantized = it->action == QT_ACT_QUANT;
+    w->scheme = it->scheme;
+    w->dtype = w->quantized ? c->compute : it->out_dtype;
+    w->n_dims = it->src->n_dims;
+    memcpy(w->shape, it->src->shape, sizeof w->shape);
+    w->block = it->block;
+    w->double_quant = it->double_quant;
+    w->nested_offset = it->nested_offset;
 }
 
-/* The length of the item's quant_state blob; 0 when it cannot be formatted
- * (out of memory), which callers treat as an error. */
-static size_t state_json_len(const qt_conv_item *it, const qt_conv *c)
+/* Declares an item to the output (its stored parts: the format's affair). */
+static qt_status item_declare(qt_conv *c, qt_conv_item *it, char *errmsg)
 {
-    qt_bnb_state s = {0};
-    const qt_lweight *w = it->src;
-    snprintf(s.quant_type, sizeof s.quant_type, "%s",
-             it->scheme == QT_SCHEME_NF4 ? "nf4" : it->scheme == QT_SCHEME_FP4 ? "fp4" : "q8");
-    s.blocksize = (int64_t)it->block;
-    snprintf(s.dtype, sizeof s.dtype, "%s", qt_conv_torch_name(c->compute));
-    s.n_dims = (int)w->n_dims;
-    for (size_t i = 0; i < w->n_dims; i++) s.shape[i] = (int64_t)w->shape[i];
-    if (it->double_quant) {
-        s.nested = true;
-        s.nested_blocksize = 256;
-        snprintf(s.nested_dtype, sizeof s.nested_dtype, "float32");
-        s.nested_offset = it->nested_offset;
-    }
-    char buf[512];
-    size_t len = 0;
-    if (qt_bnb_state_format(&s, buf, sizeof buf, &len) != QT_OK) return 0;
-    return len;
+    qt_out_weight w;
+    out_weight_of(c, it, &w);
+    return qt_outfmt_declare(c->out, &w, &it->out_id, errmsg);
 }
 
-static qt_status item_parts_impl(qt_conv *c, qt_conv_item *it);
-
-/* Declares the output parts of an item (names, dtypes, shapes); the message
- * names the tensor. */
-static qt_status item_parts(qt_conv *c, qt_conv_item *it, char *errmsg)
+qt_status qt_conv_item_redeclare(qt_conv *c, qt_conv_item *it, char *errmsg)
 {
-    qt_status st = item_parts_impl(c, it);
-    if (st != QT_OK)
-        qt_set_err(errmsg, st, "tensor '%s': cannot plan its output parts (%s)", it->src->name,
-                   qt_status_str(st));
+    qt_out_weight w;
+    out_weight_of(c, it, &w);
+    qt_status st = qt_outfmt_redeclare(c->out, it->out_id, &w, errmsg);
+    if (st == QT_OK) it->bytes_out = qt_outfmt_weight_bytes(c->out, it->out_id);
     return st;
 }
 
-static qt_status item_parts_impl(qt_conv *c, qt_conv_item *it)
+/* Creates the output (nothing written yet): the format, the input's
+ * config and shard paths, the run's scheme. */
+static qt_status output_new(qt_conv *c, size_t block, char *errmsg)
 {
-    const qt_lweight *w = it->src;
-    for (size_t k = 0; k < it->n_parts; k++) qt_free(it->part_name[k]);
-    it->n_parts = 0;
-    it->bytes_out = 0;
-    char prefix[1024];
-    module_of(w->name, prefix, sizeof prefix);
-    uint64_t n = w->n_elements;
-    if (it->action != QT_ACT_QUANT) {
-        size_t k = it->n_parts;
-        it->part_name[k] = qt_strdup(w->name);
-        if (!it->part_name[k]) return QT_ERR_NOMEM;
-        it->part_dtype[k] = it->out_dtype;
-        it->part_ndims[k] = w->n_dims;
-        memcpy(it->part_shape[k], w->shape, sizeof w->shape);
-        it->n_parts = 1;
-        it->bytes_out = n * dtype_bytes(it->out_dtype);
-        return QT_OK;
-    }
-    qt_status st;
-    uint64_t nb = (n + it->block - 1) / (it->block ? it->block : 1);
-    switch (it->scheme) {
-    case QT_SCHEME_NF4:
-    case QT_SCHEME_FP4:
-        if ((st = add_part(it, prefix, ".weight", QT_DTYPE_U8, 2, (n + 1) / 2, 1))) return st;
-        if ((st = add_part(it, prefix, ".weight.absmax",
-                           it->double_quant ? QT_DTYPE_U8 : QT_DTYPE_F32, 1, nb, 0)))
-            return st;
-        if ((st = add_part(it, prefix, ".weight.quant_map", QT_DTYPE_F32, 1, 16, 0))) return st;
-        if (it->double_quant) {
-            if ((st = add_part(it, prefix, ".weight.nested_absmax", QT_DTYPE_F32, 1,
-                               (nb + 255) / 256, 0)))
-                return st;
-            if ((st = add_part(it, prefix, ".weight.nested_quant_map", QT_DTYPE_F32, 1, 256, 0)))
-                return st;
-        }
-        return add_part(it, prefix,
-                        it->scheme == QT_SCHEME_NF4 ? ".weight.quant_state.bitsandbytes__nf4"
-                                                    : ".weight.quant_state.bitsandbytes__fp4",
-                        QT_DTYPE_U8, 1, state_json_len(it, c), 0) != QT_OK ||
-                       it->part_shape[it->n_parts - 1][0] == 0
-                   ? QT_ERR_NOMEM
-                   : QT_OK;
-    case QT_SCHEME_INT8:
-        if ((st = add_part(it, prefix, ".weight", QT_DTYPE_I8, 2, w->shape[0], n / w->shape[0])))
-            return st;
-        if ((st = add_part(it, prefix, ".SCB", QT_DTYPE_F32, 1, w->shape[0], 0))) return st;
-        return add_part(it, prefix, ".weight_format", QT_DTYPE_U8, 0, 0, 0);
-    case QT_SCHEME_Q8:
-        if ((st = add_part(it, prefix, ".weight", QT_DTYPE_U8, 1, qt_q8_bytes((size_t)n, it->block),
-                           0)))
-            return st;
-        return add_part(it, prefix, ".weight.quant_state.qtool__q8", QT_DTYPE_U8, 1,
-                        state_json_len(it, c), 0) != QT_OK ||
-                       it->part_shape[it->n_parts - 1][0] == 0
-                   ? QT_ERR_NOMEM
-                   : QT_OK;
-    default: return QT_ERR_ARG;
-    }
+    const qt_conv_opts *o = &c->o;
+    size_t ns = qt_modeldir_n_shards(c->md);
+    c->protect = qt_calloc(ns + 1, sizeof *c->protect);
+    if (!c->protect) return qt_set_err(errmsg, QT_ERR_NOMEM, "out of memory");
+    for (size_t i = 0; i < ns; i++) c->protect[i] = qt_st_reader_path(qt_modeldir_shard(c->md, i));
+    if (!qt_path_join(c->config_path, sizeof c->config_path, c->in_dir, "config.json"))
+        return qt_set_err(errmsg, QT_ERR_ARG, "input '%s': path too long", c->in_dir);
+    qt_out_model m = {.out = o->out,
+                      .config_path = c->config_path,
+                      .compute = c->compute,
+                      .scheme = o->scheme,
+                      .block = block,
+                      .double_quant = o->double_quant,
+                      .max_shard_size = o->max_shard_size,
+                      .protect = c->protect,
+                      .n_protect = ns};
+    return qt_outfmt_new(o->format, &m, &c->out, errmsg);
 }
 
 static bool glob_match(const char *pat, const char *name)
@@ -220,11 +155,6 @@ static bool glob_match(const char *pat, const char *name)
     char mod[1024];
     module_of(name, mod, sizeof mod);
     return fnmatch(pat, name, 0) == 0 || fnmatch(pat, mod, 0) == 0;
-}
-
-qt_status item_parts_refresh(qt_conv *c, qt_conv_item *it, char *errmsg)
-{
-    return item_parts(c, it, errmsg);
 }
 
 /* The canonical string of every option that changes output bytes, recorded
@@ -332,6 +262,7 @@ qt_status qt_conv_plan(const qt_conv_opts *o, qt_conv **out, char *errmsg)
                  si->min_block, si->max_block);
 
     size_t n = qt_layout_n(c->L);
+    QT_TRY(output_new(c, block, errmsg));
     c->items = qt_calloc(n + 1, sizeof *c->items);
     c->skip_modules = qt_calloc(n + 2, sizeof *c->skip_modules);
     QT_CHECK(c->items && c->skip_modules, QT_ERR_NOMEM, "out of memory");
@@ -403,7 +334,8 @@ qt_status qt_conv_plan(const qt_conv_opts *o, qt_conv **out, char *errmsg)
         }
         if (it->action != QT_ACT_QUANT) it->scheme = plain_scheme(it->out_dtype);
         it->bytes_in = w->nbytes;
-        QT_TRY(item_parts(c, it, errmsg));
+        QT_TRY(item_declare(c, it, errmsg));
+        it->bytes_out = qt_outfmt_weight_bytes(c->out, it->out_id);
     }
     if (quantizing) {
         c->skip_modules[c->n_skip_modules] = qt_strdup("lm_head");
@@ -415,18 +347,9 @@ qt_status qt_conv_plan(const qt_conv_opts *o, qt_conv **out, char *errmsg)
                  "the plan mixes scheme families (%s%s%s): transformers cannot load such a "
                  "model; qtool can",
                  fam4 ? "4-bit " : "", fam8 ? "int8 " : "", famq8 ? "q8" : "");
-    /* shards: whole logical weights, in order, up to max_shard_size */
-    c->n_shards = 1;
-    uint64_t cur = 0;
-    for (size_t i = 0; i < c->n_items; i++) {
-        qt_conv_item *it = &c->items[i];
-        if (o->max_shard_size && cur > 0 && cur + it->bytes_out > o->max_shard_size) {
-            c->n_shards++;
-            cur = 0;
-        }
-        it->shard = c->n_shards - 1;
-        cur += it->bytes_out;
-    }
+    /* where every weight goes (shards): the format's affair */
+    QT_TRY(qt_outfmt_plan(c->out, errmsg));
+    c->n_shards = qt_outfmt_n_weight_files(c->out);
     QT_TRY(options_string(c, errmsg));
     *out = c;
     c = NULL;
@@ -454,12 +377,12 @@ const char *qt_conv_options(const qt_conv *c) { return c->options ? c->options :
 void qt_conv_free(qt_conv *c)
 {
     if (!c) return;
-    for (size_t i = 0; i < c->n_items; i++)
-        for (size_t k = 0; k < c->items[i].n_parts; k++) qt_free(c->items[i].part_name[k]);
     qt_free(c->items);
     for (size_t i = 0; i < c->n_skip_modules; i++) qt_free(c->skip_modules[i]);
     qt_free(c->skip_modules);
     qt_free(c->options);
+    qt_outfmt_free(c->out);
+    qt_free(c->protect);
     qt_recipe_free(c->recipe);
     qt_layout_free(c->L);
     qt_modeldir_close(c->md);

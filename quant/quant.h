@@ -271,4 +271,35 @@ qt_status qt_matmul(const qt_kernels *k, const qt_qweight *w, const float *x, si
 qt_status qt_lora_merge(const qt_kernels *k, float *w, size_t n_out, size_t n_in,
                         const float *B, size_t r, const float *A, float s);
 
+/* ---- quantizing a whole weight ------------------------------------------ */
+
+/* The buffers a weight quantized with qt_quantize_weight fills, caller
+ * provided (sizes from qt_qbuf_sizes; unused ones NULL / 0). */
+typedef struct qt_qbuf {
+    void *codes;        /* nf4/fp4 packed codes, int8 CB, q8 blocks */
+    float *absmax;      /* nf4/fp4 block absmax (also the input of double quant) */
+    uint8_t *absmax_q;  /* nf4/fp4 double quant: nested codes */
+    float *nested;      /* nf4/fp4 double quant: nested absmax */
+    float *scb;         /* int8 row scales */
+} qt_qbuf;
+
+typedef struct qt_qbuf_sizes {
+    size_t codes, absmax, absmax_q, nested, scb; /* bytes; 0 = not used */
+} qt_qbuf_sizes;
+
+/* Bytes of each buffer for a (n_out, n_in) weight in scheme (NF4, FP4,
+ * INT8, Q8) with block (NF4/FP4/Q8) and double_quant (NF4/FP4).
+ * @return QT_OK, QT_ERR_ARG (not a quantization scheme), QT_ERR_OVERFLOW. */
+qt_status qt_qbuf_sizes_of(qt_scheme scheme, size_t block, bool double_quant, size_t n_out,
+                           size_t n_in, qt_qbuf_sizes *out);
+
+/* Quantizes src (n_out, n_in) of type t into b and describes the result in
+ * *out (pointers into b; quant_map / nested_map NULL = built-in). The one
+ * entry that picks the kernels of a scheme for a whole weight (convert,
+ * validate and merge use it). @return QT_OK, QT_ERR_ARG, QT_ERR_NUMERIC
+ * (double quant of a non-finite absmax). */
+qt_status qt_quantize_weight(const qt_kernels *k, qt_scheme scheme, size_t block,
+                             bool double_quant, qt_src_type t, const void *src, size_t n_out,
+                             size_t n_in, const qt_qbuf *b, qt_qweight *out);
+
 #endif /* QT_QUANT_H */
