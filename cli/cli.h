@@ -34,6 +34,7 @@ int cmd_generate(int argc, char **argv);
 int cmd_batch_plan(int argc, char **argv);
 int cmd_validate(int argc, char **argv);
 int cmd_logits(int argc, char **argv);
+int cmd_merge(int argc, char **argv);
 
 /* Prints "qtool: error: <msg>" to stderr. */
 void qt_cli_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));

@@ -41,6 +41,11 @@ qt_status qt_conv_item_source(const qt_conv *c, const qt_conv_item *it, const vo
 qt_status qt_conv_quantize(const qt_conv *c, const qt_conv_item *it, const void *src, qt_qbuf *b,
                            qt_qweight *q, char *errmsg);
 void qt_conv_qbuf_free(qt_qbuf *b);
+/* Whether name is a Linear weight transformers' bitsandbytes integration
+ * quantizes in a Llama-family model (what convert quantizes by default). */
+bool qt_conv_default_linear(const char *name);
+/* "bf16"/"bfloat16", "fp16"/"float16"/"f16", "fp32"/"float32"/"f32" -> *d. */
+bool qt_conv_dtype_from_name(const char *s, qt_dtype *d);
 /* convert/validate.c: the calibration check pass over every item to
  * quantize (o.check; see qt_conv_check_fn), and the "qtool.fallback.*"
  * metadata of its fallbacks into the output. */

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # tests/cli/lora.sh: PEFT LoRA adapters on the command line: `qtool logits`
 # with --adapter and MODEL+ADAPTER gives the same logits, independent of the
-# thread count; generate and bench ppl take an adapter; an adapter_model.bin,
+# thread count; generate and bench ppl take an adapter; merge onto the
+# quantized or original base, bytes independent of threads; an adapter_model.bin,
 # a missing adapter and two adapters for one model exit 2 with the reason.
 # Exit 0 pass, 77 skip, other fail.
 set -u
@@ -48,4 +49,20 @@ echo '[1, -3]' >"$tmp/bad.json"
 "$QTOOL" logits "$MODEL" --ids "$tmp/bad.json" -o "$tmp/x.st" 2>/dev/null; rc=$?
 [ $rc = 2 ] || { echo "negative id: exit $rc"; exit 1; }
 [ ! -e "$tmp/x.st" ] || { echo "a refused run left $tmp/x.st"; exit 1; }
+# merge: onto the quantized base (as trained) and onto the original; refusals exit 2
+"$QTOOL" convert "$MODEL" "$tmp/nf4" --compute-dtype fp32 --quiet || { echo "convert"; exit 1; }
+"$QTOOL" merge "$tmp/nf4" "$G/adapter" "$tmp/m" >/dev/null 2>&1; rc=$?
+[ $rc = 2 ] || { echo "merge without --onto: exit $rc"; exit 1; }
+"$QTOOL" merge "$tmp/nf4" "$G/adapter" "$tmp/m" --onto original 2>"$tmp/err"; rc=$?
+[ $rc = 2 ] && grep -q "needs the original" "$tmp/err" || { echo "onto original of nf4: exit $rc"; cat "$tmp/err"; exit 1; }
+[ ! -e "$tmp/m" ] || { echo "a refused merge left OUT"; exit 1; }
+"$QTOOL" merge "$tmp/nf4" "$G/adapter" "$tmp/m" --onto quantized --report "$tmp/m.json" --quiet ||
+  { echo "merge --onto quantized failed"; exit 1; }
+grep -q '"action": "fold"' "$tmp/m.json" || { echo "no folded weight in the report"; exit 1; }
+"$QTOOL" merge "$MODEL" "$G/adapter" "$tmp/m16" --onto original --scheme bf16 --quiet --threads 1 || exit 1
+"$QTOOL" merge "$MODEL" "$G/adapter" "$tmp/m16b" --onto original --scheme bf16 --quiet --threads 2 || exit 1
+cmp "$tmp/m16/model.safetensors" "$tmp/m16b/model.safetensors" || { echo "merge depends on threads"; exit 1; }
+"$QTOOL" logits "$tmp/m" --ids "$G/ids.json" -o "$tmp/ml.st" 2>/dev/null || { echo "merged model does not run"; exit 1; }
+"$QTOOL" merge "$MODEL" "$G/adapter" "$tmp/m" --onto original --quiet 2>/dev/null; rc=$?
+[ $rc = 2 ] || { echo "merge onto an existing OUT: exit $rc"; exit 1; }
 echo ok

@@ -15,6 +15,7 @@
 
 #include "common/common.h"
 #include "convert/convert.h"
+#include "convert/merge.h"
 #include "formats/adapter.h"
 #include "formats/fsutil.h"
 #include "formats/safetensors.h"
@@ -23,6 +24,7 @@
 #include "testutil.h"
 
 #define GOLDEN_LOGIT_TOL 1e-4 /* max |qtool - transformers+peft| logits (the bound) */
+#define MERGE_F32_TOL 1e-4   /* merged-into-f32 vs unmerged logits (fp32 rounding) */
 #define N_IDS 160             /* tokens in golden/peft-lora/ids */
 #define VOCAB 512             /* stories260K */
 #define DIM 64
@@ -529,4 +531,114 @@ Test(lora, merge_kernel_isas_bit_identical_and_match_fp64)
         free(A);
         free(B);
     }
+}
+
+/* ---- merge (convert/merge.c) ---------------------------------------------------- */
+
+/* qtool's NF4 + double quant conversion of stories260K-f32 into dir/nf4. */
+static void convert_nf4(const char *dir, char *out, size_t n)
+{
+    char err[QT_ERRMSG_SIZE] = "";
+    snprintf(out, n, "%s/nf4", dir);
+    qt_conv_opts o = {.in = data_path("models/stories260K-f32"), .out = out,
+                      .scheme = QT_SCHEME_NF4, .double_quant = true, .compute_dtype = "fp32"};
+    qt_conv *c = NULL;
+    cr_assert(eq(int, qt_conv_plan(&o, &c, err), QT_OK), "%s", err);
+    cr_assert(eq(int, qt_conv_run(c, err), QT_OK), "%s", err);
+    qt_conv_free(c);
+}
+
+static qt_status merge(const char *base, const char *adapter, const char *out,
+                       qt_merge_onto onto, qt_scheme scheme, char *err)
+{
+    qt_merge_opts o = {.base = base, .adapter = adapter, .out = out, .onto = onto,
+                       .scheme = scheme, .double_quant = true};
+    qt_merge *m = NULL;
+    qt_status st = qt_merge_plan(&o, &m, err);
+    if (st == QT_OK) st = qt_merge_run(m, err);
+    qt_merge_free(m);
+    return st;
+}
+
+Test(lora, merge_zero_adapter_onto_quantized_nf4_keeps_the_base_bytes)
+{
+    QT_NEED_DATA();
+    char dir[64], nf4[128], out[128], ad[64], err[QT_ERRMSG_SIZE] = "";
+    cr_assert(ne(ptr, (char *)qt_test_tmpdir(dir, sizeof dir), NULL));
+    convert_nf4(dir, nf4, sizeof nf4);
+    handmade h;
+    handmade_init(&h, 4, true, 2);
+    write_adapter(ad, sizeof ad, &h, (qt_adapter_spec){0});
+    snprintf(out, sizeof out, "%s/merged", dir);
+    cr_assert(eq(int, merge(nf4, ad, out, QT_MERGE_ONTO_QUANTIZED, QT_SCHEME_NF4, err), QT_OK),
+              "%s", err);
+    /* every stored tensor byte for byte */
+    char pa[160], pb[160];
+    snprintf(pa, sizeof pa, "%s/model.safetensors", nf4);
+    snprintf(pb, sizeof pb, "%s/model.safetensors", out);
+    qt_st_reader *a = NULL, *b = NULL;
+    cr_assert(eq(int, qt_st_reader_open(pa, &a, err), QT_OK), "%s", err);
+    cr_assert(eq(int, qt_st_reader_open(pb, &b, err), QT_OK), "%s", err);
+    cr_assert(eq(sz, qt_st_reader_n_tensors(a), qt_st_reader_n_tensors(b)));
+    for (size_t i = 0; i < qt_st_reader_n_tensors(a); i++) {
+        const qt_st_tensor *ta = qt_st_reader_tensor(a, i);
+        const qt_st_tensor *tb = qt_st_reader_find(b, ta->name);
+        cr_assert(ne(ptr, (void *)tb, NULL), "'%s' missing", ta->name);
+        cr_assert(eq(u64, ta->nbytes, tb->nbytes), "%s", ta->name);
+        cr_assert(eq(int, memcmp(ta->data, tb->data, (size_t)ta->nbytes), 0), "'%s' differs",
+                  ta->name);
+    }
+    cr_assert(ne(ptr, (void *)qt_st_reader_metadata_get(b, "qtool.merge.adapter_fingerprint"),
+                 NULL));
+    qt_st_reader_close(a);
+    qt_st_reader_close(b);
+    handmade_free(&h);
+    rm_tree(ad);
+    rm_tree(dir);
+}
+
+Test(lora, merged_into_f32_equals_unmerged_to_fp32_rounding)
+{
+    QT_NEED_DATA();
+    char dir[64], out[128], err[QT_ERRMSG_SIZE] = "";
+    cr_assert(ne(ptr, (char *)qt_test_tmpdir(dir, sizeof dir), NULL));
+    snprintf(out, sizeof out, "%s/merged", dir);
+    const char *ad = data_path("golden/peft-lora/adapter");
+    cr_assert(eq(int, merge(data_path("models/stories260K-f32"), ad, out, QT_MERGE_ONTO_ORIGINAL,
+                            QT_SCHEME_FP32, err),
+                 QT_OK),
+              "%s", err);
+    int32_t ids[N_IDS];
+    golden("f32_base", NULL, ids);
+    float *merged = run_logits(out, NULL, ids);
+    float *unmerged = run_logits(data_path("models/stories260K-f32"), ad, ids);
+    /* the same function, only the rounding of W + s B A differs: logits of
+     * magnitude ~20 through 5 layers agree to a few fp32 ulps of 20 */
+    double d = max_abs_diff(merged, unmerged, (size_t)N_IDS * VOCAB);
+    fprintf(stderr, "merged fp32 vs unmerged: max |diff| %.3g\n", d);
+    cr_assert(le(dbl, d, MERGE_F32_TOL), "%.3g", d);
+    free(merged);
+    free(unmerged);
+    rm_tree(dir);
+}
+
+Test(lora, merge_refusals)
+{
+    QT_NEED_DATA();
+    char dir[64], nf4[128], out[128], err[QT_ERRMSG_SIZE] = "";
+    const char *ad = data_path("golden/peft-lora/adapter");
+    const char *f32 = data_path("models/stories260K-f32");
+    cr_assert(ne(ptr, (char *)qt_test_tmpdir(dir, sizeof dir), NULL));
+    convert_nf4(dir, nf4, sizeof nf4);
+    snprintf(out, sizeof out, "%s/merged", dir);
+    /* --onto original on a quantized BASE, --onto quantized on an f32 one */
+    cr_assert(eq(int, merge(nf4, ad, out, QT_MERGE_ONTO_ORIGINAL, QT_SCHEME_NF4, err), QT_ERR_ARG));
+    cr_assert(ne(ptr, strstr(err, "--onto original needs the original"), NULL), "%s", err);
+    cr_assert(eq(int, merge(f32, ad, out, QT_MERGE_ONTO_QUANTIZED, QT_SCHEME_NF4, err), QT_ERR_ARG));
+    cr_assert(ne(ptr, strstr(err, "is not quantized"), NULL), "%s", err);
+    cr_assert(not(qt_path_is_dir(out)), "a refused merge left OUT");
+    /* OUT exists: refused without force */
+    cr_assert(eq(int, merge(f32, ad, nf4, QT_MERGE_ONTO_ORIGINAL, QT_SCHEME_NF4, err), QT_ERR_ARG));
+    cr_assert(ne(ptr, strstr(err, "exists"), NULL), "%s", err);
+    rm_tree(dir);
 }
