@@ -266,6 +266,18 @@ static void unshuffle(const unsigned char *src, unsigned char *dst, size_t n, si
         for (size_t b = 0; b < w; b++) dst[i * w + b] = src[b * n + i];
 }
 
+/* One evaluator: a model (a qt_model_fork of the opened one beyond slot 0)
+ * and its scratch. Chunks of a tiny model run one per slot in parallel. */
+typedef struct ppl_slot {
+    qt_model *m;           /* slot 0: borrowed; others: owned forks */
+    int32_t *chunk;        /* (ctx) */
+    float *logits;         /* (ctx, V) */
+    float *lq;             /* (per, V) the model's log-probs of a chunk */
+    float *lt;             /* (per) fp32 log-prob of each scored next token */
+    qt_status st;
+    char errmsg[QT_ERRMSG_SIZE];
+} ppl_slot;
+
 /* The state of one run of qt_ppl_compare. */
 typedef struct ppl_run {
     const qt_ppl_opts *o;
@@ -278,9 +290,10 @@ typedef struct ppl_run {
     char path[PPL_PATH_MAX];
     bool temp_file;
     /* scratch */
-    int32_t *chunk;        /* (ctx) */
-    float *logits;         /* (ctx, V) */
-    float *lp, *lq;        /* (per, V) BASE's and the model's log-probs */
+    ppl_slot *slots;       /* (n_slots) */
+    size_t n_slots;        /* chunks evaluated at once (1, or the threads) */
+    float *lp;             /* (per, V) BASE's cached log-probs */
+    float *lpt;            /* (per) BASE's fp32 log-prob of each scored token */
     unsigned char *raw, *packed; /* (per * V * vb) */
     double *kl, *nll, *dp; /* (per) of a chunk */
     unsigned char *agree;  /* (per) */
@@ -288,48 +301,89 @@ typedef struct ppl_run {
     qt_progress prog;
 } ppl_run;
 
-/* Evaluates chunk c with m into run->lq: log-probs of the scored rows. */
-static qt_status eval_chunk(ppl_run *run, qt_model *m, size_t c, char *errmsg)
+/* Evaluates chunk c with slot's model into slot->lq (log-probs of the scored
+ * rows) and slot->lt (each scored next token's log-prob, fp32). */
+static qt_status eval_chunk(ppl_run *run, ppl_slot *slot, size_t c, char *errmsg)
 {
     qt_status st = QT_OK;
     const size_t ctx = run->res->ctx, V = run->V, first = run->res->first;
-    memcpy(run->chunk, run->tokens + c * ctx, ctx * sizeof *run->chunk);
-    run->chunk[0] = run->bos;
-    qt_model_reset(m);
-    st = qt_model_eval(m, run->chunk, ctx, 0, run->logits);
-    QT_CHECK(st == QT_OK, st, "%s", qt_model_errmsg(m));
+    const int32_t *next = run->tokens + c * ctx + first + 1;
+    memcpy(slot->chunk, run->tokens + c * ctx, ctx * sizeof *slot->chunk);
+    slot->chunk[0] = run->bos;
+    qt_model_reset(slot->m);
+    st = qt_model_eval(slot->m, slot->chunk, ctx, 0, slot->logits);
+    QT_CHECK(st == QT_OK, st, "%s", qt_model_errmsg(slot->m));
     int bad = 0;
-#pragma omp parallel for schedule(static) reduction(| : bad)
+#pragma omp parallel for schedule(static) reduction(| : bad) if (run->n_slots == 1)
     for (size_t r = 0; r < run->per; r++) {
-        float *out = run->lq + r * V;
-        qt_ppl_log_softmax(run->logits + (first + r) * V, V, out);
+        float *out = slot->lq + r * V;
+        qt_ppl_log_softmax(slot->logits + (first + r) * V, V, out);
         for (size_t i = 0; i < V; i++)
             if (!isfinite(out[i])) bad = 1;
+        slot->lt[r] = out[next[r]];
     }
     QT_CHECK(!bad, QT_ERR_NUMERIC, "chunk %zu: non-finite logits", c);
 fail:
     return st;
 }
 
-/* Stores run->lq (as f32 or fp16) into run->raw, shuffled into run->packed. */
-static void pack_chunk(ppl_run *run)
+/* Evaluates chunks c0 .. c0+n-1 (n <= n_slots), chunk c0+i in slot i: in
+ * parallel, one single-threaded chunk per thread, when there are several
+ * slots. Each chunk's result is the same either way (qt_model_fork). */
+static qt_status eval_group(ppl_run *run, size_t c0, size_t n, char *errmsg)
+{
+    if (run->n_slots == 1) return eval_chunk(run, &run->slots[0], c0, errmsg);
+    ptrdiff_t i;
+#pragma omp parallel for schedule(static, 1) num_threads((int)n)
+    for (i = 0; i < (ptrdiff_t)n; i++) {
+        omp_set_num_threads(1); /* this thread's matmuls and attention stay on it */
+        ppl_slot *sl = &run->slots[i];
+        sl->errmsg[0] = 0;
+        sl->st = eval_chunk(run, sl, c0 + (size_t)i, sl->errmsg);
+    }
+    for (size_t j = 0; j < n; j++) /* the first failure in chunk order */
+        if (run->slots[j].st != QT_OK)
+            return qt_set_err(errmsg, run->slots[j].st, "%s", run->slots[j].errmsg);
+    return QT_OK;
+}
+
+/* Stores slot->lq (as f32 or fp16) into run->raw, shuffled into
+ * run->packed; then slot->lt, little-endian fp32, after it. */
+static void pack_chunk(ppl_run *run, const ppl_slot *slot)
 {
     size_t n = run->per * run->V;
     if (run->vb == 4) {
-        memcpy(run->raw, run->lq, n * 4);
+        memcpy(run->raw, slot->lq, n * 4);
     } else {
         uint16_t *h = (uint16_t *)(void *)run->raw;
-        for (size_t i = 0; i < n; i++) h[i] = qt_fp32_to_fp16(run->lq[i]);
+        for (size_t i = 0; i < n; i++) h[i] = qt_fp32_to_fp16(slot->lq[i]);
     }
     shuffle(run->raw, run->packed, n, run->vb);
+    unsigned char *t = run->packed + n * run->vb;
+    for (size_t r = 0; r < run->per; r++) {
+        uint32_t u;
+        memcpy(&u, &slot->lt[r], 4);
+        qt_store_le32(t + 4 * r, u);
+    }
 }
 
-/* Reads the next chunk of BASE log-probs from the cache into run->lp. */
+/* Bytes of one chunk in the cache: the distribution, then the targets. */
+static size_t chunk_bytes(const ppl_run *run)
+{
+    return run->per * run->V * run->vb + 4 * run->per;
+}
+
+/* Reads the next chunk of BASE log-probs from the cache into run->lp and
+ * its scored tokens' fp32 log-probs into run->lpt. */
 static qt_status read_chunk(ppl_run *run, qt_zcache_reader *zr, char *errmsg)
 {
     size_t n = run->per * run->V;
-    qt_status st = qt_zcache_reader_read(zr, run->packed, n * run->vb, errmsg);
+    qt_status st = qt_zcache_reader_read(zr, run->packed, chunk_bytes(run), errmsg);
     if (st != QT_OK) return st;
+    for (size_t r = 0; r < run->per; r++) {
+        uint32_t u = qt_load_le32(run->packed + n * run->vb + 4 * r);
+        memcpy(&run->lpt[r], &u, 4);
+    }
     if (run->vb == 4) {
         unshuffle(run->packed, (unsigned char *)run->lp, n, 4);
     } else {
@@ -366,7 +420,7 @@ static double f64_load(const unsigned char *p)
 }
 
 /* Runs BASE over every chunk and writes the cache file. */
-static qt_status base_run(ppl_run *run, qt_model *m, char *errmsg)
+static qt_status base_run(ppl_run *run, char *errmsg)
 {
     qt_status st;
     qt_zcache_writer *w = NULL;
@@ -375,13 +429,17 @@ static qt_status base_run(ppl_run *run, qt_model *m, char *errmsg)
     record_encode(run, rec);
     double t_eval = 0.0;
     qt_status wst = qt_zcache_writer_write(w, rec, sizeof rec);
-    for (size_t c = 0; c < run->res->n_chunks && wst == QT_OK; c++) {
+    const size_t nc = run->res->n_chunks;
+    for (size_t c0 = 0; c0 < nc && wst == QT_OK; c0 += run->n_slots) {
+        const size_t g = nc - c0 < run->n_slots ? nc - c0 : run->n_slots;
         double t0 = qt_now();
-        QT_TRY(eval_chunk(run, m, c, errmsg));
+        QT_TRY(eval_group(run, c0, g, errmsg));
         t_eval += qt_now() - t0;
-        pack_chunk(run);
-        wst = qt_zcache_writer_write(w, run->packed, run->per * run->V * run->vb);
-        qt_progress_add(&run->prog, 1, 0);
+        for (size_t j = 0; j < g && wst == QT_OK; j++) { /* written in chunk order */
+            pack_chunk(run, &run->slots[j]);
+            wst = qt_zcache_writer_write(w, run->packed, chunk_bytes(run));
+            qt_progress_add(&run->prog, 1, 0);
+        }
     }
     qt_ppl_model *b = &run->res->models[0];
     b->seconds = t_eval;
@@ -400,9 +458,9 @@ fail:
     return st;
 }
 
-/* Scores model i (m NULL: BASE, whose log-probs come from the cache alone)
- * against the cached BASE log-probs. */
-static qt_status score_model(ppl_run *run, size_t i, qt_model *m, char *errmsg)
+/* Scores model i against the cached BASE log-probs: evaluated with the
+ * slots' models (eval), or BASE itself from the cache alone (!eval). */
+static qt_status score_model(ppl_run *run, size_t i, bool eval, char *errmsg)
 {
     qt_status st;
     qt_zcache_reader *zr = NULL;
@@ -415,29 +473,31 @@ static qt_status score_model(ppl_run *run, size_t i, qt_model *m, char *errmsg)
     record_encode(run, want);
     QT_CHECK(!memcmp(rec, want, sizeof rec) &&
                  qt_zcache_reader_size(zr) ==
-                     PPL_RECORD + PPL_TRAILER + (uint64_t)res->n_chunks * per * V * run->vb,
+                     PPL_RECORD + PPL_TRAILER + (uint64_t)res->n_chunks * chunk_bytes(run),
              QT_ERR_FORMAT, "'%s': cached log-probs do not match the run (record)", run->path);
     double nll_sum = 0.0, nll2_sum = 0.0, kl_sum = 0.0, kl2_sum = 0.0, dp_sum = 0.0,
            kl_max = 0.0;
     size_t agree = 0, n = 0;
     double t_eval = 0.0;
     for (size_t c = 0; c < res->n_chunks; c++) {
-        if (m) {
+        const ppl_slot *sl = &run->slots[c % run->n_slots];
+        if (eval && c % run->n_slots == 0) {
+            const size_t g = res->n_chunks - c < run->n_slots ? res->n_chunks - c : run->n_slots;
             double t0 = qt_now();
-            QT_TRY(eval_chunk(run, m, c, errmsg));
+            QT_TRY(eval_group(run, c, g, errmsg));
             t_eval += qt_now() - t0;
         }
         QT_TRY(read_chunk(run, zr, errmsg));
-        const float *lq = m ? run->lq : run->lp;
-        const int32_t *next = run->tokens + c * ctx + res->first + 1;
+        /* the full distributions as stored (KL, top-1), the scored tokens'
+         * log-probs in fp32 (NLL, |dp|) */
+        const float *lq = eval ? sl->lq : run->lp, *lqt = eval ? sl->lt : run->lpt;
 #pragma omp parallel for schedule(static)
         for (size_t r = 0; r < per; r++) {
             const float *b = run->lp + r * V, *q = lq + r * V;
-            int32_t t = next[r];
             run->kl[r] = qt_ppl_kl(b, q, V);
-            run->nll[r] = -(double)q[t];
+            run->nll[r] = -(double)lqt[r];
             run->agree[r] = qt_sample_argmax(b, V) == qt_sample_argmax(q, V);
-            run->dp[r] = fabs(exp((double)q[t]) - exp((double)b[t]));
+            run->dp[r] = fabs(exp((double)lqt[r]) - exp((double)run->lpt[r]));
         }
         for (size_t r = 0; r < per; r++, n++) { /* serial: fixed order */
             nll_sum += run->nll[r];
@@ -450,7 +510,7 @@ static qt_status score_model(ppl_run *run, size_t i, qt_model *m, char *errmsg)
             run->kl_all[n] = run->kl[r];
             run->dp_all[n] = run->dp[r];
         }
-        if (m) qt_progress_add(&run->prog, 1, 0);
+        if (eval) qt_progress_add(&run->prog, 1, 0);
     }
     QT_TRY(qt_zcache_reader_read(zr, tail, sizeof tail, errmsg));
     pm->n_scored = n;
@@ -468,7 +528,7 @@ static qt_status score_model(ppl_run *run, size_t i, qt_model *m, char *errmsg)
     pm->top1 = (double)agree / dn;
     pm->dp_mean = dp_sum / dn;
     pm->dp_p99 = qt_ppl_quantile(run->dp_all, n, 0.99);
-    if (m) {
+    if (eval) {
         pm->seconds = t_eval;
         pm->tok_s = t_eval > 0 ? (double)(res->n_chunks * ctx) / t_eval : 0.0;
     } else if (pm->from_cache) {
@@ -492,13 +552,55 @@ void qt_ppl_result_free(qt_ppl_result *r)
     qt_free(r);
 }
 
+/* Frees the forks of slots 1.. (slot 0's model is borrowed). */
+static void slots_unbind(ppl_run *run)
+{
+    for (size_t j = 0; j < run->n_slots; j++) {
+        if (j > 0) qt_model_free(run->slots[j].m);
+        run->slots[j].m = NULL;
+    }
+}
+
+/* Gives the slots m: slot 0 borrows it, the others get forks. */
+static qt_status slots_bind(ppl_run *run, qt_model *m, char *errmsg)
+{
+    slots_unbind(run);
+    run->slots[0].m = m;
+    for (size_t j = 1; j < run->n_slots; j++) {
+        qt_status st = qt_model_fork(m, &run->slots[j].m, errmsg);
+        if (st != QT_OK) return st;
+    }
+    return QT_OK;
+}
+
+/* Chunks evaluated at once: one per thread for a model whose weights fit
+ * in QT_PPL_CHUNK_PAR_BYTES (all overhead and attention, no big matmul to
+ * share), else one chunk with every thread inside its matmuls. */
+static size_t slots_for(const qt_ppl_model *pm, size_t n_chunks)
+{
+    size_t nth = 1;
+#ifdef _OPENMP
+    nth = (size_t)omp_get_max_threads();
+#endif
+    if (pm->weight_bytes > QT_PPL_CHUNK_PAR_BYTES) return 1;
+    return nth < n_chunks ? nth : n_chunks;
+}
+
 static void run_release(ppl_run *run)
 {
     qt_free(run->tokens);
-    qt_free(run->chunk);
-    qt_free(run->logits);
+    if (run->slots) {
+        slots_unbind(run);
+        for (size_t j = 0; j < run->n_slots; j++) {
+            qt_free(run->slots[j].chunk);
+            qt_free(run->slots[j].logits);
+            qt_free(run->slots[j].lq);
+            qt_free(run->slots[j].lt);
+        }
+        qt_free(run->slots);
+    }
     qt_free(run->lp);
-    qt_free(run->lq);
+    qt_free(run->lpt);
     qt_free(run->raw);
     qt_free(run->packed);
     qt_free(run->kl);
@@ -614,7 +716,7 @@ qt_status qt_ppl_compare(const char *const *models, size_t n_models, const char 
     /* the cache key and file */
     qt_sha256_ctx kc;
     qt_sha256_init(&kc);
-    hash_str(&kc, "qtool-ppl-logp/1");
+    hash_str(&kc, "qtool-ppl-logp/2");
     hash_str(&kc, QT_VERSION_STRING);
     qt_sha256_update(&kc, fp, 32);
     qt_sha256_update(&kc, text_sha, 32);
@@ -650,12 +752,20 @@ qt_status qt_ppl_compare(const char *const *models, size_t n_models, const char 
     /* scratch */
     bool ok = true;
     size_t nv = run.per * run.V, total = res->n_chunks * run.per;
-    run.chunk = alloc_n(ctx, sizeof *run.chunk, &ok);
-    run.logits = alloc_n(ctx * run.V, sizeof *run.logits, &ok);
+    run.n_slots = slots_for(&res->models[0], res->n_chunks);
+    run.slots = qt_calloc(run.n_slots, sizeof *run.slots);
+    QT_CHECK(run.slots, QT_ERR_NOMEM, "out of memory");
+    for (size_t j = 0; j < run.n_slots; j++) {
+        ppl_slot *sl = &run.slots[j];
+        sl->chunk = alloc_n(ctx, sizeof *sl->chunk, &ok);
+        sl->logits = alloc_n(ctx * run.V, sizeof *sl->logits, &ok);
+        sl->lq = alloc_n(nv, sizeof *sl->lq, &ok);
+        sl->lt = alloc_n(run.per, sizeof *sl->lt, &ok);
+    }
     run.lp = alloc_n(nv, sizeof *run.lp, &ok);
-    run.lq = alloc_n(nv, sizeof *run.lq, &ok);
+    run.lpt = alloc_n(run.per, sizeof *run.lpt, &ok);
     run.raw = alloc_n(nv, run.vb, &ok);
-    run.packed = alloc_n(nv, run.vb, &ok);
+    run.packed = alloc_n(nv * run.vb + 4 * run.per, 1, &ok);
     run.kl = alloc_n(run.per, sizeof *run.kl, &ok);
     run.nll = alloc_n(run.per, sizeof *run.nll, &ok);
     run.dp = alloc_n(run.per, sizeof *run.dp, &ok);
@@ -666,15 +776,21 @@ qt_status qt_ppl_compare(const char *const *models, size_t n_models, const char 
 
     qt_progress_init(&run.prog, opts->progress, opts->progress != NULL, "ppl",
                      (uint64_t)res->n_chunks * (n_models - 1 + (cached ? 0 : 1)), 0);
-    if (!cached) QT_TRY(base_run(&run, src.m, errmsg));
+    if (!cached) {
+        QT_TRY(slots_bind(&run, src.m, errmsg));
+        QT_TRY(base_run(&run, errmsg));
+    }
+    slots_unbind(&run);
     src_close(&src);
-    QT_TRY(score_model(&run, 0, NULL, errmsg));
+    QT_TRY(score_model(&run, 0, false, errmsg));
     for (size_t i = 1; i < n_models; i++) {
         QT_TRY(src_open(models[i], opts->adapter, ctx, &src, &res->models[i], NULL, errmsg));
         QT_CHECK(qt_model_get_config(src.m)->vocab_size == run.V, QT_ERR_ARG,
                  "'%s': vocabulary of %zu tokens, BASE has %zu", models[i],
                  qt_model_get_config(src.m)->vocab_size, run.V);
-        QT_TRY(score_model(&run, i, src.m, errmsg));
+        QT_TRY(slots_bind(&run, src.m, errmsg));
+        QT_TRY(score_model(&run, i, true, errmsg));
+        slots_unbind(&run);
         src_close(&src);
     }
     qt_progress_finish(&run.prog);

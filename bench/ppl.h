@@ -36,12 +36,17 @@
  * positions per chunk, u64 vocab, u32 bytes per value, then zeros), per
  * chunk the scored rows of log-probabilities, (positions, vocab), stored
  * byte-plane-shuffled (all first bytes of the chunk's values, then all
- * second bytes, ...) which zstd compresses better, and a 16-byte trailer
- * (f64 BASE's evaluation seconds, f64 its tokens/s). Values are float32 when vocab <= 8192 (exact: a
- * model compared with itself gives KL 0 and 100% agreement, cached or not)
- * and IEEE fp16 above (half the size; a 32k vocabulary over wikitext-2 at
- * ctx 512 still makes ~26 GB before compression): with fp16, BASE's own metrics and every KL
- * use the rounded values, and KL carries an error of about 1e-4 relative.
+ * second bytes, ...) which zstd compresses better, then the float32
+ * log-probability of each scored position's next token (positions,), and a
+ * 16-byte trailer (f64 BASE's evaluation seconds, f64 its tokens/s).
+ * Distribution values are float32 when vocab <= 8192 (exact: a model
+ * compared with itself gives KL 0 and 100% agreement, cached or not) and
+ * IEEE fp16 above (half the size; a 32k vocabulary over wikitext-2 at ctx
+ * 512 still makes ~26 GB before compression). Perplexities (NLL) and |dp|
+ * always use the float32 log-probs of the scored tokens, so BASE's PPL and
+ * the PPL ratio are exact either way; with fp16 only KL and top-1 use the
+ * rounded distribution (KL off by about 1e-4 relative; a top-1 tie may
+ * break differently).
  * A damaged cache file is detected (qt_zcache_verify before use), reported
  * in cache_note and rebuilt. Without cache_dir the file is a temporary one,
  * removed at the end.
@@ -50,10 +55,14 @@
  * strided perplexity, multiple sequences per batch, or compare models whose
  * vocabularies differ (refused).
  *
- * Thread-safety: not reentrant with respect to OpenMP settings (it uses
- * whatever omp_set_num_threads set); results are bit-identical whatever the
- * thread count (the forward pass is, and every reduction here runs in a
- * fixed order). Ownership: a qt_ppl_result and everything in it belong to
+ * Threads: a model of at most QT_PPL_CHUNK_PAR_BYTES of weights runs one
+ * chunk per thread (qt_model_fork: each thread its own KV cache and
+ * scratch, single-threaded inside; results consumed in chunk order); a
+ * larger one runs chunks one after another with every thread inside the
+ * matmuls. Not reentrant with respect to OpenMP settings (it uses whatever
+ * omp_set_num_threads set); results are bit-identical whatever the thread
+ * count (each chunk's logits do not depend on it, and every reduction here
+ * runs in a fixed order). Ownership: a qt_ppl_result and everything in it belong to
  * the caller, freed with qt_ppl_result_free.
  */
 #ifndef QT_BENCH_PPL_H
@@ -79,6 +88,11 @@ const char *qt_ppl_score_name(qt_ppl_score s);
 /* Largest vocabulary whose log-probabilities are cached as float32 (above:
  * fp16). */
 #define QT_PPL_F32_VOCAB_MAX 8192
+
+/* Models whose weights take at most this many bytes are evaluated one chunk
+ * per thread (each thread its own KV cache and scratch, qt_model_fork;
+ * results written in chunk order): they are all overhead and attention. */
+#define QT_PPL_CHUNK_PAR_BYTES (64u << 20)
 
 typedef struct qt_ppl_opts {
     size_t ctx;            /* tokens per chunk, 4 .. 1<<20 (0 = 512) */

@@ -17,8 +17,9 @@
 /* The adapter as the forward pass uses it: the module of each
  * (layer, projection), and lm_head's, in one table. */
 struct qt_lora {
-    qt_adapter *ad;                      /* owned */
+    qt_adapter *ad;                      /* owned, unless borrowed (a fork's) */
     const qt_adapter_module **slot;      /* (n_layers * QT_PROJ_COUNT + 1,) NULL = none */
+    bool borrowed;                       /* ad and slot belong to the parent model */
     float *t;                            /* (n_batch, r_max) A x */
     float *u;                            /* (n_batch, n_out_max) B (A x) */
 };
@@ -107,11 +108,23 @@ fail:
     return st;
 }
 
+/* The largest rank and out_features among the adapter's modules. */
+static void lora_sizes(const qt_adapter *ad, size_t *r_max, size_t *out_max)
+{
+    *r_max = *out_max = 1;
+    for (size_t i = 0; i < ad->n_mods; i++) {
+        if (ad->mods[i].r > *r_max) *r_max = ad->mods[i].r;
+        if (ad->mods[i].n_out > *out_max) *out_max = ad->mods[i].n_out;
+    }
+}
+
 void qt_lora_free(qt_lora *lo)
 {
     if (!lo) return;
-    qt_adapter_free(lo->ad);
-    qt_free(lo->slot);
+    if (!lo->borrowed) {
+        qt_adapter_free(lo->ad);
+        qt_free(lo->slot);
+    }
     memset(lo, 0, sizeof *lo);
     qt_free(lo);
 }
@@ -131,7 +144,7 @@ qt_status qt_model_set_adapter(qt_model *m, qt_adapter *ad, char *errmsg)
     const size_t n_slots = m->cfg.n_layers * QT_PROJ_COUNT + 1;
     QT_CHECK(lo && (lo->slot = qt_calloc(n_slots, sizeof *lo->slot)), QT_ERR_NOMEM,
              "out of memory");
-    size_t r_max = 1, out_max = 1;
+    size_t r_max, out_max;
     for (size_t i = 0; i < ad->n_mods; i++) {
         const qt_adapter_module *md = &ad->mods[i];
         ptrdiff_t s = slot_index(m, md->name);
@@ -139,9 +152,8 @@ qt_status qt_model_set_adapter(qt_model *m, qt_adapter *ad, char *errmsg)
                  "adapter '%s': module '%s': LoRA on this module is not supported", ad->dir,
                  md->name);
         lo->slot[s] = md;
-        if (md->r > r_max) r_max = md->r;
-        if (md->n_out > out_max) out_max = md->n_out;
     }
+    lora_sizes(ad, &r_max, &out_max);
     lo->t = qt_model_alloc_f32(m, m->n_batch * r_max);
     lo->u = qt_model_alloc_f32(m, m->n_batch * out_max);
     QT_CHECK(lo->t && lo->u, QT_ERR_NOMEM, "out of memory for the adapter's scratch");
@@ -153,6 +165,23 @@ fail:
     if (lo) lo->ad = NULL; /* the caller keeps the adapter on failure */
     qt_lora_free(lo);
     return st;
+}
+
+qt_status qt_lora_fork(qt_model *f, const qt_model *m, char *errmsg)
+{
+    size_t r_max, out_max;
+    qt_lora *lo = qt_calloc(1, sizeof *lo);
+    if (!lo) return qt_set_err(errmsg, QT_ERR_NOMEM, "out of memory for the adapter");
+    /* the adapter and its table borrowed, the scratch its own */
+    lo->ad = m->lora->ad;
+    lo->slot = m->lora->slot;
+    lo->borrowed = true;
+    lora_sizes(lo->ad, &r_max, &out_max);
+    lo->t = qt_model_alloc_f32(f, f->n_batch * r_max);
+    lo->u = qt_model_alloc_f32(f, f->n_batch * out_max);
+    f->lora = lo;
+    if (!lo->t || !lo->u) return qt_set_err(errmsg, QT_ERR_NOMEM, "out of memory for the adapter");
+    return QT_OK;
 }
 
 qt_status qt_lora_apply(qt_model *m, size_t l, const char *what, const float *x, size_t n,

@@ -40,7 +40,12 @@
  * Determinism: the logits are bit-identical whatever the OpenMP thread
  * count: qt_matmul computes every output element in one fixed order, and
  * attention runs over (token, head) pairs with each output computed by one
- * thread; reductions (RMSNorm, softmax) run serially per row. Sampling
+ * thread in one fixed order, written in plain C (no per-ISA code): scores
+ * q.k in 8 interleaved partial sums combined pairwise, softmax with
+ * qtool's own exponential (Cephes expf arithmetic, no libm, no FMA) and
+ * an 8-way partial sum, each output element a chain over positions; so
+ * the logits are also the same on every ISA and CPU for the same matmul
+ * results. RMSNorm runs serially per row (double accumulator). Sampling
  * (qt_sample) is a pure function of the logits, the temperature and the
  * caller's RNG state.
  *
@@ -190,6 +195,13 @@ bool qt_model_arg_split(const char *arg, char *model, size_t n, const char **ada
 
 /* The model's adapter, or NULL. Borrowed, valid until qt_model_free. */
 const struct qt_adapter *qt_model_adapter(const qt_model *m);
+
+/* A second evaluator of m's weights with its own KV cache and scratch (same
+ * n_ctx and n_batch, no capture): the same logits as m for the same calls,
+ * so several chunks can run on separate threads. It BORROWS m's weights:
+ * free it before m. *out NULL on failure.
+ * @return QT_OK, QT_ERR_NOMEM. */
+qt_status qt_model_fork(const qt_model *m, qt_model **out, char *errmsg);
 
 /* ---- facts --------------------------------------------------------------- */
 

@@ -61,7 +61,8 @@ typedef struct qt_run_state {
     float *hb2;         /* (n_batch, hidden_dim) up */
     float *att;         /* (att_threads, n_ctx) per-thread attention scores */
     int att_threads;    /* rows of att */
-    float *key_cache;   /* (n_layers, n_ctx, kv_dim) */
+    float *key_cache;   /* (n_layers, n_kv_heads, head_dim, n_ctx): each key
+                           transposed, so attention reads positions in a row */
     float *value_cache; /* (n_layers, n_ctx, kv_dim) */
     float *rope_cos;    /* (n_ctx, head_dim / 2) */
     float *rope_sin;    /* (n_ctx, head_dim / 2) */
@@ -81,6 +82,8 @@ struct qt_model {
     void *capture_ctx;
     size_t cur_pos0;             /* position of the chunk being evaluated */
     qt_lora *lora;               /* the adapter in the forward pass (model/lora.c), NULL = none */
+    const qt_model *parent; /* qt_model_fork: whose weights (and qk_perm) these
+                               are; NULL when the model owns them */
     /* what the model owns */
     qt_modeldir *md_owned; /* NULL when borrowed or GGUF */
     qt_layout *layout;
@@ -109,6 +112,9 @@ qt_status qt_model_setup(qt_model *m, const qt_model_opts *opts, size_t default_
  * does not wrap it. @return QT_OK, QT_ERR_NOMEM (message in m->errmsg). */
 qt_status qt_lora_apply(qt_model *m, size_t l, const char *what, const float *x, size_t n,
                         float *y);
+/* Gives the fork f the adapter of m (borrowed, as f borrows m's weights)
+ * with its own scratch. @return QT_OK, QT_ERR_NOMEM. */
+qt_status qt_lora_fork(qt_model *f, const qt_model *m, char *errmsg);
 /* Frees a prepared adapter and the adapter it owns. Accepts NULL. */
 void qt_lora_free(qt_lora *lo);
 

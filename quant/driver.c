@@ -339,6 +339,28 @@ static qt_status matmul_gemm(const qt_kernels *k, const qt_mm_ops *ops, const qt
     return QT_OK;
 }
 
+/* Decoding (one token) through the scheme's fused dot_rows: rows split in
+ * fixed chunks across threads; every output is one call's fma chain. */
+#define GEMV_ROWS 16
+static qt_status matmul_fused(const qt_kernels *k, qt_dot_rows_fn dot, const qt_qweight *w,
+                              const float *x, float *y, bool par, int nth)
+{
+    const size_t n_ch = qt_n_blocks(w->n_out, GEMV_ROWS);
+    qt_dq_ctx ctx;
+    qt_dq_ctx_init(&ctx, k, w);
+    if (!par) nth = 1;
+    ptrdiff_t ci;
+#ifdef _OPENMP
+#pragma omp parallel for schedule(static) num_threads(nth) if (par && n_ch > 1)
+#endif
+    for (ci = 0; ci < (ptrdiff_t)n_ch; ci++) {
+        size_t r0 = (size_t)ci * GEMV_ROWS;
+        size_t nr = w->n_out - r0 < GEMV_ROWS ? w->n_out - r0 : GEMV_ROWS;
+        dot(&ctx, r0, nr, x, y + r0);
+    }
+    return QT_OK;
+}
+
 qt_status qt_matmul(const qt_kernels *k, const qt_qweight *w, const float *x, size_t n_tok,
                     float *y)
 {
@@ -350,6 +372,8 @@ qt_status qt_matmul(const qt_kernels *k, const qt_qweight *w, const float *x, si
     const bool par =
         nth > 1 && (double)n_tok * (double)w->n_out * (double)w->n_in >= MM_PAR_WORK;
     const qt_mm_ops *ops = qt_mm_ops_for(k);
+    if (n_tok == 1 && ops->dot_rows[w->scheme])
+        return matmul_fused(k, ops->dot_rows[w->scheme], w, x, y, par, nth);
     if (!ops->gemm) return matmul_dot(k, w, x, n_tok, y, par, nth);
     return matmul_gemm(k, ops, w, x, n_tok, y, par, nth);
 }

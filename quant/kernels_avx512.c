@@ -735,5 +735,6 @@ static void gemm(const float *x, size_t ldx, size_t n_tok, const float *panels, 
 }
 
 const qt_mm_ops qt_mm_ops_avx512 = {
-    MM_NR, MM_MR, cvt_half, cvt_i8, cvt_map8, pack, pack_half, gemm,
+    .nr = MM_NR, .mr = MM_MR, .cvt_half = cvt_half, .cvt_i8 = cvt_i8, .cvt_map8 = cvt_map8,
+    .pack = pack, .pack_half = pack_half, .gemm = gemm, .dot_rows = {NULL},
 };

@@ -36,6 +36,26 @@
  * caller provides. Only qt_matmul and qt_dequantize allocate a small
  * per-thread tile (a few rows), never a dequantized copy of a matrix.
  *
+ * Adding a scheme (one table row plus its kernel files; nothing else
+ * names schemes):
+ *   1. a qt_scheme value (before QT_SCHEME_COUNT) and its row in
+ *      quant/scheme.c: name, bits per weight, block sizes, description,
+ *      and .ops, the scheme's stored-weight hooks (qt_scheme_ops,
+ *      quant_internal.h): check (what a qt_qweight of the scheme needs),
+ *      init (resolve maps once, may be NULL), dq_range ("dequantize a flat
+ *      range / rows to fp32", exact and bit-identical on every ISA),
+ *      byte_range (where a range's bytes lie, for prefetching);
+ *   2. optionally, per ISA, a fused decoding kernel: qt_mm_ops.dot_rows
+ *      [scheme] in quant/kernels_<isa>.c (or a gemv_<isa>.c it names):
+ *      "dot stored rows r0 .. r0+nr-1 with an fp32 vector", which must give
+ *      the bits of qt_dot_rows_ref over dq_range's values (one fma chain
+ *      per output from +0, k ascending); where it is NULL, qt_matmul
+ *      dequantizes the rows and runs the GEMM, with the same bits;
+ *   3. its quantize kernels and drivers (if qtool writes the scheme), the
+ *      fields of qt_qweight it reads, and tests: dq_range against the spec,
+ *      each SIMD path bit for bit against _ref, the fused dot against
+ *      qt_dot_rows_ref (tests/unit/test_quant.c loops over the table).
+ *
  * Threads: the drivers (qt_*_quantize, qt_dq_quantize, qt_dequantize,
  * qt_matmul) use OpenMP when built with it; their results are bit-identical
  * whatever the thread count. Quantized bytes are bit-identical on every ISA;
@@ -76,6 +96,8 @@ typedef enum qt_src_type {
     QT_SRC_COUNT
 } qt_src_type;
 
+typedef struct qt_scheme_ops qt_scheme_ops; /* opaque outside quant/ */
+
 typedef struct qt_scheme_info {
     const char *name;       /* "nf4", "fp4", "int8", "q8", "int8-blockwise", ... */
     qt_scheme scheme;
@@ -85,6 +107,8 @@ typedef struct qt_scheme_info {
     size_t min_block;       /* allowed block sizes: powers of two in */
     size_t max_block;       /*   [min_block, max_block]; 0 = none */
     const char *description; /* one line, for --help and inspect */
+    const struct qt_scheme_ops *ops; /* stored-weight hooks (quant_internal.h);
+                                        NULL: not a matmul / dequantize input */
 } qt_scheme_info;
 
 /* Number of rows in the scheme table. */
@@ -256,8 +280,10 @@ void qt_qweight_rows(const qt_kernels *k, const qt_qweight *w, size_t r0, size_t
 qt_status qt_dequantize(const qt_kernels *k, const qt_qweight *w, qt_src_type out, void *dst);
 
 /* y (n_tok, n_out) = x (n_tok, n_in) . W^T, W dequantized on the fly a few
- * rows at a time into a per-thread tile. OpenMP over output rows; identical
- * results for any thread count. x, y fp32, caller-owned.
+ * rows at a time into a per-thread tile, or (one token, where the ISA has
+ * the scheme's fused dot_rows) read straight from storage. OpenMP over
+ * output rows; identical results for any thread count and token split.
+ * x, y fp32, caller-owned.
  * @return QT_OK, QT_ERR_ARG, QT_ERR_NOMEM (the tile). */
 qt_status qt_matmul(const qt_kernels *k, const qt_qweight *w, const float *x, size_t n_tok,
                     float *y);

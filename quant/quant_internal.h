@@ -119,6 +119,16 @@ void qt_dq_block_avx512(const qt_dq8_tab *tab, const float *absmax, size_t len, 
  *     y = 0; for k = 0 .. n_in-1: y = fmaf(x[k], w[k], y)
  * whatever the tiling, the token count or the threads (AVX2 and AVX-512
  * give the same bits). The ref ISA keeps dot_tile (a mul + add chain). */
+typedef struct qt_dq_ctx qt_dq_ctx;
+
+/* The fused decoding hook of one scheme on one ISA (quant.h, "adding a
+ * scheme"): y[j] for j < nr = the dot of stored row r0 + j with x (n_in,),
+ * bit-identical to qt_dot_rows_ref over the rows qt_dq_range gives, i.e.
+ *     y = +0.0f; for k = 0 .. n_in-1: y = fmaf(x[k], W[r0+j][k], y)
+ * Single thread, no allocation; the driver splits rows across threads. */
+typedef void (*qt_dot_rows_fn)(const qt_dq_ctx *c, size_t r0, size_t nr, const float *x,
+                               float *y);
+
 typedef struct qt_mm_ops {
     size_t nr; /* outputs per micro-panel (0 = no packed GEMM: use dot_tile) */
     size_t mr; /* tokens per register block */
@@ -141,6 +151,9 @@ typedef struct qt_mm_ops {
      * micro-panels of kc x nr (from y when acc, else from +0). */
     void (*gemm)(const float *x, size_t ldx, size_t n_tok, const float *panels, size_t n_pan,
                  size_t kc, size_t nc, float *y, size_t ldy, bool acc);
+    /* fused decoding dot per scheme (one token); NULL = dequantize the rows
+     * and run the packed GEMM (the same bits) */
+    qt_dot_rows_fn dot_rows[QT_SCHEME_COUNT];
 } qt_mm_ops;
 
 extern const qt_mm_ops qt_mm_ops_ref;
@@ -153,14 +166,45 @@ const qt_mm_ops *qt_mm_ops_for(const qt_kernels *k);
 
 /* Everything qt_dq_range needs about one weight, resolved once (maps copied
  * out of possibly unaligned storage). Read-only once built: threads share it. */
-typedef struct qt_dq_ctx {
+struct qt_dq_ctx {
     const qt_qweight *w;
     const qt_kernels *k;
     const qt_mm_ops *ops;
+    const qt_scheme_ops *so; /* the weight's scheme hooks */
     float map4[16];
     float nmap[256];   /* double-quant nested map */
     float map8[256];   /* int8-blockwise map */
-} qt_dq_ctx;
+};
+
+/* ---- the stored-weight hooks of a scheme (quant.h, "adding a scheme") -----
+ * One row per scheme, named by its qt_scheme_info row (quant/scheme.c);
+ * the built-in ones are in quant/weights.c. Every hook is single-threaded,
+ * allocation-free and reads w's borrowed (maybe unaligned) pointers only. */
+struct qt_scheme_ops {
+    /* what w needs beyond the common checks of qt_qweight_check (non-NULL
+     * data, non-zero sizes without overflow): QT_OK or QT_ERR_ARG */
+    qt_status (*check)(const qt_qweight *w);
+    /* resolves what every range needs once (maps) into c; NULL = nothing */
+    void (*init)(qt_dq_ctx *c);
+    /* flat elements [i0, i0+len) of w as fp32 into dst: the scheme's exact
+     * dequantization, bit-identical on every ISA (it may use c->k / c->ops
+     * conversions, which are) */
+    void (*dq_range)(const qt_dq_ctx *c, size_t i0, size_t len, float *dst);
+    /* the bytes of w->data holding flat elements [i0, i0+len), len > 0:
+     * [*b0, *b1) (scales excluded); used for prefetching only */
+    void (*byte_range)(const qt_qweight *w, size_t i0, size_t len, size_t *b0, size_t *b1);
+};
+
+extern const qt_scheme_ops qt_ops_4bit;       /* nf4, fp4 */
+extern const qt_scheme_ops qt_ops_blockwise8; /* int8-blockwise */
+extern const qt_scheme_ops qt_ops_q8;
+extern const qt_scheme_ops qt_ops_int8;       /* LLM.int8 row-wise */
+extern const qt_scheme_ops qt_ops_half;       /* bf16, fp16 */
+extern const qt_scheme_ops qt_ops_f32;
+
+/* y[j] = +0 fma chain of x with rows[j * n_in ..] (n_in), j < nr: the
+ * definition every fused dot_rows kernel reproduces bit for bit. */
+void qt_dot_rows_ref(const float *rows, size_t n_in, size_t nr, const float *x, float *y);
 
 void qt_dq_ctx_init(qt_dq_ctx *c, const qt_kernels *k, const qt_qweight *w);
 /* Flat elements [i0, i0+len) of the weight into dst (spec §5 arithmetic,

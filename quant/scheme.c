@@ -2,6 +2,8 @@
  * CLI parsing, --help and inspect all read this table. */
 #include "quant/quant.h"
 
+#include "quant/quant_internal.h"
+
 #include <string.h>
 
 /* bits per weight: codes plus scales at the default block size
@@ -11,18 +13,18 @@
  *   int8 row-wise: 8 plus one float per row (shown without it) */
 static const qt_scheme_info schemes[] = {
     {"nf4", QT_SCHEME_NF4, 4.0 + 8.0 / 64 + 32.0 / (64 * 256), 64, 32, 4096,
-     "4-bit NormalFloat, blockwise absmax (bitsandbytes / QLoRA), double quant"},
+     "4-bit NormalFloat, blockwise absmax (bitsandbytes / QLoRA), double quant", &qt_ops_4bit},
     {"fp4", QT_SCHEME_FP4, 4.0 + 8.0 / 64 + 32.0 / (64 * 256), 64, 32, 4096,
-     "4-bit float (1-2-1 style table), blockwise absmax (bitsandbytes)"},
+     "4-bit float (1-2-1 style table), blockwise absmax (bitsandbytes)", &qt_ops_4bit},
     {"int8", QT_SCHEME_INT8, 8.0, 0, 0, 0,
-     "LLM.int8 row-wise int8 with per-row SCB (bitsandbytes Linear8bitLt)"},
+     "LLM.int8 row-wise int8 with per-row SCB (bitsandbytes Linear8bitLt)", &qt_ops_int8},
     {"q8", QT_SCHEME_Q8, 34.0 * 8 / 32, 32, 32, 4096,
-     "per-block symmetric int8, block 32 = GGUF Q8_0 bytes"},
+     "per-block symmetric int8, block 32 = GGUF Q8_0 bytes", &qt_ops_q8},
     {"int8-blockwise", QT_SCHEME_INT8_BLOCKWISE, 8.0 + 32.0 / 4096, 4096, 64, 4096,
-     "8-bit dynamic map, blockwise absmax (bitsandbytes quantize_blockwise)"},
-    {"bf16", QT_SCHEME_BF16, 16.0, 0, 0, 0, "bfloat16, unquantized"},
-    {"fp16", QT_SCHEME_FP16, 16.0, 0, 0, 0, "IEEE half, unquantized"},
-    {"fp32", QT_SCHEME_FP32, 32.0, 0, 0, 0, "float32, unquantized"},
+     "8-bit dynamic map, blockwise absmax (bitsandbytes quantize_blockwise)", &qt_ops_blockwise8},
+    {"bf16", QT_SCHEME_BF16, 16.0, 0, 0, 0, "bfloat16, unquantized", &qt_ops_half},
+    {"fp16", QT_SCHEME_FP16, 16.0, 0, 0, 0, "IEEE half, unquantized", &qt_ops_half},
+    {"fp32", QT_SCHEME_FP32, 32.0, 0, 0, 0, "float32, unquantized", &qt_ops_f32},
 };
 _Static_assert(sizeof schemes / sizeof schemes[0] == QT_SCHEME_COUNT,
                "one scheme table row per qt_scheme");

@@ -34,6 +34,8 @@ grep -q "qtool.adapter_fingerprint" "$tmp/a.st" || { echo "no adapter provenance
 "$QTOOL" bench ppl "$MODEL" "$MODEL+$G/adapter" --text "$DATA/text/tinystories_sample.txt" \
   --ctx 128 --chunks 2 --no-cache -q >"$tmp/ppl.txt" 2>&1 || { echo "bench ppl"; cat "$tmp/ppl.txt"; exit 1; }
 [ "$(grep -c '^\.\.\.' "$tmp/ppl.txt")" = 2 ] || { echo "bench ppl: expected 2 rows"; cat "$tmp/ppl.txt"; exit 1; }
+[ "$(grep '^\.\.\.' "$tmp/ppl.txt" | awk '{print $3}' | sort -u | wc -l)" = 2 ] ||
+  { echo "bench ppl: the adapter row has the base's PPL"; cat "$tmp/ppl.txt"; exit 1; }
 
 # refusals: exit 2 with the reason
 mkdir "$tmp/bin" && cp "$G/adapter/adapter_config.json" "$tmp/bin/" && echo x >"$tmp/bin/adapter_model.bin"

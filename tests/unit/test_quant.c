@@ -1287,6 +1287,47 @@ ParameterizedTest(qt_isa *isa, quant_isa, gemm_is_one_fma_chain_for_any_tiling_a
     }
 }
 
+/* The scheme table drives the matmul (quant.h, "adding a scheme"): every row
+ * that takes weights has all its hooks, and every fused dot_rows of every
+ * ISA gives the bits of qt_dot_rows_ref over the dequantized rows, for row
+ * ranges that start and end inside blocks. */
+Test(quant, scheme_hooks_complete_and_fused_dots_match_ref)
+{
+    unsigned long long seed = qt_test_seed(DEFAULT_SEED + 13);
+    const size_t n_out = 37, n_in = 172, n = n_out * n_in;
+    float *wf = malloc(n * 4), *dq = malloc(n * 4), *x = malloc(n_in * 4);
+    float want[8], got[8];
+    for (size_t i = 0; i < n; i++) wf[i] = qt_test_gauss(&seed) * 0.05f;
+    for (size_t i = 0; i < n_in; i++) x[i] = qt_test_gauss(&seed);
+    for (size_t si = 0; si < qt_scheme_count(); si++) {
+        const qt_scheme_info *info = qt_scheme_info_at(si);
+        const qt_scheme_ops *so = info->ops;
+        cr_assert(so && so->check && so->dq_range && so->byte_range, "%s", info->name);
+        built b = build_weight(info->scheme, info->scheme == QT_SCHEME_NF4, n_out, n_in,
+                               info->default_block, wf);
+        cr_assert(eq(int, qt_qweight_check(&b.w), QT_OK), "%s", info->name);
+        cr_assert(eq(int, qt_dequantize(&qt_kernels_ref, &b.w, QT_SRC_F32, dq), QT_OK));
+        for (qt_isa isa = 0; isa < QT_ISA_COUNT; isa++) {
+            const qt_kernels *k = qt_kernels_for(isa);
+            qt_dot_rows_fn dot = k ? qt_mm_ops_for(k)->dot_rows[info->scheme] : NULL;
+            if (!dot) continue;
+            qt_dq_ctx c;
+            qt_dq_ctx_init(&c, k, &b.w);
+            for (size_t r0 = 0; r0 + 8 <= n_out; r0 += 7) {
+                qt_dot_rows_ref(dq + r0 * n_in, n_in, 8, x, want);
+                dot(&c, r0, 8, x, got);
+                for (size_t j = 0; j < 8; j++)
+                    cr_assert(eq(u32, qt_f32_bits(got[j]), qt_f32_bits(want[j])),
+                              "%s %s row %zu", info->name, qt_isa_name(isa), r0 + j);
+            }
+        }
+        built_free(&b);
+    }
+    free(wf);
+    free(dq);
+    free(x);
+}
+
 /* Raw random bytes as weights of every scheme (NaN, Inf, subnormal halves,
  * every code), rows straddling blocks: every ISA dequantizes to the bits of
  * _ref (one multiply per element, spec §5). */
