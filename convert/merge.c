@@ -352,11 +352,12 @@ static double rel_diff(const float *a, const float *b, size_t n)
     return den > 0 ? sqrt(num / den) : (num > 0 ? INFINITY : 0);
 }
 
-/* W' of a FOLD item into b->w (fp32), keeping W in b->orig. */
-static qt_status fold(const qt_merge *m, qt_merge_item *it, wbuf *b, size_t n, char *errmsg)
+/* W' of a FOLD item into b->w (fp32); with b->orig, W kept there and
+ * ||W' - W|| / ||W|| measured. */
+static qt_status fold(qt_merge_item *it, wbuf *b, size_t n, char *errmsg)
 {
     const qt_adapter_module *md = it->mod;
-    memcpy(b->orig, b->w, n * sizeof(float));
+    if (b->orig) memcpy(b->orig, b->w, n * sizeof(float));
     qt_status st = qt_lora_merge(NULL, b->w, md->n_out, md->n_in, md->B, md->r, md->A, md->scale);
     if (st != QT_OK)
         return qt_set_err(errmsg, st, "module '%s': merge failed (%s)", md->name,
@@ -365,8 +366,7 @@ static qt_status fold(const qt_merge *m, qt_merge_item *it, wbuf *b, size_t n, c
         if (!isfinite(b->w[i]))
             return qt_set_err(errmsg, QT_ERR_NUMERIC,
                               "module '%s': merged weight value %zu is not finite", md->name, i);
-    it->delta_rel = rel_diff(b->w, b->orig, n);
-    (void)m;
+    if (b->orig) it->delta_rel = rel_diff(b->w, b->orig, n);
     return QT_OK;
 }
 
@@ -397,9 +397,11 @@ static qt_status quantize(const qt_merge *m, const qt_merge_item *it, wbuf *b, q
     return QT_OK;
 }
 
-/* Allocates the buffers of one item: fp32 values (+ a copy for FOLD, a
- * compute-dtype copy, the quantized buffers when written quantized). */
-static qt_status wbuf_alloc(const qt_merge *m, const qt_merge_item *it, wbuf *b, char *errmsg)
+/* Allocates the buffers of one item: fp32 values (+ a copy for FOLD when
+ * measuring, a compute-dtype copy, the quantized buffers when written
+ * quantized). */
+static qt_status wbuf_alloc(const qt_merge *m, const qt_merge_item *it, bool measure, wbuf *b,
+                            char *errmsg)
 {
     const size_t n = (size_t)it->src->n_elements;
     size_t bytes;
@@ -407,7 +409,7 @@ static qt_status wbuf_alloc(const qt_merge *m, const qt_merge_item *it, wbuf *b,
     if (!qt_mul_size(n, sizeof(float), &bytes))
         return qt_set_err(errmsg, QT_ERR_OVERFLOW, "tensor '%s': too large", it->src->name);
     bool ok = (b->w = qt_malloc(bytes)) != NULL;
-    if (ok && it->action == QT_MERGE_FOLD) ok = (b->orig = qt_malloc(bytes)) != NULL;
+    if (ok && measure && it->action == QT_MERGE_FOLD) ok = (b->orig = qt_malloc(bytes)) != NULL;
     if (ok && m->compute != QT_DTYPE_F32) ok = (b->cd = qt_malloc(n * 2)) != NULL;
     if (ok && it->quantized) {
         qt_qbuf_sizes z;
@@ -427,13 +429,15 @@ static qt_status wbuf_alloc(const qt_merge *m, const qt_merge_item *it, wbuf *b,
     return QT_OK;
 }
 
-/* The computed values of a FOLD / REPLACE / CONVERT item in b->w. */
-static qt_status compute_item(const qt_merge *m, qt_merge_item *it, wbuf *b, char *errmsg)
+/* The computed values of a FOLD / REPLACE / CONVERT item in b->w;
+ * measure: also ||s B A|| / ||W|| (the write pass, not the prepass). */
+static qt_status compute_item(const qt_merge *m, qt_merge_item *it, bool measure, wbuf *b,
+                              char *errmsg)
 {
-    qt_status st = wbuf_alloc(m, it, b, errmsg);
+    qt_status st = wbuf_alloc(m, it, measure, b, errmsg);
     if (st == QT_OK) st = source_f32(m, it, b->w, errmsg);
     if (st == QT_OK && it->action == QT_MERGE_FOLD)
-        st = fold(m, it, b, (size_t)it->src->n_elements, errmsg);
+        st = fold(it, b, (size_t)it->src->n_elements, errmsg);
     return st;
 }
 
@@ -485,7 +489,7 @@ static qt_status prepass(qt_merge *m, char *errmsg)
         if (!it->double_quant || it->action == QT_MERGE_PASS) continue;
         wbuf b;
         qt_qweight q;
-        st = compute_item(m, it, &b, errmsg);
+        st = compute_item(m, it, false, &b, errmsg);
         if (st == QT_OK) st = quantize(m, it, &b, &q, errmsg);
         wbuf_free(&b);
         QT_TRY(st);
@@ -539,7 +543,7 @@ static qt_status run_item(qt_merge *m, qt_merge_item *it, char *errmsg)
     if (it->action == QT_MERGE_PASS || it->action == QT_MERGE_COPY) {
         QT_TRY(write_stored(m, it, errmsg));
     } else {
-        QT_TRY(compute_item(m, it, &b, errmsg));
+        QT_TRY(compute_item(m, it, true, &b, errmsg));
         if (it->quantized) {
             qt_qweight q;
             QT_TRY(quantize(m, it, &b, &q, errmsg));
