@@ -56,6 +56,33 @@ struct qt_model_opts;
 int qt_cli_open_model(const char *arg, const char *adapter_opt, const struct qt_model_opts *opts,
                       bool quiet, char *model_path, size_t n, struct qt_model **out);
 
+/* Reads a whole file into a new buffer (NUL-terminated; qt_free it). On
+ * failure prints the error, sets *rc (2 when missing, else 1) and returns
+ * NULL (cli/cmd_bench_ppl.c). */
+char *qt_cli_read_file(const char *path, size_t *n, int *rc);
+/* The result of a perplexity comparison: the table on stdout (unless json
+ * is "-"), JSON to json ("-" = stdout; may be NULL), SVG to plot (may be
+ * NULL). Returns an exit code (cli/cmd_bench_ppl.c). */
+struct qt_ppl_result;
+int qt_cli_ppl_report(const struct qt_ppl_result *r, const char *text_path, const char *json,
+                      const char *plot);
+
+/* `qtool merge --eval` (cli/merge_eval.c): PPL and KL of the merged OUT
+ * and of the alternatives (onto quantized / original x the scheme / bf16)
+ * against the model as trained (the quantized base + the adapter). */
+typedef struct qt_cli_merge_eval {
+    const char *text;      /* --eval TEXT */
+    const char *quantized; /* --eval-quantized: the base the adapter trained on (default:
+                              BASE with --onto quantized) */
+    const char *original;  /* --eval-original: the original checkpoint (default: BASE with
+                              --onto original; without either, no "onto original" rows) */
+    const char *json, *plot; /* --eval-json, --eval-plot; may be NULL */
+    size_t ctx, chunks;    /* --ctx, --chunks; 0 = bench ppl's defaults */
+} qt_cli_merge_eval_opts;
+struct qt_merge_opts;
+/* Returns an exit code; the temporary merges are removed. */
+int qt_cli_merge_eval(const struct qt_merge_opts *o, const qt_cli_merge_eval_opts *e, bool quiet);
+
 /* Calibration options shared by `convert --calib` and `validate`
  * (cli/cmd_validate.c). Option codes for getopt_long's val. */
 enum { QT_CLI_CALIB_TEXT = 1024, QT_CLI_CALIB_TOKENS, QT_CLI_CALIB_CACHE, QT_CLI_CALIB_NOCACHE,

@@ -51,9 +51,7 @@ static void usage(FILE *f)
             "  -h, --help            this help\n");
 }
 
-/* Reads a whole file into a new buffer (NUL-terminated; qt_free it). On
- * failure prints the error, sets *rc and returns NULL. */
-static char *read_file(const char *path, size_t *n, int *rc)
+char *qt_cli_read_file(const char *path, size_t *n, int *rc)
 {
     FILE *f = fopen(path, "rb");
     if (!f) {
@@ -120,6 +118,39 @@ static void print_table(const qt_ppl_result *r, const char *text_path)
                100.0 * m->top1, m->dp_mean, m->dp_p99, m->tok_s, m->from_cache ? "*" : "");
     }
     if (r->models[0].from_cache) printf("(* tokens/s of the run that filled the cache)\n");
+}
+
+int qt_cli_ppl_report(const qt_ppl_result *r, const char *text_path, const char *json,
+                      const char *plot)
+{
+    int rc = QT_EXIT_OK;
+    qt_status st;
+    char errmsg[QT_ERRMSG_SIZE] = "";
+    bool json_stdout = json && !strcmp(json, "-");
+    if (!json_stdout) print_table(r, text_path);
+    if (json) {
+        FILE *f = json_stdout ? stdout : fopen(json, "w");
+        if (!f) {
+            qt_cli_error("cannot create '%s': %s", json, strerror(errno));
+            rc = QT_EXIT_FAIL;
+        } else {
+            st = qt_ppl_write_json(r, f, errmsg);
+            if (!json_stdout && fclose(f) != 0 && st == QT_OK)
+                st = qt_set_err(errmsg, QT_ERR_IO, "cannot write '%s'", json);
+            if (st != QT_OK) {
+                qt_cli_error("%s", errmsg);
+                rc = qt_cli_exit_for(st);
+            }
+        }
+    }
+    if (plot) {
+        st = qt_ppl_write_svg(r, plot, errmsg);
+        if (st != QT_OK) {
+            qt_cli_error("%s", errmsg);
+            rc = qt_cli_exit_for(st);
+        }
+    }
+    return rc;
 }
 
 int cmd_bench_ppl(int argc, char **argv)
@@ -214,7 +245,7 @@ int cmd_bench_ppl(int argc, char **argv)
 
     size_t text_len = 0;
     int rc = QT_EXIT_OK;
-    char *text = read_file(text_path, &text_len, &rc);
+    char *text = qt_cli_read_file(text_path, &text_len, &rc);
     if (!text) return rc;
     char errmsg[QT_ERRMSG_SIZE] = "";
     qt_ppl_result *r = NULL;
@@ -226,30 +257,7 @@ int cmd_bench_ppl(int argc, char **argv)
         return qt_cli_exit_for(st);
     }
     if (r->cache_note[0]) fprintf(stderr, "qtool: warning: %s\n", r->cache_note);
-    bool json_stdout = json && !strcmp(json, "-");
-    if (!json_stdout) print_table(r, text_path);
-    if (json) {
-        FILE *f = json_stdout ? stdout : fopen(json, "w");
-        if (!f) {
-            qt_cli_error("cannot create '%s': %s", json, strerror(errno));
-            rc = QT_EXIT_FAIL;
-        } else {
-            st = qt_ppl_write_json(r, f, errmsg);
-            if (!json_stdout && fclose(f) != 0 && st == QT_OK)
-                st = qt_set_err(errmsg, QT_ERR_IO, "cannot write '%s'", json);
-            if (st != QT_OK) {
-                qt_cli_error("%s", errmsg);
-                rc = qt_cli_exit_for(st);
-            }
-        }
-    }
-    if (plot) {
-        st = qt_ppl_write_svg(r, plot, errmsg);
-        if (st != QT_OK) {
-            qt_cli_error("%s", errmsg);
-            rc = qt_cli_exit_for(st);
-        }
-    }
+    rc = qt_cli_ppl_report(r, text_path, json, plot);
     qt_ppl_result_free(r);
     return rc;
 }

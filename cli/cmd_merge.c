@@ -41,6 +41,18 @@ static void usage(FILE *f)
             "  --threads N          OpenMP threads (output bytes do not depend on it)\n"
             "  --isa ISA            force a SIMD path: ref, avx2, avx512\n"
             "  --quiet              no progress or summary\n"
+            "\n"
+            "the cost, measured (PPL and KL divergence, as 'qtool bench ppl'):\n"
+            "  --eval TEXT          after the merge, compare against the model as trained (the\n"
+            "                       quantized base + the adapter, unmerged): OUT, and the\n"
+            "                       alternatives merged into a temporary folder beside OUT:\n"
+            "                       onto quantized / onto original x the scheme / bf16\n"
+            "  --eval-quantized Q   the quantized base the adapter was trained on (default:\n"
+            "                       BASE with --onto quantized; required with --onto original)\n"
+            "  --eval-original O    the original checkpoint (default: BASE with --onto\n"
+            "                       original; without it no \"onto original\" rows)\n"
+            "  --eval-json FILE     the comparison as JSON; --eval-plot FILE.svg: as a chart\n"
+            "  --ctx N, --chunks N  tokens per chunk (512), at most N chunks (all)\n"
             "  -h, --help           this help\n");
 }
 
@@ -111,7 +123,7 @@ static int write_report(const qt_merge *m, const char *path)
 int cmd_merge(int argc, char **argv)
 {
     enum { O_ONTO = 256, O_SCHEME, O_BLOCK, O_NODQ, O_CDT, O_FORMAT, O_REPORT, O_DRY, O_FORCE,
-           O_THREADS, O_ISA, O_QUIET };
+           O_THREADS, O_ISA, O_QUIET, O_EVAL, O_EVQ, O_EVO, O_EVJ, O_EVP, O_CTX, O_CHUNKS };
     static const struct option opts[] = {
         {"onto", required_argument, 0, O_ONTO},      {"scheme", required_argument, 0, O_SCHEME},
         {"block", required_argument, 0, O_BLOCK},    {"no-double-quant", no_argument, 0, O_NODQ},
@@ -120,12 +132,17 @@ int cmd_merge(int argc, char **argv)
         {"dry-run", no_argument, 0, O_DRY},          {"force", no_argument, 0, O_FORCE},
         {"threads", required_argument, 0, O_THREADS}, {"isa", required_argument, 0, O_ISA},
         {"quiet", no_argument, 0, O_QUIET},          {"help", no_argument, 0, 'h'},
+        {"eval", required_argument, 0, O_EVAL},      {"eval-quantized", required_argument, 0, O_EVQ},
+        {"eval-original", required_argument, 0, O_EVO},
+        {"eval-json", required_argument, 0, O_EVJ},  {"eval-plot", required_argument, 0, O_EVP},
+        {"ctx", required_argument, 0, O_CTX},        {"chunks", required_argument, 0, O_CHUNKS},
         {0, 0, 0, 0}};
     qt_merge_opts o = {.scheme = QT_SCHEME_NF4, .double_quant = true,
                        .onto = QT_MERGE_ONTO_COUNT};
     const char *report = NULL, *isa = NULL;
     bool dry = false, quiet = false;
-    long threads = 0, block = 0;
+    long threads = 0, block = 0, num = 0;
+    qt_cli_merge_eval_opts ev = {0};
     int c;
     optind = 1;
     while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
@@ -163,6 +180,18 @@ int cmd_merge(int argc, char **argv)
             break;
         case O_ISA: isa = optarg; break;
         case O_QUIET: quiet = true; break;
+        case O_EVAL: ev.text = optarg; break;
+        case O_EVQ: ev.quantized = optarg; break;
+        case O_EVO: ev.original = optarg; break;
+        case O_EVJ: ev.json = optarg; break;
+        case O_EVP: ev.plot = optarg; break;
+        case O_CTX:
+        case O_CHUNKS:
+            if (!qt_cli_parse_int(c == O_CTX ? "--ctx" : "--chunks", optarg, c == O_CTX ? 4 : 1,
+                                  1 << 20, &num))
+                return QT_EXIT_USAGE;
+            *(c == O_CTX ? &ev.ctx : &ev.chunks) = (size_t)num;
+            break;
         case 'h': usage(stdout); return QT_EXIT_OK;
         default: usage(stderr); return QT_EXIT_USAGE;
         }
@@ -174,6 +203,15 @@ int cmd_merge(int argc, char **argv)
     if (o.onto == QT_MERGE_ONTO_COUNT) {
         qt_cli_error("merge: --onto original|quantized is required (which weights W the "
                      "adapter is added to)");
+        return QT_EXIT_USAGE;
+    }
+    if (!ev.text && (ev.quantized || ev.original || ev.json || ev.plot || ev.ctx || ev.chunks)) {
+        qt_cli_error("merge: --eval-* options, --ctx and --chunks need --eval TEXT");
+        return QT_EXIT_USAGE;
+    }
+    if (ev.text && o.onto == QT_MERGE_ONTO_ORIGINAL && !ev.quantized) {
+        qt_cli_error("merge --onto original --eval: give the quantized base the adapter was "
+                     "trained on (--eval-quantized QBASE)");
         return QT_EXIT_USAGE;
     }
     if (!qt_cli_setup_isa(isa)) return QT_EXIT_USAGE;
@@ -208,5 +246,6 @@ int cmd_merge(int argc, char **argv)
         if (report) rc = write_report(m, report);
     }
     qt_merge_free(m);
+    if (rc == QT_EXIT_OK && ev.text) rc = qt_cli_merge_eval(&o, &ev, quiet);
     return rc;
 }

@@ -65,6 +65,17 @@ grep -q '"action": "fold"' "$tmp/m.json" || { echo "no folded weight in the repo
 "$QTOOL" merge "$MODEL" "$G/adapter" "$tmp/m16b" --onto original --scheme bf16 --quiet --threads 2 || exit 1
 cmp "$tmp/m16/model.safetensors" "$tmp/m16b/model.safetensors" || { echo "merge depends on threads"; exit 1; }
 "$QTOOL" logits "$tmp/m" --ids "$G/ids.json" -o "$tmp/ml.st" 2>/dev/null || { echo "merged model does not run"; exit 1; }
+# --eval: the model as trained, OUT and 3 alternatives; JSON and SVG; no temporary folder left
+"$QTOOL" merge "$tmp/nf4" "$G/adapter" "$tmp/me" --onto quantized --eval "$DATA/text/tinystories_sample.txt" \
+  --eval-original "$MODEL" --ctx 128 --chunks 2 --eval-json "$tmp/me.json" --eval-plot "$tmp/me.svg" \
+  --quiet >"$tmp/me.txt" 2>&1 || { echo "merge --eval failed"; cat "$tmp/me.txt"; exit 1; }
+for v in onto-quantized-bf16 onto-original-nf4 onto-original-bf16; do
+  grep -q "$v" "$tmp/me.txt" || { echo "--eval: no row $v"; cat "$tmp/me.txt"; exit 1; }
+done
+grep -q '"kl_mean"' "$tmp/me.json" && grep -q "<svg" "$tmp/me.svg" || { echo "--eval: JSON or SVG missing"; exit 1; }
+ls -a "$tmp" | grep -q qtool-merge-eval && { echo "--eval left its temporary folder"; exit 1; }
+"$QTOOL" merge "$MODEL" "$G/adapter" "$tmp/mx" --onto original --eval "$DATA/text/tinystories_sample.txt" 2>/dev/null; rc=$?
+[ $rc = 2 ] || { echo "--onto original --eval without --eval-quantized: exit $rc"; exit 1; }
 "$QTOOL" merge "$MODEL" "$G/adapter" "$tmp/m" --onto original --quiet 2>/dev/null; rc=$?
 [ $rc = 2 ] || { echo "merge onto an existing OUT: exit $rc"; exit 1; }
 echo ok
