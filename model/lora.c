@@ -184,6 +184,43 @@ qt_status qt_lora_fork(qt_model *f, const qt_model *m, char *errmsg)
     return QT_OK;
 }
 
+/* Tokens per work item of the LoRA branch; below LORA_PAR_WORK
+ * multiply-adds it stays on the calling thread. */
+#define LORA_TOKENS 8
+#define LORA_PAR_WORK 262144.0
+
+/* y (n, n_out) += s * (B (A x) + b_B) for n tokens x (n, n_in): per block
+ * of tokens T = X A^T (n, r), U = T B^T (n, n_out) through the kernels' dot
+ * tile (each element one fixed summation order), then y += (U + b_B) * s,
+ * PEFT's order. One parallel region over token blocks: any thread count
+ * gives the same bytes. t (n, r) and u (n, n_out) are scratch. */
+static void lora_rows(const qt_kernels *k, const qt_adapter_module *md, const float *x, size_t n,
+                      float *t, float *u, float *y)
+{
+    const size_t r = md->r, n_in = md->n_in, n_out = md->n_out;
+    const ptrdiff_t n_blocks = (ptrdiff_t)((n + LORA_TOKENS - 1) / LORA_TOKENS);
+    const float sc = md->scale;
+    ptrdiff_t b;
+    (void)n_blocks;
+#ifdef _OPENMP
+#pragma omp parallel for schedule(static) if ((double)n * (double)r * (double)(n_in + n_out) >= LORA_PAR_WORK)
+#endif
+    for (b = 0; b < n_blocks; b++) {
+        const size_t t0 = (size_t)b * LORA_TOKENS;
+        const size_t nt = n - t0 < LORA_TOKENS ? n - t0 : LORA_TOKENS;
+        k->dot_tile(x + t0 * n_in, n_in, nt, md->A, n_in, r, n_in, t + t0 * r, r);
+        k->dot_tile(t + t0 * r, r, nt, md->B, r, n_out, r, u + t0 * n_out, n_out);
+        for (size_t i = t0; i < t0 + nt; i++) {
+            float *yr = y + i * n_out;
+            const float *ur = u + i * n_out;
+            if (md->b_B)
+                for (size_t o = 0; o < n_out; o++) yr[o] += (ur[o] + md->b_B[o]) * sc;
+            else
+                for (size_t o = 0; o < n_out; o++) yr[o] += ur[o] * sc;
+        }
+    }
+}
+
 qt_status qt_lora_apply(qt_model *m, size_t l, const char *what, const float *x, size_t n,
                         float *y)
 {
@@ -195,26 +232,7 @@ qt_status qt_lora_apply(qt_model *m, size_t l, const char *what, const float *x,
                                          : m->cfg.n_layers * QT_PROJ_COUNT;
     const qt_adapter_module *md = lo->slot[s];
     if (!md) return QT_OK;
-    const qt_qweight A = {.scheme = QT_SCHEME_FP32, .n_out = md->r, .n_in = md->n_in,
-                          .data = md->A};
-    const qt_qweight B = {.scheme = QT_SCHEME_FP32, .n_out = md->n_out, .n_in = md->r,
-                          .data = md->B};
-    /* T = X A^T, U = T B^T: r (n_in + n_out) multiply-adds per token */
-    qt_status st = qt_matmul(m->k, &A, x, n, lo->t);
-    if (st == QT_OK) st = qt_matmul(m->k, &B, lo->t, n, lo->u);
-    if (st != QT_OK)
-        return qt_set_err(m->errmsg, st, "adapter module '%s': matmul failed (%s)", md->name,
-                          qt_status_str(st));
-    /* y += (U + b_B) * s, in PEFT's order: lora_B's output, scaled, added */
-    const float sc = md->scale;
-    for (size_t t = 0; t < n; t++) {
-        float *yr = y + t * md->n_out;
-        const float *ur = lo->u + t * md->n_out;
-        if (md->b_B)
-            for (size_t o = 0; o < md->n_out; o++) yr[o] += (ur[o] + md->b_B[o]) * sc;
-        else
-            for (size_t o = 0; o < md->n_out; o++) yr[o] += ur[o] * sc;
-    }
+    lora_rows(m->k, md, x, n, lo->t, lo->u, y);
     return QT_OK;
 }
 
