@@ -94,6 +94,7 @@ typedef struct qt_cli_calib {
     bool no_cache;     /* --no-calib-cache */
     double max_error;  /* --max-output-error, 0 = per-scheme defaults */
     const char *html;  /* --html */
+    const char *adapter; /* validate --adapter: captured with this LoRA adapter; NULL = none */
 } qt_cli_calib;
 struct qt_calib_set;
 struct qt_calib_report;

@@ -81,7 +81,7 @@ int qt_cli_calib_load(const char *model, const qt_cli_calib *o, qt_calib_set **s
         if (o->cache) cp = o->cache;
         else if (default_cache(model, o->text, o->rows, cache, sizeof cache)) cp = cache;
     }
-    qt_calib_opts co = {.n_rows = o->rows};
+    qt_calib_opts co = {.n_rows = o->rows, .adapter = o->adapter};
     qt_calib_cache_status cs;
     double t0 = qt_now();
     qt_status st = qt_calib_set_get(model, o->text, &co, cp, set, &cs, why, sizeof why, err);
@@ -199,6 +199,8 @@ static void usage(FILE *f)
             "  --no-calib-cache        neither read nor write a cache\n"
             "  --max-output-error E    one threshold for every scheme (default per scheme:\n"
             "                          nf4 %.2f, fp4 %.2f, int8 %.2f, q8 %.2f)\n"
+            "  --adapter DIR           capture the activations with a PEFT LoRA adapter on\n"
+            "                          ORIGINAL (the fine-tuned model's inputs to each Linear)\n"
             "  --report FILE           the report as JSON\n"
             "  --html FILE             the report as a self-contained HTML page\n"
             "  --quiet                 print only the summary line\n"
@@ -210,7 +212,7 @@ static void usage(FILE *f)
 
 int cmd_validate(int argc, char **argv)
 {
-    enum { O_REPORT = 512, O_QUIET, O_THREADS };
+    enum { O_REPORT = 512, O_QUIET, O_THREADS, O_ADAPTER };
     static const struct option opts[] = {
         {"calib", required_argument, 0, QT_CLI_CALIB_TEXT},
         {"calib-tokens", required_argument, 0, QT_CLI_CALIB_TOKENS},
@@ -219,6 +221,7 @@ int cmd_validate(int argc, char **argv)
         {"max-output-error", required_argument, 0, QT_CLI_CALIB_MAXERR},
         {"html", required_argument, 0, QT_CLI_CALIB_HTML},
         {"report", required_argument, 0, O_REPORT},
+        {"adapter", required_argument, 0, O_ADAPTER},
         {"quiet", no_argument, 0, O_QUIET},
         {"threads", required_argument, 0, O_THREADS},
         {"help", no_argument, 0, 'h'},
@@ -235,6 +238,7 @@ int cmd_validate(int argc, char **argv)
         if (r > 0) continue;
         switch (c) {
         case O_REPORT: report = optarg; break;
+        case O_ADAPTER: co.adapter = optarg; break;
         case O_QUIET: quiet = true; break;
         case O_THREADS:
             if (!qt_cli_parse_int("--threads", optarg, 1, 1024, &threads)) return QT_EXIT_USAGE;

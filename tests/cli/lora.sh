@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # tests/cli/lora.sh: PEFT LoRA adapters on the command line: `qtool logits`
 # with --adapter and MODEL+ADAPTER gives the same logits, independent of the
-# thread count; generate and bench ppl take an adapter; merge onto the
+# thread count; generate, validate and bench ppl take an adapter; merge onto the
 # quantized or original base, bytes independent of threads; an adapter_model.bin,
 # a missing adapter and two adapters for one model exit 2 with the reason.
 # Exit 0 pass, 77 skip, other fail.
@@ -36,6 +36,15 @@ grep -q "qtool.adapter_fingerprint" "$tmp/a.st" || { echo "no adapter provenance
 [ "$(grep -c '^\.\.\.' "$tmp/ppl.txt")" = 2 ] || { echo "bench ppl: expected 2 rows"; cat "$tmp/ppl.txt"; exit 1; }
 [ "$(grep '^\.\.\.' "$tmp/ppl.txt" | awk '{print $3}' | sort -u | wc -l)" = 2 ] ||
   { echo "bench ppl: the adapter row has the base's PPL"; cat "$tmp/ppl.txt"; exit 1; }
+
+# validate --adapter: activations captured with the adapter (another cache fingerprint)
+V="$DATA/text/tinystories_sample.txt"
+"$QTOOL" convert "$MODEL" "$tmp/nf4v" --quiet || exit 1
+"$QTOOL" validate "$MODEL" "$tmp/nf4v" --calib "$V" --calib-tokens 64 --calib-cache "$tmp/c.zc" --quiet >"$tmp/v0" 2>&1 || { echo "validate"; exit 1; }
+"$QTOOL" validate "$MODEL" "$tmp/nf4v" --calib "$V" --calib-tokens 64 --calib-cache "$tmp/c.zc" --adapter "$G/adapter" \
+  >"$tmp/v1" 2>&1 || { echo "validate --adapter"; cat "$tmp/v1"; exit 1; }
+grep -q "cache stale" "$tmp/v1" || { echo "validate --adapter reused the adapter-less cache"; cat "$tmp/v1"; exit 1; }
+cmp -s <(grep "^model:" "$tmp/v0") <(grep "^model:" "$tmp/v1") && { echo "validate --adapter changed nothing"; exit 1; }
 
 # refusals: exit 2 with the reason
 mkdir "$tmp/bin" && cp "$G/adapter/adapter_config.json" "$tmp/bin/" && echo x >"$tmp/bin/adapter_model.bin"
