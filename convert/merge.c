@@ -301,85 +301,166 @@ void qt_merge_free(qt_merge *m)
  * ========================================================================== */
 
 /* The values being written: fp32 (n_out, n_in), and the base's before the
- * fold (for the measurements). */
+ * fold (for the measurements). The buffers grow to the largest weight and
+ * are reused from one weight to the next (no page faults per weight). */
 typedef struct wbuf {
     float *w;       /* (n,) */
-    float *orig;    /* (n,) FOLD only */
+    float *orig;    /* (n,) FOLD only, when measuring; NULL otherwise */
     void *cd;       /* (n,) in the compute dtype when it is not fp32 */
     qt_qbuf qb;     /* quantized output */
+    double *part;   /* (2 rows,) per-row sums of the measurement */
+    size_t cap[9];  /* bytes of w, orig, cd, codes, absmax, absmax_q, nested, scb, part */
+    void *orig_buf; /* orig's storage, kept while orig is NULL */
 } wbuf;
 
 static void wbuf_free(wbuf *b)
 {
     qt_free(b->w);
-    qt_free(b->orig);
+    qt_free(b->orig_buf);
     qt_free(b->cd);
     qt_free(b->qb.codes);
     qt_free(b->qb.absmax);
     qt_free(b->qb.absmax_q);
     qt_free(b->qb.nested);
     qt_free(b->qb.scb);
+    qt_free(b->part);
     memset(b, 0, sizeof *b);
 }
 
-/* The source values in fp32: the adapter's tensor (REPLACE), the exact
- * dequantization of a quantized base weight, or the widened plain one. */
-static qt_status source_f32(const qt_merge *m, const qt_merge_item *it, float *dst, char *errmsg)
+/* *p holds at least n bytes (grown, contents dropped, when it did not). */
+static bool grow(void **p, size_t *cap, size_t n)
 {
-    const qt_lweight *w = it->src;
-    if (it->repl)
-        return qt_st_tensor_to_f32(m->ad->reader, it->repl->t, 0, (size_t)w->n_elements, dst,
-                                   errmsg);
-    if (w->kind == QT_LW_PLAIN)
-        return qt_st_tensor_to_f32(w->reader, w->weight, 0, (size_t)w->n_elements, dst, errmsg);
-    qt_qweight q;
-    qt_status st = qt_layout_qweight(w, &q, errmsg);
-    if (st == QT_OK && (st = qt_dequantize(NULL, &q, QT_SRC_F32, dst)) != QT_OK)
-        qt_set_err(errmsg, st, "tensor '%s': cannot dequantize it (%s)", w->name,
-                   qt_status_str(st));
-    return st;
+    if (n <= *cap) return true;
+    qt_free(*p);
+    *p = qt_malloc(n);
+    *cap = *p ? n : 0;
+    return *p != NULL;
 }
 
-/* ||a - b||_F / ||b||_F over n values (double sums, fixed order). */
-static double rel_diff(const float *a, const float *b, size_t n)
+/* Rows of the pipeline's tiles: a tile of fp32 rows stays in cache from its
+ * source through the fold to the compute dtype. */
+#define TILE_ROWS 16
+
+/* Source rows [r0, r0 + nr) of an item in fp32 into dst (nr * n_in): the
+ * exact dequantization of a quantized base weight (q), the adapter's tensor
+ * (REPLACE) or the base's plain values widened. Float dtypes only (checked
+ * by the plan and the adapter), so it cannot fail. */
+static void source_rows(const qt_merge *m, const qt_merge_item *it, const qt_qweight *q,
+                        size_t r0, size_t nr, size_t n_in, float *dst)
 {
-    double num = 0, den = 0;
-    for (size_t i = 0; i < n; i++) {
-        double d = (double)a[i] - (double)b[i];
-        num += d * d;
-        den += (double)b[i] * b[i];
+    if (q) {
+        qt_qweight_rows(NULL, q, r0, nr, dst);
+        return;
     }
-    return den > 0 ? sqrt(num / den) : (num > 0 ? INFINITY : 0);
+    const qt_st_reader *rd = it->repl ? m->ad->reader : it->src->reader;
+    const qt_st_tensor *t = it->repl ? it->repl->t : it->src->weight;
+    (void)qt_st_tensor_to_f32(rd, t, (uint64_t)(r0 * n_in), nr * n_in, dst, NULL);
 }
 
-/* W' of a FOLD item into b->w (fp32); with b->orig, W kept there and
- * ||W' - W|| / ||W|| measured. */
-static qt_status fold(qt_merge_item *it, wbuf *b, size_t n, char *errmsg)
+/* One tile: the source rows, the fold (W' = W + s B A row by row), the
+ * finite check and the measurement partials per row, the rounding to the
+ * compute dtype. Returns false when a value is not finite. */
+static bool compute_tile(const qt_merge *m, const qt_merge_item *it, const qt_qweight *q,
+                         wbuf *b, size_t r0, size_t nr, size_t n_in)
 {
-    const qt_adapter_module *md = it->mod;
-    if (b->orig) memcpy(b->orig, b->w, n * sizeof(float));
-    qt_status st = qt_lora_merge(NULL, b->w, md->n_out, md->n_in, md->B, md->r, md->A, md->scale);
-    if (st != QT_OK)
-        return qt_set_err(errmsg, st, "module '%s': merge failed (%s)", md->name,
-                          qt_status_str(st));
-    for (size_t i = 0; i < n; i++)
-        if (!isfinite(b->w[i]))
-            return qt_set_err(errmsg, QT_ERR_NUMERIC,
-                              "module '%s': merged weight value %zu is not finite", md->name, i);
-    if (b->orig) it->delta_rel = rel_diff(b->w, b->orig, n);
+    const qt_kernels *k = qt_kernels_active();
+    const qt_adapter_module *md = it->action == QT_MERGE_FOLD ? it->mod : NULL;
+    float *w = b->w + r0 * n_in;
+    bool ok = true;
+    source_rows(m, it, q, r0, nr, n_in, w);
+    if (b->orig) memcpy(b->orig + r0 * n_in, w, nr * n_in * sizeof(float));
+    for (size_t o = r0; o < r0 + nr; o++) {
+        float *wr = b->w + o * n_in;
+        const float *br = b->orig ? b->orig + o * n_in : NULL;
+        if (md) k->lora_merge_row(wr, n_in, md->B + o * md->r, md->r, md->A, md->scale);
+        double num = 0, den = 0;
+        for (size_t i = 0; i < n_in; i++) {
+            ok = ok && isfinite(wr[i]);
+            if (!br) continue;
+            double d = (double)wr[i] - (double)br[i];
+            num += d * d;
+            den += (double)br[i] * br[i];
+        }
+        b->part[2 * o] = num;
+        b->part[2 * o + 1] = den;
+    }
+    if (m->compute == QT_DTYPE_BF16) qt_fp32_to_bf16_row(w, (uint16_t *)b->cd + r0 * n_in, nr * n_in);
+    else if (m->compute == QT_DTYPE_F16) qt_fp32_to_fp16_row(w, (uint16_t *)b->cd + r0 * n_in, nr * n_in);
+    return ok;
+}
+
+/* Sizes the buffers for one item: fp32 values, the per-row partials (+ a
+ * copy for FOLD when measuring, a compute-dtype copy, the quantized buffers
+ * when written quantized), reusing what earlier items left. */
+static qt_status wbuf_alloc(const qt_merge *m, const qt_merge_item *it, bool measure, wbuf *b,
+                            size_t rows, char *errmsg)
+{
+    const size_t n = (size_t)it->src->n_elements;
+    size_t bytes;
+    if (!qt_mul_size(n, sizeof(float), &bytes))
+        return qt_set_err(errmsg, QT_ERR_OVERFLOW, "tensor '%s': too large", it->src->name);
+    bool ok = grow((void **)&b->w, &b->cap[0], bytes) &&
+              grow((void **)&b->part, &b->cap[8], 2 * rows * sizeof(double));
+    b->orig = NULL;
+    if (ok && measure && it->action == QT_MERGE_FOLD) {
+        ok = grow(&b->orig_buf, &b->cap[1], bytes);
+        b->orig = b->orig_buf;
+    }
+    if (ok && m->compute != QT_DTYPE_F32) ok = grow(&b->cd, &b->cap[2], n * 2);
+    if (ok && it->quantized) {
+        qt_qbuf_sizes z;
+        qt_status st = qt_qbuf_sizes_of(it->scheme, it->block, it->double_quant,
+                                        (size_t)it->src->shape[0], (size_t)it->src->shape[1], &z);
+        if (st != QT_OK) return qt_set_err(errmsg, st, "tensor '%s': sizes", it->src->name);
+        ok = grow(&b->qb.codes, &b->cap[3], z.codes) &&
+             grow((void **)&b->qb.absmax, &b->cap[4], z.absmax) &&
+             grow((void **)&b->qb.absmax_q, &b->cap[5], z.absmax_q) &&
+             grow((void **)&b->qb.nested, &b->cap[6], z.nested) &&
+             grow((void **)&b->qb.scb, &b->cap[7], z.scb);
+    }
+    if (!ok) return qt_set_err(errmsg, QT_ERR_NOMEM, "tensor '%s': out of memory", it->src->name);
     return QT_OK;
 }
 
-/* The fp32 values rounded once to the compute dtype (what the quantizer
- * reads, as in convert): b->cd, or b->w itself for fp32. */
-static const void *compute_values(const qt_merge *m, wbuf *b, size_t n, qt_src_type *t)
+/* The values of a FOLD / REPLACE / CONVERT item in b->w (fp32) and b->cd
+ * (the compute dtype), computed in tiles of TILE_ROWS rows, OpenMP over
+ * tiles (every value computed by one thread in one order: the same bytes on
+ * any thread count); measure: also ||s B A|| / ||W|| (the write pass), from
+ * per-row double sums added in row order. */
+static qt_status compute_item(const qt_merge *m, qt_merge_item *it, bool measure, wbuf *b,
+                              char *errmsg)
 {
-    *t = m->compute == QT_DTYPE_BF16 ? QT_SRC_BF16 : m->compute == QT_DTYPE_F16 ? QT_SRC_F16
-                                                                                : QT_SRC_F32;
-    if (m->compute == QT_DTYPE_BF16) qt_fp32_to_bf16_row(b->w, b->cd, n);
-    else if (m->compute == QT_DTYPE_F16) qt_fp32_to_fp16_row(b->w, b->cd, n);
-    else return b->w;
-    return b->cd;
+    const qt_lweight *w = it->src;
+    const size_t rows = w->n_dims >= 2 ? (size_t)w->shape[0] : 1;
+    const size_t n_in = (size_t)w->n_elements / rows;
+    qt_qweight qw, *q = NULL;
+    qt_status st = wbuf_alloc(m, it, measure, b, rows, errmsg);
+    if (st != QT_OK) return st;
+    if (!it->repl && w->kind != QT_LW_PLAIN) {
+        QT_TRY(qt_layout_qweight(w, &qw, errmsg));
+        q = &qw;
+    }
+    ptrdiff_t t;
+    int bad = 0;
+#ifdef _OPENMP
+#pragma omp parallel for schedule(static) reduction(| : bad) if (w->n_elements >= (1u << 18))
+#endif
+    for (t = 0; t < (ptrdiff_t)((rows + TILE_ROWS - 1) / TILE_ROWS); t++) {
+        const size_t r0 = (size_t)t * TILE_ROWS;
+        bad |= !compute_tile(m, it, q, b, r0, rows - r0 < TILE_ROWS ? rows - r0 : TILE_ROWS, n_in);
+    }
+    QT_CHECK(!bad, QT_ERR_NUMERIC, "tensor '%s': a %s value is not finite", w->name,
+             it->action == QT_MERGE_FOLD ? "merged" : "source");
+    if (b->orig) {
+        double num = 0, den = 0;
+        for (size_t r = 0; r < rows; r++) {
+            num += b->part[2 * r];
+            den += b->part[2 * r + 1];
+        }
+        it->delta_rel = den > 0 ? sqrt(num / den) : (num > 0 ? INFINITY : 0);
+    }
+fail:
+    return st;
 }
 
 /* Quantizes the item's values into b->qb, described by *q. */
@@ -387,58 +468,16 @@ static qt_status quantize(const qt_merge *m, const qt_merge_item *it, wbuf *b, q
                           char *errmsg)
 {
     const size_t n_out = (size_t)it->src->shape[0], n_in = (size_t)it->src->shape[1];
-    qt_src_type t;
-    const void *src = compute_values(m, b, n_out * n_in, &t);
+    const qt_src_type t = m->compute == QT_DTYPE_BF16  ? QT_SRC_BF16
+                          : m->compute == QT_DTYPE_F16 ? QT_SRC_F16
+                                                       : QT_SRC_F32;
+    const void *src = t == QT_SRC_F32 ? (const void *)b->w : b->cd;
     qt_status st = qt_quantize_weight(NULL, it->scheme, it->block, it->double_quant, t, src,
                                       n_out, n_in, &b->qb, q);
     if (st != QT_OK)
         return qt_set_err(errmsg, st, "tensor '%s': quantization failed (%s)", it->src->name,
                           qt_status_str(st));
     return QT_OK;
-}
-
-/* Allocates the buffers of one item: fp32 values (+ a copy for FOLD when
- * measuring, a compute-dtype copy, the quantized buffers when written
- * quantized). */
-static qt_status wbuf_alloc(const qt_merge *m, const qt_merge_item *it, bool measure, wbuf *b,
-                            char *errmsg)
-{
-    const size_t n = (size_t)it->src->n_elements;
-    size_t bytes;
-    memset(b, 0, sizeof *b);
-    if (!qt_mul_size(n, sizeof(float), &bytes))
-        return qt_set_err(errmsg, QT_ERR_OVERFLOW, "tensor '%s': too large", it->src->name);
-    bool ok = (b->w = qt_malloc(bytes)) != NULL;
-    if (ok && measure && it->action == QT_MERGE_FOLD) ok = (b->orig = qt_malloc(bytes)) != NULL;
-    if (ok && m->compute != QT_DTYPE_F32) ok = (b->cd = qt_malloc(n * 2)) != NULL;
-    if (ok && it->quantized) {
-        qt_qbuf_sizes z;
-        qt_status st = qt_qbuf_sizes_of(it->scheme, it->block, it->double_quant,
-                                        (size_t)it->src->shape[0], (size_t)it->src->shape[1], &z);
-        if (st != QT_OK) return qt_set_err(errmsg, st, "tensor '%s': sizes", it->src->name);
-        if (z.codes) ok = ok && (b->qb.codes = qt_malloc(z.codes));
-        if (z.absmax) ok = ok && (b->qb.absmax = qt_malloc(z.absmax));
-        if (z.absmax_q) ok = ok && (b->qb.absmax_q = qt_malloc(z.absmax_q));
-        if (z.nested) ok = ok && (b->qb.nested = qt_malloc(z.nested));
-        if (z.scb) ok = ok && (b->qb.scb = qt_malloc(z.scb));
-    }
-    if (!ok) {
-        wbuf_free(b);
-        return qt_set_err(errmsg, QT_ERR_NOMEM, "tensor '%s': out of memory", it->src->name);
-    }
-    return QT_OK;
-}
-
-/* The computed values of a FOLD / REPLACE / CONVERT item in b->w;
- * measure: also ||s B A|| / ||W|| (the write pass, not the prepass). */
-static qt_status compute_item(const qt_merge *m, qt_merge_item *it, bool measure, wbuf *b,
-                              char *errmsg)
-{
-    qt_status st = wbuf_alloc(m, it, measure, b, errmsg);
-    if (st == QT_OK) st = source_f32(m, it, b->w, errmsg);
-    if (st == QT_OK && it->action == QT_MERGE_FOLD)
-        st = fold(it, b, (size_t)it->src->n_elements, errmsg);
-    return st;
 }
 
 /* ============================================================================
@@ -481,18 +520,16 @@ static void code_changes(qt_merge_item *it, const qt_qweight *q)
 
 /* Prepass: the nested offset of every double-quantized weight the run
  * computes (it sizes the quant_state), told to the output. */
-static qt_status prepass(qt_merge *m, char *errmsg)
+static qt_status prepass(qt_merge *m, wbuf *b, char *errmsg)
 {
     qt_status st = QT_OK;
     for (size_t i = 0; i < m->n_items; i++) {
         qt_merge_item *it = &m->items[i];
         if (!it->double_quant || it->action == QT_MERGE_PASS) continue;
-        wbuf b;
         qt_qweight q;
-        st = compute_item(m, it, false, &b, errmsg);
-        if (st == QT_OK) st = quantize(m, it, &b, &q, errmsg);
-        wbuf_free(&b);
-        QT_TRY(st);
+        QT_TRY(compute_item(m, it, false, b, errmsg));
+        QT_TRY(quantize(m, it, b, &q, errmsg));
+        qt_st_tensor_release(it->src->reader, it->src->weight); /* bounded memory */
         it->nested_offset = q.nested_offset;
         qt_out_weight w = {.name = it->src->name, .quantized = true, .scheme = it->scheme,
                            .dtype = it->dtype, .n_dims = it->src->n_dims, .block = it->block,
@@ -534,29 +571,27 @@ static qt_status write_stored(qt_merge *m, const qt_merge_item *it, char *errmsg
     return st == QT_OK ? qt_outfmt_write_quant(m->out, it->out_id, &q, errmsg) : st;
 }
 
-static qt_status run_item(qt_merge *m, qt_merge_item *it, char *errmsg)
+static qt_status run_item(qt_merge *m, qt_merge_item *it, wbuf *bp, char *errmsg)
 {
     qt_status st = QT_OK;
     double t0 = qt_now();
-    wbuf b;
-    memset(&b, 0, sizeof b);
+    wbuf *b = bp;
     if (it->action == QT_MERGE_PASS || it->action == QT_MERGE_COPY) {
         QT_TRY(write_stored(m, it, errmsg));
     } else {
-        QT_TRY(compute_item(m, it, true, &b, errmsg));
+        QT_TRY(compute_item(m, it, true, b, errmsg));
         if (it->quantized) {
             qt_qweight q;
-            QT_TRY(quantize(m, it, &b, &q, errmsg));
+            QT_TRY(quantize(m, it, b, &q, errmsg));
             if (it->action == QT_MERGE_FOLD) code_changes(it, &q);
             QT_TRY(qt_outfmt_write_quant(m->out, it->out_id, &q, errmsg));
         } else {
-            QT_TRY(write_plain_values(m, it, b.w, (size_t)it->src->n_elements, errmsg));
+            QT_TRY(write_plain_values(m, it, b->w, (size_t)it->src->n_elements, errmsg));
         }
     }
     qt_st_tensor_release(it->src->reader, it->src->weight);
     it->seconds = qt_now() - t0;
 fail:
-    wbuf_free(&b);
     return st;
 }
 
@@ -605,8 +640,10 @@ qt_status qt_merge_run(qt_merge *m, char *errmsg)
     double t0 = qt_now();
     struct stat sb;
     const bool exists = lstat(m->o.out, &sb) == 0;
+    wbuf b; /* one set of buffers for every weight */
+    memset(&b, 0, sizeof b);
     QT_TRY(check_out(m, errmsg));
-    QT_TRY(prepass(m, errmsg));
+    QT_TRY(prepass(m, &b, errmsg));
     QT_TRY(provenance(m, errmsg));
     QT_TRY(qt_outfmt_begin(m->out, exists, errmsg));
     qt_progress prog;
@@ -614,7 +651,7 @@ qt_status qt_merge_run(qt_merge *m, char *errmsg)
     for (size_t i = 0; i < m->n_items; i++) total += m->items[i].src->nbytes;
     qt_progress_init(&prog, m->o.progress, m->o.progress != NULL, "merge", m->n_items, total);
     for (size_t i = 0; i < m->n_items; i++) {
-        QT_TRY(run_item(m, &m->items[i], errmsg));
+        QT_TRY(run_item(m, &m->items[i], &b, errmsg));
         qt_progress_add(&prog, 1, m->items[i].src->nbytes);
     }
     qt_progress_finish(&prog);
@@ -623,6 +660,7 @@ qt_status qt_merge_run(qt_merge *m, char *errmsg)
     QT_TRY(qt_outfmt_commit(m->out, skip, is_quant_scheme(m->o.scheme) ? 1 : 0, errmsg));
     m->seconds = qt_now() - t0;
 fail:
+    wbuf_free(&b);
     return st;
 }
 
