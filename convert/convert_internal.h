@@ -44,6 +44,10 @@ void qt_conv_qbuf_free(qt_qbuf *b);
 /* Whether name is a Linear weight transformers' bitsandbytes integration
  * quantizes in a Llama-family model (what convert quantizes by default). */
 bool qt_conv_default_linear(const char *name);
+/* Every non-weight file of the input folder in_dir (config.json aside: the
+ * format derives its own) handed to the output (convert and merge). */
+qt_status qt_conv_output_files(const qt_modeldir *md, const char *in_dir, qt_outfmt *out,
+                               char *errmsg);
 /* "bf16"/"bfloat16", "fp16"/"float16"/"f16", "fp32"/"float32"/"f32" -> *d. */
 bool qt_conv_dtype_from_name(const char *s, qt_dtype *d);
 /* convert/validate.c: the calibration check pass over every item to

@@ -619,21 +619,6 @@ fail:
     return st;
 }
 
-/* BASE's non-weight files (config.json aside: the format derives it). */
-static qt_status other_files(qt_merge *m, char *errmsg)
-{
-    qt_status st = QT_OK;
-    for (size_t i = 0; i < qt_modeldir_n_files(m->md); i++) {
-        const char *f = qt_modeldir_file(m->md, i);
-        if (!strcmp(f, "config.json") || strchr(f, '/')) continue;
-        char src[PATH_MAX];
-        QT_CHECK(qt_path_join(src, sizeof src, m->in_dir, f), QT_ERR_ARG, "path too long");
-        QT_TRY(qt_outfmt_add_file(m->out, f, src, errmsg));
-    }
-fail:
-    return st;
-}
-
 qt_status qt_merge_run(qt_merge *m, char *errmsg)
 {
     qt_status st = QT_OK;
@@ -655,7 +640,7 @@ qt_status qt_merge_run(qt_merge *m, char *errmsg)
         qt_progress_add(&prog, 1, m->items[i].src->nbytes);
     }
     qt_progress_finish(&prog);
-    QT_TRY(other_files(m, errmsg));
+    QT_TRY(qt_conv_output_files(m->md, m->in_dir, m->out, errmsg));
     const char *skip[1] = {"lm_head"};
     QT_TRY(qt_outfmt_commit(m->out, skip, is_quant_scheme(m->o.scheme) ? 1 : 0, errmsg));
     m->seconds = qt_now() - t0;

@@ -685,17 +685,16 @@ static qt_status output_metadata(qt_conv *c, char *errmsg)
     return qt_conv_fallback_metadata(c, c->out, errmsg);
 }
 
-/* Every non-weight file of the input (config.json aside: the format
- * derives its own) handed to the output. */
-static qt_status output_files(qt_conv *c, char *errmsg)
+qt_status qt_conv_output_files(const qt_modeldir *md, const char *in_dir, qt_outfmt *out,
+                               char *errmsg)
 {
     qt_status st = QT_OK;
-    for (size_t i = 0; i < qt_modeldir_n_files(c->md); i++) {
-        const char *f = qt_modeldir_file(c->md, i);
+    for (size_t i = 0; i < qt_modeldir_n_files(md); i++) {
+        const char *f = qt_modeldir_file(md, i);
         if (!strcmp(f, "config.json") || strchr(f, '/')) continue;
         char src[PATH_MAX];
-        QT_CHECK(qt_path_join(src, sizeof src, c->in_dir, f), QT_ERR_ARG, "path too long");
-        QT_TRY(qt_outfmt_add_file(c->out, f, src, errmsg));
+        QT_CHECK(qt_path_join(src, sizeof src, in_dir, f), QT_ERR_ARG, "path too long");
+        QT_TRY(qt_outfmt_add_file(out, f, src, errmsg));
     }
 fail:
     return st;
@@ -722,7 +721,7 @@ qt_status qt_conv_run(qt_conv *c, char *errmsg)
     qt_progress_finish(&prog);
     /* the other files, then the output completed and moved into place */
     double tf = qt_now();
-    QT_TRY(output_files(c, errmsg));
+    QT_TRY(qt_conv_output_files(c->md, c->in_dir, c->out, errmsg));
     QT_CHECK(!cancelled(c), QT_ERR_ARG, "cancelled");
     QT_TRY(qt_outfmt_commit(c->out, (const char *const *)c->skip_modules, c->n_skip_modules,
                             errmsg));

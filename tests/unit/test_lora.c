@@ -225,41 +225,41 @@ Test(lora, golden_adapter_loads_as_saved)
 
 /* ---- hand-made adapters ------------------------------------------------------ */
 
-Test(lora, zero_b_adapter_gives_base_logits_exactly)
+/* Logits of the golden ids on stories260K-f32 without and with a hand-made
+ * adapter (B zero or not); caller frees both. */
+static void base_and_handmade(bool zero_b, float **base, float **with)
 {
-    QT_NEED_DATA();
     char dir[64];
     handmade h;
-    handmade_init(&h, 4, true, 7);
+    handmade_init(&h, 4, zero_b, 7);
     write_adapter(dir, sizeof dir, &h, (qt_adapter_spec){0});
     int32_t ids[N_IDS];
     golden("f32_base", NULL, ids);
-    float *base = run_logits(data_path("models/stories260K-f32"), NULL, ids);
-    float *with = run_logits(data_path("models/stories260K-f32"), dir, ids);
+    *base = run_logits(data_path("models/stories260K-f32"), NULL, ids);
+    *with = run_logits(data_path("models/stories260K-f32"), dir, ids);
+    handmade_free(&h);
+    rm_tree(dir);
+}
+
+Test(lora, zero_b_adapter_gives_base_logits_exactly)
+{
+    QT_NEED_DATA();
+    float *base, *with;
+    base_and_handmade(true, &base, &with);
     cr_assert(eq(int, memcmp(base, with, (size_t)N_IDS * VOCAB * sizeof(float)), 0),
               "a zero-B adapter changed the logits");
     free(base);
     free(with);
-    handmade_free(&h);
-    rm_tree(dir);
 }
 
 Test(lora, nonzero_adapter_changes_logits)
 {
     QT_NEED_DATA();
-    char dir[64];
-    handmade h;
-    handmade_init(&h, 4, false, 7);
-    write_adapter(dir, sizeof dir, &h, (qt_adapter_spec){0});
-    int32_t ids[N_IDS];
-    golden("f32_base", NULL, ids);
-    float *base = run_logits(data_path("models/stories260K-f32"), NULL, ids);
-    float *with = run_logits(data_path("models/stories260K-f32"), dir, ids);
+    float *base, *with;
+    base_and_handmade(false, &base, &with);
     cr_assert(gt(dbl, max_abs_diff(base, with, (size_t)N_IDS * VOCAB), 1e-3));
     free(base);
     free(with);
-    handmade_free(&h);
-    rm_tree(dir);
 }
 
 /* Scale of module `name` in the adapter at dir. */
