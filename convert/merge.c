@@ -9,7 +9,9 @@
 #include <stdio.h>
 #include <string.h>
 #include <stdlib.h>
+#include <fcntl.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include "common/half.h"
 #include "common/progress.h"
@@ -35,6 +37,8 @@ struct qt_merge {
     const char **protect; /* BASE's shard paths (borrowed from md) */
     char tmp_dir[PATH_MAX]; /* holds BASE's config without quantization_config; "" = none */
     qt_outfmt *out;
+    FILE *spill;          /* the prepass's quantized weights (double quant), read back by
+                             the write pass; an unlinked temporary file beside OUT */
     double seconds;
 };
 
@@ -130,6 +134,7 @@ static qt_status plan_item(qt_merge *m, const qt_lweight *w, qt_merge_item *it, 
 {
     char module[512];
     it->src = w;
+    it->spill_at = -1;
     it->delta_rel = it->codes_changed = it->scales_changed = -1;
     output_form(m, w, it);
     snprintf(module, sizeof module, "%s", w->name);
@@ -518,17 +523,103 @@ static void code_changes(qt_merge_item *it, const qt_qweight *q)
  * Run
  * ========================================================================== */
 
-/* Prepass: the nested offset of every double-quantized weight the run
- * computes (it sizes the quant_state), told to the output. */
+/* The spill file: created beside OUT and unlinked at once (nothing is left
+ * behind, whatever happens). */
+static qt_status spill_open(qt_merge *m, char *errmsg)
+{
+    char path[PATH_MAX + 64], parent[PATH_MAX];
+    snprintf(parent, sizeof parent, "%s", m->o.out);
+    char *slash = strrchr(parent, '/');
+    if (slash) *slash = 0;
+    else snprintf(parent, sizeof parent, ".");
+    snprintf(path, sizeof path, "%s/.qtool-merge-spill.%ld", parent, (long)getpid());
+    int fd = open(path, O_RDWR | O_CREAT | O_EXCL, 0600);
+    if (fd < 0)
+        return qt_set_err(errmsg, QT_ERR_IO, "cannot create '%s': %s", path, strerror(errno));
+    unlink(path);
+    m->spill = fdopen(fd, "w+b");
+    if (!m->spill) {
+        close(fd);
+        return qt_set_err(errmsg, QT_ERR_IO, "cannot open '%s': %s", path, strerror(errno));
+    }
+    return QT_OK;
+}
+
+/* The three arrays of a double-quantized 4-bit weight: codes, nested codes,
+ * nested absmax (their sizes from the qbuf sizes). */
+static void spill_parts(const qt_merge_item *it, wbuf *b, void **ptr, size_t *len)
+{
+    qt_qbuf_sizes z;
+    (void)qt_qbuf_sizes_of(it->scheme, it->block, true, (size_t)it->src->shape[0],
+                           (size_t)it->src->shape[1], &z);
+    ptr[0] = b->qb.codes;
+    len[0] = z.codes;
+    ptr[1] = b->qb.absmax_q;
+    len[1] = z.absmax_q;
+    ptr[2] = b->qb.nested;
+    len[2] = z.nested;
+}
+
+/* Keeps the prepass's quantized weight in the spill file. */
+static qt_status spill_write(qt_merge *m, qt_merge_item *it, wbuf *b, char *errmsg)
+{
+    void *ptr[3];
+    size_t len[3];
+    spill_parts(it, b, ptr, len);
+    if (fseeko(m->spill, 0, SEEK_END) != 0)
+        return qt_set_err(errmsg, QT_ERR_IO, "spill file: seek failed: %s", strerror(errno));
+    it->spill_at = (int64_t)ftello(m->spill);
+    for (int k = 0; k < 3; k++)
+        if (fwrite(ptr[k], 1, len[k], m->spill) != len[k])
+            return qt_set_err(errmsg, QT_ERR_IO, "spill file beside '%s': write failed: %s",
+                              m->o.out, strerror(errno));
+    return QT_OK;
+}
+
+/* Reads a spilled weight back into b->qb and describes it in *q, as
+ * qt_quantize_weight described it. */
+static qt_status spill_read(qt_merge *m, const qt_merge_item *it, wbuf *b, qt_qweight *q,
+                            char *errmsg)
+{
+    qt_status st = wbuf_alloc(m, it, false, b, 1, errmsg);
+    if (st != QT_OK) return st;
+    void *ptr[3];
+    size_t len[3];
+    spill_parts(it, b, ptr, len);
+    if (fseeko(m->spill, (off_t)it->spill_at, SEEK_SET) != 0)
+        return qt_set_err(errmsg, QT_ERR_IO, "spill file: seek failed: %s", strerror(errno));
+    for (int k = 0; k < 3; k++)
+        if (fread(ptr[k], 1, len[k], m->spill) != len[k])
+            return qt_set_err(errmsg, QT_ERR_IO, "spill file: read failed");
+    memset(q, 0, sizeof *q);
+    q->scheme = it->scheme;
+    q->n_out = (size_t)it->src->shape[0];
+    q->n_in = (size_t)it->src->shape[1];
+    q->block_size = it->block;
+    q->data = b->qb.codes;
+    q->quant_map = it->scheme == QT_SCHEME_NF4 ? qt_nf4_map : qt_fp4_map;
+    q->absmax_q = b->qb.absmax_q;
+    q->nested_absmax = b->qb.nested;
+    q->nested_map = qt_dynamic_map;
+    q->nested_offset = it->nested_offset;
+    return QT_OK;
+}
+
+/* Prepass: every double-quantized weight the run computes, computed,
+ * measured and quantized once (its nested offset sizes the quant_state),
+ * told to the output and kept in the spill file for the write pass. */
 static qt_status prepass(qt_merge *m, wbuf *b, char *errmsg)
 {
     qt_status st = QT_OK;
     for (size_t i = 0; i < m->n_items; i++) {
         qt_merge_item *it = &m->items[i];
         if (!it->double_quant || it->action == QT_MERGE_PASS) continue;
+        if (!m->spill) QT_TRY(spill_open(m, errmsg));
         qt_qweight q;
-        QT_TRY(compute_item(m, it, false, b, errmsg));
+        QT_TRY(compute_item(m, it, true, b, errmsg));
         QT_TRY(quantize(m, it, b, &q, errmsg));
+        if (it->action == QT_MERGE_FOLD) code_changes(it, &q);
+        QT_TRY(spill_write(m, it, b, errmsg));
         qt_st_tensor_release(it->src->reader, it->src->weight); /* bounded memory */
         it->nested_offset = q.nested_offset;
         qt_out_weight w = {.name = it->src->name, .quantized = true, .scheme = it->scheme,
@@ -578,6 +669,10 @@ static qt_status run_item(qt_merge *m, qt_merge_item *it, wbuf *bp, char *errmsg
     wbuf *b = bp;
     if (it->action == QT_MERGE_PASS || it->action == QT_MERGE_COPY) {
         QT_TRY(write_stored(m, it, errmsg));
+    } else if (it->spill_at >= 0) { /* computed by the prepass */
+        qt_qweight q;
+        QT_TRY(spill_read(m, it, b, &q, errmsg));
+        QT_TRY(qt_outfmt_write_quant(m->out, it->out_id, &q, errmsg));
     } else {
         QT_TRY(compute_item(m, it, true, b, errmsg));
         if (it->quantized) {
@@ -646,6 +741,8 @@ qt_status qt_merge_run(qt_merge *m, char *errmsg)
     m->seconds = qt_now() - t0;
 fail:
     wbuf_free(&b);
+    if (m->spill) fclose(m->spill);
+    m->spill = NULL;
     return st;
 }
 

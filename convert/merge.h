@@ -32,9 +32,12 @@
  * Memory: one weight at a time: its fp32 values, a copy for the
  * measurements, the compute-dtype values and the quantized buffers, about
  * 3x the largest weight in fp32, plus the mapped input pages (released
- * after each weight). A double-quantized output needs each changed weight
- * quantized twice (the nested offset sizes the quant_state before the
- * first byte is written).
+ * after each weight). A double-quantized output needs each changed
+ * weight's nested offset before the first byte is written (it sizes the
+ * quant_state): the prepass computes and quantizes those weights once and
+ * keeps their quantized form in an unlinked temporary file beside OUT
+ * (disk: about the size of those weights in the output), which the write
+ * pass reads back.
  *
  * What it does not do: DoRA, embedding LoRA (refused by formats/adapter),
  * several adapters at once, unmerging. Not thread-safe itself (it threads
@@ -95,6 +98,8 @@ typedef struct qt_merge_item {
     bool double_quant;
     float nested_offset;                /* double quant (after the prepass) */
     size_t out_id;                      /* the weight's id in the output */
+    int64_t spill_at;                   /* byte offset of its quantized form in the spill
+                                           file (double quant, computed once); -1 = none */
     /* measurements (FOLD; -1 when not measured) */
     double delta_rel;                   /* ||s B A||_F / ||W||_F */
     double codes_changed;               /* fraction of 4-bit codes unlike the base's */

@@ -70,6 +70,9 @@ echo '[1, -3]' >"$tmp/bad.json"
 "$QTOOL" merge "$tmp/nf4" "$G/adapter" "$tmp/m" --onto quantized --report "$tmp/m.json" --quiet ||
   { echo "merge --onto quantized failed"; exit 1; }
 grep -q '"action": "fold"' "$tmp/m.json" || { echo "no folded weight in the report"; exit 1; }
+"$QTOOL" merge "$tmp/nf4" "$G/adapter" "$tmp/m1" --onto quantized --quiet --threads 1 || exit 1
+cmp "$tmp/m/model.safetensors" "$tmp/m1/model.safetensors" || { echo "merge nf4 depends on threads"; exit 1; }
+ls -a "$tmp" | grep -q qtool-merge-spill && { echo "merge left its spill file"; exit 1; }
 "$QTOOL" merge "$MODEL" "$G/adapter" "$tmp/m16" --onto original --scheme bf16 --quiet --threads 1 || exit 1
 "$QTOOL" merge "$MODEL" "$G/adapter" "$tmp/m16b" --onto original --scheme bf16 --quiet --threads 2 || exit 1
 cmp "$tmp/m16/model.safetensors" "$tmp/m16b/model.safetensors" || { echo "merge depends on threads"; exit 1; }
