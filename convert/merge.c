@@ -12,6 +12,9 @@
 #include <fcntl.h>
 #include <sys/stat.h>
 #include <unistd.h>
+#ifdef _OPENMP
+#include <omp.h>
+#endif
 
 #include "common/half.h"
 #include "common/progress.h"
@@ -309,19 +312,21 @@ void qt_merge_free(qt_merge *m)
  * fold (for the measurements). The buffers grow to the largest weight and
  * are reused from one weight to the next (no page faults per weight). */
 typedef struct wbuf {
-    float *w;       /* (n,) */
-    float *orig;    /* (n,) FOLD only, when measuring; NULL otherwise */
+    float *w;       /* (n,) fp32 values when the item needs them whole (a plain or fp32
+                       output); NULL: the tiles are computed in scratch */
+    bool measure;   /* FOLD, write pass: ||W' - W|| / ||W|| wanted */
     void *cd;       /* (n,) in the compute dtype when it is not fp32 */
     qt_qbuf qb;     /* quantized output */
     double *part;   /* (2 rows,) per-row sums of the measurement */
-    size_t cap[9];  /* bytes of w, orig, cd, codes, absmax, absmax_q, nested, scb, part */
-    void *orig_buf; /* orig's storage, kept while orig is NULL */
+    float *scratch; /* (threads, 2, TILE_ROWS, n_in) per-thread tile and copy of W */
+    size_t cap[10]; /* bytes of w, scratch, cd, codes, absmax, absmax_q, nested, scb, part */
+    void *w_buf;    /* w's storage, kept while w is NULL */
 } wbuf;
 
 static void wbuf_free(wbuf *b)
 {
-    qt_free(b->w);
-    qt_free(b->orig_buf);
+    qt_free(b->w_buf);
+    qt_free(b->scratch);
     qt_free(b->cd);
     qt_free(b->qb.codes);
     qt_free(b->qb.absmax);
@@ -340,6 +345,24 @@ static bool grow(void **p, size_t *cap, size_t n)
     *p = qt_malloc(n);
     *cap = *p ? n : 0;
     return *p != NULL;
+}
+
+static int max_threads(void)
+{
+#ifdef _OPENMP
+    return omp_get_max_threads();
+#else
+    return 1;
+#endif
+}
+
+static int thread_id(void)
+{
+#ifdef _OPENMP
+    return omp_get_thread_num();
+#else
+    return 0;
+#endif
 }
 
 /* Rows of the pipeline's tiles: a tile of fp32 rows stays in cache from its
@@ -370,13 +393,16 @@ static bool compute_tile(const qt_merge *m, const qt_merge_item *it, const qt_qw
 {
     const qt_kernels *k = qt_kernels_active();
     const qt_adapter_module *md = it->action == QT_MERGE_FOLD ? it->mod : NULL;
-    float *w = b->w + r0 * n_in;
+    float *scratch = b->scratch + (size_t)thread_id() * 2 * TILE_ROWS * n_in;
+    float *w = b->w ? b->w + r0 * n_in : scratch; /* the tile's fp32 rows */
+    float *orig = b->measure ? scratch + TILE_ROWS * n_in : NULL;
     bool ok = true;
     source_rows(m, it, q, r0, nr, n_in, w);
-    if (b->orig) memcpy(b->orig + r0 * n_in, w, nr * n_in * sizeof(float));
-    for (size_t o = r0; o < r0 + nr; o++) {
-        float *wr = b->w + o * n_in;
-        const float *br = b->orig ? b->orig + o * n_in : NULL;
+    if (orig) memcpy(orig, w, nr * n_in * sizeof(float));
+    for (size_t j = 0; j < nr; j++) {
+        float *wr = w + j * n_in;
+        const float *br = orig ? orig + j * n_in : NULL;
+        const size_t o = r0 + j;
         if (md) k->lora_merge_row(wr, n_in, md->B + o * md->r, md->r, md->A, md->scale);
         double num = 0, den = 0;
         for (size_t i = 0; i < n_in; i++) {
@@ -400,16 +426,20 @@ static bool compute_tile(const qt_merge *m, const qt_merge_item *it, const qt_qw
 static qt_status wbuf_alloc(const qt_merge *m, const qt_merge_item *it, bool measure, wbuf *b,
                             size_t rows, char *errmsg)
 {
-    const size_t n = (size_t)it->src->n_elements;
-    size_t bytes;
-    if (!qt_mul_size(n, sizeof(float), &bytes))
+    const size_t n = (size_t)it->src->n_elements, n_in = n / (rows ? rows : 1);
+    size_t bytes, sbytes;
+    if (!qt_mul_size(n, sizeof(float), &bytes) ||
+        !qt_mul_size((size_t)max_threads() * 2 * TILE_ROWS, n_in * sizeof(float), &sbytes))
         return qt_set_err(errmsg, QT_ERR_OVERFLOW, "tensor '%s': too large", it->src->name);
-    bool ok = grow((void **)&b->w, &b->cap[0], bytes) &&
-              grow((void **)&b->part, &b->cap[8], 2 * rows * sizeof(double));
-    b->orig = NULL;
-    if (ok && measure && it->action == QT_MERGE_FOLD) {
-        ok = grow(&b->orig_buf, &b->cap[1], bytes);
-        b->orig = b->orig_buf;
+    /* whole fp32 values only where they are written or quantized from */
+    const bool whole = !it->quantized || m->compute == QT_DTYPE_F32;
+    bool ok = grow((void **)&b->part, &b->cap[8], 2 * rows * sizeof(double)) &&
+              grow((void **)&b->scratch, &b->cap[1], sbytes);
+    b->measure = measure && it->action == QT_MERGE_FOLD;
+    b->w = NULL;
+    if (ok && whole) {
+        ok = grow(&b->w_buf, &b->cap[0], bytes);
+        b->w = b->w_buf;
     }
     if (ok && m->compute != QT_DTYPE_F32) ok = grow(&b->cd, &b->cap[2], n * 2);
     if (ok && it->quantized) {
@@ -456,7 +486,7 @@ static qt_status compute_item(const qt_merge *m, qt_merge_item *it, bool measure
     }
     QT_CHECK(!bad, QT_ERR_NUMERIC, "tensor '%s': a %s value is not finite", w->name,
              it->action == QT_MERGE_FOLD ? "merged" : "source");
-    if (b->orig) {
+    if (b->measure) {
         double num = 0, den = 0;
         for (size_t r = 0; r < rows; r++) {
             num += b->part[2 * r];

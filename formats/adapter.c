@@ -315,6 +315,7 @@ static qt_status widen(const qt_adapter *ad, const char *module, const char *wha
     QT_CHECK(v, QT_ERR_NOMEM, "'%s': module '%s': out of memory for %s",
              qt_st_reader_path(ad->reader), module, what);
     QT_TRY(qt_st_tensor_to_f32(ad->reader, t, 0, (size_t)t->n_elements, v, errmsg));
+    qt_st_tensor_release(ad->reader, t); /* the fp32 copy is what is used from now on */
     for (size_t i = 0; i < t->n_elements; i++)
         QT_CHECK(isfinite(v[i]), QT_ERR_NUMERIC,
                  "'%s': module '%s': %s value %zu is not finite (NaN or Inf)",
@@ -343,6 +344,7 @@ static qt_status check_finite(const qt_adapter *ad, const qt_adapter_replacement
                                   qt_st_reader_path(ad->reader), rp->key,
                                   (unsigned long long)(i + j));
     }
+    qt_st_tensor_release(ad->reader, rp->t); /* read again only when applied */
     return QT_OK;
 }
 
