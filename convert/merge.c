@@ -4,6 +4,7 @@
 #include "convert/merge.h"
 
 #include <errno.h>
+#include <float.h>
 #include <limits.h>
 #include <math.h>
 #include <stdio.h>
@@ -388,6 +389,32 @@ static void source_rows(const qt_merge *m, const qt_merge_item *it, const qt_qwe
 /* One tile: the source rows, the fold (W' = W + s B A row by row), the
  * finite check and the measurement partials per row, the rounding to the
  * compute dtype. Returns false when a value is not finite. */
+/* sum (w - b)^2 and sum b^2 over a row (b NULL: zeros), in 4 interleaved
+ * double partial sums combined pairwise: a fixed order the compiler can
+ * vectorize without reassociating anything itself. */
+static void row_sums(const float *w, const float *b, size_t n, double *num, double *den)
+{
+    double nm[4] = {0, 0, 0, 0}, dn[4] = {0, 0, 0, 0};
+    if (!b) {
+        *num = *den = 0;
+        return;
+    }
+    size_t i = 0;
+    for (; i + 4 <= n; i += 4)
+        for (size_t l = 0; l < 4; l++) {
+            const double d = (double)w[i + l] - (double)b[i + l];
+            nm[l] += d * d;
+            dn[l] += (double)b[i + l] * b[i + l];
+        }
+    for (size_t l = 0; i < n; i++, l++) {
+        const double d = (double)w[i] - (double)b[i];
+        nm[l] += d * d;
+        dn[l] += (double)b[i] * b[i];
+    }
+    *num = (nm[0] + nm[2]) + (nm[1] + nm[3]);
+    *den = (dn[0] + dn[2]) + (dn[1] + dn[3]);
+}
+
 static bool compute_tile(const qt_merge *m, const qt_merge_item *it, const qt_qweight *q,
                          wbuf *b, size_t r0, size_t nr, size_t n_in)
 {
@@ -404,16 +431,10 @@ static bool compute_tile(const qt_merge *m, const qt_merge_item *it, const qt_qw
         const float *br = orig ? orig + j * n_in : NULL;
         const size_t o = r0 + j;
         if (md) k->lora_merge_row(wr, n_in, md->B + o * md->r, md->r, md->A, md->scale);
-        double num = 0, den = 0;
-        for (size_t i = 0; i < n_in; i++) {
-            ok = ok && isfinite(wr[i]);
-            if (!br) continue;
-            double d = (double)wr[i] - (double)br[i];
-            num += d * d;
-            den += (double)br[i] * br[i];
-        }
-        b->part[2 * o] = num;
-        b->part[2 * o + 1] = den;
+        int bad = 0;
+        for (size_t i = 0; i < n_in; i++) bad |= !(fabsf(wr[i]) <= FLT_MAX);
+        ok = ok && !bad;
+        row_sums(wr, br, n_in, &b->part[2 * o], &b->part[2 * o + 1]);
     }
     if (m->compute == QT_DTYPE_BF16) qt_fp32_to_bf16_row(w, (uint16_t *)b->cd + r0 * n_in, nr * n_in);
     else if (m->compute == QT_DTYPE_F16) qt_fp32_to_fp16_row(w, (uint16_t *)b->cd + r0 * n_in, nr * n_in);
