@@ -19,7 +19,9 @@
 struct qt_lora {
     qt_adapter *ad;                      /* owned, unless borrowed (a fork's) */
     const qt_adapter_module **slot;      /* (n_layers * QT_PROJ_COUNT + 1,) NULL = none */
-    bool borrowed;                       /* ad and slot belong to the parent model */
+    bool borrowed;                       /* ad, slot and bt belong to the parent model */
+    float **bt;                          /* (n_slots,) B^T (r, n_out) of each slot's module,
+                                            owned by the model (qt_model_alloc_f32) */
     float *t;                            /* (n_batch, r_max) A x */
     float *u;                            /* (n_batch, n_out_max) B (A x) */
 };
@@ -124,6 +126,7 @@ void qt_lora_free(qt_lora *lo)
     if (!lo->borrowed) {
         qt_adapter_free(lo->ad);
         qt_free(lo->slot);
+        qt_free(lo->bt);
     }
     memset(lo, 0, sizeof *lo);
     qt_free(lo);
@@ -142,8 +145,9 @@ qt_status qt_model_set_adapter(qt_model *m, qt_adapter *ad, char *errmsg)
     QT_TRY(qt_adapter_match(ad, m->layout, errmsg));
     lo = qt_calloc(1, sizeof *lo);
     const size_t n_slots = m->cfg.n_layers * QT_PROJ_COUNT + 1;
-    QT_CHECK(lo && (lo->slot = qt_calloc(n_slots, sizeof *lo->slot)), QT_ERR_NOMEM,
-             "out of memory");
+    QT_CHECK(lo && (lo->slot = qt_calloc(n_slots, sizeof *lo->slot)) &&
+                 (lo->bt = qt_calloc(n_slots, sizeof *lo->bt)),
+             QT_ERR_NOMEM, "out of memory");
     size_t r_max, out_max;
     for (size_t i = 0; i < ad->n_mods; i++) {
         const qt_adapter_module *md = &ad->mods[i];
@@ -152,6 +156,11 @@ qt_status qt_model_set_adapter(qt_model *m, qt_adapter *ad, char *errmsg)
                  "adapter '%s': module '%s': LoRA on this module is not supported", ad->dir,
                  md->name);
         lo->slot[s] = md;
+        lo->bt[s] = qt_model_alloc_f32(m, md->r * md->n_out);
+        QT_CHECK(lo->bt[s], QT_ERR_NOMEM,
+                 "out of memory");
+        for (size_t o = 0; o < md->n_out; o++) /* B^T, for the row kernel */
+            for (size_t k = 0; k < md->r; k++) lo->bt[s][k * md->n_out + o] = md->B[o * md->r + k];
     }
     lora_sizes(ad, &r_max, &out_max);
     lo->t = qt_model_alloc_f32(m, m->n_batch * r_max);
@@ -175,6 +184,7 @@ qt_status qt_lora_fork(qt_model *f, const qt_model *m, char *errmsg)
     /* the adapter and its table borrowed, the scratch its own */
     lo->ad = m->lora->ad;
     lo->slot = m->lora->slot;
+    lo->bt = m->lora->bt;
     lo->borrowed = true;
     lora_sizes(lo->ad, &r_max, &out_max);
     lo->t = qt_model_alloc_f32(f, f->n_batch * r_max);
@@ -194,8 +204,8 @@ qt_status qt_lora_fork(qt_model *f, const qt_model *m, char *errmsg)
  * tile (each element one fixed summation order), then y += (U + b_B) * s,
  * PEFT's order. One parallel region over token blocks: any thread count
  * gives the same bytes. t (n, r) and u (n, n_out) are scratch. */
-static void lora_rows(const qt_kernels *k, const qt_adapter_module *md, const float *x, size_t n,
-                      float *t, float *u, float *y)
+static void lora_rows(const qt_kernels *k, const qt_adapter_module *md, const float *bt,
+                      const float *x, size_t n, float *t, float *u, float *y)
 {
     const size_t r = md->r, n_in = md->n_in, n_out = md->n_out;
     const ptrdiff_t n_blocks = (ptrdiff_t)((n + LORA_TOKENS - 1) / LORA_TOKENS);
@@ -209,6 +219,11 @@ static void lora_rows(const qt_kernels *k, const qt_adapter_module *md, const fl
         const size_t t0 = (size_t)b * LORA_TOKENS;
         const size_t nt = n - t0 < LORA_TOKENS ? n - t0 : LORA_TOKENS;
         k->dot_tile(x + t0 * n_in, n_in, nt, md->A, n_in, r, n_in, t + t0 * r, r);
+        if (!md->b_B) { /* y += s (sum_k t_k B^T[k, :]): the merge row kernel, vectorized over n_out */
+            for (size_t i = t0; i < t0 + nt; i++)
+                k->lora_merge_row(y + i * n_out, n_out, t + i * r, r, bt, sc);
+            continue;
+        }
         k->dot_tile(t + t0 * r, r, nt, md->B, r, n_out, r, u + t0 * n_out, n_out);
         for (size_t i = t0; i < t0 + nt; i++) {
             float *yr = y + i * n_out;
@@ -232,7 +247,7 @@ qt_status qt_lora_apply(qt_model *m, size_t l, const char *what, const float *x,
                                          : m->cfg.n_layers * QT_PROJ_COUNT;
     const qt_adapter_module *md = lo->slot[s];
     if (!md) return QT_OK;
-    lora_rows(m->k, md, x, n, lo->t, lo->u, y);
+    lora_rows(m->k, md, lo->bt[s], x, n, lo->t, lo->u, y);
     return QT_OK;
 }
 
