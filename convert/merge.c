@@ -146,6 +146,12 @@ static qt_status plan_item(qt_merge *m, const qt_lweight *w, qt_merge_item *it, 
     it->repl = qt_adapter_find_replacement(m->ad, w->name);
     it->mod = it->repl ? NULL : qt_adapter_find(m->ad, module);
     if (it->mod && lora_is_zero(it->mod)) it->mod = NULL; /* B = 0: nothing to fold */
+    if (it->mod && it->mod->b_B)
+        return qt_set_err(errmsg, QT_ERR_UNSUPPORTED,
+                          "adapter '%s': module '%s': field 'lora_bias' is true: folding a lora_B "
+                          "bias needs a base bias to add it to, which merge does not write (run "
+                          "the adapter unmerged with --adapter)",
+                          m->ad->dir, it->mod->name);
     if (it->mod) {
         const bool quant = w->kind != QT_LW_PLAIN;
         if (m->o.onto == QT_MERGE_ONTO_ORIGINAL && quant)
