@@ -28,6 +28,10 @@ int cmd_version(int argc, char **argv);
 int cmd_inspect(int argc, char **argv);
 int cmd_convert(int argc, char **argv);
 int cmd_dequant(int argc, char **argv);
+/* `qtool convert ... --format gguf` (cli/cmd_convert_gguf.c), and whether
+ * convert's arguments ask for it (--format gguf, or OUT ending in .gguf). */
+int cmd_convert_gguf(int argc, char **argv);
+int qt_cli_convert_is_gguf(int argc, char **argv);
 int cmd_bench(int argc, char **argv);
 int cmd_bench_ppl(int argc, char **argv); /* `qtool bench ppl`, a row of cmd_bench.c's table */
 int cmd_generate(int argc, char **argv);

@@ -24,6 +24,7 @@
 #include "formats/pyjson.h"
 #include "formats/recipe.h"
 #include "formats/safetensors.h"
+#include "model/arch.h"
 
 #define CHUNK_ELEMS ((size_t)1 << 20)
 
@@ -50,31 +51,19 @@ static qt_scheme plain_scheme(qt_dtype d)
     return d == QT_DTYPE_BF16 ? QT_SCHEME_BF16 : d == QT_DTYPE_F16 ? QT_SCHEME_FP16 : QT_SCHEME_FP32;
 }
 
+/* A scheme convert quantizes weights with (the scheme table says which). */
 static bool is_quant_scheme(qt_scheme s)
 {
-    return s == QT_SCHEME_NF4 || s == QT_SCHEME_FP4 || s == QT_SCHEME_INT8 || s == QT_SCHEME_Q8;
+    return qt_scheme_has(s, QT_SCHEME_F_CONVERT) && !qt_scheme_has(s, QT_SCHEME_F_PLAIN);
 }
 
-/* The Linear weights transformers' bitsandbytes integration replaces in a
- * Llama-family model: model.layers.N.{self_attn.{q,k,v,o},mlp.{gate,up,down}}_proj.weight */
-static bool is_default_linear(const char *name)
-{
-    static const char *const tails[] = {".self_attn.q_proj.weight", ".self_attn.k_proj.weight",
-                                        ".self_attn.v_proj.weight", ".self_attn.o_proj.weight",
-                                        ".mlp.gate_proj.weight",    ".mlp.up_proj.weight",
-                                        ".mlp.down_proj.weight"};
-    if (strncmp(name, "model.layers.", 13) != 0) return false;
-    const char *p = name + 13;
-    if (*p < '0' || *p > '9') return false;
-    while (*p >= '0' && *p <= '9') p++;
-    for (size_t i = 0; i < sizeof tails / sizeof *tails; i++)
-        if (!strcmp(p, tails[i])) return true;
-    return false;
-}
+/* The Linear weights quantized by default (the Llama table, model/arch.h),
+ * and every Linear (with lm_head). */
+static bool is_default_linear(const char *name) { return qt_llama_parse_linear(name, NULL, NULL); }
 
 static bool is_linear_name(const char *name)
 {
-    return is_default_linear(name) || !strcmp(name, "lm_head.weight");
+    return is_default_linear(name) || !strcmp(name, QT_LLAMA_LM_HEAD);
 }
 
 static void module_of(const char *name, char *buf, size_t n)
@@ -82,15 +71,6 @@ static void module_of(const char *name, char *buf, size_t n)
     snprintf(buf, n, "%s", name);
     size_t l = strlen(buf);
     if (l > 7 && !strcmp(buf + l - 7, ".weight")) buf[l - 7] = 0;
-}
-
-static bool supported_arch(const char *a)
-{
-    static const char *const ok[] = {"LlamaForCausalLM", "MistralForCausalLM",
-                                     "Qwen2ForCausalLM", "LLaMAForCausalLM"};
-    for (size_t i = 0; i < sizeof ok / sizeof *ok; i++)
-        if (!strcmp(a, ok[i])) return true;
-    return false;
 }
 
 /* ---- plan -------------------------------------------------------------- */
@@ -138,6 +118,8 @@ static qt_status output_new(qt_conv *c, size_t block, char *errmsg)
     for (size_t i = 0; i < ns; i++) c->protect[i] = qt_st_reader_path(qt_modeldir_shard(c->md, i));
     if (!qt_path_join(c->config_path, sizeof c->config_path, c->in_dir, "config.json"))
         return qt_set_err(errmsg, QT_ERR_ARG, "input '%s': path too long", c->in_dir);
+    /* one read of the input, unless a calibration check quantizes first */
+    c->single_read = o->check == NULL;
     qt_out_model m = {.out = o->out,
                       .config_path = c->config_path,
                       .compute = c->compute,
@@ -146,7 +128,8 @@ static qt_status output_new(qt_conv *c, size_t block, char *errmsg)
                       .double_quant = o->double_quant,
                       .max_shard_size = o->max_shard_size,
                       .protect = c->protect,
-                      .n_protect = ns};
+                      .n_protect = ns,
+                      .single_pass = c->single_read};
     return qt_outfmt_new(o->format, &m, &c->out, errmsg);
 }
 
@@ -201,16 +184,12 @@ fail:
     return st;
 }
 
-qt_status qt_conv_plan(const qt_conv_opts *o, qt_conv **out, char *errmsg)
+/* Opens the input: the model folder (or file + its folder), its config,
+ * the logical weights, the recipe. */
+static qt_status plan_open_input(qt_conv *c, char *errmsg)
 {
     qt_status st = QT_OK;
-    qt_conv *c = NULL;
-    *out = NULL;
-    const qt_scheme_info *si = qt_scheme_get(o->scheme);
-    QT_CHECK(si != NULL, QT_ERR_ARG, "unknown scheme");
-    c = qt_calloc(1, sizeof *c);
-    QT_CHECK(c != NULL, QT_ERR_NOMEM, "out of memory");
-    c->o = *o;
+    const qt_conv_opts *o = &c->o;
     struct stat sb;
     QT_CHECK(stat(o->in, &sb) == 0, QT_ERR_ARG, "input '%s': %s", o->in, strerror(errno));
     QT_TRY(qt_modeldir_open_ex(o->in, o->follow_symlinks ? QT_MODELDIR_FOLLOW_SYMLINKS : 0,
@@ -227,23 +206,39 @@ qt_status qt_conv_plan(const qt_conv_opts *o, qt_conv **out, char *errmsg)
              o->in);
     QT_TRY(qt_layout_build(c->md, &c->L, errmsg));
     if (o->recipe_path) QT_TRY(qt_recipe_load(o->recipe_path, &c->recipe, errmsg));
+fail:
+    return st;
+}
 
-    /* architecture */
+/* Quantizing needs an architecture of the Llama table (which says the
+ * Linears), unless a recipe chooses the tensors. */
+static qt_status plan_check_arch(const qt_conv *c, char *errmsg)
+{
+    qt_status st = QT_OK;
     const char *arch = NULL;
     char arch_buf[128] = "";
     if (qt_modeldir_config_str(c->md, "architectures.0", &arch) != QT_OK) arch = NULL;
     if (arch) snprintf(arch_buf, sizeof arch_buf, "%s", arch);
-    bool quantizing = is_quant_scheme(o->scheme);
-    QT_CHECK(!quantizing || o->recipe_path || (arch && supported_arch(arch)), QT_ERR_UNSUPPORTED,
+    QT_CHECK(!is_quant_scheme(c->o.scheme) || c->o.recipe_path || qt_arch_known(arch),
+             QT_ERR_UNSUPPORTED,
              "input '%s': architecture '%s': qtool knows the Linear layers of the Llama family "
              "(Llama, Mistral, Qwen2); give --recipe to choose tensors for others",
-             o->in, arch ? arch_buf : "(none)");
+             c->o.in, arch ? arch_buf : "(none)");
+fail:
+    return st;
+}
 
-    /* compute dtype */
-    if (!quantizing) c->compute = o->scheme == QT_SCHEME_BF16   ? QT_DTYPE_BF16
-                                  : o->scheme == QT_SCHEME_FP16 ? QT_DTYPE_F16
-                                                                : QT_DTYPE_F32;
-    else if (o->compute_dtype) {
+/* The compute dtype: the plain scheme's dtype, --compute-dtype, or the
+ * config's torch_dtype (bfloat16 when it says none). */
+static qt_status plan_compute_dtype(qt_conv *c, char *errmsg)
+{
+    qt_status st = QT_OK;
+    const qt_conv_opts *o = &c->o;
+    if (!is_quant_scheme(o->scheme)) {
+        c->compute = o->scheme == QT_SCHEME_BF16   ? QT_DTYPE_BF16
+                     : o->scheme == QT_SCHEME_FP16 ? QT_DTYPE_F16
+                                                   : QT_DTYPE_F32;
+    } else if (o->compute_dtype) {
         QT_CHECK(dtype_from_name(o->compute_dtype, &c->compute), QT_ERR_ARG,
                  "--compute-dtype '%s': expected bf16, fp16 or fp32", o->compute_dtype);
     } else {
@@ -255,98 +250,161 @@ qt_status qt_conv_plan(const qt_conv_opts *o, qt_conv **out, char *errmsg)
                  "input '%s': config.json torch_dtype '%s' is not bfloat16, float16 or float32",
                  o->in, td);
     }
+fail:
+    return st;
+}
+
+/* What a recipe rule asks for weight w: *want (QT_SCHEME_COUNT = keep) and
+ * *want_block; the rule's scheme and block are checked. */
+static qt_status recipe_choice(const qt_conv *c, const qt_recipe_rule *rr, size_t ri,
+                               size_t block, qt_scheme *want, size_t *want_block, char *errmsg)
+{
+    qt_status st = QT_OK;
+    const qt_conv_opts *o = &c->o;
+    if (!strcmp(rr->scheme, "keep")) return QT_OK;
+    const qt_scheme_info *rs = qt_scheme_find(rr->scheme);
+    QT_CHECK(rs && is_quant_scheme(rs->scheme), QT_ERR_ARG,
+             "recipe '%s': rule %zu: scheme '%s' is not nf4, fp4, int8, q8 or keep",
+             o->recipe_path, ri, rr->scheme);
+    *want = rs->scheme;
+    *want_block = rr->block ? (size_t)rr->block : rs->scheme == o->scheme ? block : rs->default_block;
+    if (*want != QT_SCHEME_INT8)
+        QT_CHECK(qt_scheme_block_ok(*want, *want_block), QT_ERR_ARG,
+                 "recipe '%s': rule %zu: block %zu not allowed for %s", o->recipe_path, ri,
+                 *want_block, rs->name);
+fail:
+    return st;
+}
+
+/* The scheme a float weight gets when quantizing (QT_SCHEME_COUNT = kept):
+ * a recipe rule first, else the default Linears; then --skip globs and
+ * the matrix check. Records why in it->reason. */
+static qt_status item_choice(const qt_conv *c, qt_conv_item *it, size_t block, qt_scheme *want,
+                             size_t *want_block, char *errmsg)
+{
+    qt_status st = QT_OK;
+    const qt_conv_opts *o = &c->o;
+    const qt_lweight *w = it->src;
+    const qt_recipe_rule *rr = NULL;
+    size_t ri = 0;
+    *want = QT_SCHEME_COUNT;
+    *want_block = block;
+    if (c->recipe && (rr = qt_recipe_match(c->recipe, w->name, &ri))) {
+        QT_TRY(recipe_choice(c, rr, ri, block, want, want_block, errmsg));
+        snprintf(it->reason, sizeof it->reason, "recipe rule %zu", ri);
+    } else if (is_default_linear(w->name)) {
+        *want = o->scheme;
+        snprintf(it->reason, sizeof it->reason, "Linear");
+    }
+    for (size_t s = 0; s < o->n_skip && *want != QT_SCHEME_COUNT; s++) {
+        if (glob_match(o->skip[s], w->name)) {
+            *want = QT_SCHEME_COUNT;
+            snprintf(it->reason, sizeof it->reason, "--skip '%.80s'", o->skip[s]);
+        }
+    }
+    if (*want != QT_SCHEME_COUNT && (w->n_dims != 2 || w->n_elements == 0)) {
+        *want = QT_SCHEME_COUNT;
+        snprintf(it->reason, sizeof it->reason, "not a non-empty matrix");
+    }
+fail:
+    return st;
+}
+
+/* Adds an unquantized Linear's module to llm_int8_skip_modules. */
+static qt_status add_skip_module(qt_conv *c, const char *name, char *errmsg)
+{
+    char mod[1024];
+    module_of(name, mod, sizeof mod);
+    c->skip_modules[c->n_skip_modules] = qt_strdup(mod);
+    if (!c->skip_modules[c->n_skip_modules])
+        return qt_set_err(errmsg, QT_ERR_NOMEM, "out of memory");
+    c->n_skip_modules++;
+    return QT_OK;
+}
+
+/* Scheme families in the plan, for the mixed-families warning. */
+typedef struct families {
+    bool fam4, fam8, famq8;
+} families;
+
+/* Plans logical weight i: keep / copy / quantize (which scheme), then
+ * declares it to the output. */
+static qt_status plan_item(qt_conv *c, size_t i, size_t block, families *fam, char *errmsg)
+{
+    qt_status st = QT_OK;
+    const qt_conv_opts *o = &c->o;
+    const bool quantizing = is_quant_scheme(o->scheme);
+    const qt_lweight *w = qt_layout_at(c->L, i);
+    qt_conv_item *it = &c->items[c->n_items++];
+    it->src = w;
+    /* by default: float tensors kept in the compute dtype, others copied */
+    bool is_float = is_float_dtype(w->dtype);
+    QT_CHECK(w->kind == QT_LW_PLAIN || !quantizing, QT_ERR_ARG,
+             "tensor '%s' is already quantized (%s): dequantize first (qtool dequant)", w->name,
+             qt_lweight_label(w));
+    it->action = is_float ? QT_ACT_KEEP : QT_ACT_COPY;
+    it->out_dtype = is_float ? c->compute : w->dtype;
+    snprintf(it->reason, sizeof it->reason, "%s", is_float ? "kept" : "not a float tensor");
+    /* quantizing: the scheme it gets, or kept (then an unquantized Linear) */
+    if (quantizing && is_float) {
+        qt_scheme want;
+        size_t want_block;
+        QT_TRY(item_choice(c, it, block, &want, &want_block, errmsg));
+        if (want != QT_SCHEME_COUNT) {
+            const bool four = want == QT_SCHEME_NF4 || want == QT_SCHEME_FP4;
+            it->action = QT_ACT_QUANT;
+            it->scheme = want;
+            it->block = want == QT_SCHEME_INT8 ? 0 : want_block;
+            it->double_quant = four && o->double_quant;
+            if (four) fam->fam4 = true;
+            else if (want == QT_SCHEME_INT8) fam->fam8 = true;
+            else fam->famq8 = true;
+        } else if (is_linear_name(w->name) && strcmp(w->name, QT_LLAMA_LM_HEAD) != 0) {
+            QT_TRY(add_skip_module(c, w->name, errmsg));
+        }
+    }
+    if (it->action != QT_ACT_QUANT) it->scheme = plain_scheme(it->out_dtype);
+    /* its place in the output */
+    it->bytes_in = w->nbytes;
+    QT_TRY(item_declare(c, it, errmsg));
+    it->bytes_out = qt_outfmt_weight_bytes(c->out, it->out_id);
+fail:
+    return st;
+}
+
+qt_status qt_conv_plan(const qt_conv_opts *o, qt_conv **out, char *errmsg)
+{
+    qt_status st = QT_OK;
+    qt_conv *c = NULL;
+    *out = NULL;
+    const qt_scheme_info *si = qt_scheme_get(o->scheme);
+    QT_CHECK(si != NULL, QT_ERR_ARG, "unknown scheme");
+    c = qt_calloc(1, sizeof *c);
+    QT_CHECK(c != NULL, QT_ERR_NOMEM, "out of memory");
+    c->o = *o;
+    /* the input, and what may be done with it */
+    QT_TRY(plan_open_input(c, errmsg));
+    QT_TRY(plan_check_arch(c, errmsg));
+    QT_TRY(plan_compute_dtype(c, errmsg));
     size_t block = o->block ? o->block : si->default_block;
-    if (quantizing && o->scheme != QT_SCHEME_INT8)
+    if (is_quant_scheme(o->scheme) && o->scheme != QT_SCHEME_INT8)
         QT_CHECK(qt_scheme_block_ok(o->scheme, block), QT_ERR_ARG,
                  "--block %zu is not allowed for %s (powers of two %zu..%zu)", block, si->name,
                  si->min_block, si->max_block);
-
+    /* every logical weight planned and declared to the output */
     size_t n = qt_layout_n(c->L);
     QT_TRY(output_new(c, block, errmsg));
     c->items = qt_calloc(n + 1, sizeof *c->items);
     c->skip_modules = qt_calloc(n + 2, sizeof *c->skip_modules);
     QT_CHECK(c->items && c->skip_modules, QT_ERR_NOMEM, "out of memory");
-    bool fam4 = false, fam8 = false, famq8 = false;
-    for (size_t i = 0; i < n; i++) {
-        const qt_lweight *w = qt_layout_at(c->L, i);
-        qt_conv_item *it = &c->items[c->n_items++];
-        it->src = w;
-        bool is_float = is_float_dtype(w->dtype);
-        bool stored_quant = w->kind != QT_LW_PLAIN;
-        QT_CHECK(!stored_quant || !quantizing, QT_ERR_ARG,
-                 "tensor '%s' is already quantized (%s): dequantize first (qtool dequant)",
-                 w->name, qt_lweight_label(w));
-        it->action = is_float ? QT_ACT_KEEP : QT_ACT_COPY;
-        it->out_dtype = is_float ? c->compute : w->dtype;
-        snprintf(it->reason, sizeof it->reason, "%s", is_float ? "kept" : "not a float tensor");
-        if (quantizing && is_float) {
-            qt_scheme want = QT_SCHEME_COUNT;
-            size_t want_block = block;
-            const qt_recipe_rule *rr = NULL;
-            size_t ri = 0;
-            if (c->recipe && (rr = qt_recipe_match(c->recipe, w->name, &ri))) {
-                if (strcmp(rr->scheme, "keep") != 0) {
-                    const qt_scheme_info *rs = qt_scheme_find(rr->scheme);
-                    QT_CHECK(rs && is_quant_scheme(rs->scheme), QT_ERR_ARG,
-                             "recipe '%s': rule %zu: scheme '%s' is not nf4, fp4, int8, q8 or "
-                             "keep",
-                             o->recipe_path, ri, rr->scheme);
-                    want = rs->scheme;
-                    want_block = rr->block ? (size_t)rr->block
-                                 : rs->scheme == o->scheme ? block
-                                                           : rs->default_block;
-                    if (want != QT_SCHEME_INT8)
-                        QT_CHECK(qt_scheme_block_ok(want, want_block), QT_ERR_ARG,
-                                 "recipe '%s': rule %zu: block %zu not allowed for %s",
-                                 o->recipe_path, ri, want_block, rs->name);
-                }
-                snprintf(it->reason, sizeof it->reason, "recipe rule %zu", ri);
-            } else if (is_default_linear(w->name)) {
-                want = o->scheme;
-                snprintf(it->reason, sizeof it->reason, "Linear");
-            }
-            for (size_t s = 0; s < o->n_skip && want != QT_SCHEME_COUNT; s++) {
-                if (glob_match(o->skip[s], w->name)) {
-                    want = QT_SCHEME_COUNT;
-                    snprintf(it->reason, sizeof it->reason, "--skip '%.80s'", o->skip[s]);
-                }
-            }
-            if (want != QT_SCHEME_COUNT && (w->n_dims != 2 || w->n_elements == 0)) {
-                want = QT_SCHEME_COUNT;
-                snprintf(it->reason, sizeof it->reason, "not a non-empty matrix");
-            }
-            if (want != QT_SCHEME_COUNT) {
-                it->action = QT_ACT_QUANT;
-                it->scheme = want;
-                it->block = want == QT_SCHEME_INT8 ? 0 : want_block;
-                it->double_quant =
-                    (want == QT_SCHEME_NF4 || want == QT_SCHEME_FP4) && o->double_quant;
-                if (want == QT_SCHEME_NF4 || want == QT_SCHEME_FP4) fam4 = true;
-                else if (want == QT_SCHEME_INT8) fam8 = true;
-                else famq8 = true;
-            } else if (is_linear_name(w->name) && strcmp(w->name, "lm_head.weight") != 0) {
-                char mod[1024];
-                module_of(w->name, mod, sizeof mod);
-                c->skip_modules[c->n_skip_modules] = qt_strdup(mod);
-                QT_CHECK(c->skip_modules[c->n_skip_modules], QT_ERR_NOMEM, "out of memory");
-                c->n_skip_modules++;
-            }
-        }
-        if (it->action != QT_ACT_QUANT) it->scheme = plain_scheme(it->out_dtype);
-        it->bytes_in = w->nbytes;
-        QT_TRY(item_declare(c, it, errmsg));
-        it->bytes_out = qt_outfmt_weight_bytes(c->out, it->out_id);
-    }
-    if (quantizing) {
-        c->skip_modules[c->n_skip_modules] = qt_strdup("lm_head");
-        QT_CHECK(c->skip_modules[c->n_skip_modules], QT_ERR_NOMEM, "out of memory");
-        c->n_skip_modules++;
-    }
-    if ((fam4 + fam8 + famq8) > 1)
+    families fam = {false, false, false};
+    for (size_t i = 0; i < n; i++) QT_TRY(plan_item(c, i, block, &fam, errmsg));
+    if (is_quant_scheme(o->scheme)) QT_TRY(add_skip_module(c, "lm_head", errmsg));
+    if ((fam.fam4 + fam.fam8 + fam.famq8) > 1)
         snprintf(c->warning, sizeof c->warning,
                  "the plan mixes scheme families (%s%s%s): transformers cannot load such a "
                  "model; qtool can",
-                 fam4 ? "4-bit " : "", fam8 ? "int8 " : "", famq8 ? "q8" : "");
+                 fam.fam4 ? "4-bit " : "", fam.fam8 ? "int8 " : "", fam.famq8 ? "q8" : "");
     /* where every weight goes (shards): the format's affair */
     QT_TRY(qt_outfmt_plan(c->out, errmsg));
     c->n_shards = qt_outfmt_n_weight_files(c->out);

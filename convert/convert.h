@@ -17,6 +17,8 @@
  * llm_int8_skip_modules, lm_head included; every other non-weight file is
  * copied byte for byte). convert never names a stored key or file itself.
  *
+ * Each input byte is read once (no prepass) unless a calibration check is
+ * set: then a prepass computes the double-quantization offsets first.
  * Memory: the input stays mapped and each weight's pages are released once
  * it is written, so peak memory is about the largest tensor (input pages)
  * plus its output buffer. Output bytes do not depend on the thread count or
@@ -142,7 +144,8 @@ qt_status qt_conv_up_to_date(const qt_conv *c, bool *up_to_date, char *reason, s
 const char *qt_conv_options(const qt_conv *c);
 
 /* Where the time of the last qt_conv_run went, in seconds: prepass (NaN /
- * Inf scan and the double-quantization offsets), quantize + write (every
+ * Inf scan and the double-quantization offsets; 0 when the input is read
+ * once, i.e. without a calibration check), quantize + write (every
  * tensor through the kernels into the shards, page cache), finish (shard
  * fsync + rename, config and other files, folder fsync and the final
  * rename). */

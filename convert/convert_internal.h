@@ -26,6 +26,7 @@ struct qt_conv {
     double seconds_total;
     char *options;     /* canonical "qtool.options" provenance string (heap) */
     double t_prepass, t_write, t_finish; /* phase times of qt_conv_run, seconds */
+    bool single_read;  /* no prepass: each weight read once (not with a calibration check) */
 };
 
 const char *qt_conv_torch_name(qt_dtype d);
@@ -37,9 +38,11 @@ qt_status qt_conv_item_redeclare(qt_conv *c, qt_conv_item *it, char *errmsg);
 qt_status qt_conv_item_source(const qt_conv *c, const qt_conv_item *it, const void **src,
                               void **owned, char *errmsg);
 /* Quantizes an item's source values as the plan says into freshly
- * allocated buffers b (free with qt_conv_qbuf_free), described by *q. */
-qt_status qt_conv_quantize(const qt_conv *c, const qt_conv_item *it, const void *src, qt_qbuf *b,
-                           qt_qweight *q, char *errmsg);
+ * allocated buffers b (free with qt_conv_qbuf_free), described by *q.
+ * dq_offset: the nested offset the prepass computed (it->nested_offset),
+ * NULL = computed here (the prepass itself). */
+qt_status qt_conv_quantize(const qt_conv *c, const qt_conv_item *it, const float *dq_offset,
+                           const void *src, qt_qbuf *b, qt_qweight *q, char *errmsg);
 void qt_conv_qbuf_free(qt_qbuf *b);
 /* Whether name is a Linear weight transformers' bitsandbytes integration
  * quantizes in a Llama-family model (what convert quantizes by default). */

@@ -534,7 +534,7 @@ static qt_status quantize(const qt_merge *m, const qt_merge_item *it, wbuf *b, q
                           : m->compute == QT_DTYPE_F16 ? QT_SRC_F16
                                                        : QT_SRC_F32;
     const void *src = t == QT_SRC_F32 ? (const void *)b->w : b->cd;
-    qt_status st = qt_quantize_weight(NULL, it->scheme, it->block, it->double_quant, t, src,
+    qt_status st = qt_quantize_weight(NULL, it->scheme, it->block, it->double_quant, NULL, t, src,
                                       n_out, n_in, &b->qb, q);
     if (st != QT_OK)
         return qt_set_err(errmsg, st, "tensor '%s': quantization failed (%s)", it->src->name,

@@ -19,6 +19,7 @@
 #endif
 
 #include "common/half.h"
+#include "calib/tensor_stats.h"
 #include "common/progress.h"
 #include "convert/convert.h"
 #include "convert/convert_internal.h"
@@ -62,30 +63,6 @@ static void convert_values(qt_dtype sd, const void *src, qt_dtype dd, void *dst,
     }
 }
 
-/* Counts NaN and +-Inf in n values of a float dtype. */
-static void count_nonfinite(qt_dtype d, const void *p, size_t n, uint64_t *nan, uint64_t *inf)
-{
-    uint64_t a = 0, b = 0;
-    if (d == QT_DTYPE_F32) {
-        const uint32_t *u = p;
-        for (size_t i = 0; i < n; i++) {
-            uint32_t x = u[i] & 0x7fffffffu;
-            a += x > 0x7f800000u;
-            b += x == 0x7f800000u;
-        }
-    } else {
-        const uint16_t *u = p;
-        uint16_t e = d == QT_DTYPE_BF16 ? 0x7f80 : 0x7c00;
-        for (size_t i = 0; i < n; i++) {
-            uint16_t x = u[i] & 0x7fff;
-            a += x > e;
-            b += x == e;
-        }
-    }
-    *nan = a;
-    *inf = b;
-}
-
 qt_status qt_conv_item_source(const qt_conv *c, const qt_conv_item *it, const void **src,
                               void **owned, char *errmsg)
 {
@@ -122,8 +99,8 @@ void qt_conv_qbuf_free(qt_qbuf *b)
     memset(b, 0, sizeof *b);
 }
 
-qt_status qt_conv_quantize(const qt_conv *c, const qt_conv_item *it, const void *src, qt_qbuf *b,
-                           qt_qweight *q, char *errmsg)
+qt_status qt_conv_quantize(const qt_conv *c, const qt_conv_item *it, const float *dq_offset,
+                           const void *src, qt_qbuf *b, qt_qweight *q, char *errmsg)
 {
     qt_status st = QT_OK;
     const qt_lweight *w = it->src;
@@ -142,119 +119,62 @@ qt_status qt_conv_quantize(const qt_conv *c, const qt_conv_item *it, const void 
                  (b->nested || !sz.nested) && (b->scb || !sz.scb),
              QT_ERR_NOMEM, "tensor '%s': out of memory", w->name);
     /* the kernels */
-    st = qt_quantize_weight(NULL, it->scheme, it->block, it->double_quant,
+    st = qt_quantize_weight(NULL, it->scheme, it->block, it->double_quant, dq_offset,
                             src_type_of(c->compute), src, n_out, n_in, b, q);
-    QT_CHECK(st == QT_OK, st, "tensor '%s': quantization failed (%s)", w->name,
-             qt_status_str(st));
+    QT_CHECK(st == QT_OK, st, "tensor '%s': %squantization failed (%s)", w->name,
+             st == QT_ERR_NUMERIC && it->double_quant ? "double " : "", qt_status_str(st));
 fail:
     if (st != QT_OK) qt_conv_qbuf_free(b);
     return st;
 }
 
-static qt_status check_finite(qt_conv *c, const qt_conv_item *it, const void *src, char *errmsg)
+/* Values of the source (compute dtype) as fp32, for calib/tensor_stats. */
+typedef struct stats_src {
+    qt_dtype dtype;
+    const void *data;
+} stats_src;
+
+static qt_status stats_read(void *ctx, uint64_t first, size_t count, float *dst, char *errmsg)
 {
-    uint64_t nan, inf;
-    count_nonfinite(c->compute, src, (size_t)it->src->n_elements, &nan, &inf);
-    if ((nan || inf) && !c->o.allow_nonfinite)
-        return qt_set_err(errmsg, QT_ERR_NUMERIC,
-                          "tensor '%s': %" PRIu64 " NaN and %" PRIu64
-                          " Inf values; refusing to quantize it (--allow-nonfinite overrides)",
-                          it->src->name, nan, inf);
+    (void)errmsg;
+    const stats_src *s = ctx;
+    const unsigned char *p = (const unsigned char *)s->data + first * dbytes(s->dtype);
+    if (s->dtype == QT_DTYPE_BF16) qt_bf16_to_fp32_row((const uint16_t *)p, dst, count);
+    else if (s->dtype == QT_DTYPE_F16) qt_fp16_to_fp32_row((const uint16_t *)p, dst, count);
+    else memcpy(dst, p, count * sizeof(float));
     return QT_OK;
 }
 
-/* ---- prepass scan ------------------------------------------------------ */
-/* Largest |x| of n values as the bit pattern with the sign cleared: for
- * every IEEE format the magnitude order of non-NaN values is the integer
- * order of these bits, and NaN / Inf lie at or above the all-ones exponent
- * (0x7f80 bf16, 0x7c00 fp16, 0x7f800000 fp32). Loads go through memcpy:
- * mapped tensor data may be unaligned. Fixed-length inner loops of 32 so
- * that the compiler vectorizes them. */
-#define SCAN_W 32
-static uint32_t scan_max16(const unsigned char *p, size_t n)
+/* The NaN / Inf policy of a tensor the scan flagged: counted by
+ * calib/tensor_stats (the one counter), refused unless allowed. */
+static qt_status check_finite(qt_conv *c, const qt_conv_item *it, const void *src, char *errmsg)
 {
-    uint16_t m[SCAN_W] = {0};
-    size_t i = 0;
-    for (; i + SCAN_W <= n; i += SCAN_W) {
-        uint16_t v[SCAN_W];
-        memcpy(v, p + 2 * i, sizeof v);
-        for (int k = 0; k < SCAN_W; k++) {
-            uint16_t a = v[k] & 0x7fff;
-            m[k] = a > m[k] ? a : m[k];
-        }
-    }
-    for (int w = SCAN_W / 2; w >= 1; w /= 2) /* tree reduction: vectorizes down to 8 lanes */
-        for (int k = 0; k < w; k++) m[k] = m[k + w] > m[k] ? m[k + w] : m[k];
-    uint16_t r = m[0];
-    for (; i < n; i++) {
-        uint16_t a;
-        memcpy(&a, p + 2 * i, 2);
-        a &= 0x7fff;
-        r = a > r ? a : r;
-    }
-    return r;
+    if (c->o.allow_nonfinite) return QT_OK;
+    stats_src ss = {c->compute, src};
+    qt_tensor_stats ts;
+    qt_status st = qt_tensor_stats_compute(it->src->n_elements, CHUNK_ELEMS, stats_read, &ss, &ts,
+                                           errmsg);
+    if (st != QT_OK) return st;
+    if (ts.n_nan || ts.n_posinf || ts.n_neginf)
+        return qt_set_err(errmsg, QT_ERR_NUMERIC,
+                          "tensor '%s': %" PRIu64 " NaN and %" PRIu64
+                          " Inf values; refusing to quantize it (--allow-nonfinite overrides)",
+                          it->src->name, ts.n_nan, ts.n_posinf + ts.n_neginf);
+    return QT_OK;
 }
 
-static uint32_t scan_max32(const unsigned char *p, size_t n)
+/* The NaN / Inf policy of an item whose source is at hand (single read):
+ * one scan of the resident values, the counts only when it flags some. */
+static qt_status nonfinite_policy(qt_conv *c, const qt_conv_item *it, const void *src,
+                                  char *errmsg)
 {
-    uint32_t m[SCAN_W / 2] = {0};
-    size_t i = 0;
-    for (; i + SCAN_W / 2 <= n; i += SCAN_W / 2) {
-        uint32_t v[SCAN_W / 2];
-        memcpy(v, p + 4 * i, sizeof v);
-        for (int k = 0; k < SCAN_W / 2; k++) {
-            uint32_t a = v[k] & 0x7fffffffu;
-            m[k] = a > m[k] ? a : m[k];
-        }
-    }
-    for (int w = SCAN_W / 4; w >= 1; w /= 2)
-        for (int k = 0; k < w; k++) m[k] = m[k + w] > m[k] ? m[k + w] : m[k];
-    uint32_t r = m[0];
-    for (; i < n; i++) {
-        uint32_t a;
-        memcpy(&a, p + 4 * i, 4);
-        a &= 0x7fffffffu;
-        r = a > r ? a : r;
-    }
-    return r;
-}
-
-static float bits_to_float(qt_dtype d, uint32_t b)
-{
-    if (d == QT_DTYPE_F16) return qt_fp16_to_fp32((uint16_t)b);
-    if (d == QT_DTYPE_BF16) b <<= 16;
-    float f;
-    memcpy(&f, &b, 4);
-    return f;
-}
-
-/* One pass over the n values of src (dtype d) in blocks of `block`:
- * absmax[j] (may be NULL) = max |x| of block j, exactly the kernels'
- * absmax when no value is NaN; *nonfinite = some value is NaN or Inf.
- * OpenMP over groups of blocks; the result does not depend on threads. */
-static void scan_blocks(qt_dtype d, const void *src, size_t n, size_t block, float *absmax,
-                        bool *nonfinite)
-{
-    const size_t es = d == QT_DTYPE_F32 ? 4 : 2, nb = qt_n_blocks(n, block);
-    const uint32_t inf = d == QT_DTYPE_F32 ? 0x7f800000u : d == QT_DTYPE_F16 ? 0x7c00u : 0x7f80u;
-    const size_t group = block >= 4096 ? 1 : 4096 / block; /* blocks per iteration */
-    const ptrdiff_t ng = (ptrdiff_t)qt_n_blocks(nb, group);
-    int bad = 0;
-    ptrdiff_t g;
-#ifdef _OPENMP
-#pragma omp parallel for schedule(static) reduction(| : bad) if (ng > 1)
-#endif
-    for (g = 0; g < ng; g++) {
-        size_t b1 = (size_t)g * group + group < nb ? (size_t)g * group + group : nb;
-        for (size_t b = (size_t)g * group; b < b1; b++) {
-            size_t e0 = b * block, len = n - e0 < block ? n - e0 : block;
-            const unsigned char *p = (const unsigned char *)src + e0 * es;
-            uint32_t m = es == 2 ? scan_max16(p, len) : scan_max32(p, len);
-            bad |= m >= inf;
-            if (absmax) absmax[b] = bits_to_float(d, m);
-        }
-    }
-    *nonfinite = bad != 0;
+    bool nonfinite = false;
+    qt_status st = qt_absmax_scan(src_type_of(c->compute), src, (size_t)it->src->n_elements, 4096,
+                                  NULL, &nonfinite);
+    if (st != QT_OK)
+        return qt_set_err(errmsg, st, "tensor '%s': cannot scan it (%s)", it->src->name,
+                          qt_status_str(st));
+    return nonfinite ? check_finite(c, it, src, errmsg) : QT_OK;
 }
 
 /* The prepass for one QUANT item: the NaN / Inf policy and, with double
@@ -274,14 +194,16 @@ static qt_status prepass_item(qt_conv *c, qt_conv_item *it, const void *src, cha
         absmax = qt_malloc(nb * sizeof(float));
         QT_CHECK(absmax != NULL, QT_ERR_NOMEM, "tensor '%s': out of memory", it->src->name);
     }
-    scan_blocks(c->compute, src, n, block, absmax, &nonfinite);
+    st = qt_absmax_scan(src_type_of(c->compute), src, n, block, absmax, &nonfinite);
+    QT_CHECK(st == QT_OK, st, "tensor '%s': cannot scan it (%s)", it->src->name,
+             qt_status_str(st));
     if (nonfinite) QT_TRY(check_finite(c, it, src, errmsg)); /* refuses unless allowed */
     if (it->double_quant) {
         float off;
         if (nonfinite) { /* NaN / Inf allowed: the kernels' own absmax rules */
             qt_qbuf b;
             qt_qweight q;
-            QT_TRY(qt_conv_quantize(c, it, src, &b, &q, errmsg));
+            QT_TRY(qt_conv_quantize(c, it, NULL, src, &b, &q, errmsg));
             off = q.nested_offset;
             qt_conv_qbuf_free(&b);
         } else {
@@ -304,14 +226,17 @@ fail:
  * are a function of its input, written at offsets fixed before. The writer
  * is used by one thread at a time (critical section); the input bytes in
  * flight are kept under a budget so memory stays bounded. */
-static qt_status out_write_quant(qt_conv *c, const qt_conv_item *it, const qt_qweight *q,
+static qt_status out_write_quant(qt_conv *c, qt_conv_item *it, const qt_qweight *q,
                                  char *errmsg)
 {
     qt_status st;
 #ifdef _OPENMP
 #pragma omp critical(qt_conv_writer)
 #endif
-    st = qt_outfmt_write_quant(c->out, it->out_id, q, errmsg);
+    {
+        st = qt_outfmt_write_quant(c->out, it->out_id, q, errmsg);
+        it->bytes_out = qt_outfmt_weight_bytes(c->out, it->out_id); /* single read: now known */
+    }
     return st;
 }
 
@@ -568,7 +493,11 @@ static qt_status run_item(qt_conv *c, qt_conv_item *it, char *errmsg)
         const void *src;
         qt_qweight q;
         QT_TRY(qt_conv_item_source(c, it, &src, &owned, errmsg));
-        QT_TRY(qt_conv_quantize(c, it, src, &b, &q, errmsg));
+        /* single read: the NaN / Inf policy here, the offset from the kernels */
+        if (c->single_read) QT_TRY(nonfinite_policy(c, it, src, errmsg));
+        QT_TRY(qt_conv_quantize(c, it, c->single_read ? NULL : &it->nested_offset, src, &b, &q,
+                                errmsg));
+        it->nested_offset = q.nested_offset;
         QT_TRY(out_write_quant(c, it, &q, errmsg));
         if (c->o.metrics) { /* error of the quantized weight against its source */
             qt_qweight qo;
@@ -706,7 +635,7 @@ qt_status qt_conv_run(qt_conv *c, char *errmsg)
     bool exists;
     double t0 = qt_now();
     QT_TRY(check_out(c, &exists, errmsg));
-    QT_TRY(prepass(c, errmsg));
+    if (!c->single_read) QT_TRY(prepass(c, errmsg)); /* else each weight is read once, below */
     if (c->o.check) QT_TRY(qt_conv_check_pass(c, errmsg)); /* calibration (validate.c) */
     QT_TRY(output_metadata(c, errmsg));
     /* every weight through the kernels into the output */

@@ -33,7 +33,7 @@ static qt_status apply_fallback(qt_conv *c, qt_conv_item *it, qt_scheme to, cons
     char fromlbl[32];
     snprintf(fromlbl, sizeof fromlbl, "%s%s", from, it->double_quant ? "+dq" : "");
     if (to == QT_SCHEME_COUNT) to = plain_of(c->compute);
-    const bool plain = to == QT_SCHEME_BF16 || to == QT_SCHEME_FP16 || to == QT_SCHEME_FP32;
+    const bool plain = qt_scheme_has(to, QT_SCHEME_F_PLAIN);
     const bool was4 = it->scheme == QT_SCHEME_NF4 || it->scheme == QT_SCHEME_FP4;
     if (plain) {
         it->action = QT_ACT_KEEP;
@@ -56,8 +56,8 @@ static qt_status apply_fallback(qt_conv *c, qt_conv_item *it, qt_scheme to, cons
             c->n_skip_modules++;
         }
     } else {
-        QT_CHECK(to == QT_SCHEME_INT8 || to == QT_SCHEME_Q8, QT_ERR_ARG,
-                 "--fallback %s: not bf16, fp16, fp32, int8 or q8", qt_scheme_get(to)->name);
+        QT_CHECK(qt_scheme_has(to, QT_SCHEME_F_FALLBACK), QT_ERR_ARG,
+                 "--fallback %s: not a fallback scheme", qt_scheme_get(to)->name);
         it->scheme = to;
         it->block = to == QT_SCHEME_INT8 ? 0 : qt_scheme_get(to)->default_block;
         it->double_quant = false;
@@ -87,7 +87,7 @@ qt_status qt_conv_check_pass(qt_conv *c, char *errmsg)
             const void *src = NULL;
             qt_qweight qo, qq;
             QT_TRY(qt_conv_item_source(c, it, &src, &owned, errmsg));
-            QT_TRY(qt_conv_quantize(c, it, src, &b, &qq, errmsg));
+            QT_TRY(qt_conv_quantize(c, it, &it->nested_offset, src, &b, &qq, errmsg));
             memset(&qo, 0, sizeof qo);
             qo.scheme = plain_of(c->compute);
             qo.n_out = qq.n_out;

@@ -6,11 +6,13 @@
 #include <stdint.h>
 #include <string.h>
 
+#include "formats/out_gguf.h"
 #include "formats/out_safetensors.h"
 
 /* ---- the table: one row per format ------------------------------------ */
 static const qt_outfmt_ops *const formats[] = {
     &qt_out_safetensors_ops,
+    &qt_out_gguf_ops,
 };
 
 const qt_outfmt_ops *qt_outfmt_find(const char *name)
@@ -20,7 +22,7 @@ const qt_outfmt_ops *qt_outfmt_find(const char *name)
     return NULL;
 }
 
-const char *qt_outfmt_names(void) { return "safetensors"; }
+const char *qt_outfmt_names(void) { return "safetensors, gguf"; }
 
 /* ---- an output --------------------------------------------------------- */
 typedef enum phase { DECLARING = 0, PLANNED, WRITING, DONE } phase;
@@ -89,6 +91,14 @@ qt_status qt_outfmt_redeclare(qt_outfmt *o, size_t id, const qt_out_weight *w, c
 uint64_t qt_outfmt_weight_bytes(const qt_outfmt *o, size_t id)
 {
     return id < o->n_weights ? o->ops->weight_bytes(o->self, id) : 0;
+}
+
+uint64_t qt_outfmt_total_bytes(const qt_outfmt *o)
+{
+    if (o->ops->total_bytes) return o->ops->total_bytes(o->self);
+    uint64_t sum = 0;
+    for (size_t id = 0; id < o->n_weights; id++) sum += o->ops->weight_bytes(o->self, id);
+    return sum;
 }
 
 size_t qt_outfmt_n_files(const qt_outfmt *o) { return o->ops->n_files(o->self); }

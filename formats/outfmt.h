@@ -67,6 +67,12 @@ typedef struct qt_out_model {
     uint64_t max_shard_size;   /* bytes per file; 0 = one file */
     const char *const *protect; /* input files the output must never replace (n_protect) */
     size_t n_protect;
+    const void *format_opts;   /* what a format needs beyond this (gguf: qt_out_gguf_opts);
+                                  NULL for safetensors */
+    bool single_pass;          /* the caller reads its input once: write_quant may bring a
+                                  nested offset that was not declared (no redeclare before
+                                  begin); a format that needs every size before its header
+                                  keeps the data aside until commit */
 } qt_out_model;
 
 /* One logical weight. */
@@ -93,6 +99,8 @@ typedef struct qt_outfmt_ops {
     qt_status (*plan)(void *self, char *errmsg);
     qt_status (*redeclare)(void *self, size_t id, const qt_out_weight *w, char *errmsg);
     uint64_t (*weight_bytes)(const void *self, size_t id);
+    /* bytes of everything OUT will hold (after plan); NULL = the weights' sum */
+    uint64_t (*total_bytes)(const void *self);
     size_t (*n_files)(const void *self);
     const char *(*file)(const void *self, size_t i);
     size_t (*n_weight_files)(const void *self);
@@ -109,7 +117,7 @@ typedef struct qt_outfmt_ops {
 
 /* The format called name, or NULL. */
 const qt_outfmt_ops *qt_outfmt_find(const char *name);
-/* The name of every format, for messages ("safetensors"). Static. */
+/* The name of every format, for messages ("safetensors, gguf"). Static. */
 const char *qt_outfmt_names(void);
 
 /* Creates an output of format `name` (NULL = "safetensors") for model m.
@@ -127,6 +135,9 @@ qt_status qt_outfmt_plan(qt_outfmt *o, char *errmsg);
 qt_status qt_outfmt_redeclare(qt_outfmt *o, size_t id, const qt_out_weight *w, char *errmsg);
 /* Bytes the weight takes in the output (all its stored parts). */
 uint64_t qt_outfmt_weight_bytes(const qt_outfmt *o, size_t id);
+/* Bytes OUT will hold (headers and metadata included where the format
+ * knows them, else the weights' sum). After plan. */
+uint64_t qt_outfmt_total_bytes(const qt_outfmt *o);
 /* The files OUT will hold that this format writes (weight files first,
  * then index / config), names relative to OUT; borrowed. After plan. */
 size_t qt_outfmt_n_files(const qt_outfmt *o);

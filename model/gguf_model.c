@@ -1,11 +1,13 @@
 /* model/gguf_model.c: a Llama model from a GGUF file (general.architecture
- * "llama", as llama.cpp's converter writes it): hyperparameters from the
- * llama.* keys, weights as quant/ descriptors over the mapped tensors
- * (F32, F16, BF16, Q8_0 = qtool q8 at block 32), and its SentencePiece
- * vocabulary. llama.cpp stores the rows of attn_q / attn_k in the
- * interleaved-pair RoPE order; the forward pass permutes the outputs of
- * those two matmuls back to the Hugging Face rotate-half order, so the
- * logits match the safetensors copy without copying any weight. */
+ * "llama" or "qwen2", as llama.cpp's converter writes them): hyperparameters
+ * from the <arch>.* keys (qwen2: q/k/v biases, rows in Hugging Face order),
+ * weights as quant/ descriptors over the mapped tensors (F32, F16, BF16,
+ * Q8_0 = qtool q8 at block 32, and the GGML block types Q4_0, Q4_1, Q5_0,
+ * Q5_1, Q2_K..Q6_K), and its SentencePiece vocabulary. llama.cpp stores the
+ * rows of a llama model's attn_q / attn_k in the interleaved-pair RoPE
+ * order; the forward pass permutes the outputs of those two matmuls back to
+ * the Hugging Face rotate-half order, so the logits match the safetensors
+ * copy without copying any weight. */
 #include "model/model.h"
 
 #include <math.h>
@@ -118,6 +120,17 @@ static const char *type_label(qt_ggml_type t)
     return n ? n : "?";
 }
 
+/* The qtool scheme that stores ggml type t as GGUF does (the scheme table's
+ * gguf_type column), or NULL. */
+static const qt_scheme_info *scheme_of(qt_ggml_type t)
+{
+    for (size_t i = 0; i < qt_scheme_count(); i++) {
+        const qt_scheme_info *si = qt_scheme_info_at(i);
+        if (si->gguf_type == (int)t && si->ops) return si;
+    }
+    return NULL;
+}
+
 /* Matrix `name` of shape (n_out, n_in) (ne = {n_in, n_out}); n_out 0 = any
  * (returned through *rows). */
 static qt_status gguf_mat(qt_model *m, const char *name, size_t n_out, size_t n_in,
@@ -137,19 +150,12 @@ static qt_status gguf_mat(qt_model *m, const char *name, size_t n_out, size_t n_
     q->n_in = n_in;
     q->data = qt_gguf_tensor_data(g, (size_t)t);
     qt_ggml_type ty = qt_gguf_tensor_type(g, (size_t)t);
-    switch (ty) {
-    case QT_GGML_TYPE_F32: q->scheme = QT_SCHEME_FP32; break;
-    case QT_GGML_TYPE_F16: q->scheme = QT_SCHEME_FP16; break;
-    case QT_GGML_TYPE_BF16: q->scheme = QT_SCHEME_BF16; break;
-    case QT_GGML_TYPE_Q8_0:
-        q->scheme = QT_SCHEME_Q8;
-        q->block_size = 32;
-        break;
-    default:
-        QT_CHECK(0, QT_ERR_UNSUPPORTED,
-                 "%s: tensor '%s': ggml type %s is not supported (F32, F16, BF16, Q8_0)",
-                 qt_gguf_name(g), name, type_label(ty));
-    }
+    const qt_scheme_info *si = scheme_of(ty);
+    QT_CHECK(si, QT_ERR_UNSUPPORTED, "%s: tensor '%s': ggml type %s is not supported (F32, F16, "
+             "BF16, Q8_0, Q4_0, Q4_1, Q5_0, Q5_1, Q2_K..Q6_K)", qt_gguf_name(g), name,
+             type_label(ty));
+    q->scheme = si->scheme;
+    q->block_size = si->default_block;
     QT_CHECK(qt_qweight_check(q) == QT_OK, QT_ERR_FORMAT, "%s: tensor '%s': inconsistent",
              qt_gguf_name(g), name);
     *label = type_label(ty);
@@ -181,6 +187,15 @@ fail:
     return st;
 }
 
+/* A bias vector: required, or optional (NULL when absent). */
+static qt_status gguf_bias(qt_model *m, const char *name, size_t n, bool required,
+                           const float **out, char *errmsg)
+{
+    *out = NULL;
+    if (!required && qt_gguf_find_tensor(m->gguf, name) < 0) return QT_OK;
+    return gguf_vec(m, name, n, out, errmsg);
+}
+
 /* ============================================================================
  * Open
  * ========================================================================== */
@@ -190,48 +205,55 @@ static qt_status read_gguf_config(qt_model *m, size_t *ctx, char *errmsg)
     qt_status st = QT_OK;
     const qt_gguf *g = m->gguf;
     qt_model_config *c = &m->cfg;
-    bool found, eq;
+    bool found, eq, qwen2 = false;
     QT_TRY(str_is(g, "general.architecture", "llama", &found, &eq, errmsg));
-    QT_CHECK(found && eq, QT_ERR_UNSUPPORTED,
-             "%s: general.architecture is not 'llama' (the only GGUF architecture supported)",
-             qt_gguf_name(g));
-    snprintf(c->arch, sizeof c->arch, "gguf:llama");
-    QT_TRY(get_size(g, "llama.embedding_length", true, 0, &c->dim, errmsg));
-    QT_TRY(get_size(g, "llama.feed_forward_length", true, 0, &c->hidden_dim, errmsg));
-    QT_TRY(get_size(g, "llama.block_count", true, 0, &c->n_layers, errmsg));
-    QT_TRY(get_size(g, "llama.attention.head_count", true, 0, &c->n_heads, errmsg));
-    QT_TRY(get_size(g, "llama.attention.head_count_kv", false, c->n_heads, &c->n_kv_heads,
+    if (found && !eq) QT_TRY(str_is(g, "general.architecture", "qwen2", &found, &qwen2, errmsg));
+    QT_CHECK(found && (eq || qwen2), QT_ERR_UNSUPPORTED,
+             "%s: general.architecture is not 'llama' or 'qwen2' (the GGUF architectures "
+             "supported)", qt_gguf_name(g));
+    const char *a = qwen2 ? "qwen2" : "llama";
+    char k[96];
+#define AKEY(suffix) (snprintf(k, sizeof k, "%s.%s", a, suffix), k)
+    snprintf(c->arch, sizeof c->arch, "gguf:%s", a);
+    QT_TRY(get_size(g, AKEY("embedding_length"), true, 0, &c->dim, errmsg));
+    QT_TRY(get_size(g, AKEY("feed_forward_length"), true, 0, &c->hidden_dim, errmsg));
+    QT_TRY(get_size(g, AKEY("block_count"), true, 0, &c->n_layers, errmsg));
+    QT_TRY(get_size(g, AKEY("attention.head_count"), true, 0, &c->n_heads, errmsg));
+    QT_TRY(get_size(g, AKEY("attention.head_count_kv"), false, c->n_heads, &c->n_kv_heads,
                     errmsg));
     QT_CHECK(c->dim % c->n_heads == 0, QT_ERR_FORMAT, "%s: embedding_length %zu is not a "
              "multiple of %zu heads", qt_gguf_name(g), c->dim, c->n_heads);
-    QT_TRY(get_size(g, "llama.attention.key_length", false, c->dim / c->n_heads, &c->head_dim,
+    QT_TRY(get_size(g, AKEY("attention.key_length"), false, c->dim / c->n_heads, &c->head_dim,
                     errmsg));
     size_t rot;
-    QT_TRY(get_size(g, "llama.rope.dimension_count", false, c->head_dim, &rot, errmsg));
+    QT_TRY(get_size(g, AKEY("rope.dimension_count"), false, c->head_dim, &rot, errmsg));
     QT_CHECK(rot == c->head_dim, QT_ERR_UNSUPPORTED,
              "%s: partial rotary embedding (%zu of %zu dims) is not supported", qt_gguf_name(g),
              rot, c->head_dim);
-    QT_TRY(get_size(g, "llama.context_length", false, 2048, &c->max_pos, errmsg));
+    QT_TRY(get_size(g, AKEY("context_length"), false, 2048, &c->max_pos, errmsg));
     *ctx = c->max_pos;
     double eps, theta;
-    QT_TRY(get_float(g, "llama.attention.layer_norm_rms_epsilon", 1e-5, &eps, errmsg));
+    QT_TRY(get_float(g, AKEY("attention.layer_norm_rms_epsilon"), 1e-5, &eps, errmsg));
     c->norm_eps = (float)eps;
-    QT_TRY(get_float(g, "llama.rope.freq_base", 10000.0, &theta, errmsg));
+    QT_TRY(get_float(g, AKEY("rope.freq_base"), 10000.0, &theta, errmsg));
     c->rope_theta = theta;
-    QT_TRY(str_is(g, "llama.rope.scaling.type", "linear", &found, &eq, errmsg));
+    QT_TRY(str_is(g, AKEY("rope.scaling.type"), "linear", &found, &eq, errmsg));
     if (found && eq) {
         c->rope_scaling = QT_ROPE_LINEAR;
-        QT_TRY(get_float(g, "llama.rope.scaling.factor", 1.0, &c->rope_factor, errmsg));
+        QT_TRY(get_float(g, AKEY("rope.scaling.factor"), 1.0, &c->rope_factor, errmsg));
         QT_CHECK(c->rope_factor > 0, QT_ERR_FORMAT, "%s: rope scaling factor not positive",
                  qt_gguf_name(g));
     } else if (found) {
-        QT_TRY(str_is(g, "llama.rope.scaling.type", "none", &found, &eq, errmsg));
-        QT_CHECK(eq, QT_ERR_UNSUPPORTED, "%s: llama.rope.scaling.type is not supported (none, "
-                 "linear)", qt_gguf_name(g));
+        QT_TRY(str_is(g, AKEY("rope.scaling.type"), "none", &found, &eq, errmsg));
+        QT_CHECK(eq, QT_ERR_UNSUPPORTED, "%s: %s.rope.scaling.type is not supported (none, "
+                 "linear)", qt_gguf_name(g), a);
     }
     QT_CHECK(qt_gguf_find_tensor(g, "rope_freqs.weight") < 0, QT_ERR_UNSUPPORTED,
              "%s: tensor 'rope_freqs.weight' (Llama 3 rope scaling) is not supported",
              qt_gguf_name(g));
+#undef AKEY
+    c->has_bias = qwen2; /* qwen2: q/k/v biases required */
+    m->w.qk_interleaved = !qwen2; /* llama: interleaved pairs; qwen2: NEOX = HF order */
     uint64_t id;
     QT_TRY(get_uint(g, "tokenizer.ggml.bos_token_id", &id, &found, errmsg));
     if (found && id < INT32_MAX) c->bos_id = (int32_t)id;
@@ -273,31 +295,30 @@ static qt_status load_gguf_weights(qt_model *m, char *errmsg)
 #define BNAME(suffix) (snprintf(name, sizeof name, "blk.%zu.%s", l, suffix), name)
         QT_TRY(gguf_vec(m, BNAME("attn_norm.weight"), c->dim, &L->attn_norm, errmsg));
         QT_TRY(gguf_vec(m, BNAME("ffn_norm.weight"), c->dim, &L->ffn_norm, errmsg));
-        QT_TRY(gguf_mat(m, BNAME("attn_q.weight"), q_dim, c->dim, &L->wq, &L->label[0], errmsg));
-        QT_TRY(gguf_mat(m, BNAME("attn_k.weight"), kv_dim, c->dim, &L->wk, &L->label[1], errmsg));
-        QT_TRY(gguf_mat(m, BNAME("attn_v.weight"), kv_dim, c->dim, &L->wv, &L->label[2], errmsg));
-        QT_TRY(gguf_mat(m, BNAME("attn_output.weight"), c->dim, q_dim, &L->wo, &L->label[3],
-                        errmsg));
-        QT_TRY(gguf_mat(m, BNAME("ffn_gate.weight"), c->hidden_dim, c->dim, &L->w_gate,
-                        &L->label[4], errmsg));
-        QT_TRY(gguf_mat(m, BNAME("ffn_up.weight"), c->hidden_dim, c->dim, &L->w_up, &L->label[5],
-                        errmsg));
-        QT_TRY(gguf_mat(m, BNAME("ffn_down.weight"), c->dim, c->hidden_dim, &L->w_down,
-                        &L->label[6], errmsg));
-        QT_CHECK(qt_gguf_find_tensor(g, BNAME("attn_q.bias")) < 0 &&
-                     qt_gguf_find_tensor(g, BNAME("ffn_gate_inp.weight")) < 0,
-                 QT_ERR_UNSUPPORTED, "%s: tensor '%s' is not supported (biases, experts)",
-                 qt_gguf_name(g), name);
+        /* the seven projections, names and shapes from the Llama table */
+        qt_qweight *proj[QT_PROJ_COUNT] = {&L->wq, &L->wk, &L->wv, &L->wo,
+                                           &L->w_gate, &L->w_up, &L->w_down};
+        for (int p = 0; p < QT_PROJ_COUNT; p++) {
+            size_t rows, cols;
+            char tn[64];
+            qt_proj_shape((qt_proj)p, c->dim, q_dim, kv_dim, c->hidden_dim, &rows, &cols);
+            snprintf(tn, sizeof tn, "%s.weight", qt_proj_gguf_name((qt_proj)p));
+            QT_TRY(gguf_mat(m, BNAME(tn), rows, cols, proj[p], &L->label[p], errmsg));
+        }
+        QT_TRY(gguf_bias(m, BNAME("attn_q.bias"), q_dim, c->has_bias, &L->bq, errmsg));
+        QT_TRY(gguf_bias(m, BNAME("attn_k.bias"), kv_dim, c->has_bias, &L->bk, errmsg));
+        QT_TRY(gguf_bias(m, BNAME("attn_v.bias"), kv_dim, c->has_bias, &L->bv, errmsg));
+        QT_CHECK(qt_gguf_find_tensor(g, BNAME("ffn_gate_inp.weight")) < 0, QT_ERR_UNSUPPORTED,
+                 "%s: tensor '%s' is not supported (experts)", qt_gguf_name(g), name);
 #undef BNAME
     }
     /* HF row i of a head <- stored row perm[i]: HF keeps the first halves of
      * the rotation pairs in rows [0, hd/2), GGUF interleaves (2j, 2j+1) */
-    const size_t hd = c->head_dim, half = hd / 2;
+    const size_t hd = c->head_dim;
+    if (!w->qk_interleaved) return QT_OK;
     m->s.qk_perm = qt_malloc(hd * sizeof *m->s.qk_perm);
     QT_CHECK(m->s.qk_perm, QT_ERR_NOMEM, "out of memory");
-    for (size_t j = 0; j < 2; j++)
-        for (size_t i = 0; i < half; i++) m->s.qk_perm[j * half + i] = (int32_t)(2 * i + j);
-    w->qk_interleaved = true;
+    for (size_t r = 0; r < hd; r++) m->s.qk_perm[r] = (int32_t)qt_rope_stored_row(hd, r);
     return QT_OK;
 fail:
     return st;

@@ -85,6 +85,17 @@ typedef enum qt_scheme {
     QT_SCHEME_BF16,
     QT_SCHEME_FP16,
     QT_SCHEME_FP32,
+    /* GGML block types (GGUF), ggml's reference quantizers bit for bit;
+     * the q8 row above is GGUF Q8_0 at block 32 */
+    QT_SCHEME_Q4_0,
+    QT_SCHEME_Q4_1,
+    QT_SCHEME_Q5_0,
+    QT_SCHEME_Q5_1,
+    QT_SCHEME_Q2_K,
+    QT_SCHEME_Q3_K,
+    QT_SCHEME_Q4_K,
+    QT_SCHEME_Q5_K,
+    QT_SCHEME_Q6_K,
     QT_SCHEME_COUNT
 } qt_scheme;
 
@@ -109,7 +120,29 @@ typedef struct qt_scheme_info {
     const char *description; /* one line, for --help and inspect */
     const struct qt_scheme_ops *ops; /* stored-weight hooks (quant_internal.h);
                                         NULL: not a matmul / dequantize input */
+    int gguf_type;          /* ggml_type id in GGUF (F32 0, F16 1, Q8_0 8, ...),
+                               -1 when GGUF has no such type */
+    size_t block_bytes;     /* GGML block types (q8 at block 32, q4_0 .. q6_k):
+                               bytes per block of default_block elements; else 0 */
+    unsigned flags;         /* QT_SCHEME_F_*: what the rest of qtool may do with it */
+    double calib_threshold; /* default max relative output error of `convert --calib`
+                               / `validate` (docs/CALIBRATION.md); 0 = not checked */
 } qt_scheme_info;
+
+/* Scheme flags (the table, not the callers, says which list a scheme is on). */
+#define QT_SCHEME_F_CONVERT 1u  /* a --scheme of `qtool convert` (quantized or plain) */
+#define QT_SCHEME_F_PLAIN 2u    /* an unquantized dtype (bf16 / fp16 / fp32) */
+#define QT_SCHEME_F_FALLBACK 4u /* allowed as a calibration --fallback */
+
+/* Adding a scheme: the checklist. One row in quant/scheme.c (name, bits,
+ * blocks, description, flags, calibration threshold) plus its kernels
+ * (_ref, AVX2, AVX-512 with tests bit-for-bit against _ref, registered in
+ * the kernel table) and the size function; quant/qweight_quant.c
+ * (qt_qbuf_sizes_of, qt_quantize_weight) and quant/matmul.c (dequantize a
+ * tile) for the new case; formats/bnb.c (qt_bnb_layout_of) if its stored
+ * layout is new, or a format in formats/ for another file type. The CLI
+ * (--scheme, --fallback, --help), calibration reports, inspect and the
+ * convert plan read the table and need nothing. */
 
 /* Number of rows in the scheme table. */
 size_t qt_scheme_count(void);
@@ -121,6 +154,11 @@ const qt_scheme_info *qt_scheme_get(qt_scheme s);
 const qt_scheme_info *qt_scheme_find(const char *name);
 /* Whether block is an allowed block size for s. */
 bool qt_scheme_block_ok(qt_scheme s, size_t block);
+/* Whether s carries every flag in flags. */
+bool qt_scheme_has(qt_scheme s, unsigned flags);
+/* The names of the schemes carrying every flag in flags, in table order,
+ * joined by ", " into buf (n bytes, truncated); returns buf. */
+const char *qt_scheme_names(unsigned flags, char *buf, size_t n);
 /* Bytes per element of a source type (4 or 2). */
 size_t qt_src_size(qt_src_type t);
 
@@ -297,6 +335,14 @@ qt_status qt_matmul(const qt_kernels *k, const qt_qweight *w, const float *x, si
 qt_status qt_lora_merge(const qt_kernels *k, float *w, size_t n_out, size_t n_in,
                         const float *B, size_t r, const float *A, float s);
 
+/* One pass over the n values of src (type t) in blocks of `block` (any
+ * size > 0): absmax[j] (may be NULL) = max |x| of block j, exactly the
+ * quantize kernels' absmax when no value is NaN; *nonfinite = some value
+ * is NaN or Inf. OpenMP over groups of blocks; the result does not depend
+ * on threads. @return QT_OK, QT_ERR_ARG. */
+qt_status qt_absmax_scan(qt_src_type t, const void *src, size_t n, size_t block, float *absmax,
+                         bool *nonfinite);
+
 /* ---- quantizing a whole weight ------------------------------------------ */
 
 /* The buffers a weight quantized with qt_quantize_weight fills, caller
@@ -320,12 +366,69 @@ qt_status qt_qbuf_sizes_of(qt_scheme scheme, size_t block, bool double_quant, si
                            size_t n_in, qt_qbuf_sizes *out);
 
 /* Quantizes src (n_out, n_in) of type t into b and describes the result in
- * *out (pointers into b; quant_map / nested_map NULL = built-in). The one
- * entry that picks the kernels of a scheme for a whole weight (convert,
- * validate and merge use it). @return QT_OK, QT_ERR_ARG, QT_ERR_NUMERIC
- * (double quant of a non-finite absmax). */
+ * *out (pointers into b). The one entry that picks the kernels of a scheme
+ * for a whole weight (convert, validate and merge use it). dq_offset: the
+ * double-quantization offset when the caller computed it already
+ * (qt_dq_mean of these absmax, e.g. in a prepass), NULL = computed here.
+ * @return QT_OK, QT_ERR_ARG, QT_ERR_NUMERIC (double quant of a non-finite
+ * absmax). */
 qt_status qt_quantize_weight(const qt_kernels *k, qt_scheme scheme, size_t block,
-                             bool double_quant, qt_src_type t, const void *src, size_t n_out,
-                             size_t n_in, const qt_qbuf *b, qt_qweight *out);
+                             bool double_quant, const float *dq_offset, qt_src_type t,
+                             const void *src, size_t n_out, size_t n_in, const qt_qbuf *b,
+                             qt_qweight *out);
+
+/* ---- GGML block types (GGUF Q4_0 .. Q6_K, Q8_0) --------------------------
+ * Bit-identical to ggml's reference quantizers (quantize_row_*_ref in
+ * llama.cpp ggml/src/ggml-quants.c, the path llama-quantize takes without an
+ * importance matrix; docs/GGML_BLOCKS.md). A row of n elements (n a multiple
+ * of the block: 32 for q4_0 .. q5_1 and q8, 256 for the K-quants) is
+ * n / block blocks of block_bytes, little-endian, rows back to back.
+ *
+ * Non-finite input: the kernels apply ggml's arithmetic to it unchanged
+ * (NaN/Inf give deterministic but meaningless blocks, identical on every
+ * ISA); callers refuse such tensors unless told otherwise (the drivers
+ * return QT_ERR_NUMERIC unless allow_nonfinite).
+ *
+ * Dot products and dequantization: dequantized values are ggml's
+ * dequantize_row_* arithmetic exactly. dot(row, x) is one fixed order on
+ * every ISA: element i (of the row) is multiplied with x[i] and added
+ * (separately rounded, no FMA) to lane i % 16 of 16 float accumulators, in
+ * increasing i; the lanes are then summed pairwise (l + 8, then + 4, + 2,
+ * + 1). */
+
+#define QT_QK_K 256 /* K-quant super-block */
+
+/* One ISA's kernels for one GGML block type. Pure, no allocation. x, y:
+ * (n,) float32, aligned to 4; blocks: (n / block * block_bytes,) bytes, any
+ * alignment. n a positive multiple of the type's block. */
+typedef struct qt_blk_ops {
+    void (*quantize)(const float *x, void *blocks, size_t n);
+    void (*dequantize)(const void *blocks, float *y, size_t n);
+    float (*dot)(const void *blocks, const float *x, size_t n);
+} qt_blk_ops;
+
+/* The ops of scheme s for isa, NULL when s is not a GGML block type or this
+ * build / CPU lacks isa. Static. */
+const qt_blk_ops *qt_blk_ops_for(qt_isa isa, qt_scheme s);
+/* The same for qt_isa_active(); NULL only when s is not a block type. */
+const qt_blk_ops *qt_blk_ops_active(qt_scheme s);
+/* Bytes of one row of n elements of block type s; 0 when s is not a block
+ * type or n is not a multiple of its block. */
+size_t qt_blk_row_bytes(qt_scheme s, size_t n);
+
+/* Quantizes a (n_rows, n_cols) matrix of type t to block type s, OpenMP over
+ * rows (identical bytes for any thread count). ops NULL = active ISA.
+ * dst: (n_rows * qt_blk_row_bytes(s, n_cols),). *bad_row (may be NULL) gets
+ * the first row holding NaN/Inf when that is refused.
+ * @return QT_OK, QT_ERR_ARG (not a block type, n_cols not a multiple of the
+ * block, NULL pointer), QT_ERR_NUMERIC (non-finite input, !allow_nonfinite),
+ * QT_ERR_NOMEM (the per-thread fp32 row). */
+qt_status qt_blk_quantize(const qt_blk_ops *ops, qt_scheme s, qt_src_type t, const void *src,
+                          size_t n_rows, size_t n_cols, bool allow_nonfinite, void *dst,
+                          size_t *bad_row);
+/* Dequantizes n_rows rows of n_cols to fp32 dst (n_rows, n_cols), OpenMP
+ * over rows. @return QT_OK or QT_ERR_ARG. */
+qt_status qt_blk_dequantize(const qt_blk_ops *ops, qt_scheme s, const void *src, size_t n_rows,
+                            size_t n_cols, float *dst);
 
 #endif /* QT_QUANT_H */

@@ -102,10 +102,20 @@ bool qt_dq8_tab_init(qt_dq8_tab *tab);
  * for absmax[0..len), len <= QT_DQ_BLOCK: codes[0..len), *nested. */
 void qt_dq_block_ref(const float *absmax, size_t len, float offset, uint8_t *codes,
                      float *nested);
+/* The same through k's blockwise8 kernel (the ref one above uses the ref kernel). */
+void qt_dq_block_with(const qt_kernels *k, const float *absmax, size_t len, float offset,
+                      uint8_t *codes, float *nested);
 #if defined(__x86_64__)
 void qt_dq_block_avx512(const qt_dq8_tab *tab, const float *absmax, size_t len, float offset,
                         uint8_t *codes, float *nested);
 #endif
+
+/* ---- absmax scan (scan.c; driver qt_absmax_scan in driver.c) ----------- */
+/* Blocks [b0, b1) of the n values of src (type t, blocks of `block`):
+ * absmax[b] (may be NULL) = max |x| of block b; true when one holds NaN or
+ * Inf. */
+bool qt_absmax_blocks_ref(qt_src_type t, const void *src, size_t n, size_t block, size_t b0,
+                          size_t b1, float *absmax);
 
 /* ---- matmul internals (matmul.c, driver.c, kernels_*.c) -------------------
  *
@@ -201,6 +211,7 @@ extern const qt_scheme_ops qt_ops_q8;
 extern const qt_scheme_ops qt_ops_int8;       /* LLM.int8 row-wise */
 extern const qt_scheme_ops qt_ops_half;       /* bf16, fp16 */
 extern const qt_scheme_ops qt_ops_f32;
+extern const qt_scheme_ops qt_ops_blk;        /* GGML block types q4_0 .. q6_k */
 
 /* y[j] = +0 fma chain of x with rows[j * n_in ..] (n_in), j < nr: the
  * definition every fused dot_rows kernel reproduces bit for bit. */
@@ -219,5 +230,78 @@ void qt_dq_prefetch(const qt_dq_ctx *c, size_t i0, size_t len);
 void qt_cvt_half_ref(bool bf16, const void *src, size_t n, float *dst);
 void qt_cvt_i8_ref(const int8_t *q, size_t n, float s, float c, float *dst);
 void qt_cvt_map8_ref(const uint8_t *code, size_t n, const float map[256], float a, float *dst);
+
+/* ---- GGML block types (ggml_blocks.c, kquants*.c) ---------------------------- */
+
+/* Per-ISA block ops, indexed by qt_scheme (empty rows: not a block type). */
+extern const qt_blk_ops qt_blk_ops_ref[QT_SCHEME_COUNT];
+#if defined(__x86_64__)
+extern const qt_blk_ops qt_blk_ops_avx2[QT_SCHEME_COUNT];
+extern const qt_blk_ops qt_blk_ops_avx512[QT_SCHEME_COUNT];
+#endif
+
+typedef void (*qt_blk_deq_fn)(const void *blocks, float *y, size_t n);
+
+/* x86 cvttss2si: toward zero, INT32_MIN for NaN / out of range. */
+int32_t qt_blk_trunc_i32(float v);
+/* fp16 store / load (round to nearest even) at any alignment. */
+void qt_blk_put_fp16(unsigned char *p, float v);
+float qt_blk_get_fp16(const unsigned char *p);
+/* The element of largest |x| among x[0..n), sign kept, the first on a tie
+ * (NaN never); *amax (may be NULL) gets its magnitude. */
+float qt_blk_signed_extreme(const float *x, int n, float *amax);
+/* The dot definition's final reduction of the 16 lane sums. */
+float qt_blk_sum16(const float acc[16]);
+/* The dot definition with a block dequantizer (blocks of block <= 256). */
+float qt_blk_dot_ref(qt_blk_deq_fn deq, size_t block, size_t block_bytes, const void *blocks,
+                     const float *x, size_t n);
+
+/* Scalar definitions of the block types (ggml_blocks.c, kquants.c) */
+#define QT_KQ_DECLARE(t)                                                        \
+    void qt_##t##_quantize_ref(const float *x, void *blocks, size_t n);         \
+    void qt_##t##_dequantize_ref(const void *blocks, float *y, size_t n);       \
+    float qt_##t##_dot_ref(const void *blocks, const float *x, size_t n);
+QT_KQ_DECLARE(q8_0)
+QT_KQ_DECLARE(q4_0)
+QT_KQ_DECLARE(q4_1)
+QT_KQ_DECLARE(q5_0)
+QT_KQ_DECLARE(q5_1)
+QT_KQ_DECLARE(q2_k)
+QT_KQ_DECLARE(q3_k)
+QT_KQ_DECLARE(q4_k)
+QT_KQ_DECLARE(q5_k)
+QT_KQ_DECLARE(q6_k)
+#undef QT_KQ_DECLARE
+/* The per-super-block tails of the K-quant quantizers after the group fits
+ * (shared by the SIMD files): b is the block being written, L (256,) the
+ * codes of the fits, updated in place. */
+typedef void (*qt_kq_requant_fn)(const float *x, int n, float d, float dm, int lo, int hi,
+                                 uint8_t *L);
+void qt_kq_requant_ref(const float *x, int n, float d, float dm, int lo, int hi, uint8_t *L);
+void qt_kq_finish_k4(const float *x, const float *scales, const float *mins, int nmax,
+                     unsigned char *b, uint8_t *L, qt_kq_requant_fn rq);
+void qt_kq_q4_k_pack(const uint8_t *L, unsigned char *b);
+/* Group j's 6-bit scale *d and min *m from q4_k / q5_k scales[12]. */
+void qt_kq_get_scale_min_k4(int j, const uint8_t *q, uint8_t *d, uint8_t *m);
+/* Group j's signed scale (-32 .. 31) from q3_k scales[12]. */
+int qt_kq_q3_scale(const uint8_t *s, int j);
+void qt_kq_q5_k_pack(const uint8_t *L, unsigned char *b);
+void qt_kq_q2_k_finish(const float *x, const float *scales, const float *mins, uint8_t *L,
+                       unsigned char *b, qt_kq_requant_fn rq);
+void qt_kq_q3_k_finish(const float *x, const float *scales, uint8_t *L, unsigned char *b,
+                       qt_kq_requant_fn rq);
+void qt_kq_q6_k_finish(const float *x, const float *scales, uint8_t *L, unsigned char *b,
+                       qt_kq_requant_fn rq);
+
+/* ggml's nearest_int: round through the 1.5 * 2^23 addend (exact for
+ * |v| <= 2^22 - 1; other inputs give ggml's same garbage). */
+static inline int qt_kq_nearest_int(float v)
+{
+    float t = v + 12582912.0f;
+    int32_t i;
+    memcpy(&i, &t, 4);
+    return (i & 0x007fffff) - 0x00400000;
+}
+
 
 #endif

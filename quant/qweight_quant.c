@@ -38,8 +38,8 @@ qt_status qt_qbuf_sizes_of(qt_scheme scheme, size_t block, bool double_quant, si
 /* NF4 / FP4: codes and block absmax, then (double quant) the absmax
  * quantized once more with its mean as offset. */
 static qt_status quantize4(const qt_kernels *k, qt_scheme scheme, size_t block, bool dq,
-                           qt_src_type t, const void *src, size_t n, const qt_qbuf *b,
-                           qt_qweight *q)
+                           const float *dq_offset, qt_src_type t, const void *src, size_t n,
+                           const qt_qbuf *b, qt_qweight *q)
 {
     qt_status st = qt_nf4_quantize(k, scheme, t, src, n, block, b->codes, b->absmax);
     if (st != QT_OK) return st;
@@ -48,8 +48,13 @@ static qt_status quantize4(const qt_kernels *k, qt_scheme scheme, size_t block, 
         q->absmax = b->absmax;
         return QT_OK;
     }
-    st = qt_dq_quantize(b->absmax, qt_n_blocks(n, block), b->absmax_q, b->nested,
-                        &q->nested_offset);
+    const size_t nb = qt_n_blocks(n, block);
+    if (dq_offset) {
+        q->nested_offset = *dq_offset;
+        st = qt_dq_quantize_with_offset(b->absmax, nb, *dq_offset, b->absmax_q, b->nested);
+    } else {
+        st = qt_dq_quantize(b->absmax, nb, b->absmax_q, b->nested, &q->nested_offset);
+    }
     q->absmax_q = b->absmax_q;
     q->nested_absmax = b->nested;
     q->nested_map = qt_dynamic_map;
@@ -57,8 +62,9 @@ static qt_status quantize4(const qt_kernels *k, qt_scheme scheme, size_t block, 
 }
 
 qt_status qt_quantize_weight(const qt_kernels *k, qt_scheme scheme, size_t block,
-                             bool double_quant, qt_src_type t, const void *src, size_t n_out,
-                             size_t n_in, const qt_qbuf *b, qt_qweight *q)
+                             bool double_quant, const float *dq_offset, qt_src_type t,
+                             const void *src, size_t n_out, size_t n_in, const qt_qbuf *b,
+                             qt_qweight *q)
 {
     memset(q, 0, sizeof *q);
     q->scheme = scheme;
@@ -69,7 +75,7 @@ qt_status qt_quantize_weight(const qt_kernels *k, qt_scheme scheme, size_t block
     const size_t n = n_out * n_in;
     switch (scheme) {
     case QT_SCHEME_NF4:
-    case QT_SCHEME_FP4: return quantize4(k, scheme, block, double_quant, t, src, n, b, q);
+    case QT_SCHEME_FP4: return quantize4(k, scheme, block, double_quant, dq_offset, t, src, n, b, q);
     case QT_SCHEME_INT8:
         q->scb = b->scb;
         return qt_int8_quantize(k, t, src, n_out, n_in, b->codes, b->scb);

@@ -190,3 +190,47 @@ static void bytes_f32(const qt_qweight *w, size_t i0, size_t len, size_t *b0, si
 }
 
 const qt_scheme_ops qt_ops_f32 = {check_plain, NULL, range_f32, bytes_f32};
+
+/* ---- GGML block types (q4_0 .. q6_k; GGUF tensors) --------------------------
+ * Rows are whole blocks (GGUF requires ne[0] to be a multiple of the block),
+ * so the flat element range is walked block by block; a block cut by the
+ * range is dequantized whole into a small buffer. The ISA's dequantizer is
+ * ggml's arithmetic exactly on every ISA (quant.h). */
+
+static qt_status check_blk(const qt_qweight *w)
+{
+    const qt_scheme_info *si = qt_scheme_get(w->scheme);
+    if (!si || !si->block_bytes || !qt_blk_ops_for(QT_ISA_REF, w->scheme)) return QT_ERR_ARG;
+    return w->n_in % si->default_block == 0 ? QT_OK : QT_ERR_ARG;
+}
+
+static void range_blk(const qt_dq_ctx *c, size_t i0, size_t len, float *dst)
+{
+    const qt_scheme_info *si = qt_scheme_get(c->w->scheme);
+    const qt_blk_ops *o = qt_blk_ops_for(c->k->isa, c->w->scheme);
+    if (!o) o = qt_blk_ops_for(QT_ISA_REF, c->w->scheme);
+    const size_t B = si->default_block, bb = si->block_bytes, end = i0 + len;
+    const unsigned char *base = c->w->data;
+    float tmp[QT_QK_K];
+    for (size_t i = i0; i < end;) {
+        size_t j = i / B, e = seg_end(i, B, end);
+        if (i == j * B && e == (j + 1) * B) { /* whole blocks straight to dst */
+            size_t nb = (end - i) / B;
+            o->dequantize(base + j * bb, dst + (i - i0), nb * B);
+            i += nb * B;
+            continue;
+        }
+        o->dequantize(base + j * bb, tmp, B);
+        memcpy(dst + (i - i0), tmp + (i - j * B), (e - i) * sizeof *tmp);
+        i = e;
+    }
+}
+
+static void bytes_blk(const qt_qweight *w, size_t i0, size_t len, size_t *b0, size_t *b1)
+{
+    const qt_scheme_info *si = qt_scheme_get(w->scheme);
+    *b0 = i0 / si->default_block * si->block_bytes;
+    *b1 = ((i0 + len - 1) / si->default_block + 1) * si->block_bytes;
+}
+
+const qt_scheme_ops qt_ops_blk = {check_blk, NULL, range_blk, bytes_blk};

@@ -156,7 +156,7 @@ Test(outfmt, round_trip_through_the_model_folder)
     float absmax[4], nested[1];
     qt_qbuf b = {.codes = codes, .absmax = absmax, .absmax_q = absq, .nested = nested};
     qt_qweight q;
-    cr_assert(eq(int, qt_quantize_weight(NULL, QT_SCHEME_NF4, 64, true, QT_SRC_F32, W, 4, 64, &b, &q),
+    cr_assert(eq(int, qt_quantize_weight(NULL, QT_SCHEME_NF4, 64, true, NULL, QT_SRC_F32, W, 4, 64, &b, &q),
                  QT_OK));
     wq.nested_offset = q.nested_offset;
     cr_assert(eq(int, qt_outfmt_redeclare(o, iq, &wq, err), QT_OK), "%s", err);

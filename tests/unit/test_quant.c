@@ -788,6 +788,16 @@ static built build_weight(qt_scheme s, bool nested, size_t n_out, size_t n_in, s
         b.w.data = h;
         break;
     }
+    case QT_SCHEME_Q4_0: case QT_SCHEME_Q4_1: case QT_SCHEME_Q5_0: case QT_SCHEME_Q5_1:
+    case QT_SCHEME_Q2_K: case QT_SCHEME_Q3_K: case QT_SCHEME_Q4_K: case QT_SCHEME_Q5_K:
+    case QT_SCHEME_Q6_K: { /* GGML block types: rows of whole blocks */
+        unsigned char *d = malloc(n_out * qt_blk_row_bytes(s, n_in) + 1);
+        cr_assert(eq(int, qt_blk_quantize(NULL, s, QT_SRC_F32, wf, n_out, n_in, false, d + 1,
+                                          NULL), QT_OK));
+        b.bufs[0] = d;
+        b.w.data = d + 1; /* odd address: the unaligned path */
+        break;
+    }
     default: {
         /* fp32 at an odd address: exercises the unaligned path */
         unsigned char *p = malloc(n * 4 + 1);
@@ -1294,14 +1304,18 @@ ParameterizedTest(qt_isa *isa, quant_isa, gemm_is_one_fma_chain_for_any_tiling_a
 Test(quant, scheme_hooks_complete_and_fused_dots_match_ref)
 {
     unsigned long long seed = qt_test_seed(DEFAULT_SEED + 13);
-    const size_t n_out = 37, n_in = 172, n = n_out * n_in;
-    float *wf = malloc(n * 4), *dq = malloc(n * 4), *x = malloc(n_in * 4);
+    const size_t n_out = 37, max_in = 512;
+    float *wf = malloc(n_out * max_in * 4), *dq = malloc(n_out * max_in * 4);
+    float *x = malloc(max_in * 4);
     float want[8], got[8];
-    for (size_t i = 0; i < n; i++) wf[i] = qt_test_gauss(&seed) * 0.05f;
-    for (size_t i = 0; i < n_in; i++) x[i] = qt_test_gauss(&seed);
+    for (size_t i = 0; i < n_out * max_in; i++) wf[i] = qt_test_gauss(&seed) * 0.05f;
+    for (size_t i = 0; i < max_in; i++) x[i] = qt_test_gauss(&seed);
     for (size_t si = 0; si < qt_scheme_count(); si++) {
         const qt_scheme_info *info = qt_scheme_info_at(si);
         const qt_scheme_ops *so = info->ops;
+        /* GGML block types need rows of whole blocks (2 K super-blocks) */
+        bool blk = info->block_bytes && info->scheme != QT_SCHEME_Q8;
+        const size_t n_in = blk ? max_in : 172;
         cr_assert(so && so->check && so->dq_range && so->byte_range, "%s", info->name);
         built b = build_weight(info->scheme, info->scheme == QT_SCHEME_NF4, n_out, n_in,
                                info->default_block, wf);
