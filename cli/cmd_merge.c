@@ -34,7 +34,8 @@ static void usage(FILE *f)
             "  --block N            block size (default: the scheme's)\n"
             "  --no-double-quant    nf4/fp4 without double quantization\n"
             "  --compute-dtype D    bf16, fp16 or fp32 (default: BASE's config dtype)\n"
-            "  --format F           output format (default safetensors)\n"
+            "  --format F           output format (default safetensors; for GGUF merge to\n"
+            "                       bf16/fp32, then 'qtool convert MERGED OUT.gguf')\n"
             "  --report FILE        per-weight JSON report\n"
             "  --dry-run            print the plan, write nothing\n"
             "  --force              replace an existing OUT\n"
@@ -212,6 +213,13 @@ int cmd_merge(int argc, char **argv)
     if (ev.text && o.onto == QT_MERGE_ONTO_ORIGINAL && !ev.quantized) {
         qt_cli_error("merge --onto original --eval: give the quantized base the adapter was "
                      "trained on (--eval-quantized QBASE)");
+        return QT_EXIT_USAGE;
+    }
+    if (o.format && !strcmp(o.format, "gguf")) {
+        qt_cli_error("merge --format gguf: not written directly yet; merge to a 16-bit or fp32 "
+                     "model (--scheme bf16|fp32), then 'qtool convert MERGED OUT.gguf --scheme "
+                     "q4_k_m' (or any GGUF scheme): the Q/K permutation and llama.cpp's names "
+                     "come with it");
         return QT_EXIT_USAGE;
     }
     if (!qt_cli_setup_isa(isa)) return QT_EXIT_USAGE;

@@ -77,6 +77,11 @@ ls -a "$tmp" | grep -q qtool-merge-spill && { echo "merge left its spill file"; 
 "$QTOOL" merge "$MODEL" "$G/adapter" "$tmp/m16b" --onto original --scheme bf16 --quiet --threads 2 || exit 1
 cmp "$tmp/m16/model.safetensors" "$tmp/m16b/model.safetensors" || { echo "merge depends on threads"; exit 1; }
 "$QTOOL" logits "$tmp/m" --ids "$G/ids.json" -o "$tmp/ml.st" 2>/dev/null || { echo "merged model does not run"; exit 1; }
+# to llama.cpp: merge to 16-bit, then convert to GGUF; the GGUF runs; --format gguf says how
+"$QTOOL" convert "$tmp/m16" "$tmp/m.gguf" --scheme q8_0 >/dev/null 2>&1 || { echo "merged -> gguf"; exit 1; }
+"$QTOOL" logits "$tmp/m.gguf" --ids "$G/ids.json" -o "$tmp/mg.st" 2>/dev/null || { echo "merged gguf does not run"; exit 1; }
+"$QTOOL" merge "$MODEL" "$G/adapter" "$tmp/mgg" --onto original --format gguf 2>"$tmp/err"; rc=$?
+[ $rc = 2 ] && grep -q "qtool convert MERGED" "$tmp/err" || { echo "merge --format gguf: exit $rc"; exit 1; }
 # --eval: the model as trained, OUT and 3 alternatives; JSON and SVG; no temporary folder left
 "$QTOOL" merge "$tmp/nf4" "$G/adapter" "$tmp/me" --onto quantized --eval "$DATA/text/tinystories_sample.txt" \
   --eval-original "$MODEL" --ctx 128 --chunks 2 --eval-json "$tmp/me.json" --eval-plot "$tmp/me.svg" \
