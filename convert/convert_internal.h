@@ -47,6 +47,10 @@ void qt_conv_qbuf_free(qt_qbuf *b);
 /* Whether name is a Linear weight transformers' bitsandbytes integration
  * quantizes in a Llama-family model (what convert quantizes by default). */
 bool qt_conv_default_linear(const char *name);
+/* Refuses an OUT that exists without force, is not a folder, or holds the
+ * input folder in_dir; *exists says whether OUT is there (convert and merge). */
+qt_status qt_conv_check_out(const char *out, const char *in_dir, bool force, bool *exists,
+                            char *errmsg);
 /* Every non-weight file of the input folder in_dir (config.json aside: the
  * format derives its own) handed to the output (convert and merge). */
 qt_status qt_conv_output_files(const qt_modeldir *md, const char *in_dir, qt_outfmt *out,

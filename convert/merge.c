@@ -11,7 +11,6 @@
 #include <string.h>
 #include <stdlib.h>
 #include <fcntl.h>
-#include <sys/stat.h>
 #include <unistd.h>
 #ifdef _OPENMP
 #include <omp.h>
@@ -174,24 +173,6 @@ static qt_status plan_item(qt_merge *m, const qt_lweight *w, qt_merge_item *it, 
     return QT_OK;
 }
 
-/* Refuses an OUT that exists (without force) or holds BASE. */
-static qt_status check_out(const qt_merge *m, char *errmsg)
-{
-    struct stat sb;
-    if (lstat(m->o.out, &sb) != 0) return QT_OK;
-    if (!m->o.force)
-        return qt_set_err(errmsg, QT_ERR_ARG, "output '%s' exists (--force replaces it)",
-                          m->o.out);
-    char rin[PATH_MAX], rout[PATH_MAX];
-    if (!S_ISDIR(sb.st_mode))
-        return qt_set_err(errmsg, QT_ERR_ARG, "output '%s' exists and is not a folder", m->o.out);
-    if (realpath(m->in_dir, rin) && realpath(m->o.out, rout) &&
-        !strncmp(rin, rout, strlen(rout)) && (rin[strlen(rout)] == 0 || rin[strlen(rout)] == '/'))
-        return qt_set_err(errmsg, QT_ERR_ARG, "output '%s' holds BASE: refusing to replace it",
-                          m->o.out);
-    return QT_OK;
-}
-
 /* The config the output derives its own from: BASE's, or (a quantized
  * BASE) a copy without quantization_config in a temporary folder, since
  * the output writes the run's own. */
@@ -275,7 +256,8 @@ qt_status qt_merge_plan(const qt_merge_opts *o, qt_merge **out, char *errmsg)
     QT_TRY(choose_compute(m, errmsg));
     QT_TRY(qt_adapter_open(o->adapter, &m->ad, errmsg));
     QT_TRY(qt_adapter_match(m->ad, m->L, errmsg));
-    QT_TRY(check_out(m, errmsg));
+    bool exists;
+    QT_TRY(qt_conv_check_out(o->out, m->in_dir, o->force, &exists, errmsg));
     /* one item per logical weight, in BASE's order */
     m->items = qt_calloc(qt_layout_n(m->L) + 1, sizeof *m->items);
     QT_CHECK(m->items, QT_ERR_NOMEM, "out of memory");
@@ -775,11 +757,10 @@ qt_status qt_merge_run(qt_merge *m, char *errmsg)
 {
     qt_status st = QT_OK;
     double t0 = qt_now();
-    struct stat sb;
-    const bool exists = lstat(m->o.out, &sb) == 0;
+    bool exists;
     wbuf b; /* one set of buffers for every weight */
     memset(&b, 0, sizeof b);
-    QT_TRY(check_out(m, errmsg));
+    QT_TRY(qt_conv_check_out(m->o.out, m->in_dir, m->o.force, &exists, errmsg));
     QT_TRY(prepass(m, &b, errmsg));
     QT_TRY(provenance(m, errmsg));
     QT_TRY(qt_outfmt_begin(m->out, exists, errmsg));

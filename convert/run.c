@@ -572,17 +572,17 @@ static qt_status for_items(qt_conv *c, bool quant_only, item_fn fn, qt_progress 
 }
 
 /* Refuses an OUT that may not be replaced; *exists says whether it is there. */
-static qt_status check_out(const qt_conv *c, bool *exists, char *errmsg)
+qt_status qt_conv_check_out(const char *out, const char *in_dir, bool force, bool *exists,
+                            char *errmsg)
 {
     qt_status st = QT_OK;
-    const char *out = c->o.out;
     struct stat sb;
     *exists = lstat(out, &sb) == 0;
-    QT_CHECK(!*exists || c->o.force, QT_ERR_ARG, "output '%s' exists (--force replaces it)", out);
+    QT_CHECK(!*exists || force, QT_ERR_ARG, "output '%s' exists (--force replaces it)", out);
     QT_CHECK(!*exists || S_ISDIR(sb.st_mode), QT_ERR_ARG,
              "output '%s' exists and is not a folder; refusing to replace it", out);
     char rin[PATH_MAX], rout[PATH_MAX];
-    if (*exists && realpath(c->in_dir, rin) && realpath(out, rout)) {
+    if (*exists && realpath(in_dir, rin) && realpath(out, rout)) {
         size_t lo = strlen(rout);
         QT_CHECK(!(strncmp(rin, rout, lo) == 0 && (rin[lo] == 0 || rin[lo] == '/')), QT_ERR_ARG,
                  "output '%s' holds the input: refusing to replace it", out);
@@ -634,7 +634,7 @@ qt_status qt_conv_run(qt_conv *c, char *errmsg)
     qt_status st = QT_OK;
     bool exists;
     double t0 = qt_now();
-    QT_TRY(check_out(c, &exists, errmsg));
+    QT_TRY(qt_conv_check_out(c->o.out, c->in_dir, c->o.force, &exists, errmsg));
     if (!c->single_read) QT_TRY(prepass(c, errmsg)); /* else each weight is read once, below */
     if (c->o.check) QT_TRY(qt_conv_check_pass(c, errmsg)); /* calibration (validate.c) */
     QT_TRY(output_metadata(c, errmsg));

@@ -175,6 +175,19 @@ static void rm_tree(const char *dir)
     qt_tree_remove(dir);
 }
 
+/* qtool's NF4 + double quant conversion of stories260K-f32 into dir/nf4. */
+static void convert_nf4(const char *dir, char *out, size_t n)
+{
+    char err[QT_ERRMSG_SIZE] = "";
+    snprintf(out, n, "%s/nf4", dir);
+    qt_conv_opts o = {.in = data_path("models/stories260K-f32"), .out = out,
+                      .scheme = QT_SCHEME_NF4, .double_quant = true, .compute_dtype = "fp32"};
+    qt_conv *c = NULL;
+    cr_assert(eq(int, qt_conv_plan(&o, &c, err), QT_OK), "%s", err);
+    cr_assert(eq(int, qt_conv_run(c, err), QT_OK), "%s", err);
+    qt_conv_free(c);
+}
+
 /* ---- golden: transformers + peft ------------------------------------------ */
 
 Test(lora, golden_f32_base_and_adapter)
@@ -188,16 +201,9 @@ Test(lora, golden_f32_base_and_adapter)
 Test(lora, golden_nf4_base_and_adapter)
 {
     QT_NEED_DATA();
-    char dir[64], out[128], err[QT_ERRMSG_SIZE] = "";
+    char dir[64], out[128];
     cr_assert(ne(ptr, (char *)qt_test_tmpdir(dir, sizeof dir), NULL));
-    snprintf(out, sizeof out, "%s/nf4", dir);
-    /* the base peft trained on: qtool convert, nf4 + double quant, block 64 */
-    qt_conv_opts o = {.in = data_path("models/stories260K-f32"), .out = out,
-                      .scheme = QT_SCHEME_NF4, .double_quant = true, .compute_dtype = "fp32"};
-    qt_conv *c = NULL;
-    cr_assert(eq(int, qt_conv_plan(&o, &c, err), QT_OK), "%s", err);
-    cr_assert(eq(int, qt_conv_run(c, err), QT_OK), "%s", err);
-    qt_conv_free(c);
+    convert_nf4(dir, out, sizeof out); /* the base peft trained on */
     check_golden(out, NULL, "nf4_base");
     check_golden(out, data_path("golden/peft-lora/adapter"), "nf4_plus_adapter");
     rm_tree(dir);
@@ -534,19 +540,6 @@ Test(lora, merge_kernel_isas_bit_identical_and_match_fp64)
 }
 
 /* ---- merge (convert/merge.c) ---------------------------------------------------- */
-
-/* qtool's NF4 + double quant conversion of stories260K-f32 into dir/nf4. */
-static void convert_nf4(const char *dir, char *out, size_t n)
-{
-    char err[QT_ERRMSG_SIZE] = "";
-    snprintf(out, n, "%s/nf4", dir);
-    qt_conv_opts o = {.in = data_path("models/stories260K-f32"), .out = out,
-                      .scheme = QT_SCHEME_NF4, .double_quant = true, .compute_dtype = "fp32"};
-    qt_conv *c = NULL;
-    cr_assert(eq(int, qt_conv_plan(&o, &c, err), QT_OK), "%s", err);
-    cr_assert(eq(int, qt_conv_run(c, err), QT_OK), "%s", err);
-    qt_conv_free(c);
-}
 
 static qt_status merge(const char *base, const char *adapter, const char *out,
                        qt_merge_onto onto, qt_scheme scheme, char *err)
