@@ -80,4 +80,14 @@ typedef struct qt_bench_synth_opts {
 qt_status qt_bench_synth(const qt_bench_synth_opts *o, const char *out, uint64_t *bytes_out,
                          char *errmsg);
 
+/* Writes a SYNTHETIC PEFT LoRA adapter for the model at `model` into the
+ * folder out (formats/adapter.h qt_adapter_write): rank r on every
+ * decoder-layer Linear (q/k/v/o, gate/up/down), lora_alpha alpha, seeded
+ * uniform noise (bench/synth_adapter.c). Holds all A and B in memory
+ * (r (in + out) floats per Linear). errmsg: QT_ERRMSG_SIZE or NULL.
+ * @return QT_OK, QT_ERR_ARG (rank, no Linears), QT_ERR_FORMAT (model),
+ *         QT_ERR_IO, QT_ERR_NOMEM. */
+qt_status qt_bench_synth_adapter(const char *model, const char *out, size_t rank, double alpha,
+                                 uint64_t seed, char *errmsg);
+
 #endif /* QT_BENCH_H */

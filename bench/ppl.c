@@ -17,6 +17,7 @@
 #include "common/half.h"
 #include "common/progress.h"
 #include "common/sha256.h"
+#include "formats/adapter.h"
 #include "formats/gguf.h"
 #include "formats/layout.h"
 #include "formats/modeldir.h"
@@ -169,14 +170,19 @@ static void src_close(ppl_src *s)
 
 /* Opens the model at path with a KV cache of ctx tokens, fills res's
  * description and sizes, and (fp non-NULL) its fingerprint. */
-static qt_status src_open(const char *path, size_t ctx, ppl_src *s, qt_ppl_model *res,
-                          unsigned char *fp, char *errmsg)
+static qt_status src_open(const char *arg, const char *adapter_opt, size_t ctx, ppl_src *s,
+                          qt_ppl_model *res, unsigned char *fp, char *errmsg)
 {
     qt_status st;
+    char path[PPL_PATH_MAX];
+    const char *adapter = NULL; /* "MODEL+ADAPTER", else --adapter */
     qt_layout *L = NULL;
     qt_gguf *g = NULL;
     char buf[PPL_PATH_MAX + 32];
     memset(s, 0, sizeof *s);
+    QT_CHECK(qt_model_arg_split(arg, path, sizeof path, &adapter), QT_ERR_ARG,
+             "'%s': path too long", arg);
+    if (!adapter) adapter = adapter_opt;
     qt_model_opts mo = {.n_ctx = ctx, .n_batch = 0};
     qt_sha256_ctx c;
     qt_sha256_init(&c);
@@ -213,6 +219,10 @@ static qt_status src_open(const char *path, size_t ctx, ppl_src *s, qt_ppl_model
         }
         QT_TRY(qt_model_open_modeldir(s->md, &mo, &s->m, errmsg));
     }
+    if (adapter) { /* LoRA: runs unmerged; its fingerprint joins the model's */
+        QT_TRY(qt_model_load_adapter(s->m, adapter, errmsg));
+        hash_str(&c, qt_model_adapter(s->m)->fingerprint);
+    }
     res->bpw = res->n_params ? 8.0 * (double)res->weight_bytes / (double)res->n_params : 0.0;
     qt_model_describe(s->m, res->desc, sizeof res->desc);
     if (fp) qt_sha256_final(&c, fp);
@@ -231,7 +241,10 @@ fail:
 /* BASE's tokenizer: opts->tokenizer, else the one that comes with BASE. */
 static qt_status find_vocab(const char *base, const char *tok_opt, qt_vocab **v, char *errmsg)
 {
-    qt_status st = qt_model_find_vocab(base, tok_opt, v, errmsg);
+    char path[PPL_PATH_MAX];
+    const char *adapter;
+    qt_model_arg_split(base, path, sizeof path, &adapter);
+    qt_status st = qt_model_find_vocab(path, tok_opt, v, errmsg);
     if (st == QT_OK && !*v)
         st = qt_set_err(errmsg, QT_ERR_ARG, "'%s' comes with no tokenizer.json or tokenizer.model "
                         "(give one with --tokenizer)", base);
@@ -698,7 +711,7 @@ qt_status qt_ppl_compare(const char *const *models, size_t n_models, const char 
     qt_sha256_hex(text_sha, res->text_sha256);
 
     /* BASE: open (for its vocabulary, sizes and fingerprint), tokenize */
-    QT_TRY(src_open(models[0], ctx, &src, &res->models[0], fp, errmsg));
+    QT_TRY(src_open(models[0], opts->adapter, ctx, &src, &res->models[0], fp, errmsg));
     const qt_model_config *cfg = qt_model_get_config(src.m);
     run.V = res->vocab = cfg->vocab_size;
     run.vb = res->value_bytes = run.V <= QT_PPL_F32_VOCAB_MAX ? 4 : 2;
@@ -781,7 +794,7 @@ qt_status qt_ppl_compare(const char *const *models, size_t n_models, const char 
     src_close(&src);
     QT_TRY(score_model(&run, 0, false, errmsg));
     for (size_t i = 1; i < n_models; i++) {
-        QT_TRY(src_open(models[i], ctx, &src, &res->models[i], NULL, errmsg));
+        QT_TRY(src_open(models[i], opts->adapter, ctx, &src, &res->models[i], NULL, errmsg));
         QT_CHECK(qt_model_get_config(src.m)->vocab_size == run.V, QT_ERR_ARG,
                  "'%s': vocabulary of %zu tokens, BASE has %zu", models[i],
                  qt_model_get_config(src.m)->vocab_size, run.V);

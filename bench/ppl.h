@@ -104,6 +104,8 @@ typedef struct qt_ppl_opts {
                               NULL = a temporary file, removed at the end */
     const char *tmp_dir;   /* folder for that temporary file; NULL = $TMPDIR or /tmp */
     FILE *progress;        /* progress bar target (drawn only on a terminal); NULL = none */
+    const char *adapter;   /* PEFT LoRA adapter run on every model given without its own
+                              "MODEL+ADAPTER" (model.h qt_model_arg_split); NULL = none */
 } qt_ppl_opts;
 
 /* The figures of one model. */

@@ -239,7 +239,7 @@ qt_status qt_calib_set_build(const char *model_path, const char *text, size_t le
     /* the model, with a context of one sequence */
     {
         qt_model_opts mo = {0};
-        QT_TRY(qt_model_open(model_path, NULL, &m, errmsg));
+        QT_TRY(qt_model_open_adapter(model_path, o.adapter, NULL, &m, errmsg));
         const qt_model_config *cfg = qt_model_get_config(m);
         size_t seq_len = o.seq_len ? o.seq_len : cfg->max_pos < 512 ? cfg->max_pos : 512;
         if (seq_len < 2) seq_len = 2;
@@ -251,7 +251,7 @@ qt_status qt_calib_set_build(const char *model_path, const char *text, size_t le
         capture_ctx cc = {0};
         mo.capture = capture;
         mo.capture_ctx = &cc;
-        QT_TRY(qt_model_open(model_path, &mo, &m, errmsg));
+        QT_TRY(qt_model_open_adapter(model_path, o.adapter, &mo, &m, errmsg));
         cfg = qt_model_get_config(m);
         for (size_t i = 0; i < n_ids; i++)
             QT_CHECK(ids[i] >= 0 && (size_t)ids[i] < cfg->vocab_size, QT_ERR_FORMAT,
@@ -429,6 +429,13 @@ static qt_status fingerprint(const char *model_path, const char *text, size_t le
     for (size_t i = 0; i < n; i++) qt_free(names[i]);
     qt_free(names);
     if (st != QT_OK) return qt_set_err(errmsg, st, "out of memory");
+    if (o->adapter) { /* the adapter's two files */
+        static const char *const files[] = {"adapter_config.json", "adapter_model.safetensors"};
+        for (size_t i = 0; i < 2; i++) {
+            snprintf(p, sizeof p, "%s/%s", o->adapter, files[i]);
+            hash_file(&h, p, files[i]);
+        }
+    }
     unsigned char tdig[32];
     qt_sha256(text, len, tdig);
     qt_sha256_update(&h, tdig, 32);

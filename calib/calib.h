@@ -69,6 +69,9 @@ typedef struct qt_calib_opts {
     size_t seq_len;    /* tokens per sequence; 0 = min(trained context, 512) */
     uint64_t seed;     /* row sampling; 0 = 1 */
     size_t max_bytes;  /* cap on the samples' memory; 0 = 1 GiB */
+    const char *adapter; /* a PEFT LoRA adapter folder run (unmerged) on the model while
+                            the activations are captured, so they are the fine-tuned
+                            model's; part of the fingerprint; NULL = none */
 } qt_calib_opts;
 
 typedef struct qt_calib_set qt_calib_set;

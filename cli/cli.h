@@ -39,6 +39,8 @@ int cmd_generate(int argc, char **argv);
 int cmd_batch_plan(int argc, char **argv);
 int cmd_validate(int argc, char **argv);
 int cmd_verify(int argc, char **argv);
+int cmd_logits(int argc, char **argv);
+int cmd_merge(int argc, char **argv);
 
 /* Prints "qtool: error: <msg>" to stderr. */
 void qt_cli_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
@@ -97,6 +99,43 @@ int qt_cli_match_load(const char *match, const char *rcp_path, uint8_t **table);
     "  --rcp-table FILE     cuda: the measured GPU reciprocal table (rcp-sm90-2bit.zst;\n"  \
     "                       default $QTOOL_RCP_TABLE)\n"
 
+/* Opens a model argument: "MODEL", or "MODEL+ADAPTER" (a PEFT LoRA adapter
+ * folder run unmerged), or MODEL with adapter_opt (--adapter; NULL = none;
+ * both at once is a usage error). model_path (n bytes) receives MODEL.
+ * Prints errors, the adapter's warnings and (unless quiet) a summary line
+ * to stderr. *out: free with qt_model_free. Returns an exit code. */
+struct qt_model;
+struct qt_model_opts;
+int qt_cli_open_model(const char *arg, const char *adapter_opt, const struct qt_model_opts *opts,
+                      bool quiet, char *model_path, size_t n, struct qt_model **out);
+
+/* Reads a whole file into a new buffer (NUL-terminated; qt_free it). On
+ * failure prints the error, sets *rc (2 when missing, else 1) and returns
+ * NULL (cli/cmd_bench_ppl.c). */
+char *qt_cli_read_file(const char *path, size_t *n, int *rc);
+/* The result of a perplexity comparison: the table on stdout (unless json
+ * is "-"), JSON to json ("-" = stdout; may be NULL), SVG to plot (may be
+ * NULL). Returns an exit code (cli/cmd_bench_ppl.c). */
+struct qt_ppl_result;
+int qt_cli_ppl_report(const struct qt_ppl_result *r, const char *text_path, const char *json,
+                      const char *plot);
+
+/* `qtool merge --eval` (cli/merge_eval.c): PPL and KL of the merged OUT
+ * and of the alternatives (onto quantized / original x the scheme / bf16)
+ * against the model as trained (the quantized base + the adapter). */
+typedef struct qt_cli_merge_eval {
+    const char *text;      /* --eval TEXT */
+    const char *quantized; /* --eval-quantized: the base the adapter trained on (default:
+                              BASE with --onto quantized) */
+    const char *original;  /* --eval-original: the original checkpoint (default: BASE with
+                              --onto original; without either, no "onto original" rows) */
+    const char *json, *plot; /* --eval-json, --eval-plot; may be NULL */
+    size_t ctx, chunks;    /* --ctx, --chunks; 0 = bench ppl's defaults */
+} qt_cli_merge_eval_opts;
+struct qt_merge_opts;
+/* Returns an exit code; the temporary merges are removed. */
+int qt_cli_merge_eval(const struct qt_merge_opts *o, const qt_cli_merge_eval_opts *e, bool quiet);
+
 /* Calibration options shared by `convert --calib` and `validate`
  * (cli/cmd_validate.c). Option codes for getopt_long's val. */
 enum { QT_CLI_CALIB_TEXT = 1024, QT_CLI_CALIB_TOKENS, QT_CLI_CALIB_CACHE, QT_CLI_CALIB_NOCACHE,
@@ -116,6 +155,7 @@ typedef struct qt_cli_calib {
     bool no_cache;     /* --no-calib-cache */
     double max_error;  /* --max-output-error, 0 = per-scheme defaults */
     const char *html;  /* --html */
+    const char *adapter; /* validate --adapter: captured with this LoRA adapter; NULL = none */
 } qt_cli_calib;
 struct qt_calib_set;
 struct qt_calib_report;

@@ -174,9 +174,55 @@ static int bench_synth_main(int argc, char **argv)
     return QT_EXIT_OK;
 }
 
+static int bench_synth_adapter_main(int argc, char **argv)
+{
+    static const struct option opts[] = {
+        {"rank", required_argument, NULL, 'r'}, {"alpha", required_argument, NULL, 'a'},
+        {"seed", required_argument, NULL, 's'}, {"help", no_argument, NULL, 'h'},
+        {NULL, 0, NULL, 0},
+    };
+    long rank = 16, alpha = 16, seed = 1;
+    int ch;
+    optind = 1;
+    while ((ch = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
+        switch (ch) {
+        case 'r':
+            if (!qt_cli_parse_int("--rank", optarg, 1, 4096, &rank)) return QT_EXIT_USAGE;
+            break;
+        case 'a':
+            if (!qt_cli_parse_int("--alpha", optarg, 1, 1 << 20, &alpha)) return QT_EXIT_USAGE;
+            break;
+        case 's':
+            if (!qt_cli_parse_int("--seed", optarg, 0, 1L << 62, &seed)) return QT_EXIT_USAGE;
+            break;
+        case 'h':
+            printf("usage: qtool bench synth-adapter MODEL OUT [--rank R] [--alpha A] [--seed N]\n\n"
+                   "Writes a SYNTHETIC PEFT LoRA adapter (seeded noise) for MODEL: rank R (16)\n"
+                   "on every decoder-layer Linear, lora_alpha A (16), for benchmarks of\n"
+                   "--adapter and merge.\n");
+            return QT_EXIT_OK;
+        default: return QT_EXIT_USAGE;
+        }
+    }
+    if (optind != argc - 2) {
+        qt_cli_error("bench synth-adapter: expected MODEL and OUT");
+        return QT_EXIT_USAGE;
+    }
+    char err[QT_ERRMSG_SIZE] = "";
+    qt_status st = qt_bench_synth_adapter(argv[optind], argv[optind + 1], (size_t)rank,
+                                          (double)alpha, (uint64_t)seed, err);
+    if (st != QT_OK) {
+        qt_cli_error("bench synth-adapter: %s", err[0] ? err : qt_status_str(st));
+        return qt_cli_exit_for(st);
+    }
+    fprintf(stderr, "qtool: wrote synthetic adapter %s (rank %ld)\n", argv[optind + 1], rank);
+    return QT_EXIT_OK;
+}
+
 static const struct bench_sub subs[] = {
     {"kernels", bench_kernels_main, "kernel throughput: quantize, dequantize, matmul"},
     {"synth", bench_synth_main, "write a synthetic Llama checkpoint (for benchmarks)"},
+    {"synth-adapter", bench_synth_adapter_main, "write a synthetic LoRA adapter for a model"},
     {"ppl", cmd_bench_ppl, "perplexity and KL divergence of quantized models vs the original"},
 };
 
@@ -200,6 +246,6 @@ int cmd_bench(int argc, char **argv)
     }
     for (size_t i = 0; i < sizeof subs / sizeof subs[0]; i++)
         if (!strcmp(subs[i].name, argv[1])) return subs[i].fn(argc - 1, argv + 1);
-    qt_cli_error("bench: unknown benchmark '%s' (one of: ppl, kernels, synth)", argv[1]);
+    qt_cli_error("bench: unknown benchmark '%s' (one of: ppl, kernels, synth, synth-adapter)", argv[1]);
     return QT_EXIT_USAGE;
 }

@@ -16,6 +16,7 @@
 #include "common/cpu.h"
 #include "formats/fsutil.h"
 #include "formats/input_file.h"
+#include "model/model.h"
 
 static void usage(FILE *f)
 {
@@ -45,6 +46,8 @@ static void usage(FILE *f)
             "      --cache DIR       BASE log-prob cache (default $XDG_CACHE_HOME/qtool or\n"
             "                        ~/.cache/qtool)\n"
             "      --no-cache        keep BASE's log-probs in a temporary file only\n"
+            "      --adapter DIR     run a PEFT LoRA adapter (unmerged) on every model given\n"
+            "                        without its own: a model argument MODEL+DIR carries one\n"
             "      --tokenizer PATH  tokenizer.json / tokenizer.model / .gguf or a folder\n"
             "                        (default: BASE's)\n"
             "      --isa ISA         force a SIMD path: ref, avx2, avx512, neon\n"
@@ -55,7 +58,7 @@ static void usage(FILE *f)
 /* Reads the text (the text-input rule: a regular file of at most 2 GiB;
  * NUL-terminated, qt_free it). On failure prints the error, sets *rc and
  * returns NULL. */
-static char *read_file(const char *path, size_t *n, int *rc)
+char *qt_cli_read_file(const char *path, size_t *n, int *rc)
 {
     char err[QT_ERRMSG_SIZE], *buf = NULL;
     if ((*rc = qt_cli_need_input(path, "text")) != QT_EXIT_OK) return NULL;
@@ -122,10 +125,38 @@ static void print_table(const qt_ppl_result *r, const char *text_path)
     if (r->models[0].from_cache) printf("(* tokens/s of the run that filled the cache)\n");
 }
 
+int qt_cli_ppl_report(const qt_ppl_result *r, const char *text_path, const char *json,
+                      const char *plot)
+{
+    int rc = QT_EXIT_OK;
+    qt_status st;
+    char errmsg[QT_ERRMSG_SIZE] = "";
+    bool json_stdout = json && !strcmp(json, "-");
+    if (!json_stdout) print_table(r, text_path);
+    if (json_stdout) {
+        st = qt_ppl_write_json(r, stdout, errmsg);
+        if (st != QT_OK) {
+            qt_cli_error("%s", errmsg);
+            rc = qt_cli_exit_for(st);
+        }
+    } else if (json) {
+        int wrc = write_json(r, json); /* temp + rename */
+        if (wrc != QT_EXIT_OK) rc = wrc;
+    }
+    if (plot) {
+        st = qt_ppl_write_svg(r, plot, errmsg);
+        if (st != QT_OK) {
+            qt_cli_error("%s", errmsg);
+            rc = qt_cli_exit_for(st);
+        }
+    }
+    return rc;
+}
+
 int cmd_bench_ppl(int argc, char **argv)
 {
     enum { OPT_TEXT = 256, OPT_CHUNKS, OPT_SCORE, OPT_JSON, OPT_PLOT, OPT_CACHE, OPT_NOCACHE,
-           OPT_TOKENIZER, OPT_ISA };
+           OPT_TOKENIZER, OPT_ISA, OPT_ADAPTER };
     static const struct option longopts[] = {
         {"text", required_argument, NULL, OPT_TEXT},
         {"ctx", required_argument, NULL, 'c'},
@@ -138,6 +169,7 @@ int cmd_bench_ppl(int argc, char **argv)
         {"no-cache", no_argument, NULL, OPT_NOCACHE},
         {"tokenizer", required_argument, NULL, OPT_TOKENIZER},
         {"isa", required_argument, NULL, OPT_ISA},
+        {"adapter", required_argument, NULL, OPT_ADAPTER},
         {"quiet", no_argument, NULL, 'q'},
         {"help", no_argument, NULL, 'h'},
         {NULL, 0, NULL, 0},
@@ -173,6 +205,7 @@ int cmd_bench_ppl(int argc, char **argv)
         case OPT_CACHE: cache = optarg; break;
         case OPT_NOCACHE: no_cache = true; break;
         case OPT_TOKENIZER: o.tokenizer = optarg; break;
+        case OPT_ADAPTER: o.adapter = optarg; break;
         case OPT_ISA: isa = optarg; break;
         case 'q': quiet = true; break;
         case 'h': usage(stdout); return QT_EXIT_OK;
@@ -191,8 +224,13 @@ int cmd_bench_ppl(int argc, char **argv)
         qt_cli_error("bench ppl: --cache and --no-cache exclude each other");
         return QT_EXIT_USAGE;
     }
-    for (int i = optind; i < argc; i++)
-        if (qt_cli_need_input(argv[i], "model") != QT_EXIT_OK) return QT_EXIT_USAGE;
+    for (int i = optind; i < argc; i++) { /* MODEL of each MODEL[+ADAPTER] is there */
+        char mp[4096];
+        const char *ad = NULL;
+        if (!qt_model_arg_split(argv[i], mp, sizeof mp, &ad) ||
+            qt_cli_need_input(mp, "model") != QT_EXIT_OK)
+            return QT_EXIT_USAGE;
+    }
     if ((json && strcmp(json, "-") && qt_cli_check_output("--json", json) != QT_EXIT_OK) ||
         qt_cli_check_output("--plot", plot) != QT_EXIT_OK)
         return QT_EXIT_USAGE;
@@ -213,7 +251,7 @@ int cmd_bench_ppl(int argc, char **argv)
 
     size_t text_len = 0;
     int rc = QT_EXIT_OK;
-    char *text = read_file(text_path, &text_len, &rc);
+    char *text = qt_cli_read_file(text_path, &text_len, &rc);
     if (!text) return rc;
     char errmsg[QT_ERRMSG_SIZE] = "";
     qt_ppl_result *r = NULL;
@@ -229,25 +267,7 @@ int cmd_bench_ppl(int argc, char **argv)
         return qt_cli_exit_for(st);
     }
     if (r->cache_note[0]) fprintf(stderr, "qtool: warning: %s\n", r->cache_note);
-    bool json_stdout = json && !strcmp(json, "-");
-    if (!json_stdout) print_table(r, text_path);
-    if (json_stdout) {
-        st = qt_ppl_write_json(r, stdout, errmsg);
-        if (st != QT_OK) {
-            qt_cli_error("%s", errmsg);
-            rc = qt_cli_exit_for(st);
-        }
-    } else if (json) {
-        int wrc = write_json(r, json);
-        if (wrc != QT_EXIT_OK) rc = wrc;
-    }
-    if (plot) {
-        st = qt_ppl_write_svg(r, plot, errmsg);
-        if (st != QT_OK) {
-            qt_cli_error("%s", errmsg);
-            rc = qt_cli_exit_for(st);
-        }
-    }
+    rc = qt_cli_ppl_report(r, text_path, json, plot);
     qt_ppl_result_free(r);
     return rc;
 }

@@ -35,6 +35,8 @@ static void usage(FILE *f)
             "  -s, --seed S          random seed for sampling (default 42)\n"
             "  -j, --threads N       threads (default: the cores this process may use)\n"
             "  -c, --ctx N           context length (default: the model's, at most 4096)\n"
+            "      --adapter DIR     run a PEFT LoRA adapter on MODEL, unmerged (or give\n"
+            "                        MODEL+DIR)\n"
             "      --tokenizer PATH  tokenizer.json / tokenizer.model or a folder holding one\n"
             "                        (default: MODEL's folder; a .gguf's own vocabulary)\n"
             "      --ids             print token ids (one line) instead of text; the default\n"
@@ -57,7 +59,8 @@ static bool all_finite(const float *logits, size_t n)
 
 /* ---- the command line ------------------------------------------------------ */
 
-enum { OPT_TOKENIZER = 256, OPT_IDS, OPT_BENCH, OPT_BENCH_PP, OPT_BENCH_TG, OPT_ISA, OPT_NOSTOP };
+enum { OPT_TOKENIZER = 256, OPT_IDS, OPT_BENCH, OPT_BENCH_PP, OPT_BENCH_TG, OPT_ISA, OPT_NOSTOP,
+       OPT_ADAPTER };
 static const struct option LONGOPTS[] = {
     {"prompt", required_argument, NULL, 'p'},
     {"tokens", required_argument, NULL, 'n'},
@@ -68,6 +71,7 @@ static const struct option LONGOPTS[] = {
     {"tokenizer", required_argument, NULL, OPT_TOKENIZER},
     {"ids", no_argument, NULL, OPT_IDS},
     {"no-stop", no_argument, NULL, OPT_NOSTOP},
+    {"adapter", required_argument, NULL, OPT_ADAPTER},
     {"bench", no_argument, NULL, OPT_BENCH},
     {"bench-pp", required_argument, NULL, OPT_BENCH_PP},
     {"bench-tg", required_argument, NULL, OPT_BENCH_TG},
@@ -78,7 +82,9 @@ static const struct option LONGOPTS[] = {
 
 /* Everything the command line asks for. */
 typedef struct gen_args {
-    const char *model_path, *prompt, *tok_path, *isa;
+    const char *model_arg;      /* MODEL or MODEL+ADAPTER as given */
+    char model_path[4096];      /* MODEL */
+    const char *prompt, *tok_path, *isa, *adapter;
     long n_gen, seed, threads, ctx, bench_pp, bench_tg;
     double temp;
     bool ids_only, bench, stop;
@@ -109,6 +115,7 @@ static int parse_option(gen_args *a, int c, const char *arg)
     case OPT_BENCH_TG:
         return qt_cli_parse_int("--bench-tg", arg, 0, 1 << 20, &a->bench_tg) ? -1 : QT_EXIT_USAGE;
     case OPT_ISA: a->isa = arg; return -1;
+    case OPT_ADAPTER: a->adapter = arg; return -1;
     case 'h': usage(stdout); return QT_EXIT_OK;
     default: usage(stderr); return QT_EXIT_USAGE;
     }
@@ -128,7 +135,12 @@ static int parse_args(int argc, char **argv, gen_args *a)
         qt_cli_error("generate needs exactly one MODEL (see 'qtool generate -h')");
         return QT_EXIT_USAGE;
     }
-    a->model_path = argv[optind];
+    a->model_arg = argv[optind];
+    const char *adapter = NULL; /* MODEL+ADAPTER: the model's path alone is checked here */
+    if (!qt_model_arg_split(a->model_arg, a->model_path, sizeof a->model_path, &adapter)) {
+        qt_cli_error("'%s': path too long", a->model_arg);
+        return QT_EXIT_USAGE;
+    }
     if (qt_cli_need_input(a->model_path, "model") != QT_EXIT_OK) return QT_EXIT_USAGE;
     if (!qt_cli_setup_isa(a->isa)) return QT_EXIT_USAGE;
     qt_cli_setup_threads(a->threads); /* the thread team, up front */
@@ -331,17 +343,15 @@ int cmd_generate(int argc, char **argv)
     int32_t *ids = NULL;
     size_t n_ids = 0;
     /* the model, with a context large enough for --bench */
-    char errmsg[QT_ERRMSG_SIZE] = "";
     qt_model_opts opts = {0};
     opts.n_ctx = (size_t)a.ctx;
     if (a.bench && (size_t)a.ctx < (size_t)(a.bench_pp + a.bench_tg))
         opts.n_ctx = (size_t)(a.bench_pp + a.bench_tg);
     double t_load = qt_now();
-    qt_status st = qt_model_open(a.model_path, &opts, &m, errmsg);
-    if (st != QT_OK) {
-        qt_cli_error("'%s': %s", a.model_path, errmsg);
-        return qt_cli_exit_for(st);
-    }
+    if ((rc = qt_cli_open_model(a.model_arg, a.adapter, &opts, false, a.model_path,
+                                sizeof a.model_path, &m)) != QT_EXIT_OK)
+        return rc;
+    rc = -1; /* the steps below go on while rc < 0 */
     char desc[512];
     qt_model_describe(m, desc, sizeof desc);
     fprintf(stderr, "qtool: %s\nqtool: loaded in %.3f s, isa %s\n", desc, qt_now() - t_load,

@@ -13,6 +13,7 @@
 
 #include "calib/calib.h"
 #include "cli/cli.h"
+#include "model/model.h"
 #include "common/sha256.h"
 
 /* ---- shared with cmd_convert.c -------------------------------------------- */
@@ -81,7 +82,7 @@ int qt_cli_calib_load(const char *model, const qt_cli_calib *o, qt_calib_set **s
         if (o->cache) cp = o->cache;
         else if (default_cache(model, o->text, o->rows, cache, sizeof cache)) cp = cache;
     }
-    qt_calib_opts co = {.n_rows = o->rows};
+    qt_calib_opts co = {.n_rows = o->rows, .adapter = o->adapter};
     qt_calib_cache_status cs;
     double t0 = qt_now();
     qt_status st = qt_calib_set_get(model, o->text, &co, cp, set, &cs, why, sizeof why, err);
@@ -194,6 +195,8 @@ static void usage(FILE *f)
             "  --no-calib-cache        neither read nor write a cache\n"
             "  --max-output-error E    one threshold for every scheme (default per scheme:\n"
             "                          nf4 %.2f, fp4 %.2f, int8 %.2f, q8 %.2f)\n"
+            "  --adapter DIR           capture the activations with a PEFT LoRA adapter on\n"
+            "                          ORIGINAL (the fine-tuned model's inputs to each Linear)\n"
             "  --report FILE           the report as JSON\n"
             "  --html FILE             the report as a self-contained HTML page\n"
             "  --quiet                 print only the summary line\n"
@@ -205,10 +208,11 @@ static void usage(FILE *f)
 
 int cmd_validate(int argc, char **argv)
 {
-    enum { O_REPORT = 512, O_QUIET, O_THREADS };
+    enum { O_REPORT = 512, O_QUIET, O_THREADS, O_ADAPTER };
     static const struct option opts[] = {
         QT_CLI_CALIB_OPTIONS,
         {"report", required_argument, 0, O_REPORT},
+        {"adapter", required_argument, 0, O_ADAPTER},
         {"quiet", no_argument, 0, O_QUIET},
         {"threads", required_argument, 0, O_THREADS},
         {"help", no_argument, 0, 'h'},
@@ -225,6 +229,7 @@ int cmd_validate(int argc, char **argv)
         if (r > 0) continue;
         switch (c) {
         case O_REPORT: report = optarg; break;
+        case O_ADAPTER: co.adapter = optarg; break;
         case O_QUIET: quiet = true; break;
         case O_THREADS:
             if (!qt_cli_parse_int("--threads", optarg, 1, 1024, &threads)) return QT_EXIT_USAGE;
@@ -241,8 +246,11 @@ int cmd_validate(int argc, char **argv)
     if (!qt_cli_setup_isa(NULL)) return QT_EXIT_USAGE;
     qt_cli_setup_threads(threads); /* the thread team, up front */
     const char *orig = argv[optind], *quant = argv[optind + 1];
-    if (qt_cli_need_input(orig, "model") != QT_EXIT_OK ||
-        qt_cli_need_input(quant, "model") != QT_EXIT_OK ||
+    char qpath[4096];
+    const char *qad = NULL; /* QUANTIZED may be QUANTIZED+ADAPTER */
+    if (!qt_model_arg_split(quant, qpath, sizeof qpath, &qad) ||
+        qt_cli_need_input(orig, "model") != QT_EXIT_OK ||
+        qt_cli_need_input(qpath, "model") != QT_EXIT_OK ||
         qt_cli_need_input(co.text, "text") != QT_EXIT_OK ||
         qt_cli_check_output("--report", report) != QT_EXIT_OK ||
         qt_cli_check_output("--html", co.html) != QT_EXIT_OK)

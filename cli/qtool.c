@@ -23,6 +23,8 @@ static const struct qt_cmd commands[] = {
     {"help", cmd_help, "list commands, or show one command's usage"},
     {"bench", cmd_bench, "benchmarks: perplexity and KL divergence (ppl), kernels, synthetic models"},
     {"generate", cmd_generate, "generate text with a model (greedy by default)"},
+    {"merge", cmd_merge, "fold a LoRA adapter into a model (onto the original or the quantized weights)"},
+    {"logits", cmd_logits, "write the logits of one sequence (with a LoRA adapter if given)"},
     {"validate", cmd_validate, "check a quantized model against the original on calibration data"},
     {"verify", cmd_verify, "check that a bitsandbytes checkpoint is exactly what bitsandbytes writes"},
     {"batch-plan", cmd_batch_plan, "expand a batch manifest into conversion jobs (scripts/qtool-batch)"},

@@ -489,3 +489,8 @@ void qt_conv_fingerprint(const qt_st_reader *r, char hex[65])
     qt_sha256_final(&h, d);
     qt_sha256_hex(d, hex);
 }
+
+/* ---- facts shared with convert/merge.c (convert_internal.h) ------------- */
+
+bool qt_conv_default_linear(const char *name) { return is_default_linear(name); }
+bool qt_conv_dtype_from_name(const char *s, qt_dtype *d) { return dtype_from_name(s, d); }

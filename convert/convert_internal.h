@@ -53,6 +53,19 @@ void qt_conv_qbuf_free(qt_qbuf *b);
  * input), and the budget for all items in flight (1.5 x the largest). */
 uint64_t qt_conv_item_need(const qt_conv *c, const qt_conv_item *it);
 uint64_t qt_conv_budget(const qt_conv *c);
+/* Whether name is a Linear weight transformers' bitsandbytes integration
+ * quantizes in a Llama-family model (what convert quantizes by default). */
+bool qt_conv_default_linear(const char *name);
+/* Refuses an OUT that exists without force, is not a folder, or holds the
+ * input folder in_dir; *exists says whether OUT is there (convert and merge). */
+qt_status qt_conv_check_out(const char *out, const char *in_dir, bool force, bool *exists,
+                            char *errmsg);
+/* Every non-weight file of the input folder in_dir (config.json aside: the
+ * format derives its own) handed to the output (convert and merge). */
+qt_status qt_conv_output_files(const qt_modeldir *md, const char *in_dir, qt_outfmt *out,
+                               char *errmsg);
+/* "bf16"/"bfloat16", "fp16"/"float16"/"f16", "fp32"/"float32"/"f32" -> *d. */
+bool qt_conv_dtype_from_name(const char *s, qt_dtype *d);
 /* convert/validate.c: the calibration check pass over every item to
  * quantize (o.check; see qt_conv_check_fn), and the "qtool.fallback.*"
  * metadata of its fallbacks into the output. */

@@ -570,17 +570,17 @@ static qt_status for_items(qt_conv *c, bool quant_only, item_fn fn, qt_progress 
 }
 
 /* Refuses an OUT that may not be replaced; *exists says whether it is there. */
-static qt_status check_out(const qt_conv *c, bool *exists, char *errmsg)
+qt_status qt_conv_check_out(const char *out, const char *in_dir, bool force, bool *exists,
+                            char *errmsg)
 {
     qt_status st = QT_OK;
-    const char *out = c->o.out;
     struct stat sb;
     *exists = lstat(out, &sb) == 0;
-    QT_CHECK(!*exists || c->o.force, QT_ERR_ARG, "output '%s' exists (--force replaces it)", out);
+    QT_CHECK(!*exists || force, QT_ERR_ARG, "output '%s' exists (--force replaces it)", out);
     QT_CHECK(!*exists || S_ISDIR(sb.st_mode), QT_ERR_ARG,
              "output '%s' exists and is not a folder; refusing to replace it", out);
     char rin[PATH_MAX], rout[PATH_MAX];
-    if (*exists && realpath(c->in_dir, rin) && realpath(out, rout)) {
+    if (*exists && realpath(in_dir, rin) && realpath(out, rout)) {
         size_t lo = strlen(rout);
         QT_CHECK(!(strncmp(rin, rout, lo) == 0 && (rin[lo] == 0 || rin[lo] == '/')), QT_ERR_ARG,
                  "output '%s' holds the input: refusing to replace it", out);
@@ -614,17 +614,16 @@ static qt_status output_metadata(qt_conv *c, char *errmsg)
     return st;
 }
 
-/* Every non-weight file of the input (config.json aside: the format
- * derives its own) handed to the output. */
-static qt_status output_files(qt_conv *c, char *errmsg)
+qt_status qt_conv_output_files(const qt_modeldir *md, const char *in_dir, qt_outfmt *out,
+                               char *errmsg)
 {
     qt_status st = QT_OK;
-    for (size_t i = 0; i < qt_modeldir_n_files(c->md); i++) {
-        const char *f = qt_modeldir_file(c->md, i);
+    for (size_t i = 0; i < qt_modeldir_n_files(md); i++) {
+        const char *f = qt_modeldir_file(md, i);
         if (!strcmp(f, "config.json") || strchr(f, '/')) continue;
         char src[PATH_MAX];
-        QT_CHECK(qt_path_join(src, sizeof src, c->in_dir, f), QT_ERR_ARG, "path too long");
-        QT_TRY(qt_outfmt_add_file(c->out, f, src, errmsg));
+        QT_CHECK(qt_path_join(src, sizeof src, in_dir, f), QT_ERR_ARG, "path too long");
+        QT_TRY(qt_outfmt_add_file(out, f, src, errmsg));
     }
 fail:
     return st;
@@ -647,7 +646,7 @@ qt_status qt_conv_run(qt_conv *c, char *errmsg)
     qt_status st = QT_OK;
     bool exists;
     double t0 = qt_now();
-    QT_TRY(check_out(c, &exists, errmsg));
+    QT_TRY(qt_conv_check_out(c->o.out, c->in_dir, c->o.force, &exists, errmsg));
     QT_TRY(qt_conv_measure(c, errmsg));
     QT_TRY(output_metadata(c, errmsg));
     /* every weight through the kernels into the output */
@@ -662,7 +661,7 @@ qt_status qt_conv_run(qt_conv *c, char *errmsg)
     qt_progress_finish(&prog);
     /* the other files, then the output completed and moved into place */
     double tf = qt_now();
-    QT_TRY(output_files(c, errmsg));
+    QT_TRY(qt_conv_output_files(c->md, c->in_dir, c->out, errmsg));
     QT_CHECK(!cancelled(c), QT_ERR_ARG, "cancelled");
     QT_TRY(qt_outfmt_commit(c->out, (const char *const *)c->skip_modules, c->n_skip_modules,
                             errmsg));

@@ -53,6 +53,7 @@ void qt_model_free(qt_model *m)
     if (!m) return;
     for (size_t i = 0; i < m->n_owned; i++) qt_aligned_free(m->owned[i]);
     qt_free(m->owned);
+    qt_lora_free(m->lora);
     qt_aligned_free(m->s.att);
     if (!m->parent) {
         qt_free(m->s.qk_perm);
@@ -559,6 +560,7 @@ qt_status qt_model_fork(const qt_model *m, qt_model **out, char *errmsg)
     /* its own KV cache and scratch, the same sizes */
     qt_model_opts o = {.n_ctx = m->n_ctx, .n_batch = m->n_batch};
     qt_status st = qt_model_setup(f, &o, m->n_ctx, errmsg);
+    if (st == QT_OK && m->lora) st = qt_lora_fork(f, m, errmsg); /* LoRA: same adapter */
     if (st != QT_OK) {
         qt_model_free(f);
         return st;
@@ -891,6 +893,7 @@ static qt_status mm(qt_model *m, const qt_qweight *w, const float *x, size_t n, 
     if (st != QT_OK)
         return qt_set_err(m->errmsg, st, "layer %zu: %s: matmul failed (%s)", l, what,
                           qt_status_str(st));
+    if (m->lora) return qt_lora_apply(m, l, what, x, n, y); /* LoRA: y += s B A x */
     return QT_OK;
 }
 

@@ -169,6 +169,41 @@ qt_status qt_model_config_check(const qt_modeldir *md, const qt_layout *L, char 
 /* Frees the model, its cache and the files it opened. Accepts NULL. */
 void qt_model_free(qt_model *m);
 
+/* ---- LoRA adapters (model/lora.c, specs/peft-lora.md §5) ---------------- */
+
+struct qt_adapter; /* formats/adapter.h */
+
+/* Runs a PEFT LoRA adapter in the forward pass, unmerged, as PEFT computes
+ * it: every Linear the adapter wraps gives y = W x (+b) + s (B (A x) + b_B)
+ * in fp32, batched over the tokens of a chunk (B A is never formed); the
+ * adapter's full tensors (modules_to_save such as lm_head or embed_tokens,
+ * trained biases) replace the base's with fp32 copies. The adapter is first
+ * checked against the base (qt_adapter_match: names and shapes). On success
+ * the model OWNS ad (freed by qt_model_free); on failure the caller keeps
+ * it and the model is unchanged. The base must be a safetensors model.
+ * @return QT_OK, QT_ERR_ARG (already has one), QT_ERR_FORMAT (mismatch
+ *         with the base), QT_ERR_UNSUPPORTED (GGUF base, a module the
+ *         forward does not run), QT_ERR_NOMEM. */
+qt_status qt_model_set_adapter(qt_model *m, struct qt_adapter *ad, char *errmsg);
+
+/* qt_adapter_open(adapter_dir), then qt_model_set_adapter (the adapter is
+ * freed on failure). Same return values as those. */
+qt_status qt_model_load_adapter(qt_model *m, const char *adapter_dir, char *errmsg);
+
+/* qt_model_open, then qt_model_load_adapter when adapter_dir is not NULL.
+ * Same return values as those. */
+qt_status qt_model_open_adapter(const char *path, const char *adapter_dir,
+                                const qt_model_opts *opts, qt_model **out, char *errmsg);
+
+/* A model argument "MODEL+ADAPTER" (a model with its own adapter): model
+ * (n bytes) receives MODEL and *adapter points into arg after the last '+';
+ * an argument without '+', or one naming an existing file or folder, is a
+ * plain model (*adapter NULL). False when MODEL does not fit in n bytes. */
+bool qt_model_arg_split(const char *arg, char *model, size_t n, const char **adapter);
+
+/* The model's adapter, or NULL. Borrowed, valid until qt_model_free. */
+const struct qt_adapter *qt_model_adapter(const qt_model *m);
+
 /* A second evaluator of m's weights with its own KV cache and scratch (same
  * n_ctx and n_batch, no capture): the same logits as m for the same calls,
  * so several chunks can run on separate threads. It BORROWS m's weights:

@@ -69,6 +69,9 @@ typedef struct qt_run_state {
     int32_t *qk_perm;   /* (head_dim,) HF index -> stored index, GGUF only */
 } qt_run_state;
 
+/* An adapter prepared for the forward pass (model/lora.c). */
+typedef struct qt_lora qt_lora;
+
 struct qt_model {
     qt_model_config cfg;
     qt_model_weights w;
@@ -80,6 +83,7 @@ struct qt_model {
     size_t cur_pos0;             /* position of the chunk being evaluated */
     size_t max_ctx;        /* the largest n_ctx accepted (sliding window); 0 = no cap */
     bool dq_fp32;          /* opts->dq_fp32: 4-bit weights stay exact fp32 */
+    qt_lora *lora;               /* the adapter in the forward pass (model/lora.c), NULL = none */
     const qt_model *parent; /* qt_model_fork: whose weights (and qk_perm) these
                                are; NULL when the model owns them */
     /* what the model owns */
@@ -103,5 +107,17 @@ float *qt_model_alloc_f32(qt_model *m, size_t n);
  * @return QT_OK, QT_ERR_FORMAT, QT_ERR_ARG, QT_ERR_OVERFLOW, QT_ERR_NOMEM. */
 qt_status qt_model_setup(qt_model *m, const qt_model_opts *opts, size_t default_ctx,
                          char *errmsg);
+
+/* Adds the adapter's correction s * (B (A x) + b_B) to y (n, n_out), the
+ * output of the Linear `what` ("q_proj", ..., "lm_head") of layer l
+ * (n_layers for lm_head) on input x (n, n_in); nothing when the adapter
+ * does not wrap it. @return QT_OK, QT_ERR_NOMEM (message in m->errmsg). */
+qt_status qt_lora_apply(qt_model *m, size_t l, const char *what, const float *x, size_t n,
+                        float *y);
+/* Gives the fork f the adapter of m (borrowed, as f borrows m's weights)
+ * with its own scratch. @return QT_OK, QT_ERR_NOMEM. */
+qt_status qt_lora_fork(qt_model *f, const qt_model *m, char *errmsg);
+/* Frees a prepared adapter and the adapter it owns. Accepts NULL. */
+void qt_lora_free(qt_lora *lo);
 
 #endif /* QT_MODEL_INTERNAL_H */

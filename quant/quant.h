@@ -254,6 +254,10 @@ typedef struct qt_kernels {
      * depends only on n and the ISA, never on n_tok / n_rows / grouping. */
     void (*dot_tile)(const float *x, size_t ldx, size_t n_tok, const float *w, size_t ldw,
                      size_t n_rows, size_t n, float *y, size_t ldy);
+    /* LoRA merge of one row of n columns: w[i] = w[i] + s * sum_k b[k] *
+     * a[k*n + i] (k < r, summed in order), b (r,) the row of B, a (r, n) = A. */
+    void (*lora_merge_row)(float *w, size_t n, const float *b, size_t r, const float *a,
+                           float s);
 } qt_kernels;
 
 /* The kernels for isa, or NULL when this build or CPU lacks it. Static. */
@@ -363,6 +367,15 @@ qt_status qt_dequantize(const qt_kernels *k, const qt_qweight *w, qt_src_type ou
  * @return QT_OK, QT_ERR_ARG, QT_ERR_NOMEM (the tile). */
 qt_status qt_matmul(const qt_kernels *k, const qt_qweight *w, const float *x, size_t n_tok,
                     float *y);
+
+/* ---- LoRA merge (quant/lora.c) ------------------------------------------- */
+
+/* W (n_out, n_in) += s * (B A), B (n_out, r), A (r, n_in), all fp32: per
+ * element the r products summed in order, scaled, then added to W (one
+ * rounding order on every ISA and thread count). OpenMP over rows.
+ * @return QT_OK, QT_ERR_ARG (NULL or zero size). */
+qt_status qt_lora_merge(const qt_kernels *k, float *w, size_t n_out, size_t n_in,
+                        const float *B, size_t r, const float *A, float s);
 
 /* One pass over the n values of src (type t) in blocks of `block` (any
  * size > 0): absmax[j] (may be NULL) = max |x| of block j, exactly the

@@ -136,6 +136,12 @@ void qt_int8_quant_row_ref(qt_src_type t, const void *src, size_t n_cols, const 
 void qt_blockwise8_quant_ref(qt_src_type t, const void *src, size_t n, size_t block,
                              const float map[256], const uint8_t *rcp, uint8_t *codes,
                              float *absmax);
+void qt_lora_merge_row_ref(float *w, size_t n, const float *b, size_t r, const float *a,
+                           float s);
+void qt_lora_merge_row_avx2(float *w, size_t n, const float *b, size_t r, const float *a,
+                            float s);
+void qt_lora_merge_row_avx512(float *w, size_t n, const float *b, size_t r, const float *a,
+                              float s);
 void qt_dot_tile_ref(const float *x, size_t ldx, size_t n_tok, const float *w, size_t ldw,
                      size_t n_rows, size_t n, float *y, size_t ldy);
 
