@@ -70,7 +70,7 @@ REPLAY_BIN := $(FUZZ_SRC:tests/fuzz/%.c=$(BUILD)/tests/replay_%)
 ISA_AVX2   := -mavx2 -mfma -mf16c
 ISA_AVX512 := -mavx512f -mavx512bw -mavx512vl -mavx512dq -mavx2 -mfma -mf16c
 
-.PHONY: all test bench asan fuzz demo deps check-deps install uninstall clean help
+.PHONY: all test test-slurm bench asan fuzz demo deps check-deps install uninstall clean help
 
 all: $(QTOOL) $(LIB) ## build build/qtool and build/libqtool.a (default)
 
@@ -111,6 +111,11 @@ $(BUILD)/tests/replay_%: tests/fuzz/%.c tests/fuzz/replay.c $(LIB)
 test: deps ## build with -Werror and run every test (unit, CLI, fuzz corpus replay)
 	$(Q)$(MAKE) --no-print-directory WERROR=1 BUILD=$(BUILD) all $(TEST_BIN) $(REPLAY_BIN)
 	$(Q)BUILD=$(BUILD) DATA=$(DATA) SAN=$(SAN) bash tests/run.sh
+
+test-slurm: ## scripts/qtool-batch --slurm on a one-node Slurm it starts and stops (root; installs slurm-wlm, munge, parallel)
+	$(Q)bash .ci/deps.sh slurm-wlm munge parallel
+	$(Q)$(MAKE) --no-print-directory WERROR=1 BUILD=$(BUILD) all
+	$(Q)QT_TEST_SLURM=1 QTOOL=$(CURDIR)/$(BUILD)/qtool QT_DATA=$(DATA) bash tests/cli/slurm.sh
 
 asan: ## the whole test suite under ASan + UBSan
 	$(Q)$(MAKE) --no-print-directory BUILD=build-asan SAN=1 test

@@ -26,12 +26,12 @@ for mod in "${!allowed[@]}"; do
         *) echo "check-deps: $f includes \"$inc\": $mod may not depend on $dep" >&2; bad=1 ;;
       esac
     done < <(sed -n 's/^[[:space:]]*#[[:space:]]*include[[:space:]]*"\([a-z]*\/[^"]*\)".*/\1/p' "$f")
-    # cJSON / zstd stay inside formats (and calib for zstd)
+    # cJSON / zstd stay inside formats
     if grep -qE '#[[:space:]]*include[[:space:]]*<(cjson/)?cJSON\.h>' "$f" && [ "$mod" != formats ]; then
       echo "check-deps: $f includes cJSON: only formats/ may" >&2; bad=1
     fi
-    if grep -qE '#[[:space:]]*include[[:space:]]*<zstd\.h>' "$f" && [ "$mod" != formats ] && [ "$mod" != calib ]; then
-      echo "check-deps: $f includes zstd: only formats/ and calib/ may" >&2; bad=1
+    if grep -qE '#[[:space:]]*include[[:space:]]*<zstd\.h>' "$f" && [ "$mod" != formats ]; then
+      echo "check-deps: $f includes zstd: only formats/ may" >&2; bad=1
     fi
   done
 done

@@ -2,7 +2,8 @@
 # Installs the Debian packages that building and testing qtool need, when
 # they are missing (as root, or through sudo); otherwise prints the command.
 set -u
-pkgs="gcc make pkg-config libzstd-dev libcjson-dev libcriterion-dev"
+# Arguments replace the list (make test-slurm: slurm-wlm munge parallel).
+pkgs=${*:-"gcc make pkg-config libzstd-dev libcjson-dev libcriterion-dev procps"}
 missing=""
 for p in $pkgs; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"

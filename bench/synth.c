@@ -23,6 +23,7 @@
 #include "formats/dtype.h"
 #include "formats/pyjson.h"
 #include "formats/safetensors.h"
+#include "model/arch.h"
 
 /* Values generated per write (elements); sub-blocks of SYNTH_SUB elements
  * are generated in parallel, each from its own counter-based stream. */
@@ -206,19 +207,20 @@ qt_status qt_bench_synth(const qt_bench_synth_opts *o, const char *out, uint64_t
     const float wstd = 0.02f;
     add_tensor(t, &nt, "model.embed_tokens.weight", o->vocab, o->hidden, 0, wstd);
     for (size_t l = 0; l < o->layers; l++) {
-        static const char *const nm[] = {"input_layernorm", "self_attn.q_proj", "self_attn.k_proj",
-                                         "self_attn.v_proj", "self_attn.o_proj",
-                                         "post_attention_layernorm", "mlp.gate_proj",
-                                         "mlp.up_proj", "mlp.down_proj"};
-        const uint64_t d0[] = {o->hidden, o->hidden, kv, kv, o->hidden, o->hidden,
-                               o->intermediate, o->intermediate, o->hidden};
-        const uint64_t d1[] = {0, o->hidden, o->hidden, o->hidden, o->hidden, 0,
-                               o->hidden, o->hidden, o->intermediate};
-        for (size_t k = 0; k < 9; k++) {
+        /* each layer: a norm before attention and before the MLP, the seven
+         * projections of the Llama table in between */
+        for (int p = 0; p < QT_PROJ_COUNT; p++) {
             char name[96];
-            snprintf(name, sizeof name, "model.layers.%zu.%s.weight", l, nm[k]);
-            bool norm = d1[k] == 0;
-            add_tensor(t, &nt, name, d0[k], d1[k], norm ? 1.0f : 0.0f, norm ? 0.05f : wstd);
+            size_t rows, cols;
+            if (p == QT_PROJ_Q || p == QT_PROJ_GATE) {
+                snprintf(name, sizeof name, "model.layers.%zu.%s.weight", l,
+                         p == QT_PROJ_Q ? "input_layernorm" : "post_attention_layernorm");
+                add_tensor(t, &nt, name, o->hidden, 0, 1.0f, 0.05f);
+            }
+            qt_proj_shape((qt_proj)p, o->hidden, o->hidden, kv, o->intermediate, &rows, &cols);
+            snprintf(name, sizeof name, "model.layers.%zu.%s.weight", l,
+                     qt_proj_module((qt_proj)p));
+            add_tensor(t, &nt, name, rows, cols, 0.0f, wstd);
         }
     }
     add_tensor(t, &nt, "model.norm.weight", o->hidden, 0, 1.0f, 0.05f);

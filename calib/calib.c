@@ -13,6 +13,7 @@
 
 #include "calib/calib_internal.h"
 #include "common/sha256.h"
+#include "formats/fsutil.h"
 #include "formats/vocab.h"
 #include "model/tokenizer.h"
 
@@ -455,31 +456,18 @@ static bool looks_like_ids(const char *t, size_t n)
     return digit;
 }
 
+/* The calibration text, whole (formats/fsutil reads it): a regular file
+ * under 2 GiB. */
 static qt_status read_text(const char *path, char **buf, size_t *n, char *errmsg)
 {
-    *buf = NULL;
-    FILE *f = fopen(path, "rb");
-    if (!f) return qt_set_err(errmsg, QT_ERR_IO, "cannot open '%s': %s", path, strerror(errno));
     struct stat sb;
-    if (fstat(fileno(f), &sb) != 0 || !S_ISREG(sb.st_mode) || (size_t)sb.st_size > MAX_TEXT_BYTES) {
-        fclose(f);
+    *buf = NULL;
+    if (stat(path, &sb) == 0 && !S_ISREG(sb.st_mode))
         return qt_set_err(errmsg, QT_ERR_ARG, "'%s' is not a regular file under 2 GiB", path);
-    }
-    *buf = qt_malloc((size_t)sb.st_size + 1);
-    if (!*buf) {
-        fclose(f);
-        return qt_set_err(errmsg, QT_ERR_NOMEM, "out of memory");
-    }
-    *n = fread(*buf, 1, (size_t)sb.st_size, f);
-    bool bad = ferror(f) || *n != (size_t)sb.st_size;
-    fclose(f);
-    if (bad) {
-        qt_free(*buf);
-        *buf = NULL;
-        return qt_set_err(errmsg, QT_ERR_IO, "cannot read '%s'", path);
-    }
-    (*buf)[*n] = 0;
-    return QT_OK;
+    qt_status st = qt_file_read(path, buf, n, MAX_TEXT_BYTES, errmsg);
+    if (st == QT_ERR_FORMAT) /* too large */
+        return qt_set_err(errmsg, QT_ERR_ARG, "'%s' is not a regular file under 2 GiB", path);
+    return st;
 }
 
 qt_status qt_calib_set_get(const char *model_path, const char *text_path,

@@ -17,16 +17,9 @@
  * with a fingerprint (sha256) of the model files, the text bytes and the
  * settings. The file is reused only when its fingerprint equals the one
  * computed now; a stale file is rebuilt and replaced; a damaged file (bad
- * magic, sizes that disagree, a sha256 mismatch over the compressed bytes,
- * a zstd error) is detected and rebuilt, never trusted. Layout of the file
- * (little-endian):
- *   0  "QTCALIB\0"          8 bytes magic
- *   8  u32 version (1), u32 0
- *   16 fingerprint          32 bytes (sha256, raw)
- *   48 u64 payload bytes    (uncompressed)
- *   56 u64 frame bytes      (compressed)
- *   64 sha256 of the frame  32 bytes
- *   96 the zstd frame (with zstd's own content checksum)
+ * magic, sizes that disagree, a checksum mismatch, a zstd error) is detected and rebuilt, never trusted. The file is one
+ * formats/zstd_cache.h container (magic "QTZCACHE", kind "calib", key =
+ * the fingerprint, raw 32 bytes; header and payload checksums there).
  * payload: u64 n_layers, n_rows, n_tokens, n_in of the 4 sites (attention
  * input, o_proj input, MLP input, down_proj input), then for each layer
  * and site n_rows * n_in fp32 values, row-major.
@@ -128,7 +121,8 @@ const char *qt_calib_set_fingerprint(const qt_calib_set *s);
 void qt_calib_set_free(qt_calib_set *s);
 
 /* Writes s to path (atomically), or reads it back checking every field and
- * the fingerprint against want_fp (64 hex digits, NULL = any).
+ * the fingerprint against want_fp (64 hex digits; required: it is the
+ * container's key).
  * @return QT_OK, QT_ERR_IO, QT_ERR_FORMAT (damaged), QT_ERR_ARG (other
  *         fingerprint), QT_ERR_NOMEM. */
 qt_status qt_calib_set_save(const qt_calib_set *s, const char *path, char *errmsg);
@@ -159,9 +153,6 @@ void qt_output_error_finish(qt_output_error *e);
  * 0 for plain dtypes (not checked). */
 double qt_calib_default_threshold(qt_scheme s);
 
-/* Whether name is "model.layers.<L>.{self_attn,mlp}.<proj>.weight"; sets
- * *layer and *proj. */
-bool qt_calib_parse_linear(const char *name, size_t *layer, qt_proj *proj);
 
 /* ---- reports --------------------------------------------------------------- */
 

@@ -112,36 +112,8 @@ qt_status qt_output_error_compute(const qt_qweight *orig, const qt_qweight *quan
  * worst tensor, times a margin. */
 double qt_calib_default_threshold(qt_scheme s)
 {
-    switch (s) {
-    case QT_SCHEME_NF4: return 0.25;
-    case QT_SCHEME_FP4: return 0.35;
-    case QT_SCHEME_INT8: return 0.02;
-    case QT_SCHEME_Q8: return 0.02;
-    default: return 0.0;
-    }
-}
-
-bool qt_calib_parse_linear(const char *name, size_t *layer, qt_proj *proj)
-{
-    if (!name || strncmp(name, "model.layers.", 13) != 0) return false;
-    const char *p = name + 13;
-    if (*p < '0' || *p > '9') return false;
-    size_t l = 0;
-    while (*p >= '0' && *p <= '9') {
-        if (l > 100000000) return false;
-        l = l * 10 + (size_t)(*p++ - '0');
-    }
-    static const char *const tails[QT_PROJ_COUNT] = {
-        ".self_attn.q_proj.weight", ".self_attn.k_proj.weight", ".self_attn.v_proj.weight",
-        ".self_attn.o_proj.weight", ".mlp.gate_proj.weight",    ".mlp.up_proj.weight",
-        ".mlp.down_proj.weight"};
-    for (int i = 0; i < QT_PROJ_COUNT; i++)
-        if (!strcmp(p, tails[i])) {
-            if (layer) *layer = l;
-            if (proj) *proj = (qt_proj)i;
-            return true;
-        }
-    return false;
+    const qt_scheme_info *si = qt_scheme_get(s);
+    return si ? si->calib_threshold : 0.0;
 }
 
 qt_status qt_calib_measure(const qt_calib_set *set, const char *name, const char *scheme_label,
@@ -158,7 +130,7 @@ qt_status qt_calib_measure(const qt_calib_set *set, const char *name, const char
     if ((st = qt_weight_error_compute(orig, quant, &e->werr)) != QT_OK) return st;
     size_t l;
     qt_proj p;
-    if (qt_calib_parse_linear(name, &l, &p)) {
+    if (qt_llama_parse_linear(name, &l, &p)) {
         e->layer = (int64_t)l;
         e->proj = p;
         size_t nr, ni;

@@ -162,11 +162,12 @@ qt_status qt_calib_report_json(const qt_calib_report *r, char **out, char *errms
     qt_strbuf_puts(&b, "},\n  \"thresholds\": {\"max_output_error\": ");
     if (r->max_error > 0) jnum(&b, r->max_error);
     else qt_strbuf_puts(&b, "null");
-    static const qt_scheme sch[] = {QT_SCHEME_NF4, QT_SCHEME_FP4, QT_SCHEME_INT8, QT_SCHEME_Q8};
     qt_strbuf_puts(&b, ", \"defaults\": {");
-    for (size_t i = 0; i < sizeof sch / sizeof *sch; i++) {
-        qt_strbuf_printf(&b, "%s\"%s\": ", i ? ", " : "", qt_scheme_get(sch[i])->name);
-        jnum(&b, qt_calib_default_threshold(sch[i]));
+    for (size_t i = 0, k = 0; i < qt_scheme_count(); i++) { /* every checked scheme */
+        const qt_scheme_info *si = qt_scheme_info_at(i);
+        if (si->calib_threshold <= 0) continue;
+        qt_strbuf_printf(&b, "%s\"%s\": ", k++ ? ", " : "", si->name);
+        jnum(&b, si->calib_threshold);
     }
     qt_strbuf_puts(&b, "}},\n  \"summary\": {");
     qt_strbuf_printf(&b, "\"tensors\": %zu, \"pass\": %zu, \"fallback\": %zu, \"fail\": %zu, "
@@ -274,7 +275,7 @@ qt_status qt_calib_compare_models(const char *orig_path, const char *quant_path,
     size_t n_linear = 0;
     for (size_t i = 0; i < qt_layout_n(lq); i++) {
         const qt_lweight *wq = qt_layout_at(lq, i);
-        if (!qt_calib_parse_linear(wq->name, NULL, NULL)) continue;
+        if (!qt_llama_parse_linear(wq->name, NULL, NULL)) continue;
         n_linear++;
         const qt_lweight *wo = qt_layout_find(lo, wq->name);
         QT_CHECK(wo, QT_ERR_FORMAT, "tensor '%s' of '%s' is not in '%s'", wq->name, quant_path,

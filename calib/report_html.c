@@ -197,11 +197,13 @@ qt_status qt_calib_report_html(const qt_calib_report *r, char **out, char *errms
 
     qt_strbuf_puts(&b, "<h2>Thresholds</h2>\n<table><tr><th>scheme</th><th>max relative output "
                        "error</th></tr>\n");
-    static const qt_scheme sch[] = {QT_SCHEME_NF4, QT_SCHEME_FP4, QT_SCHEME_INT8, QT_SCHEME_Q8};
-    for (size_t i = 0; i < sizeof sch / sizeof *sch; i++)
-        qt_strbuf_printf(&b, "<tr><td>%s</td><td>%.3g%s</td></tr>\n", qt_scheme_get(sch[i])->name,
-                         r->max_error > 0 ? r->max_error : qt_calib_default_threshold(sch[i]),
+    for (size_t i = 0; i < qt_scheme_count(); i++) { /* every checked scheme */
+        const qt_scheme_info *si = qt_scheme_info_at(i);
+        if (si->calib_threshold <= 0) continue;
+        qt_strbuf_printf(&b, "<tr><td>%s</td><td>%.3g%s</td></tr>\n", si->name,
+                         r->max_error > 0 ? r->max_error : si->calib_threshold,
                          r->max_error > 0 ? " (--max-output-error)" : " (default)");
+    }
     qt_strbuf_puts(&b, "</table>\n<h2>Worst tensors</h2>\n<table>");
     qt_strbuf_puts(&b, HEAD);
     for (size_t i = 0; i < r->n && i < 10; i++) row(&b, v[i]);

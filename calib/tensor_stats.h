@@ -2,7 +2,8 @@
  * calib/tensor_stats.h: value statistics of one tensor (min, max, mean,
  * std, absmax, counts of NaN / +-Inf / subnormal values and of values more
  * than 6 standard deviations from the mean), for `qtool inspect --stats`
- * and convert's NaN policy.
+ * and convert's NaN policy (the counts of a tensor its prepass scan flagged:
+ * convert/run.c check_finite).
  *
  * The values come through a callback that fills chunks of fp32 values, so
  * any dtype or quantized layout can be measured without a copy of the whole

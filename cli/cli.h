@@ -17,6 +17,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 #include <stdio.h>
 
 #include "common/common.h"
@@ -43,6 +44,15 @@ int qt_cli_parse_int(const char *opt, const char *s, long lo, long hi, long *out
 /* Applies QT_ISA (and --isa) to the dispatch; prints an error and returns
  * false when it names an ISA this CPU lacks. */
 int qt_cli_setup_isa(const char *isa_opt);
+/* Parses a size: bytes, or with a K/M/G suffix (powers of 1000) and an
+ * optional B ("2G", "500M"); what --max-shard-size takes. 0 when bad. */
+int qt_cli_parse_size(const char *s, uint64_t *out);
+/* The number of threads a run will use (OpenMP's, 1 without OpenMP). */
+int qt_cli_threads(void);
+/* Prints "needs: peak memory ... ; output ..." for a conversion plan
+ * (cli/needs.c, from convert/estimate.c). */
+struct qt_conv;
+void qt_cli_print_needs(const struct qt_conv *cv);
 
 /* Calibration options shared by `convert --calib` and `validate`
  * (cli/cmd_validate.c). Option codes for getopt_long's val. */

@@ -42,7 +42,7 @@ static void usage(FILE *f, bool dequant)
             "  --scheme S           quantization (default nf4):\n");
     for (size_t i = 0; i < qt_scheme_count(); i++) {
         const qt_scheme_info *s = qt_scheme_info_at(i);
-        if (s->scheme == QT_SCHEME_INT8_BLOCKWISE) continue;
+        if (!(s->flags & QT_SCHEME_F_CONVERT)) continue; /* the table says which */
         fprintf(f, "                         %-6s %5.2f bpw  %s\n", s->name, s->bits_per_weight,
                 s->description);
     }
@@ -146,14 +146,13 @@ static int run(int argc, char **argv, bool dequant)
         switch (c) {
         case O_SCHEME:
         case O_DTYPE: {
+            /* --scheme: any convert scheme of the table; --dtype: a plain one */
+            const unsigned want = QT_SCHEME_F_CONVERT | (c == O_DTYPE ? QT_SCHEME_F_PLAIN : 0);
             const qt_scheme_info *s = qt_scheme_find(optarg);
-            bool plain = s && (s->scheme == QT_SCHEME_BF16 || s->scheme == QT_SCHEME_FP16 ||
-                               s->scheme == QT_SCHEME_FP32);
-            if (!s || s->scheme == QT_SCHEME_INT8_BLOCKWISE || (c == O_DTYPE && !plain) ||
-                (dequant && c == O_SCHEME)) {
+            if (!s || (s->flags & want) != want || (dequant && c == O_SCHEME)) {
+                char names[160];
                 qt_cli_error("%s '%s': not one of %s", c == O_DTYPE ? "--dtype" : "--scheme",
-                             optarg,
-                             c == O_DTYPE ? "bf16, fp16, fp32" : "nf4, fp4, int8, q8, bf16, fp16, fp32");
+                             optarg, qt_scheme_names(want, names, sizeof names));
                 return QT_EXIT_USAGE;
             }
             o.scheme = s->scheme;
@@ -193,11 +192,10 @@ static int run(int argc, char **argv, bool dequant)
         case 'h': usage(stdout, dequant); return QT_EXIT_OK;
         case O_FALLBACK: {
             const qt_scheme_info *s = optarg && strcmp(optarg, "keep") ? qt_scheme_find(optarg) : NULL;
-            if (optarg && strcmp(optarg, "keep") &&
-                (!s || (s->scheme != QT_SCHEME_BF16 && s->scheme != QT_SCHEME_FP16 &&
-                        s->scheme != QT_SCHEME_FP32 && s->scheme != QT_SCHEME_INT8 &&
-                        s->scheme != QT_SCHEME_Q8))) {
-                qt_cli_error("--fallback '%s': not one of keep, bf16, fp16, fp32, int8, q8", optarg);
+            if (optarg && strcmp(optarg, "keep") && (!s || !(s->flags & QT_SCHEME_F_FALLBACK))) {
+                char names[160];
+                qt_cli_error("--fallback '%s': not one of keep, %s", optarg,
+                             qt_scheme_names(QT_SCHEME_F_FALLBACK, names, sizeof names));
                 return QT_EXIT_USAGE;
             }
             cal.fallback_on = true;
@@ -269,6 +267,7 @@ static int run(int argc, char **argv, bool dequant)
                " bytes out (%.1f%%), %zu shard(s), compute dtype %s; nothing written\n",
                qt_conv_n_items(cv), tin, tout, tin ? 100.0 * (double)tout / (double)tin : 0,
                qt_conv_n_shards(cv), qt_conv_compute_dtype(cv));
+        qt_cli_print_needs(cv);
         qt_conv_free(cv);
         return QT_EXIT_OK;
     }

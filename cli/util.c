@@ -61,3 +61,19 @@ int qt_cli_setup_isa(const char *isa_opt)
     }
     return 1;
 }
+
+int qt_cli_parse_size(const char *s, uint64_t *out)
+{
+    char *end;
+    errno = 0;
+    double v = strtod(s, &end);
+    if (errno || end == s || !(v > 0)) return false;
+    double mul = 1;
+    if (*end == 'K' || *end == 'k') mul = 1e3, end++;
+    else if (*end == 'M' || *end == 'm') mul = 1e6, end++;
+    else if (*end == 'G' || *end == 'g') mul = 1e9, end++;
+    if (*end == 'B' || *end == 'b') end++;
+    if (*end || v * mul >= 1.8e19) return false;
+    *out = (uint64_t)(v * mul);
+    return true;
+}

@@ -6,11 +6,16 @@
  * thread-safe except qt_alloc_fail_after(), a test hook meant to be set
  * before work starts.
  *
- * Error convention (STYLE.md 12-14): every fallible function returns a
- * qt_status; objects that read input carry `char errmsg[QT_ERRMSG_SIZE]`.
- * Inside a function that uses QT_CHECK / QT_TRY, the following must be in
- * scope: `qt_status st`, `char *errmsg` (QT_ERRMSG_SIZE bytes, may be NULL)
- * and a `fail:` label where cleanup happens.
+ * Error convention (docs/ARCHITECTURE.md "Contracts"; STYLE.md 12-14 with
+ * 13 read this way): every fallible function returns a qt_status and writes
+ * its message into the caller's `char *errmsg` (QT_ERRMSG_SIZE bytes, may
+ * be NULL), naming the file, the tensor and the rule. The exception: a
+ * streaming object whose hot calls take no errmsg (qt_st_writer_write,
+ * qt_zcache_writer_write) keeps its last message on the object
+ * (qt_st_writer_errmsg, qt_zcache_writer_errmsg). No global or thread-local
+ * error state. Inside a function that uses QT_CHECK / QT_TRY, the following
+ * must be in scope: `qt_status st`, `char *errmsg` and a `fail:` label
+ * where cleanup happens.
  */
 #ifndef QT_COMMON_H
 #define QT_COMMON_H

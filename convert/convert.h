@@ -10,11 +10,12 @@
  * transformers' bitsandbytes integration replaces are quantized (for the
  * Llama family: q/k/v/o and gate/up/down projections); --skip globs and a
  * recipe override that. qt_conv_run then streams one weight at a time from
- * the mapped input through the quant/ kernels into the output shards,
- * assembled in a temporary folder beside OUT and renamed into place only
- * when complete; config.json gets quantization_config (every unquantized
- * Linear listed in llm_int8_skip_modules, lm_head included), every other
- * non-weight file is copied byte for byte.
+ * the mapped input through the quant/ kernels into the output format
+ * (formats/outfmt.h: the model folder by default, assembled in a temporary
+ * folder beside OUT and renamed into place only when complete; config.json
+ * gets quantization_config with every unquantized Linear listed in
+ * llm_int8_skip_modules, lm_head included; every other non-weight file is
+ * copied byte for byte). convert never names a stored key or file itself.
  *
  * Memory: the input stays mapped and each weight's pages are released once
  * it is written, so peak memory is about the largest tensor (input pages)
@@ -41,8 +42,6 @@ typedef enum qt_conv_action {
     QT_ACT_KEEP,      /* float tensor written in item.out_dtype (dequantized if it was quantized) */
     QT_ACT_COPY,      /* non-float tensor copied as is */
 } qt_conv_action;
-
-#define QT_CONV_MAX_PARTS 6
 
 /* Calibration check (convert/validate.c): after the prepass and before any
  * shard is opened, qt_conv_run quantizes every tensor to quantize (with
@@ -82,6 +81,7 @@ typedef struct qt_conv_opts {
     volatile sig_atomic_t *cancel; /* set non-zero to stop between chunks; may be NULL */
     qt_conv_check_fn check;    /* calibration check; NULL = none (see qt_conv_check_fn) */
     void *check_ctx;           /* passed to check; borrowed */
+    const char *format;        /* output format (formats/outfmt.h); NULL = "safetensors" */
 } qt_conv_opts;
 
 typedef struct qt_conv_item {
@@ -93,13 +93,7 @@ typedef struct qt_conv_item {
     qt_dtype out_dtype;    /* KEEP / COPY: the dtype written */
     char reason[96];       /* why this action: "default Linear", "--skip 'x'", "recipe rule 2" */
     uint64_t bytes_in, bytes_out;
-    size_t shard;
-    size_t n_parts;        /* output tensors */
-    char *part_name[QT_CONV_MAX_PARTS];
-    qt_dtype part_dtype[QT_CONV_MAX_PARTS];
-    size_t part_ndims[QT_CONV_MAX_PARTS];
-    uint64_t part_shape[QT_CONV_MAX_PARTS][QT_ST_MAX_DIMS];
-    size_t part_index[QT_CONV_MAX_PARTS]; /* in its shard's writer */
+    size_t out_id;         /* the weight's id in the output format (formats/outfmt.h) */
     float nested_offset;   /* double quant */
     /* results of qt_conv_run */
     double seconds;
@@ -123,6 +117,17 @@ const char *qt_conv_compute_dtype(const qt_conv *c);
 const char *qt_conv_warning(const qt_conv *c);
 /* Number of output shards. */
 size_t qt_conv_n_shards(const qt_conv *c);
+
+/* What a run of the plan will need (convert/estimate.c): peak_bytes, an
+ * upper bound of its resident memory with `threads` threads (the byte budget
+ * qt_conv_run keeps tensors in flight under, budget_bytes, plus the process
+ * and per-thread buffers); out_bytes, the size of OUT (tensors, headers,
+ * copied files). Measured against /usr/bin/time in docs/BATCH.md. */
+typedef struct qt_conv_needs {
+    uint64_t peak_bytes, budget_bytes, out_bytes;
+    int threads;
+} qt_conv_needs;
+void qt_conv_estimate(const qt_conv *c, int threads, qt_conv_needs *e);
 
 /* Writes OUT. On any failure nothing is left at OUT (and an existing OUT
  * is untouched). @return QT_OK, QT_ERR_IO (disk full, permissions),

@@ -4,6 +4,7 @@
 
 #include "convert/convert.h"
 #include "formats/modeldir.h"
+#include "formats/outfmt.h"
 #include "formats/recipe.h"
 
 struct qt_conv {
@@ -11,6 +12,9 @@ struct qt_conv {
     qt_modeldir *md;
     qt_layout *L;
     qt_recipe *recipe;
+    qt_outfmt *out;      /* the output, planned with the items */
+    char config_path[4096 + 16]; /* IN's config.json */
+    const char **protect; /* every input shard's path (borrowed from md) */
     qt_conv_item *items; /* (n_items) */
     size_t n_items;
     size_t n_shards;
@@ -25,12 +29,29 @@ struct qt_conv {
 };
 
 const char *qt_conv_torch_name(qt_dtype d);
-/* Recomputes an item's output parts (after its nested offset is known). */
-qt_status item_parts_refresh(qt_conv *c, qt_conv_item *it, char *errmsg);
+/* Tells the output an item changed (its nested offset after the prepass,
+ * its scheme after a calibration fallback); updates bytes_out. */
+qt_status qt_conv_item_redeclare(qt_conv *c, qt_conv_item *it, char *errmsg);
+/* The source values of a QUANT item in the compute dtype: the mapping when
+ * the dtypes agree, else a converted copy (*owned, caller frees). */
+qt_status qt_conv_item_source(const qt_conv *c, const qt_conv_item *it, const void **src,
+                              void **owned, char *errmsg);
+/* Quantizes an item's source values as the plan says into freshly
+ * allocated buffers b (free with qt_conv_qbuf_free), described by *q.
+ * dq_offset: the nested offset the prepass computed (it->nested_offset),
+ * NULL = computed here (the prepass itself). */
+qt_status qt_conv_quantize(const qt_conv *c, const qt_conv_item *it, const float *dq_offset,
+                           const void *src, qt_qbuf *b, qt_qweight *q, char *errmsg);
+void qt_conv_qbuf_free(qt_qbuf *b);
+/* convert/estimate.c: the memory qt_conv_run holds while it works on an
+ * item (its mapped input, its output buffers, a converted copy of the
+ * input), and the budget for all items in flight (1.5 x the largest). */
+uint64_t qt_conv_item_need(const qt_conv *c, const qt_conv_item *it);
+uint64_t qt_conv_budget(const qt_conv *c);
 /* convert/validate.c: the calibration check pass over every item to
  * quantize (o.check; see qt_conv_check_fn), and the "qtool.fallback.*"
- * metadata of its fallbacks into a shard writer. */
+ * metadata of its fallbacks into the output. */
 qt_status qt_conv_check_pass(qt_conv *c, char *errmsg);
-qt_status qt_conv_fallback_metadata(const qt_conv *c, qt_st_writer *w, char *errmsg);
+qt_status qt_conv_fallback_metadata(const qt_conv *c, qt_outfmt *out, char *errmsg);
 
 #endif

@@ -14,30 +14,6 @@
 #include "convert/convert_internal.h"
 #include "formats/safetensors.h"
 
-/* The buffers of one quantized tensor and its kernel descriptor. */
-typedef struct qbuf {
-    void *codes;    /* nf4/fp4 packed codes, int8 (n_out, n_in), or q8 blocks */
-    float *absmax;  /* nf4/fp4 (nb,) first-level scales */
-    uint8_t *absq;  /* double quant: (nb,) nested codes */
-    float *nested;  /* double quant: (ceil(nb/256),) */
-    float *scb;     /* int8: (n_out,) */
-} qbuf;
-
-static void qbuf_release(qbuf *b)
-{
-    qt_free(b->codes);
-    qt_free(b->absmax);
-    qt_free(b->absq);
-    qt_free(b->nested);
-    qt_free(b->scb);
-    memset(b, 0, sizeof *b);
-}
-
-static qt_src_type src_type(qt_dtype d)
-{
-    return d == QT_DTYPE_BF16 ? QT_SRC_BF16 : d == QT_DTYPE_F16 ? QT_SRC_F16 : QT_SRC_F32;
-}
-
 static qt_scheme plain_of(qt_dtype d)
 {
     return d == QT_DTYPE_BF16 ? QT_SCHEME_BF16 : d == QT_DTYPE_F16 ? QT_SCHEME_FP16 : QT_SCHEME_FP32;
@@ -46,104 +22,6 @@ static qt_scheme plain_of(qt_dtype d)
 static qt_dtype dtype_of_plain(qt_scheme s)
 {
     return s == QT_SCHEME_BF16 ? QT_DTYPE_BF16 : s == QT_SCHEME_FP16 ? QT_DTYPE_F16 : QT_DTYPE_F32;
-}
-
-/* The source values in the compute dtype (as run.c's item_source): the
- * mapping, or a converted copy in *owned. */
-static qt_status source_of(const qt_conv *c, const qt_conv_item *it, const void **src,
-                           void **owned, char *errmsg)
-{
-    const qt_lweight *w = it->src;
-    const size_t n = (size_t)w->n_elements;
-    *owned = NULL;
-    if (w->dtype == c->compute) {
-        *src = w->weight->data;
-        return QT_OK;
-    }
-    size_t bytes;
-    if (!qt_mul_size(n, qt_dtype_bits(c->compute) / 8, &bytes))
-        return qt_set_err(errmsg, QT_ERR_OVERFLOW, "tensor '%s': too large", w->name);
-    void *buf = qt_malloc(bytes);
-    float *tmp = c->compute == QT_DTYPE_F32 && w->dtype == QT_DTYPE_F32 ? NULL : qt_malloc(n * sizeof(float));
-    if (!buf || !tmp) {
-        qt_free(buf);
-        qt_free(tmp);
-        return qt_set_err(errmsg, QT_ERR_NOMEM, "tensor '%s': out of memory", w->name);
-    }
-    if (w->dtype == QT_DTYPE_BF16) qt_bf16_to_fp32_row(w->weight->data, tmp, n);
-    else if (w->dtype == QT_DTYPE_F16) qt_fp16_to_fp32_row(w->weight->data, tmp, n);
-    else memcpy(tmp, w->weight->data, n * sizeof(float));
-    if (c->compute == QT_DTYPE_F32) memcpy(buf, tmp, n * sizeof(float));
-    else if (c->compute == QT_DTYPE_BF16) qt_fp32_to_bf16_row(tmp, buf, n);
-    else qt_fp32_to_fp16_row(tmp, buf, n);
-    qt_free(tmp);
-    *src = buf;
-    *owned = buf;
-    return QT_OK;
-}
-
-/* Quantizes src as the item says into b and describes it in q. */
-static qt_status quantize(const qt_conv *c, const qt_conv_item *it, const void *src, qbuf *b,
-                          qt_qweight *q, char *errmsg)
-{
-    qt_status st = QT_OK;
-    const qt_lweight *w = it->src;
-    const size_t n = (size_t)w->n_elements, n_out = (size_t)w->shape[0], n_in = n / n_out;
-    const qt_src_type t = src_type(c->compute);
-    memset(q, 0, sizeof *q);
-    q->scheme = it->scheme;
-    q->n_out = n_out;
-    q->n_in = n_in;
-    q->block_size = it->block;
-    switch (it->scheme) {
-    case QT_SCHEME_NF4:
-    case QT_SCHEME_FP4: {
-        size_t nb = qt_n_blocks(n, it->block);
-        b->codes = qt_malloc(qt_nf4_bytes(n));
-        b->absmax = qt_malloc(nb * sizeof(float));
-        QT_CHECK(b->codes && b->absmax, QT_ERR_NOMEM, "tensor '%s': out of memory", w->name);
-        QT_CHECK(qt_nf4_quantize(NULL, it->scheme, t, src, n, it->block, b->codes, b->absmax) ==
-                     QT_OK,
-                 QT_ERR_ARG, "tensor '%s': quantization failed", w->name);
-        q->data = b->codes;
-        q->quant_map = it->scheme == QT_SCHEME_NF4 ? qt_nf4_map : qt_fp4_map;
-        if (it->double_quant) {
-            b->absq = qt_malloc(nb);
-            b->nested = qt_malloc(qt_dq_n_nested(nb) * sizeof(float));
-            QT_CHECK(b->absq && b->nested, QT_ERR_NOMEM, "tensor '%s': out of memory", w->name);
-            float off;
-            st = qt_dq_quantize(b->absmax, nb, b->absq, b->nested, &off);
-            QT_CHECK(st == QT_OK, st, "tensor '%s': double quantization failed (%s)", w->name,
-                     qt_status_str(st));
-            q->absmax_q = b->absq;
-            q->nested_absmax = b->nested;
-            q->nested_offset = off;
-            q->nested_map = qt_dynamic_map;
-        } else {
-            q->absmax = b->absmax;
-        }
-        break;
-    }
-    case QT_SCHEME_INT8:
-        b->codes = qt_malloc(n);
-        b->scb = qt_malloc(n_out * sizeof(float));
-        QT_CHECK(b->codes && b->scb, QT_ERR_NOMEM, "tensor '%s': out of memory", w->name);
-        QT_CHECK(qt_int8_quantize(NULL, t, src, n_out, n_in, b->codes, b->scb) == QT_OK, QT_ERR_ARG,
-                 "tensor '%s': quantization failed", w->name);
-        q->data = b->codes;
-        q->scb = b->scb;
-        break;
-    case QT_SCHEME_Q8:
-        b->codes = qt_malloc(qt_q8_bytes(n, it->block));
-        QT_CHECK(b->codes, QT_ERR_NOMEM, "tensor '%s': out of memory", w->name);
-        QT_CHECK(qt_q8_quantize(NULL, t, src, n, it->block, b->codes) == QT_OK, QT_ERR_ARG,
-                 "tensor '%s': quantization failed", w->name);
-        q->data = b->codes;
-        break;
-    default: QT_CHECK(0, QT_ERR_ARG, "tensor '%s': not a quantization scheme", w->name);
-    }
-fail:
-    return st;
 }
 
 /* Re-plans an item after a FALLBACK verdict. */
@@ -155,7 +33,7 @@ static qt_status apply_fallback(qt_conv *c, qt_conv_item *it, qt_scheme to, cons
     char fromlbl[32];
     snprintf(fromlbl, sizeof fromlbl, "%s%s", from, it->double_quant ? "+dq" : "");
     if (to == QT_SCHEME_COUNT) to = plain_of(c->compute);
-    const bool plain = to == QT_SCHEME_BF16 || to == QT_SCHEME_FP16 || to == QT_SCHEME_FP32;
+    const bool plain = qt_scheme_has(to, QT_SCHEME_F_PLAIN);
     const bool was4 = it->scheme == QT_SCHEME_NF4 || it->scheme == QT_SCHEME_FP4;
     if (plain) {
         it->action = QT_ACT_KEEP;
@@ -178,8 +56,8 @@ static qt_status apply_fallback(qt_conv *c, qt_conv_item *it, qt_scheme to, cons
             c->n_skip_modules++;
         }
     } else {
-        QT_CHECK(to == QT_SCHEME_INT8 || to == QT_SCHEME_Q8, QT_ERR_ARG,
-                 "--fallback %s: not bf16, fp16, fp32, int8 or q8", qt_scheme_get(to)->name);
+        QT_CHECK(qt_scheme_has(to, QT_SCHEME_F_FALLBACK), QT_ERR_ARG,
+                 "--fallback %s: not a fallback scheme", qt_scheme_get(to)->name);
         it->scheme = to;
         it->block = to == QT_SCHEME_INT8 ? 0 : qt_scheme_get(to)->default_block;
         it->double_quant = false;
@@ -191,7 +69,7 @@ static qt_status apply_fallback(qt_conv *c, qt_conv_item *it, qt_scheme to, cons
     }
     snprintf(it->reason, sizeof it->reason, "fallback %s->%s: %.60s", fromlbl,
              qt_scheme_get(to)->name, why);
-    QT_TRY(item_parts_refresh(c, it, errmsg));
+    QT_TRY(qt_conv_item_redeclare(c, it, errmsg));
 fail:
     return st;
 }
@@ -200,7 +78,7 @@ qt_status qt_conv_check_pass(qt_conv *c, char *errmsg)
 {
     qt_status st = QT_OK;
     void *owned = NULL;
-    qbuf b = {0};
+    qt_qbuf b = {0};
     size_t n_failed = 0;
     char failed[160] = "";
     for (size_t i = 0; i < c->n_items; i++) {
@@ -208,8 +86,8 @@ qt_status qt_conv_check_pass(qt_conv *c, char *errmsg)
         for (int round = 0; round < 2 && it->action == QT_ACT_QUANT; round++) {
             const void *src = NULL;
             qt_qweight qo, qq;
-            QT_TRY(source_of(c, it, &src, &owned, errmsg));
-            QT_TRY(quantize(c, it, src, &b, &qq, errmsg));
+            QT_TRY(qt_conv_item_source(c, it, &src, &owned, errmsg));
+            QT_TRY(qt_conv_quantize(c, it, &it->nested_offset, src, &b, &qq, errmsg));
             memset(&qo, 0, sizeof qo);
             qo.scheme = plain_of(c->compute);
             qo.n_out = qq.n_out;
@@ -218,7 +96,7 @@ qt_status qt_conv_check_pass(qt_conv *c, char *errmsg)
             qt_conv_verdict v = QT_CONV_PASS;
             qt_scheme fb = QT_SCHEME_COUNT;
             QT_TRY(c->o.check(c->o.check_ctx, it, &qo, &qq, &v, &fb, errmsg));
-            qbuf_release(&b);
+            qt_conv_qbuf_free(&b);
             qt_free(owned);
             owned = NULL;
             if (v == QT_CONV_FALLBACK && round == 0) {
@@ -239,20 +117,20 @@ qt_status qt_conv_check_pass(qt_conv *c, char *errmsg)
     QT_CHECK(n_failed == 0, QT_ERR_NUMERIC,
              "%zu tensor(s) over the calibration output-error threshold: %s", n_failed, failed);
 fail:
-    qbuf_release(&b);
+    qt_conv_qbuf_free(&b);
     qt_free(owned);
     return st;
 }
 
-qt_status qt_conv_fallback_metadata(const qt_conv *c, qt_st_writer *w, char *errmsg)
+qt_status qt_conv_fallback_metadata(const qt_conv *c, qt_outfmt *out, char *errmsg)
 {
     for (size_t i = 0; i < c->n_items; i++) {
         const qt_conv_item *it = &c->items[i];
         if (strncmp(it->reason, "fallback ", 9) != 0) continue;
         char key[300];
         snprintf(key, sizeof key, "qtool.fallback.%s", it->src->name);
-        if (qt_st_writer_add_metadata(w, key, it->reason + 9) != QT_OK)
-            return qt_set_err(errmsg, QT_ERR_NOMEM, "%s", qt_st_writer_errmsg(w));
+        qt_status st = qt_outfmt_add_metadata(out, key, it->reason + 9, errmsg);
+        if (st != QT_OK) return st;
     }
     return QT_OK;
 }

@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "formats/formats_internal.h"
+#include "formats/fsutil.h"
 #include "formats/json.h"
 #include "formats/pyjson.h"
 
@@ -201,4 +202,173 @@ fail:
     qt_strbuf_release(&b);
     cJSON_Delete(root);
     return st;
+}
+
+/* ---- the stored parts of a quantized weight ---------------------------- */
+
+/* Key suffixes by role; the quant_state suffix depends on the scheme. */
+static const char *const role_suffix[QT_BNB_ROLE_COUNT] = {
+    [QT_BNB_CODES] = ".weight",
+    [QT_BNB_ABSMAX] = ".weight.absmax",
+    [QT_BNB_QUANT_MAP] = ".weight.quant_map",
+    [QT_BNB_NESTED_ABSMAX] = ".weight.nested_absmax",
+    [QT_BNB_NESTED_MAP] = ".weight.nested_quant_map",
+    [QT_BNB_STATE] = NULL,
+    [QT_BNB_SCB] = ".SCB",
+    [QT_BNB_WEIGHT_FORMAT] = ".weight_format",
+};
+static const char *const state_suffix[] = {".weight.quant_state.bitsandbytes__nf4",
+                                           ".weight.quant_state.bitsandbytes__fp4",
+                                           ".weight.quant_state.qtool__q8"};
+
+const char *qt_bnb_suffix(qt_bnb_role role, qt_scheme scheme)
+{
+    if (role == QT_BNB_STATE)
+        return scheme == QT_SCHEME_NF4   ? state_suffix[0]
+               : scheme == QT_SCHEME_FP4 ? state_suffix[1]
+               : scheme == QT_SCHEME_Q8  ? state_suffix[2]
+                                         : NULL;
+    return role < QT_BNB_ROLE_COUNT ? role_suffix[role] : NULL;
+}
+
+bool qt_bnb_is_companion(const char *name)
+{
+    for (int r = QT_BNB_ABSMAX; r < QT_BNB_ROLE_COUNT; r++)
+        if (role_suffix[r] && qt_str_ends_with(name, role_suffix[r])) return true;
+    for (size_t i = 0; i < sizeof state_suffix / sizeof *state_suffix; i++)
+        if (qt_str_ends_with(name, state_suffix[i])) return true;
+    return false;
+}
+
+/* Appends a part of `role` with its dtype and shape to L. */
+static void add_part(qt_bnb_layout *L, qt_bnb_role role, qt_scheme s, qt_dtype d, size_t nd,
+                     uint64_t d0, uint64_t d1)
+{
+    qt_bnb_part *p = &L->part[L->n_parts++];
+    p->role = role;
+    p->suffix = qt_bnb_suffix(role, s);
+    p->dtype = d;
+    p->n_dims = nd;
+    p->shape[0] = d0;
+    p->shape[1] = d1;
+    uint64_t elems = nd == 0 ? 1 : nd == 1 ? d0 : d0 * d1;
+    p->nbytes = elems * (qt_dtype_bits(d) / 8);
+}
+
+/* The quant_state of a 4-bit or q8 weight (bitsandbytes' QuantState.as_dict). */
+static void state_of(qt_scheme scheme, size_t block, bool dq, qt_dtype dtype, size_t n_dims,
+                     const uint64_t *shape, float offset, qt_bnb_state *s)
+{
+    memset(s, 0, sizeof *s);
+    snprintf(s->quant_type, sizeof s->quant_type, "%s",
+             scheme == QT_SCHEME_NF4 ? "nf4" : scheme == QT_SCHEME_FP4 ? "fp4" : "q8");
+    s->blocksize = (int64_t)block;
+    snprintf(s->dtype, sizeof s->dtype, "%s", qt_dtype_torch_name(dtype));
+    s->n_dims = (int)n_dims;
+    for (size_t i = 0; i < n_dims; i++) s->shape[i] = (int64_t)shape[i];
+    if (dq) {
+        s->nested = true;
+        s->nested_blocksize = 256;
+        snprintf(s->nested_dtype, sizeof s->nested_dtype, "float32");
+        s->nested_offset = offset;
+    }
+}
+
+/* Adds the quant_state part, sized by its formatted length. */
+static qt_status add_state(qt_bnb_layout *L, qt_scheme s)
+{
+    char buf[512];
+    size_t len;
+    qt_status st = qt_bnb_state_format(&L->state, buf, sizeof buf, &len);
+    if (st != QT_OK) return st;
+    L->has_state = true;
+    add_part(L, QT_BNB_STATE, s, QT_DTYPE_U8, 1, len, 0);
+    return QT_OK;
+}
+
+qt_status qt_bnb_layout_of(qt_scheme scheme, size_t block, bool double_quant, qt_dtype dtype,
+                           size_t n_dims, const uint64_t *shape, float nested_offset,
+                           qt_bnb_layout *L)
+{
+    memset(L, 0, sizeof *L);
+    if (n_dims < 1 || n_dims > QT_BNB_MAX_DIMS || !shape[0]) return QT_ERR_ARG;
+    uint64_t n = 1;
+    for (size_t i = 0; i < n_dims; i++)
+        if (!qt_mul_u64(n, shape[i], &n)) return QT_ERR_ARG;
+    const bool fam4 = scheme == QT_SCHEME_NF4 || scheme == QT_SCHEME_FP4;
+    if (fam4 || scheme == QT_SCHEME_Q8) {
+        if (!block) return QT_ERR_ARG;
+        state_of(scheme, block, fam4 && double_quant, dtype, n_dims, shape, nested_offset,
+                 &L->state);
+    }
+    uint64_t nb = (n + block - 1) / (block ? block : 1);
+    switch (scheme) {
+    case QT_SCHEME_NF4:
+    case QT_SCHEME_FP4: /* packed codes, absmax, quant_map [, nested], quant_state */
+        add_part(L, QT_BNB_CODES, scheme, QT_DTYPE_U8, 2, (n + 1) / 2, 1);
+        add_part(L, QT_BNB_ABSMAX, scheme, double_quant ? QT_DTYPE_U8 : QT_DTYPE_F32, 1, nb, 0);
+        add_part(L, QT_BNB_QUANT_MAP, scheme, QT_DTYPE_F32, 1, 16, 0);
+        if (double_quant) {
+            add_part(L, QT_BNB_NESTED_ABSMAX, scheme, QT_DTYPE_F32, 1, (nb + 255) / 256, 0);
+            add_part(L, QT_BNB_NESTED_MAP, scheme, QT_DTYPE_F32, 1, 256, 0);
+        }
+        return add_state(L, scheme);
+    case QT_SCHEME_INT8: /* LLM.int8: I8 [out, in], SCB [out], weight_format */
+        add_part(L, QT_BNB_CODES, scheme, QT_DTYPE_I8, 2, shape[0], n / shape[0]);
+        add_part(L, QT_BNB_SCB, scheme, QT_DTYPE_F32, 1, shape[0], 0);
+        add_part(L, QT_BNB_WEIGHT_FORMAT, scheme, QT_DTYPE_U8, 0, 0, 0);
+        return QT_OK;
+    case QT_SCHEME_Q8: /* qtool q8 blocks, quant_state */
+        add_part(L, QT_BNB_CODES, scheme, QT_DTYPE_U8, 1, qt_q8_bytes((size_t)n, block), 0);
+        return add_state(L, scheme);
+    default: return QT_ERR_ARG;
+    }
+}
+
+const qt_bnb_part *qt_bnb_layout_part(const qt_bnb_layout *L, qt_bnb_role role)
+{
+    for (size_t k = 0; k < L->n_parts; k++)
+        if (L->part[k].role == role) return &L->part[k];
+    return NULL;
+}
+
+qt_status qt_bnb_constant_part(const qt_bnb_layout *L, const qt_bnb_part *p, qt_scheme scheme,
+                               void *buf)
+{
+    char js[512];
+    size_t len;
+    qt_status st;
+    switch (p->role) {
+    case QT_BNB_QUANT_MAP:
+        memcpy(buf, scheme == QT_SCHEME_NF4 ? qt_nf4_map : qt_fp4_map, sizeof qt_nf4_map);
+        return QT_OK;
+    case QT_BNB_NESTED_MAP: memcpy(buf, qt_dynamic_map, sizeof qt_dynamic_map); return QT_OK;
+    case QT_BNB_WEIGHT_FORMAT: *(uint8_t *)buf = 0; return QT_OK; /* "row" */
+    case QT_BNB_STATE:
+        st = qt_bnb_state_format(&L->state, js, sizeof js, &len);
+        if (st != QT_OK) return st;
+        if (len != p->nbytes) return QT_ERR_ARG; /* the state changed since the layout */
+        memcpy(buf, js, len);
+        return QT_OK;
+    default: return QT_ERR_ARG;
+    }
+}
+
+void qt_bnb_config_for(qt_scheme scheme, size_t block, bool double_quant,
+                       const char *compute_dtype, qt_bnb_config *cfg)
+{
+    memset(cfg, 0, sizeof *cfg);
+    cfg->compute_dtype = compute_dtype;
+    if (scheme == QT_SCHEME_NF4 || scheme == QT_SCHEME_FP4) {
+        cfg->load_in_4bit = true;
+        cfg->quant_type = scheme == QT_SCHEME_NF4 ? "nf4" : "fp4";
+        cfg->double_quant = double_quant;
+    } else if (scheme == QT_SCHEME_INT8) {
+        cfg->load_in_4bit = false;
+    } else if (scheme == QT_SCHEME_Q8) {
+        cfg->qtool_scheme = "q8";
+        cfg->qtool_block = (int64_t)block;
+    } else {
+        cfg->plain = true;
+    }
 }

@@ -68,3 +68,8 @@ int qt_dtype_rank(qt_dtype dtype)
 {
     return valid(dtype) ? dtypes[dtype].rank : -1;
 }
+
+const char *qt_dtype_torch_name(qt_dtype d)
+{
+    return d == QT_DTYPE_BF16 ? "bfloat16" : d == QT_DTYPE_F16 ? "float16" : "float32";
+}

@@ -69,4 +69,8 @@ bool qt_dtype_is_readable(qt_dtype dtype);
  * then name ascending. Returns -1 for a value outside the enum. */
 int qt_dtype_rank(qt_dtype dtype);
 
+/* torch's name of a float dtype ("bfloat16", "float16", "float32"; any
+ * other dtype gives "float32"), as config.json and quant_state spell it. */
+const char *qt_dtype_torch_name(qt_dtype dtype);
+
 #endif /* QT_FORMATS_DTYPE_H */

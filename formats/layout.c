@@ -6,38 +6,13 @@
 #include <string.h>
 
 #include "formats/bnb.h"
+#include "formats/fsutil.h"
 
 struct qt_layout {
     qt_lweight *w; /* (n) */
     size_t n;
     const qt_lweight **sorted; /* (n) by name, for qt_layout_find */
 };
-
-static const char *const companion_suffixes[] = {
-    ".weight.absmax",
-    ".weight.quant_map",
-    ".weight.nested_absmax",
-    ".weight.nested_quant_map",
-    ".weight.quant_state.bitsandbytes__nf4",
-    ".weight.quant_state.bitsandbytes__fp4",
-    ".weight.quant_state.qtool__q8",
-    ".SCB",
-    ".weight_format",
-};
-
-static bool ends_with(const char *s, const char *suf)
-{
-    size_t a = strlen(s), b = strlen(suf);
-    return a >= b && memcmp(s + a - b, suf, b) == 0;
-}
-
-/* The suffix index when name is a companion tensor, else -1. */
-static int companion_kind(const char *name)
-{
-    for (size_t i = 0; i < sizeof companion_suffixes / sizeof *companion_suffixes; i++)
-        if (ends_with(name, companion_suffixes[i])) return (int)i;
-    return -1;
-}
 
 static const qt_st_tensor *find_member(const qt_modeldir *md, const char *base, const char *suf)
 {
@@ -88,16 +63,16 @@ static qt_status build_one(const qt_modeldir *md, const qt_st_tensor *t, qt_st_r
     memcpy(w->shape, t->shape, sizeof w->shape);
     w->n_elements = t->n_elements;
     w->nbytes = t->nbytes;
-    if (!ends_with(t->name, ".weight")) return QT_OK;
+    if (!qt_str_ends_with(t->name, ".weight")) return QT_OK;
     size_t bl = strlen(t->name) - strlen(".weight");
     if (bl >= sizeof base) return QT_OK;
     memcpy(base, t->name, bl);
     base[bl] = 0;
 
-    const qt_st_tensor *s4n = find_member(md, base, ".weight.quant_state.bitsandbytes__nf4");
-    const qt_st_tensor *s4f = find_member(md, base, ".weight.quant_state.bitsandbytes__fp4");
-    const qt_st_tensor *sq8 = find_member(md, base, ".weight.quant_state.qtool__q8");
-    const qt_st_tensor *scb = find_member(md, base, ".SCB");
+    const qt_st_tensor *s4n = find_member(md, base, qt_bnb_suffix(QT_BNB_STATE, QT_SCHEME_NF4));
+    const qt_st_tensor *s4f = find_member(md, base, qt_bnb_suffix(QT_BNB_STATE, QT_SCHEME_FP4));
+    const qt_st_tensor *sq8 = find_member(md, base, qt_bnb_suffix(QT_BNB_STATE, QT_SCHEME_Q8));
+    const qt_st_tensor *scb = find_member(md, base, qt_bnb_suffix(QT_BNB_SCB, QT_SCHEME_INT8));
     int nstates = (s4n != NULL) + (s4f != NULL) + (sq8 != NULL);
     QT_CHECK(nstates <= 1, QT_ERR_FORMAT, "tensor '%s': more than one quant_state blob", t->name);
     QT_CHECK(!(nstates && scb), QT_ERR_FORMAT, "tensor '%s': both a quant_state and an SCB",
@@ -144,16 +119,16 @@ static qt_status build_one(const qt_modeldir *md, const qt_st_tensor *t, qt_st_r
                  "tensor '%s': packed 4-bit data is %llu bytes, shape %s needs %llu", t->name,
                  (unsigned long long)t->nbytes, "from quant_state",
                  (unsigned long long)((n + 1) / 2));
-        w->absmax = find_member(md, base, ".weight.absmax");
-        w->quant_map = find_member(md, base, ".weight.quant_map");
+        w->absmax = find_member(md, base, qt_bnb_suffix(QT_BNB_ABSMAX, QT_SCHEME_NF4));
+        w->quant_map = find_member(md, base, qt_bnb_suffix(QT_BNB_QUANT_MAP, QT_SCHEME_NF4));
         QT_CHECK(is_vec(w->quant_map, QT_DTYPE_F32, 16), QT_ERR_FORMAT,
                  "tensor '%s': missing or malformed .quant_map (F32 [16])", t->name);
         w->nbytes += w->quant_map->nbytes;
         if (bs.nested) {
             w->double_quant = true;
             w->nested_offset = bs.nested_offset;
-            w->nested_absmax = find_member(md, base, ".weight.nested_absmax");
-            w->nested_map = find_member(md, base, ".weight.nested_quant_map");
+            w->nested_absmax = find_member(md, base, qt_bnb_suffix(QT_BNB_NESTED_ABSMAX, QT_SCHEME_NF4));
+            w->nested_map = find_member(md, base, qt_bnb_suffix(QT_BNB_NESTED_MAP, QT_SCHEME_NF4));
             QT_CHECK(is_vec(w->absmax, QT_DTYPE_U8, nb), QT_ERR_FORMAT,
                      "tensor '%s': missing or malformed .absmax (U8 [%llu] with double quant)",
                      t->name, (unsigned long long)nb);
@@ -167,7 +142,7 @@ static qt_status build_one(const qt_modeldir *md, const qt_st_tensor *t, qt_st_r
             QT_CHECK(is_vec(w->absmax, QT_DTYPE_F32, nb), QT_ERR_FORMAT,
                      "tensor '%s': missing or malformed .absmax (F32 [%llu])", t->name,
                      (unsigned long long)nb);
-            QT_CHECK(!find_member(md, base, ".weight.nested_absmax"), QT_ERR_FORMAT,
+            QT_CHECK(!find_member(md, base, qt_bnb_suffix(QT_BNB_NESTED_ABSMAX, QT_SCHEME_NF4)), QT_ERR_FORMAT,
                      "tensor '%s': nested_absmax present but quant_state has no nested keys",
                      t->name);
         }
@@ -185,7 +160,7 @@ static qt_status build_one(const qt_modeldir *md, const qt_st_tensor *t, qt_st_r
                  "tensor '%s': SCB must be F32 [%llu]", scb->name,
                  (unsigned long long)t->shape[0]);
         w->nbytes += scb->nbytes;
-        w->weight_format = find_member(md, base, ".weight_format");
+        w->weight_format = find_member(md, base, qt_bnb_suffix(QT_BNB_WEIGHT_FORMAT, QT_SCHEME_INT8));
         if (w->weight_format) {
             QT_CHECK(w->weight_format->nbytes == 1 && w->weight_format->dtype == QT_DTYPE_U8 &&
                          *(const uint8_t *)w->weight_format->data == 0,
@@ -218,7 +193,7 @@ qt_status qt_layout_build(const qt_modeldir *md, qt_layout **out, char *errmsg)
     for (size_t i = 0; i < n; i++) {
         qt_st_reader *rd;
         const qt_st_tensor *t = qt_modeldir_tensor(md, i, &rd);
-        if (companion_kind(t->name) >= 0) {
+        if (qt_bnb_is_companion(t->name)) {
             members++;
             continue;
         }
@@ -236,7 +211,7 @@ qt_status qt_layout_build(const qt_modeldir *md, qt_layout **out, char *errmsg)
     if (used != members) {
         for (size_t i = 0; i < n; i++) {
             const qt_st_tensor *t = qt_modeldir_tensor(md, i, NULL);
-            if (companion_kind(t->name) < 0) continue;
+            if (!qt_bnb_is_companion(t->name)) continue;
             bool found = false;
             for (size_t j = 0; j < L->n && !found; j++) {
                 const qt_lweight *w = &L->w[j];

@@ -281,29 +281,89 @@ fail:
     return st;
 }
 
-static int cmp_str(const void *a, const void *b)
+/* The files a job writes beside OUT (scripts/qtool-batch reads this table
+ * from the plan's "#file" lines): kind, suffix appended to OUT. */
+static const char *const job_files[][2] = {
+    {"log", ".log"},
+    {"report", ".report.json"},
+    {"bench", ".bench.json"},
+    {"bench_tmp", ".bench.json.tmp"},
+};
+#define N_JOB_FILES (sizeof job_files / sizeof *job_files)
+
+size_t qt_manifest_n_job_files(void) { return N_JOB_FILES; }
+
+const char *qt_manifest_job_file(size_t i, const char **kind)
 {
-    return strcmp(*(char *const *)a, *(char *const *)b);
+    if (i >= N_JOB_FILES) return NULL;
+    if (kind) *kind = job_files[i][0];
+    return job_files[i][1];
 }
 
-/* Refuses two jobs that would write the same output. */
+/* One file a job writes: OUT itself (file == N_JOB_FILES) or OUT + the
+ * suffix of job_files[file]. */
+typedef struct job_path {
+    char *path;
+    size_t job, file;
+} job_path;
+
+static int cmp_job_path(const void *a, const void *b)
+{
+    const job_path *x = a, *y = b;
+    int c = strcmp(x->path, y->path);
+    return c ? c : (x->job > y->job) - (x->job < y->job);
+}
+
+static const char *file_kind(size_t file) { return file == N_JOB_FILES ? "output" : job_files[file][0]; }
+
+/* Every file of job k into ps[0 .. N_JOB_FILES]: OUT, then OUT + suffix. */
+static qt_status job_paths(const qt_manifest *m, size_t k, job_path *ps)
+{
+    char *out;
+    qt_status st = qt_manifest_job_output(m, k, &out);
+    if (st != QT_OK) return st;
+    size_t n = strlen(out);
+    ps[0] = (job_path){out, k, N_JOB_FILES};
+    for (size_t f = 0; f < N_JOB_FILES; f++) {
+        size_t ls = strlen(job_files[f][1]);
+        char *p = qt_malloc(n + ls + 1);
+        if (!p) return QT_ERR_NOMEM;
+        memcpy(p, out, n);
+        memcpy(p + n, job_files[f][1], ls + 1);
+        ps[1 + f] = (job_path){p, k, f};
+    }
+    return QT_OK;
+}
+
+/* Refuses two jobs whose files would be the same path: one job's output,
+ * log, report or bench file is another's (shards included: the check runs
+ * on the whole manifest). */
 static qt_status check_outputs(const char *path, const qt_manifest *m, char *errmsg)
 {
     qt_status st = QT_OK;
-    size_t n = qt_manifest_n_jobs(m), made = 0;
-    char **outs = qt_calloc(n, sizeof *outs);
-    QT_CHECK(outs, QT_ERR_NOMEM, "out of memory");
-    for (; made < n; made++) QT_TRY(qt_manifest_job_output(m, made, &outs[made]));
-    qsort(outs, n, sizeof *outs, cmp_str);
-    for (size_t k = 1; k < n; k++)
-        QT_CHECK(strcmp(outs[k - 1], outs[k]) != 0, QT_ERR_FORMAT,
-                 "manifest '%s': two jobs write the same output '%s' (rename a model or a "
-                 "scheme)",
-                 path, outs[k]);
+    const size_t per = N_JOB_FILES + 1, n = qt_manifest_n_jobs(m) * per;
+    job_path *ps = qt_calloc(n, sizeof *ps);
+    QT_CHECK(ps, QT_ERR_NOMEM, "out of memory");
+    /* 1. every file of every job */
+    for (size_t k = 0; k < qt_manifest_n_jobs(m); k++) QT_TRY(job_paths(m, k, ps + k * per));
+    /* 2. sorted by path, a collision is two neighbours */
+    qsort(ps, n, sizeof *ps, cmp_job_path);
+    for (size_t i = 1; i < n; i++) {
+        const job_path *a = &ps[i - 1], *b = &ps[i];
+        if (strcmp(a->path, b->path)) continue;
+        const size_t ns = m->n_schemes;
+        QT_CHECK(false, QT_ERR_FORMAT,
+                 "manifest '%s': '%s' is written twice: as the %s of job %zu (model '%s', "
+                 "scheme '%s') and as the %s of job %zu (model '%s', scheme '%s'); rename a model "
+                 "or a scheme",
+                 path, a->path, file_kind(a->file), a->job, m->models[a->job / ns].name,
+                 m->schemes[a->job % ns].name, file_kind(b->file), b->job,
+                 m->models[b->job / ns].name, m->schemes[b->job % ns].name);
+    }
 fail:
-    if (outs)
-        for (size_t k = 0; k < made; k++) qt_free(outs[k]);
-    qt_free(outs);
+    if (ps)
+        for (size_t i = 0; i < n; i++) qt_free(ps[i].path);
+    qt_free(ps);
     if (st == QT_ERR_NOMEM) qt_set_err(errmsg, st, "out of memory");
     return st;
 }
@@ -350,7 +410,7 @@ qt_status qt_manifest_load(const char *path, qt_manifest **out, char *errmsg)
     QT_CHECK(dir, QT_ERR_NOMEM, "out of memory");
     char *slash = strrchr(dir, '/');
     if (slash) slash == dir ? (void)(slash[1] = 0) : (void)(*slash = 0);
-    else dir[0] = 0;
+    else strcpy(dir, "."); /* "./NAME": a name starting with '-' is not an option */
 
     m = qt_calloc(1, sizeof *m);
     QT_CHECK(m, QT_ERR_NOMEM, "out of memory");

@@ -21,7 +21,8 @@
  * a scheme name string or an object with "scheme" and the optional keys
  * shown (name defaults to the scheme). Relative paths (models, recipe,
  * outputs, calib_text, bench_text) are taken from the manifest's folder and
- * returned resolved. Unknown keys, empty or duplicate names, names with '/',
+ * returned resolved ("./x" when the manifest is in the current folder, so
+ * that no path starts with '-'). Unknown keys, empty or duplicate names, names with '/',
  * '{', '}' or control characters, and strings holding a tab or newline are
  * rejected with QT_ERR_FORMAT and a message naming the file and the entry.
  * Scheme names are not checked here (formats/ does not own the scheme
@@ -66,7 +67,7 @@ typedef struct qt_manifest_scheme {
 
 typedef struct qt_manifest {
     char *outputs;       /* pattern with {model} and {scheme}, as given */
-    char *dir;           /* the manifest's folder ("" = the current one) */
+    char *dir;           /* the manifest's folder ("." = the current one) */
     qt_manifest_model *models;   /* (n_models) */
     size_t n_models;
     qt_manifest_scheme *schemes; /* (n_schemes) */
@@ -89,6 +90,13 @@ size_t qt_manifest_n_jobs(const qt_manifest *m);
  * with {model} and {scheme} replaced, resolved against dir. Caller frees *out with qt_free.
  * @return QT_OK, QT_ERR_ARG (k out of range), QT_ERR_NOMEM. */
 qt_status qt_manifest_job_output(const qt_manifest *m, size_t k, char **out);
+
+/* The files a job writes beside its output OUT: OUT + suffix, i < n.
+ * *kind (may be NULL) names it: "log", "report", "bench", "bench_tmp".
+ * A load refuses a manifest where any two of all jobs' outputs and files
+ * are the same path. @return the suffix, NULL when i is out of range. */
+size_t qt_manifest_n_job_files(void);
+const char *qt_manifest_job_file(size_t i, const char **kind);
 
 /* Frees the manifest; accepts NULL. */
 void qt_manifest_free(qt_manifest *m);

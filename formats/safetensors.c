@@ -340,15 +340,11 @@ fail:
     return st;
 }
 
-/* Validates r->base[0..r->size) and builds the tables. */
-static qt_status parse(qt_st_reader *r, qt_st_rule *rule, char *errmsg)
+/* The header length: the file holds it, it stays under the cap (S1-S4). */
+static qt_status parse_length(qt_st_reader *r, qt_st_rule *rule, char *errmsg)
 {
     qt_status st = QT_OK;
-    cJSON *root = NULL;
-    size_t *tmp = NULL;
     const char *file = r->path;
-
-    *rule = QT_ST_RULE_OK;
     if (r->size < 8)
         ST_FAIL(QT_ST_RULE_HEADER_TOO_SMALL, "%s: %zu bytes, too small for a header (S1)", file,
                 r->size);
@@ -364,16 +360,21 @@ static qt_status parse(qt_st_reader *r, qt_st_rule *rule, char *errmsg)
                 "%s: header length %llu runs past the end of the %zu-byte file (S3)", file,
                 (unsigned long long)n, r->size);
     r->header_len = n;
-    const char *hdr = (const char *)r->base + 8;
-    uint64_t data_size = r->size - total;
+fail:
+    return st;
+}
 
+/* The header as a JSON object (S5-S7: UTF-8, syntax, depth, duplicate
+ * keys, no NUL). */
+static qt_status parse_json(const qt_st_reader *r, cJSON **root, qt_st_rule *rule, char *errmsg)
+{
+    qt_status st = QT_OK;
+    const char *file = r->path, *hdr = (const char *)r->base + 8;
+    const size_t n = (size_t)r->header_len;
     qt_json_rule jr;
     char jmsg[QT_ERRMSG_SIZE];
-    st = qt_json_parse(hdr, (size_t)n, file, &root, &jr, jmsg);
-    if (st == QT_ERR_NOMEM) {
-        qt_set_err(errmsg, st, "%s", jmsg);
-        goto fail;
-    }
+    st = qt_json_parse(hdr, n, file, root, &jr, jmsg);
+    if (st == QT_ERR_NOMEM) return qt_set_err(errmsg, st, "%s", jmsg);
     if (st != QT_OK) {
         static const qt_st_rule map[] = {
             [QT_JSON_OK] = QT_ST_RULE_HEADER_JSON,
@@ -386,11 +387,21 @@ static qt_status parse(qt_st_reader *r, qt_st_rule *rule, char *errmsg)
         qt_st_rule rl = (unsigned)jr < sizeof map / sizeof map[0] ? map[jr] : QT_ST_RULE_HEADER_JSON;
         ST_FAIL(rl, "%s (%s)", jmsg, qt_st_rule_tag(rl));
     }
-    if (!cJSON_IsObject(root))
+    if (!cJSON_IsObject(*root))
         ST_FAIL(QT_ST_RULE_HEADER_NOT_OBJECT, "%s: header is not a JSON object (S7)", file);
-    if (has_nul_escape(hdr, (size_t)n))
+    if (has_nul_escape(hdr, n))
         ST_FAIL(QT_ST_RULE_HEADER_NOT_OBJECT, "%s: header holds a \\u0000 escape (S7)", file);
+fail:
+    return st;
+}
 
+/* Every entry: tensors (dtype, shape, offsets) and the metadata, their
+ * strings copied into one arena sized from the header first. */
+static qt_status parse_entries(qt_st_reader *r, const cJSON *root, size_t **tmp,
+                               qt_st_rule *rule, char *errmsg)
+{
+    qt_status st = QT_OK;
+    const char *file = r->path, *hdr = (const char *)r->base + 8;
     /* count entries and the bytes their strings need */
     size_t n_tensors = 0, n_meta = 0, arena_len = 1;
     const cJSON *meta = NULL;
@@ -410,13 +421,13 @@ static qt_status parse(qt_st_reader *r, qt_st_rule *rule, char *errmsg)
     r->arena = qt_malloc(arena_len);
     r->tensors = qt_calloc(n_tensors ? n_tensors : 1, sizeof *r->tensors);
     r->by_name = qt_malloc((n_tensors ? n_tensors : 1) * sizeof *r->by_name);
-    tmp = qt_malloc((n_tensors ? n_tensors : 1) * sizeof *tmp);
+    *tmp = qt_malloc((n_tensors ? n_tensors : 1) * sizeof **tmp);
     r->meta = qt_malloc((n_meta ? 2 * n_meta : 1) * sizeof *r->meta);
-    QT_CHECK(r->arena && r->tensors && r->by_name && tmp && r->meta, QT_ERR_NOMEM,
+    QT_CHECK(r->arena && r->tensors && r->by_name && *tmp && r->meta, QT_ERR_NOMEM,
              "%s: out of memory for %zu tensors", file, n_tensors);
+    /* parse them, in header order */
     char *ap = r->arena;
-
-    numlex lx = {hdr, hdr + n};
+    numlex lx = {hdr, hdr + r->header_len};
     size_t ti = 0;
     for (const cJSON *c = root->child; c; c = c->next) {
         if (c == meta) {
@@ -433,11 +444,19 @@ static qt_status parse(qt_st_reader *r, qt_st_rule *rule, char *errmsg)
         ap += len;
         t->index = ti++;
     }
-    cJSON_Delete(root);
-    root = NULL;
     r->n_tensors = n_tensors;
+fail:
+    return st;
+}
 
-    /* contiguity: sorted by offsets, each begins where the previous ended */
+/* Contiguity: sorted by offsets, each tensor begins where the previous
+ * ended, the first at 0, the last at the end of the data (S19-S23). */
+static qt_status check_offsets(qt_st_reader *r, qt_st_rule *rule, char *errmsg)
+{
+    qt_status st = QT_OK;
+    const char *file = r->path;
+    const size_t n_tensors = r->n_tensors;
+    const uint64_t data_size = r->size - 8 - r->header_len;
     qsort(r->tensors, n_tensors, sizeof *r->tensors, cmp_by_offset);
     uint64_t expect = 0;
     for (size_t i = 0; i < n_tensors; i++) {
@@ -476,16 +495,35 @@ static qt_status parse(qt_st_reader *r, qt_st_rule *rule, char *errmsg)
         ST_FAIL(QT_ST_RULE_TRAILING_BYTES,
                 "%s: %llu trailing bytes after the last tensor (S23)", file,
                 (unsigned long long)(data_size - expect));
+fail:
+    return st;
+}
 
+/* Validates r->base[0..r->size) and builds the tables. */
+static qt_status parse(qt_st_reader *r, qt_st_rule *rule, char *errmsg)
+{
+    qt_status st = QT_OK;
+    cJSON *root = NULL;
+    size_t *tmp = NULL;
+    *rule = QT_ST_RULE_OK;
+    /* the header, then its entries, then where the data lies */
+    QT_TRY(parse_length(r, rule, errmsg));
+    QT_TRY(parse_json(r, &root, rule, errmsg));
+    QT_TRY(parse_entries(r, root, &tmp, rule, errmsg));
+    cJSON_Delete(root);
+    root = NULL;
+    QT_TRY(check_offsets(r, rule, errmsg));
+    /* data pointers and the by-name index */
+    const uint64_t n = r->header_len;
     const unsigned char *data = r->base + 8 + n;
-    for (size_t i = 0; i < n_tensors; i++) {
+    for (size_t i = 0; i < r->n_tensors; i++) {
         qt_st_tensor *t = &r->tensors[i];
         t->index = i;
         t->file_offset = 8 + n + t->begin;
         t->data = data + t->begin;
         r->by_name[i] = i;
     }
-    sort_by_name(r->by_name, tmp, n_tensors, r->tensors);
+    sort_by_name(r->by_name, tmp, r->n_tensors, r->tensors);
     qt_free(tmp);
     *rule = QT_ST_RULE_OK;
     return QT_OK;

@@ -380,46 +380,57 @@ static bool merge_parts(const cJSON *m, const char **a, size_t *na, const char *
     return false;
 }
 
-static qt_status json_load(const cJSON *root, const char *what, const char *config_path,
-                           qt_vocab **out, char *errmsg)
+/* The parts of a tokenizer.json that json_load reads. */
+typedef struct json_tok {
+    const cJSON *root, *model, *vocab, *merges, *added;
+    const char *what;
+} json_tok;
+
+/* The "model" object: a BPE model without dropout or affixes, with a vocab
+ * object and (maybe) a merges array. */
+static qt_status json_model_check(json_tok *j, char *errmsg)
 {
     qt_status st = QT_OK;
-    qt_vocab *v = NULL;
-    str_map map = {0};
-    const char **added_text = NULL; /* (n_tokens) content of an added token or NULL */
-    bool *added_special = NULL;
-    char *cat = NULL;
-
-    QT_CHECK(cJSON_IsObject(root), QT_ERR_FORMAT, "'%s': not a JSON object", what);
-    const cJSON *model = cJSON_GetObjectItemCaseSensitive(root, "model");
-    QT_CHECK(cJSON_IsObject(model), QT_ERR_FORMAT, "'%s': no \"model\" object", what);
-    const char *mtype = json_type_name(model);
-    const cJSON *vocab = cJSON_GetObjectItemCaseSensitive(model, "vocab");
-    const cJSON *merges = cJSON_GetObjectItemCaseSensitive(model, "merges");
-    if (!mtype && cJSON_IsObject(vocab) && cJSON_IsArray(merges)) mtype = "BPE";
+    const char *what = j->what;
+    QT_CHECK(cJSON_IsObject(j->root), QT_ERR_FORMAT, "'%s': not a JSON object", what);
+    j->model = cJSON_GetObjectItemCaseSensitive(j->root, "model");
+    QT_CHECK(cJSON_IsObject(j->model), QT_ERR_FORMAT, "'%s': no \"model\" object", what);
+    const char *mtype = json_type_name(j->model);
+    j->vocab = cJSON_GetObjectItemCaseSensitive(j->model, "vocab");
+    j->merges = cJSON_GetObjectItemCaseSensitive(j->model, "merges");
+    if (!mtype && cJSON_IsObject(j->vocab) && cJSON_IsArray(j->merges)) mtype = "BPE";
     QT_CHECK(mtype, QT_ERR_FORMAT, "'%s': model without a type", what);
     QT_CHECK(strcmp(mtype, "BPE") == 0, QT_ERR_UNSUPPORTED,
              "'%s': model type '%s' is not supported (only BPE)", what, mtype);
-    const cJSON *dropout = cJSON_GetObjectItemCaseSensitive(model, "dropout");
+    const cJSON *dropout = cJSON_GetObjectItemCaseSensitive(j->model, "dropout");
     QT_CHECK(!dropout || cJSON_IsNull(dropout) || (cJSON_IsNumber(dropout) && dropout->valuedouble == 0),
              QT_ERR_UNSUPPORTED, "'%s': BPE dropout is not supported", what);
     static const char *const affixes[] = {"continuing_subword_prefix", "end_of_word_suffix"};
     for (size_t i = 0; i < 2; i++) {
-        const cJSON *a = cJSON_GetObjectItemCaseSensitive(model, affixes[i]);
+        const cJSON *a = cJSON_GetObjectItemCaseSensitive(j->model, affixes[i]);
         QT_CHECK(!a || cJSON_IsNull(a) || json_is_str(a, ""), QT_ERR_UNSUPPORTED,
                  "'%s': BPE %s is not supported", what, affixes[i]);
     }
-    QT_CHECK(cJSON_IsObject(vocab), QT_ERR_FORMAT, "'%s': model.vocab is not an object", what);
-    QT_CHECK(!merges || cJSON_IsArray(merges), QT_ERR_FORMAT, "'%s': model.merges is not an array",
-             what);
+    QT_CHECK(cJSON_IsObject(j->vocab), QT_ERR_FORMAT, "'%s': model.vocab is not an object", what);
+    QT_CHECK(!j->merges || cJSON_IsArray(j->merges), QT_ERR_FORMAT,
+             "'%s': model.merges is not an array", what);
+    j->added = cJSON_GetObjectItemCaseSensitive(j->root, "added_tokens");
+    QT_CHECK(!j->added || cJSON_IsNull(j->added) || cJSON_IsArray(j->added), QT_ERR_FORMAT,
+             "'%s': added_tokens is not an array", what);
+fail:
+    return st;
+}
 
-    json_shape sh;
-    QT_TRY(json_shape_read(root, what, &sh, errmsg));
-
-    /* sizes: highest id, bytes of text */
-    int64_t max_id = -1;
-    size_t n_entries = 0, text_bytes = 0;
-    for (const cJSON *e = vocab->child; e; e = e->next) {
+/* Sizes before any allocation: the highest id (vocab and added tokens) and
+ * the bytes of all token texts, each entry checked against the limits. */
+static qt_status json_sizes(const json_tok *j, int64_t *max_id, size_t *text_bytes, char *errmsg)
+{
+    qt_status st = QT_OK;
+    const char *what = j->what;
+    size_t n_entries = 0;
+    *max_id = -1;
+    *text_bytes = 0;
+    for (const cJSON *e = j->vocab->child; e; e = e->next) {
         int64_t id;
         QT_CHECK(++n_entries <= QT_VOCAB_MAX_TOKENS, QT_ERR_UNSUPPORTED,
                  "'%s': more than %u tokens", what, QT_VOCAB_MAX_TOKENS);
@@ -429,80 +440,58 @@ static qt_status json_load(const cJSON *root, const char *what, const char *conf
         size_t len = strlen(e->string);
         QT_CHECK(len <= QT_VOCAB_MAX_TOKEN_BYTES, QT_ERR_FORMAT,
                  "'%s': vocab entry of %zu bytes (limit %u)", what, len, QT_VOCAB_MAX_TOKEN_BYTES);
-        text_bytes += len + 1;
-        if (id > max_id) max_id = id;
+        *text_bytes += len + 1;
+        if (id > *max_id) *max_id = id;
     }
-    const cJSON *added = cJSON_GetObjectItemCaseSensitive(root, "added_tokens");
-    QT_CHECK(!added || cJSON_IsNull(added) || cJSON_IsArray(added), QT_ERR_FORMAT,
-             "'%s': added_tokens is not an array", what);
-    if (cJSON_IsArray(added)) {
-        for (const cJSON *a = added->child; a; a = a->next) {
-            int64_t id;
-            const cJSON *content = cJSON_GetObjectItemCaseSensitive(a, "content");
-            QT_CHECK(cJSON_IsObject(a) &&
-                         json_int(cJSON_GetObjectItemCaseSensitive(a, "id"), 0,
-                                  QT_VOCAB_MAX_TOKENS - 1, &id) &&
-                         cJSON_IsString(content) && content->valuestring[0] != '\0',
-                     QT_ERR_FORMAT, "'%s': an added_tokens entry lacks a valid id or content", what);
-            size_t len = strlen(content->valuestring);
-            QT_CHECK(len <= QT_VOCAB_MAX_TOKEN_BYTES, QT_ERR_FORMAT,
-                     "'%s': added token of %zu bytes (limit %u)", what, len, QT_VOCAB_MAX_TOKEN_BYTES);
-            text_bytes += len + 1;
-            if (id > max_id) max_id = id;
-        }
+    for (const cJSON *a = cJSON_IsArray(j->added) ? j->added->child : NULL; a; a = a->next) {
+        int64_t id;
+        const cJSON *content = cJSON_GetObjectItemCaseSensitive(a, "content");
+        QT_CHECK(cJSON_IsObject(a) &&
+                     json_int(cJSON_GetObjectItemCaseSensitive(a, "id"), 0,
+                              QT_VOCAB_MAX_TOKENS - 1, &id) &&
+                     cJSON_IsString(content) && content->valuestring[0] != '\0',
+                 QT_ERR_FORMAT, "'%s': an added_tokens entry lacks a valid id or content", what);
+        size_t len = strlen(content->valuestring);
+        QT_CHECK(len <= QT_VOCAB_MAX_TOKEN_BYTES, QT_ERR_FORMAT,
+                 "'%s': added token of %zu bytes (limit %u)", what, len, QT_VOCAB_MAX_TOKEN_BYTES);
+        *text_bytes += len + 1;
+        if (id > *max_id) *max_id = id;
     }
-    QT_CHECK(max_id >= 0, QT_ERR_FORMAT, "'%s': empty vocabulary", what);
+    QT_CHECK(*max_id >= 0, QT_ERR_FORMAT, "'%s': empty vocabulary", what);
+fail:
+    return st;
+}
 
-    v = vocab_new();
-    QT_CHECK(v, QT_ERR_NOMEM, "'%s': out of memory", what);
-    v->n_tokens = (size_t)max_id + 1;
-    v->tokens = qt_calloc(v->n_tokens, sizeof *v->tokens);
-    v->arena = qt_malloc(text_bytes + 1);
-    added_text = qt_calloc(v->n_tokens, sizeof *added_text);
-    added_special = qt_calloc(v->n_tokens, sizeof *added_special);
-    QT_CHECK(v->tokens && v->arena && added_text && added_special, QT_ERR_NOMEM,
-             "'%s': out of memory for %zu tokens", what, v->n_tokens);
-    v->arena[text_bytes] = '\0';
+/* Copies a token's text into the arena at *pos. */
+static void token_set_text(qt_vocab *v, qt_vocab_token *t, const char *src, size_t *pos)
+{
+    size_t len = strlen(src);
+    memcpy(v->arena + *pos, src, len + 1);
+    t->text = v->arena + *pos;
+    t->len = (uint32_t)len;
+    *pos += len + 1;
+}
 
-    if (cJSON_IsArray(added)) {
-        for (const cJSON *a = added->child; a; a = a->next) {
-            int64_t id = 0;
-            json_int(cJSON_GetObjectItemCaseSensitive(a, "id"), 0, QT_VOCAB_MAX_TOKENS - 1, &id);
-            QT_CHECK(!added_text[id], QT_ERR_FORMAT, "'%s': added token id %lld appears twice",
-                     what, (long long)id);
-            added_text[id] = cJSON_GetObjectItemCaseSensitive(a, "content")->valuestring;
-            added_special[id] = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(a, "special"));
-        }
-    }
-
-    const cJSON *unk = cJSON_GetObjectItemCaseSensitive(model, "unk_token");
+/* Every token's text (an added token's content replaces the vocab entry
+ * of its id) and type (unused, normal, added: control or user-defined,
+ * unknown, byte). */
+static qt_status json_tokens(const json_tok *j, qt_vocab *v, const char **added_text,
+                             const bool *added_special, size_t text_bytes, char *errmsg)
+{
+    qt_status st = QT_OK;
+    const cJSON *unk = cJSON_GetObjectItemCaseSensitive(j->model, "unk_token");
     const char *unk_name = cJSON_IsString(unk) ? unk->valuestring : NULL;
-    v->byte_fallback = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(model, "byte_fallback"));
-    v->fuse_unk = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(model, "fuse_unk"));
-    v->ignore_merges = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(model, "ignore_merges"));
-
     size_t pos = 0;
-    for (const cJSON *e = vocab->child; e; e = e->next) {
+    for (const cJSON *e = j->vocab->child; e; e = e->next) {
         int64_t id = (int64_t)e->valuedouble;
         qt_vocab_token *t = &v->tokens[id];
-        QT_CHECK(!t->text, QT_ERR_FORMAT, "'%s': vocab id %lld is given twice", what, (long long)id);
-        size_t len = strlen(e->string);
-        const char *src = added_text[id] ? added_text[id] : e->string;
-        if (added_text[id]) len = strlen(src);
-        memcpy(v->arena + pos, src, len + 1);
-        t->text = v->arena + pos;
-        t->len = (uint32_t)len;
-        pos += len + 1;
+        QT_CHECK(!t->text, QT_ERR_FORMAT, "'%s': vocab id %lld is given twice", j->what,
+                 (long long)id);
+        token_set_text(v, t, added_text[id] ? added_text[id] : e->string, &pos);
     }
     for (size_t id = 0; id < v->n_tokens; id++) {
         qt_vocab_token *t = &v->tokens[id];
-        if (!t->text && added_text[id]) {
-            size_t len = strlen(added_text[id]);
-            memcpy(v->arena + pos, added_text[id], len + 1);
-            t->text = v->arena + pos;
-            t->len = (uint32_t)len;
-            pos += len + 1;
-        }
+        if (!t->text && added_text[id]) token_set_text(v, t, added_text[id], &pos);
         if (!t->text) {
             t->text = v->arena + text_bytes; /* "" */
             t->type = QT_TOKEN_UNUSED;
@@ -521,56 +510,77 @@ static qt_status json_load(const cJSON *root, const char *what, const char *conf
             t->type = QT_TOKEN_BYTE;
         }
     }
-    QT_CHECK(!unk_name || v->unk_id >= 0, QT_ERR_FORMAT, "'%s': unk_token '%.64s' is not in the vocab",
-             what, unk_name);
+    QT_CHECK(!unk_name || v->unk_id >= 0, QT_ERR_FORMAT,
+             "'%s': unk_token '%.64s' is not in the vocab", j->what, unk_name);
+fail:
+    return st;
+}
 
-    /* merges */
-    size_t n_merges = merges ? (size_t)cJSON_GetArraySize(merges) : 0;
+/* The merges: each a pair of tokens whose concatenation is a token too. */
+static qt_status json_merges(const json_tok *j, qt_vocab *v, char *errmsg)
+{
+    qt_status st = QT_OK;
+    const char *what = j->what;
+    str_map map = {0};
+    char *cat = NULL;
+    size_t n_merges = j->merges ? (size_t)cJSON_GetArraySize(j->merges) : 0;
     QT_CHECK(n_merges <= QT_VOCAB_MAX_MERGES, QT_ERR_UNSUPPORTED, "'%s': more than %u merges", what,
              QT_VOCAB_MAX_MERGES);
-    if (n_merges) {
-        v->merges = qt_malloc(n_merges * sizeof *v->merges);
-        cat = qt_malloc(2 * QT_VOCAB_MAX_TOKEN_BYTES + 1);
-        QT_CHECK(v->merges && cat && str_map_build(&map, v), QT_ERR_NOMEM,
-                 "'%s': out of memory for %zu merges", what, n_merges);
-        size_t r = 0;
-        for (const cJSON *m = merges->child; m; m = m->next, r++) {
-            const char *a, *b;
-            size_t na, nb;
-            QT_CHECK(merge_parts(m, &a, &na, &b, &nb), QT_ERR_FORMAT,
-                     "'%s': merge %zu is neither \"a b\" nor [\"a\", \"b\"]", what, r);
-            QT_CHECK(na <= QT_VOCAB_MAX_TOKEN_BYTES && nb <= QT_VOCAB_MAX_TOKEN_BYTES, QT_ERR_FORMAT,
-                     "'%s': merge %zu is too long", what, r);
-            int32_t ia = str_map_get(&map, v, a, na), ib = str_map_get(&map, v, b, nb);
-            memcpy(cat, a, na);
-            memcpy(cat + na, b, nb);
-            int32_t ic = str_map_get(&map, v, cat, na + nb);
-            QT_CHECK(ia >= 0 && ib >= 0 && ic >= 0, QT_ERR_FORMAT,
-                     "'%s': merge %zu ('%.*s' '%.*s') uses a token that is not in the vocab", what, r,
-                     (int)(na < 40 ? na : 40), a, (int)(nb < 40 ? nb : 40), b);
-            v->merges[r].left = ia;
-            v->merges[r].right = ib;
-        }
-        v->n_merges = n_merges;
+    if (!n_merges) return QT_OK;
+    v->merges = qt_malloc(n_merges * sizeof *v->merges);
+    cat = qt_malloc(2 * QT_VOCAB_MAX_TOKEN_BYTES + 1);
+    QT_CHECK(v->merges && cat && str_map_build(&map, v), QT_ERR_NOMEM,
+             "'%s': out of memory for %zu merges", what, n_merges);
+    size_t r = 0;
+    for (const cJSON *m = j->merges->child; m; m = m->next, r++) {
+        const char *a, *b;
+        size_t na, nb;
+        QT_CHECK(merge_parts(m, &a, &na, &b, &nb), QT_ERR_FORMAT,
+                 "'%s': merge %zu is neither \"a b\" nor [\"a\", \"b\"]", what, r);
+        QT_CHECK(na <= QT_VOCAB_MAX_TOKEN_BYTES && nb <= QT_VOCAB_MAX_TOKEN_BYTES, QT_ERR_FORMAT,
+                 "'%s': merge %zu is too long", what, r);
+        int32_t ia = str_map_get(&map, v, a, na), ib = str_map_get(&map, v, b, nb);
+        memcpy(cat, a, na);
+        memcpy(cat + na, b, nb);
+        int32_t ic = str_map_get(&map, v, cat, na + nb);
+        QT_CHECK(ia >= 0 && ib >= 0 && ic >= 0, QT_ERR_FORMAT,
+                 "'%s': merge %zu ('%.*s' '%.*s') uses a token that is not in the vocab", what, r,
+                 (int)(na < 40 ? na : 40), a, (int)(nb < 40 ? nb : 40), b);
+        v->merges[r].left = ia;
+        v->merges[r].right = ib;
     }
+    v->n_merges = n_merges;
+fail:
+    qt_free(map.slots);
+    qt_free(cat);
+    return st;
+}
 
-    if (sh.bytelevel) {
+/* Byte-level or SentencePiece-style, and its pre-tokenization, from the
+ * normalizer / pre-tokenizer shape. */
+static void json_kind(qt_vocab *v, const json_shape *sh)
+{
+    if (sh->bytelevel) {
         v->kind = QT_VOCAB_BPE_BYTE;
-        v->pretok = sh.pretok;
-    } else {
-        v->kind = QT_VOCAB_BPE_SPM;
-        if (sh.metaspace) {
-            v->add_dummy_prefix = sh.meta_prefix;
-            v->prefix_first_only = sh.meta_first;
-            v->pretok = sh.meta_split ? QT_PRETOK_METASPACE : QT_PRETOK_NONE;
-        } else {
-            v->add_dummy_prefix = sh.prepend;
-            v->pretok = QT_PRETOK_NONE;
-        }
+        v->pretok = sh->pretok;
+        return;
     }
+    v->kind = QT_VOCAB_BPE_SPM;
+    if (sh->metaspace) {
+        v->add_dummy_prefix = sh->meta_prefix;
+        v->prefix_first_only = sh->meta_first;
+        v->pretok = sh->meta_split ? QT_PRETOK_METASPACE : QT_PRETOK_NONE;
+    } else {
+        v->add_dummy_prefix = sh->prepend;
+        v->pretok = QT_PRETOK_NONE;
+    }
+}
 
-    /* BOS from a TemplateProcessing post-processor that starts with a special token */
-    const cJSON *post = cJSON_GetObjectItemCaseSensitive(root, "post_processor");
+/* BOS from a TemplateProcessing post-processor that starts with a special
+ * token, else the usual names; EOS by the usual names. */
+static void json_bos_eos(const json_tok *j, qt_vocab *v)
+{
+    const cJSON *post = cJSON_GetObjectItemCaseSensitive(j->root, "post_processor");
     if (cJSON_IsObject(post) && json_is_str(cJSON_GetObjectItemCaseSensitive(post, "type"),
                                             "TemplateProcessing")) {
         const cJSON *single = cJSON_GetObjectItemCaseSensitive(post, "single");
@@ -589,13 +599,54 @@ static qt_status json_load(const cJSON *root, const char *what, const char *conf
     static const char *const eos_names[] = {"</s>", "<|end_of_text|>", "<|endoftext|>"};
     for (size_t i = 0; i < 3 && v->bos_id < 0; i++) v->bos_id = find_token(v, bos_names[i]);
     for (size_t i = 0; i < 3 && v->eos_id < 0; i++) v->eos_id = find_token(v, eos_names[i]);
-    QT_TRY(apply_config(v, config_path, errmsg));
+}
 
+static qt_status json_load(const cJSON *root, const char *what, const char *config_path,
+                           qt_vocab **out, char *errmsg)
+{
+    qt_status st = QT_OK;
+    qt_vocab *v = NULL;
+    const char **added_text = NULL; /* (n_tokens) content of an added token or NULL */
+    bool *added_special = NULL;
+    json_tok j = {.root = root, .what = what};
+    /* what the file holds, checked and sized before allocating */
+    QT_TRY(json_model_check(&j, errmsg));
+    json_shape sh;
+    QT_TRY(json_shape_read(root, what, &sh, errmsg));
+    int64_t max_id;
+    size_t text_bytes;
+    QT_TRY(json_sizes(&j, &max_id, &text_bytes, errmsg));
+    /* the vocabulary and the added tokens by id */
+    v = vocab_new();
+    QT_CHECK(v, QT_ERR_NOMEM, "'%s': out of memory", what);
+    v->n_tokens = (size_t)max_id + 1;
+    v->tokens = qt_calloc(v->n_tokens, sizeof *v->tokens);
+    v->arena = qt_malloc(text_bytes + 1);
+    added_text = qt_calloc(v->n_tokens, sizeof *added_text);
+    added_special = qt_calloc(v->n_tokens, sizeof *added_special);
+    QT_CHECK(v->tokens && v->arena && added_text && added_special, QT_ERR_NOMEM,
+             "'%s': out of memory for %zu tokens", what, v->n_tokens);
+    v->arena[text_bytes] = '\0';
+    for (const cJSON *a = cJSON_IsArray(j.added) ? j.added->child : NULL; a; a = a->next) {
+        int64_t id = 0;
+        json_int(cJSON_GetObjectItemCaseSensitive(a, "id"), 0, QT_VOCAB_MAX_TOKENS - 1, &id);
+        QT_CHECK(!added_text[id], QT_ERR_FORMAT, "'%s': added token id %lld appears twice", what,
+                 (long long)id);
+        added_text[id] = cJSON_GetObjectItemCaseSensitive(a, "content")->valuestring;
+        added_special[id] = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(a, "special"));
+    }
+    v->byte_fallback = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(j.model, "byte_fallback"));
+    v->fuse_unk = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(j.model, "fuse_unk"));
+    v->ignore_merges = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(j.model, "ignore_merges"));
+    QT_TRY(json_tokens(&j, v, added_text, added_special, text_bytes, errmsg));
+    /* merges, kind, special tokens, then config.json's overrides */
+    QT_TRY(json_merges(&j, v, errmsg));
+    json_kind(v, &sh);
+    json_bos_eos(&j, v);
+    QT_TRY(apply_config(v, config_path, errmsg));
     *out = v;
     v = NULL;
 fail:
-    qt_free(map.slots);
-    qt_free(cat);
     qt_free((void *)added_text);
     qt_free(added_special);
     qt_vocab_free(v);

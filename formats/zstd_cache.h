@@ -3,8 +3,10 @@
  * header that names what it holds (a 32-byte key the caller derives from
  * everything the content depends on, and a short kind label) and carries
  * checksums, so that a stale, mismatching, truncated or damaged file is
- * detected and never used silently. `qtool bench ppl` keeps the BASE
- * model's log-probabilities in one; calibration keeps activation samples.
+ * detected and never used silently. Its two users: `qtool bench ppl`
+ * keeps the BASE model's log-probabilities in one (bench/ppl.c, kind
+ * "ppl-logp"), calibration its activation samples
+ * (calib/calib_cache.c, kind "calib").
  *
  * Byte layout of a file (little-endian, QT_ZCACHE_HEADER_SIZE = 128 bytes
  * of header, then one zstd frame):

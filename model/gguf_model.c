@@ -273,17 +273,16 @@ static qt_status load_gguf_weights(qt_model *m, char *errmsg)
 #define BNAME(suffix) (snprintf(name, sizeof name, "blk.%zu.%s", l, suffix), name)
         QT_TRY(gguf_vec(m, BNAME("attn_norm.weight"), c->dim, &L->attn_norm, errmsg));
         QT_TRY(gguf_vec(m, BNAME("ffn_norm.weight"), c->dim, &L->ffn_norm, errmsg));
-        QT_TRY(gguf_mat(m, BNAME("attn_q.weight"), q_dim, c->dim, &L->wq, &L->label[0], errmsg));
-        QT_TRY(gguf_mat(m, BNAME("attn_k.weight"), kv_dim, c->dim, &L->wk, &L->label[1], errmsg));
-        QT_TRY(gguf_mat(m, BNAME("attn_v.weight"), kv_dim, c->dim, &L->wv, &L->label[2], errmsg));
-        QT_TRY(gguf_mat(m, BNAME("attn_output.weight"), c->dim, q_dim, &L->wo, &L->label[3],
-                        errmsg));
-        QT_TRY(gguf_mat(m, BNAME("ffn_gate.weight"), c->hidden_dim, c->dim, &L->w_gate,
-                        &L->label[4], errmsg));
-        QT_TRY(gguf_mat(m, BNAME("ffn_up.weight"), c->hidden_dim, c->dim, &L->w_up, &L->label[5],
-                        errmsg));
-        QT_TRY(gguf_mat(m, BNAME("ffn_down.weight"), c->dim, c->hidden_dim, &L->w_down,
-                        &L->label[6], errmsg));
+        /* the seven projections, names and shapes from the Llama table */
+        qt_qweight *proj[QT_PROJ_COUNT] = {&L->wq, &L->wk, &L->wv, &L->wo,
+                                           &L->w_gate, &L->w_up, &L->w_down};
+        for (int p = 0; p < QT_PROJ_COUNT; p++) {
+            size_t rows, cols;
+            char tn[64];
+            qt_proj_shape((qt_proj)p, c->dim, q_dim, kv_dim, c->hidden_dim, &rows, &cols);
+            snprintf(tn, sizeof tn, "%s.weight", qt_proj_gguf_name((qt_proj)p));
+            QT_TRY(gguf_mat(m, BNAME(tn), rows, cols, proj[p], &L->label[p], errmsg));
+        }
         QT_CHECK(qt_gguf_find_tensor(g, BNAME("attn_q.bias")) < 0 &&
                      qt_gguf_find_tensor(g, BNAME("ffn_gate_inp.weight")) < 0,
                  QT_ERR_UNSUPPORTED, "%s: tensor '%s' is not supported (biases, experts)",
@@ -292,11 +291,10 @@ static qt_status load_gguf_weights(qt_model *m, char *errmsg)
     }
     /* HF row i of a head <- stored row perm[i]: HF keeps the first halves of
      * the rotation pairs in rows [0, hd/2), GGUF interleaves (2j, 2j+1) */
-    const size_t hd = c->head_dim, half = hd / 2;
+    const size_t hd = c->head_dim;
     m->s.qk_perm = qt_malloc(hd * sizeof *m->s.qk_perm);
     QT_CHECK(m->s.qk_perm, QT_ERR_NOMEM, "out of memory");
-    for (size_t j = 0; j < 2; j++)
-        for (size_t i = 0; i < half; i++) m->s.qk_perm[j * half + i] = (int32_t)(2 * i + j);
+    for (size_t r = 0; r < hd; r++) m->s.qk_perm[r] = (int32_t)qt_rope_stored_row(hd, r);
     w->qk_interleaved = true;
     return QT_OK;
 fail:

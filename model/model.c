@@ -192,10 +192,6 @@ static qt_status ensure_att(qt_model *m, int nth)
  * Loading a model directory (config.json + safetensors)
  * ========================================================================== */
 
-static const char *const ARCHS[] = {"LlamaForCausalLM", "MistralForCausalLM",
-                                    "Qwen2ForCausalLM"};
-static const char *const MODEL_TYPES[] = {"llama", "mistral", "qwen2"};
-
 /* An integer config key; required ones must be present. */
 static qt_status cfg_size(const qt_modeldir *md, const char *key, bool required, size_t dflt,
                           size_t *out, char *errmsg)
@@ -298,13 +294,8 @@ static qt_status read_config(const qt_modeldir *md, qt_model_config *c, size_t *
     qt_modeldir_architecture_line(md, line, sizeof line);
     char *colon = strchr(line, ':');
     if (colon) *colon = 0;
-    bool ok = false;
-    for (size_t i = 0; i < sizeof ARCHS / sizeof ARCHS[0]; i++)
-        ok = ok || !strcmp(line, ARCHS[i]) || !strcmp(line, MODEL_TYPES[i]);
-    QT_CHECK(ok, QT_ERR_UNSUPPORTED,
-             "config.json: architecture '%s' is not supported (LlamaForCausalLM, "
-             "MistralForCausalLM, Qwen2ForCausalLM)",
-             line);
+    QT_CHECK(qt_arch_known(line), QT_ERR_UNSUPPORTED,
+             "config.json: architecture '%s' is not supported (%s)", line, qt_arch_names());
     snprintf(c->arch, sizeof c->arch, "%.63s", line);
     const bool qwen2 = strstr(line, "Qwen2") || !strcmp(line, "qwen2");
 
@@ -439,20 +430,16 @@ static qt_status load_weights(qt_model *m, char *errmsg)
         QT_TRY(load_vec(m, LNAME("input_layernorm.weight"), c->dim, true, &L->attn_norm, errmsg));
         QT_TRY(load_vec(m, LNAME("post_attention_layernorm.weight"), c->dim, true, &L->ffn_norm,
                         errmsg));
-        QT_TRY(load_mat(m, LNAME("self_attn.q_proj.weight"), q_dim, c->dim, &L->wq, &L->label[0],
-                        errmsg));
-        QT_TRY(load_mat(m, LNAME("self_attn.k_proj.weight"), kv_dim, c->dim, &L->wk,
-                        &L->label[1], errmsg));
-        QT_TRY(load_mat(m, LNAME("self_attn.v_proj.weight"), kv_dim, c->dim, &L->wv,
-                        &L->label[2], errmsg));
-        QT_TRY(load_mat(m, LNAME("self_attn.o_proj.weight"), c->dim, q_dim, &L->wo, &L->label[3],
-                        errmsg));
-        QT_TRY(load_mat(m, LNAME("mlp.gate_proj.weight"), c->hidden_dim, c->dim, &L->w_gate,
-                        &L->label[4], errmsg));
-        QT_TRY(load_mat(m, LNAME("mlp.up_proj.weight"), c->hidden_dim, c->dim, &L->w_up,
-                        &L->label[5], errmsg));
-        QT_TRY(load_mat(m, LNAME("mlp.down_proj.weight"), c->dim, c->hidden_dim, &L->w_down,
-                        &L->label[6], errmsg));
+        /* the seven projections, names and shapes from the Llama table */
+        qt_qweight *proj[QT_PROJ_COUNT] = {&L->wq, &L->wk, &L->wv, &L->wo,
+                                           &L->w_gate, &L->w_up, &L->w_down};
+        for (int p = 0; p < QT_PROJ_COUNT; p++) {
+            size_t rows, cols;
+            char mod[64];
+            qt_proj_shape((qt_proj)p, c->dim, q_dim, kv_dim, c->hidden_dim, &rows, &cols);
+            snprintf(mod, sizeof mod, "%s.weight", qt_proj_module((qt_proj)p));
+            QT_TRY(load_mat(m, LNAME(mod), rows, cols, proj[p], &L->label[p], errmsg));
+        }
         /* biases: every one present is used; the config says which must be */
         QT_TRY(load_vec(m, LNAME("self_attn.q_proj.bias"), q_dim, c->has_bias, &L->bq, errmsg));
         QT_TRY(load_vec(m, LNAME("self_attn.k_proj.bias"), kv_dim, c->has_bias, &L->bk, errmsg));
@@ -833,13 +820,6 @@ qt_status qt_model_eval_last(qt_model *m, const int32_t *tokens, size_t n, size_
 /* ============================================================================
  * Sampling
  * ========================================================================== */
-
-const char *qt_proj_name(qt_proj p)
-{
-    static const char *const names[QT_PROJ_COUNT] = {"q_proj",    "k_proj",  "v_proj", "o_proj",
-                                                     "gate_proj", "up_proj", "down_proj"};
-    return (unsigned)p < QT_PROJ_COUNT ? names[p] : "?";
-}
 
 int32_t qt_sample_argmax(const float *logits, size_t n)
 {

@@ -65,6 +65,7 @@
 #include "common/common.h"
 #include "formats/modeldir.h"
 #include "formats/vocab.h"
+#include "model/arch.h"
 
 /* RoPE frequency scaling (config.json rope_scaling / rope_parameters). */
 typedef enum qt_rope_scaling {
@@ -97,11 +98,6 @@ typedef struct qt_model_config {
     int32_t bos_id, eos_id; /* -1 when the config does not say */
 } qt_model_config;
 
-/* The seven Linear projections of a decoder layer, in forward order. */
-typedef enum qt_proj {
-    QT_PROJ_Q = 0, QT_PROJ_K, QT_PROJ_V, QT_PROJ_O, QT_PROJ_GATE, QT_PROJ_UP, QT_PROJ_DOWN,
-    QT_PROJ_COUNT
-} qt_proj;
 
 /* Activation capture (calib/ collects calibration samples with it): called
  * on the evaluating thread right before each decoder-layer matmul, with the
@@ -125,8 +121,6 @@ typedef struct qt_model_opts {
     void *capture_ctx;           /* passed to capture; borrowed */
 } qt_model_opts;
 
-/* "q_proj", "k_proj", ... "down_proj"; "?" out of range. */
-const char *qt_proj_name(qt_proj p);
 
 typedef struct qt_model qt_model;
 

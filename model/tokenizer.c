@@ -250,20 +250,10 @@ static int cmp_added(const void *pa, const void *pb)
     return (a->id > b->id) - (a->id < b->id);
 }
 
-qt_status qt_tokenizer_new(const qt_vocab *v, qt_tokenizer **out)
+/* The vocabulary's flags and special ids (ids out of range dropped). */
+static void tok_settings(qt_tokenizer *t, const qt_vocab *v)
 {
-    qt_status st = QT_OK;
-    qt_tokenizer *t = NULL;
-    char *tmp = NULL;
-    added_key *keys = NULL;
-    char *errmsg = NULL; /* QT_CHECK needs one; the status says enough here */
-    if (out) *out = NULL;
-    QT_CHECK(v && out && v->n_tokens > 0 && v->n_tokens <= QT_VOCAB_MAX_TOKENS && v->tokens &&
-                 (unsigned)v->kind < QT_VOCAB_KIND_COUNT,
-             QT_ERR_ARG, "bad vocab");
-    t = qt_calloc(1, sizeof *t);
-    QT_CHECK(t, QT_ERR_NOMEM, "oom");
-    size_t n = v->n_tokens;
+    const size_t n = v->n_tokens;
     t->kind = v->kind;
     t->pretok = v->pretok;
     t->n_tokens = n;
@@ -277,7 +267,13 @@ qt_status qt_tokenizer_new(const qt_vocab *v, qt_tokenizer **out)
     t->fuse_unk = v->fuse_unk;
     t->ignore_merges = v->ignore_merges;
     byte_map_init(t);
+}
 
+/* Token texts, types and scores in flat arrays, each token's decoded piece,
+ * and whether newlines split text (no multi-byte token holds one). */
+static qt_status tok_texts(qt_tokenizer *t, const qt_vocab *v)
+{
+    const size_t n = v->n_tokens;
     size_t total = 0;
     for (size_t i = 0; i < n; i++) total += v->tokens[i].len;
     t->text = qt_malloc(total + 1);
@@ -288,9 +284,9 @@ qt_status qt_tokenizer_new(const qt_vocab *v, qt_tokenizer **out)
     t->piece_off = qt_malloc(n * sizeof *t->piece_off);
     t->piece_len = qt_malloc(n * sizeof *t->piece_len);
     t->piece = qt_malloc(total + 8 * n + 1);
-    QT_CHECK(t->text && t->text_off && t->text_len && t->type && t->score && t->piece_off &&
-                 t->piece_len && t->piece,
-             QT_ERR_NOMEM, "oom");
+    if (!(t->text && t->text_off && t->text_len && t->type && t->score && t->piece_off &&
+          t->piece_len && t->piece))
+        return QT_ERR_NOMEM;
     size_t pos = 0;
     for (size_t i = 0; i < n; i++) {
         const qt_vocab_token *vt = &v->tokens[i];
@@ -314,12 +310,17 @@ qt_status qt_tokenizer_new(const qt_vocab *v, qt_tokenizer **out)
         t->piece_len[i] = (uint32_t)k;
         pos += k;
     }
+    return QT_OK;
+}
 
-    /* text -> id; the first id wins for duplicated texts */
+/* text -> id (open addressing); the first id wins for duplicated texts. */
+static qt_status tok_text_index(qt_tokenizer *t)
+{
+    const size_t n = t->n_tokens;
     t->str_cap = 16;
     while (t->str_cap < 2 * n) t->str_cap <<= 1;
     t->str_slots = qt_malloc(t->str_cap * sizeof *t->str_slots);
-    QT_CHECK(t->str_slots, QT_ERR_NOMEM, "oom");
+    if (!t->str_slots) return QT_ERR_NOMEM;
     for (size_t i = 0; i < t->str_cap; i++) t->str_slots[i] = -1;
     for (size_t i = 0; i < n; i++) {
         if (t->text_len[i] == 0) continue;
@@ -333,84 +334,124 @@ qt_status qt_tokenizer_new(const qt_vocab *v, qt_tokenizer **out)
         }
         if (t->str_slots[h] < 0) t->str_slots[h] = (int32_t)i;
     }
+    return QT_OK;
+}
 
-    /* merges: (left, right) -> (rank, result); the lowest rank wins */
-    if (v->n_merges && v->kind != QT_VOCAB_SPM) {
-        QT_CHECK(v->merges && v->n_merges <= QT_VOCAB_MAX_MERGES, QT_ERR_ARG, "bad merges");
-        t->pair_cap = 16;
-        while (t->pair_cap < 2 * v->n_merges) t->pair_cap <<= 1;
-        t->pair_key = qt_malloc(t->pair_cap * sizeof *t->pair_key);
-        t->pair_rank = qt_malloc(t->pair_cap * sizeof *t->pair_rank);
-        t->pair_id = qt_malloc(t->pair_cap * sizeof *t->pair_id);
-        tmp = qt_malloc(2 * (size_t)QT_VOCAB_MAX_TOKEN_BYTES + 2);
-        QT_CHECK(t->pair_key && t->pair_rank && t->pair_id && tmp, QT_ERR_NOMEM, "oom");
-        for (size_t i = 0; i < t->pair_cap; i++) t->pair_key[i] = UINT64_MAX;
-        for (size_t r = 0; r < v->n_merges; r++) {
-            int32_t a = v->merges[r].left, b = v->merges[r].right;
-            QT_CHECK(a >= 0 && b >= 0 && (size_t)a < n && (size_t)b < n &&
-                         t->text_len[a] <= QT_VOCAB_MAX_TOKEN_BYTES &&
-                         t->text_len[b] <= QT_VOCAB_MAX_TOKEN_BYTES,
-                     QT_ERR_ARG, "bad merge");
-            memcpy(tmp, t->text + t->text_off[a], t->text_len[a]);
-            memcpy(tmp + t->text_len[a], t->text + t->text_off[b], t->text_len[b]);
-            int32_t c = str_get(t, tmp, (size_t)t->text_len[a] + t->text_len[b]);
-            if (c < 0) continue; /* the loader refuses these; a hand-made vocab may have them */
-            uint64_t key = (uint64_t)(uint32_t)a << 32 | (uint32_t)b;
-            size_t mask = t->pair_cap - 1, h = (size_t)hash_u64(key) & mask;
-            while (t->pair_key[h] != UINT64_MAX && t->pair_key[h] != key) h = (h + 1) & mask;
-            if (t->pair_key[h] == key) continue;
-            t->pair_key[h] = key;
-            t->pair_rank[h] = (int32_t)r;
-            t->pair_id[h] = c;
-        }
+/* Merges: (left, right) -> (rank, result); the lowest rank wins. */
+static qt_status tok_merges(qt_tokenizer *t, const qt_vocab *v)
+{
+    qt_status st = QT_OK;
+    char *errmsg = NULL; /* QT_CHECK needs one; the status says enough here */
+    char *tmp = NULL;
+    const size_t n = t->n_tokens;
+    if (!v->n_merges || v->kind == QT_VOCAB_SPM) return QT_OK;
+    QT_CHECK(v->merges && v->n_merges <= QT_VOCAB_MAX_MERGES, QT_ERR_ARG, "bad merges");
+    t->pair_cap = 16;
+    while (t->pair_cap < 2 * v->n_merges) t->pair_cap <<= 1;
+    t->pair_key = qt_malloc(t->pair_cap * sizeof *t->pair_key);
+    t->pair_rank = qt_malloc(t->pair_cap * sizeof *t->pair_rank);
+    t->pair_id = qt_malloc(t->pair_cap * sizeof *t->pair_id);
+    tmp = qt_malloc(2 * (size_t)QT_VOCAB_MAX_TOKEN_BYTES + 2);
+    QT_CHECK(t->pair_key && t->pair_rank && t->pair_id && tmp, QT_ERR_NOMEM, "oom");
+    for (size_t i = 0; i < t->pair_cap; i++) t->pair_key[i] = UINT64_MAX;
+    for (size_t r = 0; r < v->n_merges; r++) {
+        int32_t a = v->merges[r].left, b = v->merges[r].right;
+        QT_CHECK(a >= 0 && b >= 0 && (size_t)a < n && (size_t)b < n &&
+                     t->text_len[a] <= QT_VOCAB_MAX_TOKEN_BYTES &&
+                     t->text_len[b] <= QT_VOCAB_MAX_TOKEN_BYTES,
+                 QT_ERR_ARG, "bad merge");
+        memcpy(tmp, t->text + t->text_off[a], t->text_len[a]);
+        memcpy(tmp + t->text_len[a], t->text + t->text_off[b], t->text_len[b]);
+        int32_t c = str_get(t, tmp, (size_t)t->text_len[a] + t->text_len[b]);
+        if (c < 0) continue; /* the loader refuses these; a hand-made vocab may have them */
+        uint64_t key = (uint64_t)(uint32_t)a << 32 | (uint32_t)b;
+        size_t mask = t->pair_cap - 1, h = (size_t)hash_u64(key) & mask;
+        while (t->pair_key[h] != UINT64_MAX && t->pair_key[h] != key) h = (h + 1) & mask;
+        if (t->pair_key[h] == key) continue;
+        t->pair_key[h] = key;
+        t->pair_rank[h] = (int32_t)r;
+        t->pair_id[h] = c;
     }
+fail:
+    (void)errmsg;
+    qt_free(tmp);
+    return st;
+}
 
-    /* byte tokens */
+/* The token of each byte: byte-level vocabularies spell every byte as its
+ * mapped character; others may have <0xNN> byte tokens. */
+static qt_status tok_bytes(qt_tokenizer *t)
+{
     for (int b = 0; b < 256; b++) t->byte_id[b] = -1;
     if (t->kind == QT_VOCAB_BPE_BYTE) {
         for (unsigned b = 0; b < 256; b++) {
             char u[4];
             size_t k = utf8_put(u, t->b2u[b]);
             t->byte_id[b] = str_get(t, u, k);
-            QT_CHECK(t->byte_id[b] >= 0, QT_ERR_ARG, "byte-level vocab lacks byte %u", b);
+            if (t->byte_id[b] < 0) return QT_ERR_ARG; /* byte-level vocab lacks byte b */
         }
     } else {
-        for (size_t i = 0; i < n; i++) {
+        for (size_t i = 0; i < t->n_tokens; i++) {
             if (t->type[i] != QT_TOKEN_BYTE || t->text_len[i] != 6) continue;
             const char *s = t->text + t->text_off[i];
             int b = hexval(s[3]) << 4 | hexval(s[4]);
             if (t->byte_id[b] < 0) t->byte_id[b] = (int32_t)i;
         }
     }
-
     bool all_bytes = t->byte_fallback;
     for (int b = 0; b < 256; b++) all_bytes = all_bytes && t->byte_id[b] >= 0;
     t->nl_splits_bpe = t->nl_splits && !t->ignore_merges && (!t->fuse_unk || all_bytes);
+    return QT_OK;
+}
 
-    /* added tokens, matched literally */
-    if (t->n_added) {
-        t->added = qt_malloc(t->n_added * sizeof *t->added);
-        keys = qt_malloc(t->n_added * sizeof *keys);
-        QT_CHECK(t->added && keys, QT_ERR_NOMEM, "oom");
-        size_t k = 0;
-        for (size_t i = 0; i < n; i++)
-            if (v->tokens[i].added && t->text_len[i] > 0)
-                keys[k++] = (added_key){(unsigned char)t->text[t->text_off[i]], t->text_len[i], (int32_t)i};
-        qsort(keys, k, sizeof *keys, cmp_added);
-        for (size_t i = 0; i < k; i++) t->added[i] = keys[i].id;
-        t->n_added = k;
-        size_t j = 0;
-        for (unsigned b = 0; b <= 256; b++) {
-            while (j < k && keys[j].first < b) j++;
-            t->added_start[b] = j;
-        }
+/* Added tokens, matched literally: sorted by first byte, then length. */
+static qt_status tok_added(qt_tokenizer *t, const qt_vocab *v)
+{
+    if (!t->n_added) return QT_OK;
+    t->added = qt_malloc(t->n_added * sizeof *t->added);
+    added_key *keys = qt_malloc(t->n_added * sizeof *keys);
+    if (!t->added || !keys) {
+        qt_free(keys);
+        return QT_ERR_NOMEM;
     }
+    size_t k = 0;
+    for (size_t i = 0; i < t->n_tokens; i++)
+        if (v->tokens[i].added && t->text_len[i] > 0)
+            keys[k++] = (added_key){(unsigned char)t->text[t->text_off[i]], t->text_len[i], (int32_t)i};
+    qsort(keys, k, sizeof *keys, cmp_added);
+    for (size_t i = 0; i < k; i++) t->added[i] = keys[i].id;
+    t->n_added = k;
+    size_t j = 0;
+    for (unsigned b = 0; b <= 256; b++) {
+        while (j < k && keys[j].first < b) j++;
+        t->added_start[b] = j;
+    }
+    qt_free(keys);
+    return QT_OK;
+}
+
+qt_status qt_tokenizer_new(const qt_vocab *v, qt_tokenizer **out)
+{
+    qt_status st = QT_OK;
+    qt_tokenizer *t = NULL;
+    char *errmsg = NULL; /* QT_CHECK needs one; the status says enough here */
+    if (out) *out = NULL;
+    QT_CHECK(v && out && v->n_tokens > 0 && v->n_tokens <= QT_VOCAB_MAX_TOKENS && v->tokens &&
+                 (unsigned)v->kind < QT_VOCAB_KIND_COUNT,
+             QT_ERR_ARG, "bad vocab");
+    t = qt_calloc(1, sizeof *t);
+    QT_CHECK(t, QT_ERR_NOMEM, "oom");
+    /* settings, texts and their index, then merges, bytes and added tokens */
+    tok_settings(t, v);
+    QT_TRY(tok_texts(t, v));
+    QT_TRY(tok_text_index(t));
+    QT_TRY(tok_merges(t, v));
+    QT_TRY(tok_bytes(t));
+    QT_TRY(tok_added(t, v));
     *out = t;
     t = NULL;
 fail:
     (void)errmsg;
-    qt_free(tmp);
-    qt_free(keys);
     qt_tokenizer_free(t);
     return st;
 }

@@ -11,10 +11,11 @@
  * the limbs. The result does not depend on the order of the values, hence
  * not on threads.
  *
- * On AVX-512 the nested blocks use qt_dq_block_avx512 with a bucket table of
- * the dQuantize<0> boundaries (quant_internal.h), built per call from
- * qt_dq8_code itself; other ISAs use their blockwise8 kernel. The bytes are
- * the same. */
+ * The driver over the nested blocks (qt_dq_quantize*) is in quant/driver.c:
+ * on AVX-512 it uses qt_dq_block_avx512 with a bucket table of the
+ * dQuantize<0> boundaries (quant_internal.h), built per call from
+ * qt_dq8_code itself; other ISAs use their blockwise8 kernel
+ * (qt_dq_block_with). The bytes are the same. */
 #include "quant/quant.h"
 
 #include <math.h>
@@ -163,62 +164,18 @@ bool qt_dq8_tab_init(qt_dq8_tab *tab)
     return true;
 }
 
-void qt_dq_block_ref(const float *absmax, size_t len, float offset, uint8_t *codes,
-                     float *nested)
+void qt_dq_block_with(const qt_kernels *k, const float *absmax, size_t len, float offset,
+                      uint8_t *codes, float *nested)
 {
     float centered[QT_DQ_BLOCK];
     for (size_t i = 0; i < len; i++) centered[i] = absmax[i] - offset;
-    qt_blockwise8_quant_ref(QT_SRC_F32, centered, len, QT_DQ_BLOCK, qt_dynamic_map, codes,
-                            nested);
+    k->blockwise8_quant(QT_SRC_F32, centered, len, QT_DQ_BLOCK, qt_dynamic_map, codes, nested);
 }
 
-qt_status qt_dq_quantize_with_offset(const float *absmax, size_t nb, float offset, uint8_t *codes,
-                                     float *nested)
+void qt_dq_block_ref(const float *absmax, size_t len, float offset, uint8_t *codes,
+                     float *nested)
 {
-    if (!absmax || !codes || !nested || nb == 0) return QT_ERR_ARG;
-    if (!isfinite(offset)) return QT_ERR_NUMERIC;
-    size_t ng = qt_dq_n_nested(nb);
-    /* bytes are the same on every ISA */
-#if defined(__x86_64__)
-    if (qt_kernels_active()->isa == QT_ISA_AVX512) {
-        qt_dq8_tab tab; /* ~28 KB, read-only once built */
-        if (qt_dq8_tab_init(&tab)) {
-            ptrdiff_t g;
-#ifdef _OPENMP
-#pragma omp parallel for schedule(static) if (ng > 64)
-#endif
-            for (g = 0; g < (ptrdiff_t)ng; g++) {
-                size_t b0 = (size_t)g * QT_DQ_BLOCK;
-                size_t len = nb - b0 < QT_DQ_BLOCK ? nb - b0 : QT_DQ_BLOCK;
-                qt_dq_block_avx512(&tab, absmax + b0, len, offset, codes + b0, nested + g);
-            }
-            return QT_OK;
-        }
-    }
-#endif
-    const qt_kernels *k = qt_kernels_active();
-    ptrdiff_t g;
-#ifdef _OPENMP
-#pragma omp parallel for schedule(static) if (ng > 4)
-#endif
-    for (g = 0; g < (ptrdiff_t)ng; g++) {
-        float centered[QT_DQ_BLOCK];
-        size_t b0 = (size_t)g * QT_DQ_BLOCK;
-        size_t len = nb - b0 < QT_DQ_BLOCK ? nb - b0 : QT_DQ_BLOCK;
-        for (size_t i = 0; i < len; i++) centered[i] = absmax[b0 + i] - offset;
-        k->blockwise8_quant(QT_SRC_F32, centered, len, QT_DQ_BLOCK, qt_dynamic_map, codes + b0,
-                            nested + g);
-    }
-    return QT_OK;
-}
-
-qt_status qt_dq_quantize(const float *absmax, size_t nb, uint8_t *codes, float *nested,
-                         float *offset)
-{
-    if (!offset) return QT_ERR_ARG;
-    qt_status st = qt_dq_mean(absmax, nb, offset);
-    if (st != QT_OK) return st;
-    return qt_dq_quantize_with_offset(absmax, nb, *offset, codes, nested);
+    qt_dq_block_with(&qt_kernels_ref, absmax, len, offset, codes, nested);
 }
 
 void qt_dq_dequantize(const uint8_t *codes, size_t nb, const void *nested, float offset,

@@ -8,6 +8,8 @@
  * the calling thread below MM_PAR_WORK multiply-adds. */
 #include "quant/quant.h"
 
+#include <math.h>
+
 #include "quant/quant_internal.h"
 
 #ifdef _OPENMP
@@ -145,6 +147,70 @@ qt_status qt_int8_quantize(const qt_kernels *k, qt_src_type t, const void *src, 
     return QT_OK;
 }
 
+qt_status qt_absmax_scan(qt_src_type t, const void *src, size_t n, size_t block, float *absmax,
+                         bool *nonfinite)
+{
+    if (!src || !nonfinite || n == 0 || block == 0 || (unsigned)t >= QT_SRC_COUNT)
+        return QT_ERR_ARG;
+    const size_t nb = qt_n_blocks(n, block);
+    const size_t group = block >= 4096 ? 1 : 4096 / block; /* blocks per work item */
+    const ptrdiff_t ng = (ptrdiff_t)qt_n_blocks(nb, group);
+    int bad = 0;
+    ptrdiff_t g;
+#ifdef _OPENMP
+#pragma omp parallel for schedule(static) reduction(| : bad) if (ng > 1)
+#endif
+    for (g = 0; g < ng; g++) {
+        size_t b0 = (size_t)g * group, b1 = b0 + group < nb ? b0 + group : nb;
+        bad |= qt_absmax_blocks_ref(t, src, n, block, b0, b1, absmax);
+    }
+    *nonfinite = bad != 0;
+    return QT_OK;
+}
+
+/* Double quantization (spec §2): the centered absmax in nested blocks of
+ * QT_DQ_BLOCK, one block per work item. AVX-512 has a bucket-table kernel
+ * (the table built per call, a few microseconds); other ISAs run their
+ * blockwise8 kernel on the centered values. Same bytes on every ISA. */
+qt_status qt_dq_quantize_with_offset(const float *absmax, size_t nb, float offset, uint8_t *codes,
+                                     float *nested)
+{
+    if (!absmax || !codes || !nested || nb == 0) return QT_ERR_ARG;
+    if (!isfinite(offset)) return QT_ERR_NUMERIC;
+    const qt_kernels *k = qt_kernels_active();
+    const ptrdiff_t ng = (ptrdiff_t)qt_dq_n_nested(nb);
+    bool tab_ok = false;
+#if defined(__x86_64__)
+    qt_dq8_tab tab; /* ~28 KB, read-only once built */
+    tab_ok = k->isa == QT_ISA_AVX512 && qt_dq8_tab_init(&tab);
+#endif
+    ptrdiff_t g;
+#ifdef _OPENMP
+#pragma omp parallel for schedule(static) if (ng > (tab_ok ? 64 : 4))
+#endif
+    for (g = 0; g < ng; g++) {
+        size_t b0 = (size_t)g * QT_DQ_BLOCK;
+        size_t len = nb - b0 < QT_DQ_BLOCK ? nb - b0 : QT_DQ_BLOCK;
+#if defined(__x86_64__)
+        if (tab_ok) {
+            qt_dq_block_avx512(&tab, absmax + b0, len, offset, codes + b0, nested + g);
+            continue;
+        }
+#endif
+        qt_dq_block_with(k, absmax + b0, len, offset, codes + b0, nested + g);
+    }
+    return QT_OK;
+}
+
+qt_status qt_dq_quantize(const float *absmax, size_t nb, uint8_t *codes, float *nested,
+                         float *offset)
+{
+    if (!offset) return QT_ERR_ARG;
+    qt_status st = qt_dq_mean(absmax, nb, offset);
+    if (st != QT_OK) return st;
+    return qt_dq_quantize_with_offset(absmax, nb, *offset, codes, nested);
+}
+
 /* Output rows per dequantized tile in qt_dequantize and the dot_tile path
  * of qt_matmul. */
 #define TILE_ROWS 4
@@ -177,6 +243,15 @@ static int thread_id(void)
 #endif
 }
 
+/* One dequantized tile of TILE_ROWS rows of n_in floats per thread. */
+static qt_status tiles_alloc(int nth, size_t n_in, float **tiles)
+{
+    size_t bytes;
+    if (!qt_mul_size((size_t)nth * TILE_ROWS, n_in * sizeof(float), &bytes)) return QT_ERR_OVERFLOW;
+    *tiles = qt_aligned_alloc(64, bytes);
+    return *tiles ? QT_OK : QT_ERR_NOMEM;
+}
+
 qt_status qt_dequantize(const qt_kernels *k, const qt_qweight *w, qt_src_type out, void *dst)
 {
     qt_status st = qt_qweight_check(w);
@@ -186,12 +261,9 @@ qt_status qt_dequantize(const qt_kernels *k, const qt_qweight *w, qt_src_type ou
     const size_t n_in = w->n_in, nt = qt_n_blocks(w->n_out, TILE_ROWS);
     float *tiles = NULL;
     int nth = max_threads();
-    if (out != QT_SRC_F32) {
-        size_t bytes;
-        if (!qt_mul_size((size_t)nth * TILE_ROWS, n_in * sizeof(float), &bytes))
-            return QT_ERR_OVERFLOW;
-        tiles = qt_aligned_alloc(64, bytes);
-        if (!tiles) return QT_ERR_NOMEM;
+    if (out != QT_SRC_F32) { /* fp32 goes straight to dst */
+        st = tiles_alloc(nth, n_in, &tiles);
+        if (st != QT_OK) return st;
     }
     qt_dq_ctx ctx;
     qt_dq_ctx_init(&ctx, k, w);
@@ -226,11 +298,8 @@ static qt_status matmul_dot(const qt_kernels *k, const qt_qweight *w, const floa
     float *tiles = NULL;
     if (!par) nth = 1;
     if (!direct) {
-        size_t bytes;
-        if (!qt_mul_size((size_t)nth * TILE_ROWS, n_in * sizeof(float), &bytes))
-            return QT_ERR_OVERFLOW;
-        tiles = qt_aligned_alloc(64, bytes);
-        if (!tiles) return QT_ERR_NOMEM;
+        qt_status st = tiles_alloc(nth, n_in, &tiles);
+        if (st != QT_OK) return st;
     }
     qt_dq_ctx ctx;
     qt_dq_ctx_init(&ctx, k, w);

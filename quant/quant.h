@@ -85,7 +85,25 @@ typedef struct qt_scheme_info {
     size_t min_block;       /* allowed block sizes: powers of two in */
     size_t max_block;       /*   [min_block, max_block]; 0 = none */
     const char *description; /* one line, for --help and inspect */
+    unsigned flags;         /* QT_SCHEME_F_*: what the rest of qtool may do with it */
+    double calib_threshold; /* default max relative output error of `convert --calib`
+                               / `validate` (docs/CALIBRATION.md); 0 = not checked */
 } qt_scheme_info;
+
+/* Scheme flags (the table, not the callers, says which list a scheme is on). */
+#define QT_SCHEME_F_CONVERT 1u  /* a --scheme of `qtool convert` (quantized or plain) */
+#define QT_SCHEME_F_PLAIN 2u    /* an unquantized dtype (bf16 / fp16 / fp32) */
+#define QT_SCHEME_F_FALLBACK 4u /* allowed as a calibration --fallback */
+
+/* Adding a scheme: the checklist. One row in quant/scheme.c (name, bits,
+ * blocks, description, flags, calibration threshold) plus its kernels
+ * (_ref, AVX2, AVX-512 with tests bit-for-bit against _ref, registered in
+ * the kernel table) and the size function; quant/qweight_quant.c
+ * (qt_qbuf_sizes_of, qt_quantize_weight) and quant/matmul.c (dequantize a
+ * tile) for the new case; formats/bnb.c (qt_bnb_layout_of) if its stored
+ * layout is new, or a format in formats/ for another file type. The CLI
+ * (--scheme, --fallback, --help), calibration reports, inspect and the
+ * convert plan read the table and need nothing. */
 
 /* Number of rows in the scheme table. */
 size_t qt_scheme_count(void);
@@ -97,6 +115,11 @@ const qt_scheme_info *qt_scheme_get(qt_scheme s);
 const qt_scheme_info *qt_scheme_find(const char *name);
 /* Whether block is an allowed block size for s. */
 bool qt_scheme_block_ok(qt_scheme s, size_t block);
+/* Whether s carries every flag in flags. */
+bool qt_scheme_has(qt_scheme s, unsigned flags);
+/* The names of the schemes carrying every flag in flags, in table order,
+ * joined by ", " into buf (n bytes, truncated); returns buf. */
+const char *qt_scheme_names(unsigned flags, char *buf, size_t n);
 /* Bytes per element of a source type (4 or 2). */
 size_t qt_src_size(qt_src_type t);
 
@@ -258,6 +281,47 @@ qt_status qt_dequantize(const qt_kernels *k, const qt_qweight *w, qt_src_type ou
 qt_status qt_matmul(const qt_kernels *k, const qt_qweight *w, const float *x, size_t n_tok,
                     float *y);
 
+/* One pass over the n values of src (type t) in blocks of `block` (any
+ * size > 0): absmax[j] (may be NULL) = max |x| of block j, exactly the
+ * quantize kernels' absmax when no value is NaN; *nonfinite = some value
+ * is NaN or Inf. OpenMP over groups of blocks; the result does not depend
+ * on threads. @return QT_OK, QT_ERR_ARG. */
+qt_status qt_absmax_scan(qt_src_type t, const void *src, size_t n, size_t block, float *absmax,
+                         bool *nonfinite);
+
+/* ---- quantizing a whole weight ------------------------------------------ */
+
+/* The buffers a weight quantized with qt_quantize_weight fills, caller
+ * provided (sizes from qt_qbuf_sizes; unused ones NULL / 0). */
+typedef struct qt_qbuf {
+    void *codes;        /* nf4/fp4 packed codes, int8 CB, q8 blocks */
+    float *absmax;      /* nf4/fp4 block absmax (also the input of double quant) */
+    uint8_t *absmax_q;  /* nf4/fp4 double quant: nested codes */
+    float *nested;      /* nf4/fp4 double quant: nested absmax */
+    float *scb;         /* int8 row scales */
+} qt_qbuf;
+
+typedef struct qt_qbuf_sizes {
+    size_t codes, absmax, absmax_q, nested, scb; /* bytes; 0 = not used */
+} qt_qbuf_sizes;
+
+/* Bytes of each buffer for a (n_out, n_in) weight in scheme (NF4, FP4,
+ * INT8, Q8) with block (NF4/FP4/Q8) and double_quant (NF4/FP4).
+ * @return QT_OK, QT_ERR_ARG (not a quantization scheme), QT_ERR_OVERFLOW. */
+qt_status qt_qbuf_sizes_of(qt_scheme scheme, size_t block, bool double_quant, size_t n_out,
+                           size_t n_in, qt_qbuf_sizes *out);
+
+/* Quantizes src (n_out, n_in) of type t into b and describes the result in
+ * *out (pointers into b). The one entry that picks the kernels of a scheme
+ * for a whole weight (convert, validate and merge use it). dq_offset: the
+ * double-quantization offset when the caller computed it already
+ * (qt_dq_mean of these absmax, e.g. in a prepass), NULL = computed here.
+ * @return QT_OK, QT_ERR_ARG, QT_ERR_NUMERIC (double quant of a non-finite
+ * absmax). */
+qt_status qt_quantize_weight(const qt_kernels *k, qt_scheme scheme, size_t block,
+                             bool double_quant, const float *dq_offset, qt_src_type t,
+                             const void *src, size_t n_out, size_t n_in, const qt_qbuf *b,
+                             qt_qweight *out);
 /* ---- dense fp32 products and low-rank factorization (LoftQ) ---------------- */
 
 /* c (m, k) = a (m, n) . b (n, k), all fp32 row-major, caller-owned. Every

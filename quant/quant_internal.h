@@ -96,10 +96,20 @@ bool qt_dq8_tab_init(qt_dq8_tab *tab);
  * for absmax[0..len), len <= QT_DQ_BLOCK: codes[0..len), *nested. */
 void qt_dq_block_ref(const float *absmax, size_t len, float offset, uint8_t *codes,
                      float *nested);
+/* The same through k's blockwise8 kernel (the ref one above uses the ref kernel). */
+void qt_dq_block_with(const qt_kernels *k, const float *absmax, size_t len, float offset,
+                      uint8_t *codes, float *nested);
 #if defined(__x86_64__)
 void qt_dq_block_avx512(const qt_dq8_tab *tab, const float *absmax, size_t len, float offset,
                         uint8_t *codes, float *nested);
 #endif
+
+/* ---- absmax scan (scan.c; driver qt_absmax_scan in driver.c) ----------- */
+/* Blocks [b0, b1) of the n values of src (type t, blocks of `block`):
+ * absmax[b] (may be NULL) = max |x| of block b; true when one holds NaN or
+ * Inf. */
+bool qt_absmax_blocks_ref(qt_src_type t, const void *src, size_t n, size_t block, size_t b0,
+                          size_t b1, float *absmax);
 
 /* ---- matmul internals (matmul.c, driver.c, kernels_*.c) -------------------
  *

@@ -2,6 +2,7 @@
  * CLI parsing, --help and inspect all read this table. */
 #include "quant/quant.h"
 
+#include <stdio.h>
 #include <string.h>
 
 /* bits per weight: codes plus scales at the default block size
@@ -9,21 +10,28 @@
  *   q8 (block 32): 34 bytes / 32 weights
  *   int8-blockwise (block 4096): 8 + 32/4096
  *   int8 row-wise: 8 plus one float per row (shown without it) */
+#define CV QT_SCHEME_F_CONVERT
+#define PL QT_SCHEME_F_PLAIN
+#define FB QT_SCHEME_F_FALLBACK
+/* calibration thresholds: docs/CALIBRATION.md "Thresholds" */
 static const qt_scheme_info schemes[] = {
     {"nf4", QT_SCHEME_NF4, 4.0 + 8.0 / 64 + 32.0 / (64 * 256), 64, 32, 4096,
-     "4-bit NormalFloat, blockwise absmax (bitsandbytes / QLoRA), double quant"},
+     "4-bit NormalFloat, blockwise absmax (bitsandbytes / QLoRA), double quant", CV, 0.25},
     {"fp4", QT_SCHEME_FP4, 4.0 + 8.0 / 64 + 32.0 / (64 * 256), 64, 32, 4096,
-     "4-bit float (1-2-1 style table), blockwise absmax (bitsandbytes)"},
+     "4-bit float (1-2-1 style table), blockwise absmax (bitsandbytes)", CV, 0.35},
     {"int8", QT_SCHEME_INT8, 8.0, 0, 0, 0,
-     "LLM.int8 row-wise int8 with per-row SCB (bitsandbytes Linear8bitLt)"},
+     "LLM.int8 row-wise int8 with per-row SCB (bitsandbytes Linear8bitLt)", CV | FB, 0.02},
     {"q8", QT_SCHEME_Q8, 34.0 * 8 / 32, 32, 32, 4096,
-     "per-block symmetric int8, block 32 = GGUF Q8_0 bytes"},
+     "per-block symmetric int8, block 32 = GGUF Q8_0 bytes", CV | FB, 0.02},
     {"int8-blockwise", QT_SCHEME_INT8_BLOCKWISE, 8.0 + 32.0 / 4096, 4096, 64, 4096,
-     "8-bit dynamic map, blockwise absmax (bitsandbytes quantize_blockwise)"},
-    {"bf16", QT_SCHEME_BF16, 16.0, 0, 0, 0, "bfloat16, unquantized"},
-    {"fp16", QT_SCHEME_FP16, 16.0, 0, 0, 0, "IEEE half, unquantized"},
-    {"fp32", QT_SCHEME_FP32, 32.0, 0, 0, 0, "float32, unquantized"},
+     "8-bit dynamic map, blockwise absmax (bitsandbytes quantize_blockwise)", 0, 0},
+    {"bf16", QT_SCHEME_BF16, 16.0, 0, 0, 0, "bfloat16, unquantized", CV | PL | FB, 0},
+    {"fp16", QT_SCHEME_FP16, 16.0, 0, 0, 0, "IEEE half, unquantized", CV | PL | FB, 0},
+    {"fp32", QT_SCHEME_FP32, 32.0, 0, 0, 0, "float32, unquantized", CV | PL | FB, 0},
 };
+#undef CV
+#undef PL
+#undef FB
 _Static_assert(sizeof schemes / sizeof schemes[0] == QT_SCHEME_COUNT,
                "one scheme table row per qt_scheme");
 
@@ -87,4 +95,23 @@ size_t qt_q8_block_bytes(size_t block)
 size_t qt_q8_bytes(size_t n, size_t block)
 {
     return qt_n_blocks(n, block) * qt_q8_block_bytes(block);
+}
+
+bool qt_scheme_has(qt_scheme s, unsigned flags)
+{
+    const qt_scheme_info *si = qt_scheme_get(s);
+    return si && (si->flags & flags) == flags;
+}
+
+const char *qt_scheme_names(unsigned flags, char *buf, size_t n)
+{
+    size_t len = 0;
+    if (n) buf[0] = 0;
+    for (size_t i = 0; i < qt_scheme_count() && n; i++) {
+        if ((schemes[i].flags & flags) != flags) continue;
+        int r = snprintf(buf + len, n - len, "%s%s", len ? ", " : "", schemes[i].name);
+        if (r < 0 || (size_t)r >= n - len) break;
+        len += (size_t)r;
+    }
+    return buf;
 }

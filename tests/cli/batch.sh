@@ -6,16 +6,8 @@
 # (exit 1); shards 1/2 + 2/2 do exactly the whole job; an interrupted run
 # resumes; bad manifests are refused with exit 2.
 set -u
-Q=${QTOOL:-build/qtool}
-case $Q in /*) ;; *) Q=$PWD/$Q ;; esac
-ROOT=$(cd "$(dirname "$0")/../.." && pwd)
-B=$ROOT/scripts/qtool-batch
-D=${QT_DATA:-../shared/data}/models
-[ -d "$D/stories260K-f32" ] || { echo "skipped: $D/stories260K-f32 is absent"; exit 77; }
-D=$(cd "$D" && pwd)
+. "$(dirname "$0")/lib/batch.sh"
 T=$(mktemp -d); trap 'rm -rf "$T"' EXIT
-fail() { echo "FAIL: $*"; exit 1; }
-export QTOOL=$Q
 
 mkdir -p "$T/in"
 for v in f32 f16 bf16; do cp -r "$D/stories260K-$v" "$T/in/"; done
@@ -124,12 +116,7 @@ grep -q '^3 jobs: 3 converted' "$T/r6" || fail "shard 2/2 did not convert 3"
 grep -q '^6 jobs: 0 converted, 6 up to date' "$T/r7" || { cat "$T/r7"; fail "shards missed a job"; }
 
 # ---- an interrupted run resumes ---------------------------------------------------------
-cat > "$T/slowq" <<EOF
-#!/usr/bin/env bash
-[ "\$1" = convert ] && [ "\$2" != -h ] && sleep 1
-exec "$Q" "\$@"
-EOF
-chmod +x "$T/slowq"
+slow_qtool "$T/slowq" 1
 sed 's|out/{model}|int/{model}|' "$T/m.json" > "$T/m4.json"
 "$B" "$T/m4.json" -j 1 --qtool "$T/slowq" --summary "$T/s8" > "$T/r8" 2>&1 &
 pid=$!
@@ -171,7 +158,7 @@ bad '{"models": ["a"], "schemes": [{"scheme": "int8", "block": 64}]}' 'no "block
 bad '{"models": ["a", "x/a"], "schemes": ["nf4"]}' "both named 'a'"
 bad '{"models": ["a"], "schemes": ["nf4", "nf4"]}' "both named 'nf4'"
 bad '{"models": ["a"], "schemes": ["nf4"], "outputs": "o/{model}"}' 'must contain both'
-bad '{"models": ["a-b", {"name": "a", "path": "z"}], "schemes": ["nf4", "b-nf4"]}' 'same output'
+bad '{"models": ["a-b", {"name": "a", "path": "z"}], "schemes": ["nf4", "b-nf4"]}' 'a-b-nf4. is written twice'
 bad '{"models": ["a"], "schemes": ["nf4"], "models": ["b"]}' 'duplicate'
 bad '[1]' 'expected an object'
 "$Q" batch-plan "$T/m.json" --shard 3/2 > /dev/null 2>&1; [ $? = 2 ] || fail "--shard 3/2 accepted"

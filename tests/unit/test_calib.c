@@ -75,14 +75,14 @@ Test(calib, linear_names)
 {
     size_t l;
     qt_proj p;
-    cr_assert(qt_calib_parse_linear("model.layers.12.mlp.down_proj.weight", &l, &p));
+    cr_assert(qt_llama_parse_linear("model.layers.12.mlp.down_proj.weight", &l, &p));
     cr_assert(eq(sz, l, 12));
     cr_assert(eq(int, p, QT_PROJ_DOWN));
-    cr_assert(qt_calib_parse_linear("model.layers.0.self_attn.k_proj.weight", &l, &p));
+    cr_assert(qt_llama_parse_linear("model.layers.0.self_attn.k_proj.weight", &l, &p));
     cr_assert(eq(int, p, QT_PROJ_K));
-    cr_assert(not(qt_calib_parse_linear("model.layers.x.mlp.up_proj.weight", &l, &p)));
-    cr_assert(not(qt_calib_parse_linear("lm_head.weight", &l, &p)));
-    cr_assert(not(qt_calib_parse_linear("model.layers.1.mlp.up_proj.weight.absmax", &l, &p)));
+    cr_assert(not(qt_llama_parse_linear("model.layers.x.mlp.up_proj.weight", &l, &p)));
+    cr_assert(not(qt_llama_parse_linear("lm_head.weight", &l, &p)));
+    cr_assert(not(qt_llama_parse_linear("model.layers.1.mlp.up_proj.weight.absmax", &l, &p)));
 }
 
 /* ---- calibration sets and the cache ---------------------------------------- */
@@ -317,7 +317,7 @@ Test(calib, scrambled_codes_in_one_tensor_are_caught_and_named)
     qt_calib_report_init(&rep);
     for (size_t i = 0; i < qt_layout_n(lq); i++) {
         const qt_lweight *w = qt_layout_at(lq, i);
-        if (!qt_calib_parse_linear(w->name, NULL, NULL)) continue;
+        if (!qt_llama_parse_linear(w->name, NULL, NULL)) continue;
         qt_qweight qq, qo;
         cr_assert(eq(int, qt_layout_qweight(w, &qq, err), QT_OK));
         cr_assert(eq(int, qt_layout_qweight(qt_layout_find(lo, w->name), &qo, err), QT_OK));
@@ -394,7 +394,7 @@ Test(calib, over_threshold_fails_then_fallback_passes_and_is_recorded)
     size_t n_plain_linear = 0;
     for (size_t i = 0; i < qt_layout_n(lq); i++) {
         const qt_lweight *w = qt_layout_at(lq, i);
-        if (!qt_calib_parse_linear(w->name, NULL, NULL)) continue;
+        if (!qt_llama_parse_linear(w->name, NULL, NULL)) continue;
         qt_calib_entry *e = qt_calib_report_find(&rep, w->name);
         cr_assert(e != NULL, "%s", w->name);
         bool kept = w->kind == QT_LW_PLAIN;

@@ -115,7 +115,8 @@ Test(manifest, every_key)
 
 Test(manifest, defaults_and_relative_manifest)
 {
-    /* a manifest named without a folder: paths stay relative to the current one */
+    /* a manifest named without a folder: paths stay relative to the current one,
+     * written "./x" so that a name starting with '-' is never an option */
     char dir[64], cwd[512], err[QT_ERRMSG_SIZE] = "";
     cr_assert(qt_test_tmpdir(dir, sizeof dir) != NULL);
     cr_assert(getcwd(cwd, sizeof cwd) != NULL);
@@ -125,12 +126,12 @@ Test(manifest, defaults_and_relative_manifest)
     qt_status st = qt_manifest_load("plain.json", &m, err);
     cr_assert(eq(int, chdir(cwd), 0));
     cr_assert(eq(int, st, QT_OK), "%s", err);
-    cr_assert(eq(str, m->models[1].path, "b"));
+    cr_assert(eq(str, m->models[1].path, "./b"));
     cr_assert(eq(ptr, m->bench_text, NULL));
     cr_assert(eq(ptr, m->calib_text, NULL));
     char *o = NULL;
     cr_assert(eq(int, qt_manifest_job_output(m, 1, &o), QT_OK));
-    cr_assert(eq(str, o, "b-q8")); /* default pattern {model}-{scheme} */
+    cr_assert(eq(str, o, "./b-q8")); /* default pattern {model}-{scheme} */
     qt_free(o);
     qt_manifest_free(m);
     char p[128];
@@ -212,7 +213,16 @@ Test(manifest, malformed)
          "unknown placeholder at '{date}'"},
         {"{\"models\": [\"a-b\", {\"name\": \"a\", \"path\": \"z\"}], \"schemes\": [\"nf4\", "
          "\"b-nf4\"]}",
-         "two jobs write the same output"},
+         "a-b-nf4' is written twice: as the output of job 0 (model 'a-b', scheme 'nf4') and "
+         "as the output of job 3 (model 'a', scheme 'b-nf4')"},
+        /* issue 12 item 12: one job's output is another job's log or report */
+        {"{\"models\": [\"m\"], \"schemes\": [\"nf4\", {\"scheme\": \"nf4\", \"name\": "
+         "\"nf4.log\"}]}",
+         "m-nf4.log' is written twice: as the log of job 0 (model 'm', scheme 'nf4') and as "
+         "the output of job 1 (model 'm', scheme 'nf4.log')"},
+        {"{\"models\": [\"m\"], \"schemes\": [\"q8\", {\"scheme\": \"q8\", \"name\": "
+         "\"q8.report.json\"}]}",
+         "m-q8.report.json' is written twice: as the report of job 0"},
         {"{\"models\": [\"a\"], \"schemes\": [\"nf4\"], \"bench_text\": 1}",
          "\"bench_text\" must be a path"},
         {"{\"models\": [\"a\"], \"schemes\": [\"nf4\"], \"models\": [\"b\"]}", "duplicate"},
@@ -296,4 +306,19 @@ Test(manifest, alloc_failures)
     cr_assert(ok_at > 10, "loaded after %d allocations", ok_at);
     unlink(path);
     rmdir(dir);
+}
+
+Test(manifest, job_files)
+{
+    /* the files scripts/qtool-batch writes beside each OUT (docs/BATCH.md) */
+    static const char *const want[][2] = {
+        {"log", ".log"}, {"report", ".report.json"}, {"bench", ".bench.json"},
+        {"bench_tmp", ".bench.json.tmp"}};
+    cr_assert(eq(sz, qt_manifest_n_job_files(), 4));
+    for (size_t i = 0; i < 4; i++) {
+        const char *kind = NULL;
+        cr_assert(eq(str, (char *)qt_manifest_job_file(i, &kind), (char *)want[i][1]));
+        cr_assert(eq(str, (char *)kind, (char *)want[i][0]));
+    }
+    cr_assert(eq(ptr, (void *)qt_manifest_job_file(4, NULL), NULL));
 }
