@@ -2,6 +2,7 @@
 #include <errno.h>
 #include <getopt.h>
 #include <inttypes.h>
+#include <math.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -74,7 +75,12 @@ static void usage(FILE *f, bool dequant)
             "                       keep (the compute dtype, default), bf16, fp16, fp32, int8, q8\n"
             "  --calib-tokens N     token positions sampled per Linear (default 512)\n"
             "  --calib-cache FILE   cache file; --no-calib-cache: none\n"
-            "  --calib-report FILE  the check's JSON report; --html FILE: as an HTML page\n");
+            "  --calib-report FILE  the check's JSON report; --html FILE: as an HTML page\n"
+            "LoftQ initialization (docs/LOFTQ.md):\n"
+            "  --loftq R            nf4/fp4 base plus OUT/loftq-adapter/, a PEFT LoRA adapter of\n"
+            "                       rank R that cancels most of each Linear's quantization error\n"
+            "  --loftq-iter T       alternating quantize / rank-R steps (default 1)\n"
+            "  --loftq-alpha A      the adapter's lora_alpha (default R: scale 1)\n");
 }
 
 static bool parse_size(const char *s, uint64_t *out)
@@ -97,7 +103,7 @@ static int run(int argc, char **argv, bool dequant)
 {
     enum { O_SCHEME = 256, O_BLOCK, O_NODQ, O_CDT, O_SKIP, O_RECIPE, O_REPORT, O_SHARD, O_NONFIN,
            O_DRY, O_FORCE, O_THREADS, O_QUIET, O_ISA, O_DTYPE, O_IFCH, O_FALLBACK, O_CALREP,
-           O_FOLLOW };
+           O_FOLLOW, O_LOFTQ, O_LOFTQ_ITER, O_LOFTQ_ALPHA };
     static const struct option opts[] = {
         {"scheme", required_argument, 0, O_SCHEME},
         {"block", required_argument, 0, O_BLOCK},
@@ -125,6 +131,9 @@ static int run(int argc, char **argv, bool dequant)
         {"html", required_argument, 0, QT_CLI_CALIB_HTML},
         {"fallback", optional_argument, 0, O_FALLBACK},
         {"calib-report", required_argument, 0, O_CALREP},
+        {"loftq", required_argument, 0, O_LOFTQ},
+        {"loftq-iter", required_argument, 0, O_LOFTQ_ITER},
+        {"loftq-alpha", required_argument, 0, O_LOFTQ_ALPHA},
         {"help", no_argument, 0, 'h'},
         {0, 0, 0, 0}};
     qt_conv_opts o = {.scheme = QT_SCHEME_NF4, .double_quant = true};
@@ -203,6 +212,24 @@ static int run(int argc, char **argv, bool dequant)
             break;
         }
         case O_CALREP: calib_report = optarg; break;
+        case O_LOFTQ:
+        case O_LOFTQ_ITER: {
+            long v;
+            if (!qt_cli_parse_int(c == O_LOFTQ ? "--loftq" : "--loftq-iter", optarg, 1, 1 << 20, &v))
+                return QT_EXIT_USAGE;
+            if (c == O_LOFTQ) o.loftq_rank = (size_t)v;
+            else o.loftq_iters = (unsigned)v;
+            break;
+        }
+        case O_LOFTQ_ALPHA: {
+            char *end;
+            o.loftq_alpha = strtod(optarg, &end);
+            if (end == optarg || *end || !(o.loftq_alpha > 0) || !isfinite(o.loftq_alpha)) {
+                qt_cli_error("--loftq-alpha '%s': expected a positive number", optarg);
+                return QT_EXIT_USAGE;
+            }
+            break;
+        }
         default: usage(stderr, dequant); return QT_EXIT_USAGE;
         }
     }
@@ -351,6 +378,15 @@ static int run(int argc, char **argv, bool dequant)
                 o.out, qt_conv_n_items(cv), nq, (double)tin / 1e6, (double)tout / 1e6, dt);
         fprintf(stderr, "qtool: phases: prepass %.3fs, quantize+write %.3fs, fsync+rename %.3fs\n",
                 pp, pw, pf);
+    }
+    if (!quiet && o.loftq_rank) {
+        size_t nm, nu;
+        double ep, el;
+        qt_conv_loftq_summary(cv, &nm, &nu, &ep, &el);
+        fprintf(stderr,
+                "qtool: loftq: rank %zu, %zu modules (%zu LoftQ, %zu plain + B=0): mean relative "
+                "error %.5f -> %.5f; adapter in %s/loftq-adapter\n",
+                o.loftq_rank, nm, nu, nm - nu, ep, el, o.out);
     }
     int rc = calib_rc;
     if (report) {

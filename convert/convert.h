@@ -82,6 +82,11 @@ typedef struct qt_conv_opts {
     qt_conv_check_fn check;    /* calibration check; NULL = none (see qt_conv_check_fn) */
     void *check_ctx;           /* passed to check; borrowed */
     const char *format;        /* output format (formats/outfmt.h); NULL = "safetensors" */
+    /* LoftQ (convert/loftq_run.c): rank R > 0 turns it on for every quantized
+     * Linear (nf4/fp4); OUT/loftq-adapter/ gets the PEFT adapter. */
+    size_t loftq_rank;
+    unsigned loftq_iters;      /* T >= 1 (0 = 1) */
+    double loftq_alpha;        /* lora_alpha (0 = R, so s = 1) */
 } qt_conv_opts;
 
 typedef struct qt_conv_item {
@@ -117,6 +122,11 @@ const char *qt_conv_compute_dtype(const qt_conv *c);
 const char *qt_conv_warning(const qt_conv *c);
 /* Number of output shards. */
 size_t qt_conv_n_shards(const qt_conv *c);
+/* --loftq, after qt_conv_run: modules, those that kept LoftQ (the others
+ * got the plain base and B = 0), and the mean relative Frobenius error
+ * ||W - Q||/||W|| of plain quantization and of what OUT holds (Q + s.B.A). */
+void qt_conv_loftq_summary(const qt_conv *c, size_t *n_mods, size_t *n_used, double *mean_plain,
+                           double *mean_loftq);
 
 /* What a run of the plan will need (convert/estimate.c): peak_bytes, an
  * upper bound of its resident memory with `threads` threads (the byte budget

@@ -3,6 +3,8 @@
 #define QT_CONVERT_INTERNAL_H
 
 #include "convert/convert.h"
+#include "convert/loftq.h"
+#include "formats/pyjson.h"
 #include "formats/modeldir.h"
 #include "formats/outfmt.h"
 #include "formats/recipe.h"
@@ -26,6 +28,7 @@ struct qt_conv {
     double seconds_total;
     char *options;     /* canonical "qtool.options" provenance string (heap) */
     double t_prepass, t_write, t_finish; /* phase times of qt_conv_run, seconds */
+    struct qt_conv_loftq *loftq; /* --loftq state (convert/loftq_run.c), NULL when off */
 };
 
 const char *qt_conv_torch_name(qt_dtype d);
@@ -53,5 +56,22 @@ uint64_t qt_conv_budget(const qt_conv *c);
  * metadata of its fallbacks into the output. */
 qt_status qt_conv_check_pass(qt_conv *c, char *errmsg);
 qt_status qt_conv_fallback_metadata(const qt_conv *c, qt_outfmt *out, char *errmsg);
+
+/* convert/loftq_run.c: `convert --loftq R` (all no-ops when it is off).
+ * prepare: checks the options against every quantized weight (exit-2
+ * errors) and sets up the adapter store; prepass: the nested offset of
+ * an item whose base is not plain NF4 of W (T > 1); quantize: the item's
+ * LoftQ base as the output's *q (buffers in *res, release with
+ * qt_loftq_result_release), its A / B kept for the adapter; finish: the
+ * adapter into the output as loftq-adapter/; report: the "loftq" object
+ * of the --report JSON; summary: one line for the user. */
+qt_status qt_conv_loftq_prepare(qt_conv *c, char *errmsg);
+bool qt_conv_loftq_on(const qt_conv *c);
+qt_status qt_conv_loftq_prepass(qt_conv *c, qt_conv_item *it, const void *src, char *errmsg);
+qt_status qt_conv_loftq_quantize(qt_conv *c, qt_conv_item *it, const void *src,
+                                 qt_loftq_result *res, qt_qweight *q, char *errmsg);
+qt_status qt_conv_loftq_finish(qt_conv *c, char *errmsg);
+void qt_conv_loftq_report(const qt_conv *c, qt_strbuf *b);
+void qt_conv_loftq_free(qt_conv *c);
 
 #endif

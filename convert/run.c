@@ -452,6 +452,7 @@ static qt_status run_item(qt_conv *c, qt_conv_item *it, char *errmsg)
 {
     qt_status st = QT_OK;
     qt_qbuf b = {0};
+    qt_loftq_result lq = {0};
     void *owned = NULL;
     double ti = qt_now();
     qt_st_tensor_prefetch(it->src->reader, it->src->weight);
@@ -459,7 +460,10 @@ static qt_status run_item(qt_conv *c, qt_conv_item *it, char *errmsg)
         const void *src;
         qt_qweight q;
         QT_TRY(qt_conv_item_source(c, it, &src, &owned, errmsg));
-        QT_TRY(qt_conv_quantize(c, it, &it->nested_offset, src, &b, &q, errmsg));
+        if (qt_conv_loftq_on(c)) /* --loftq: the LoftQ base (loftq_run.c) */
+            QT_TRY(qt_conv_loftq_quantize(c, it, src, &lq, &q, errmsg));
+        else
+            QT_TRY(qt_conv_quantize(c, it, &it->nested_offset, src, &b, &q, errmsg));
         QT_TRY(out_write_quant(c, it, &q, errmsg));
         if (c->o.metrics) { /* error of the quantized weight against its source */
             qt_qweight qo;
@@ -477,6 +481,7 @@ static qt_status run_item(qt_conv *c, qt_conv_item *it, char *errmsg)
     }
 fail:
     qt_conv_qbuf_free(&b);
+    qt_loftq_result_release(&lq);
     qt_free(owned);
     qt_st_tensor_release(it->src->reader, it->src->weight);
     it->seconds = qt_now() - ti;
@@ -490,6 +495,7 @@ static qt_status prepass_run(qt_conv *c, qt_conv_item *it, char *errmsg)
     const void *src;
     qt_status st = qt_conv_item_source(c, it, &src, &owned, errmsg);
     if (st == QT_OK) st = prepass_item(c, it, src, errmsg);
+    if (st == QT_OK) st = qt_conv_loftq_prepass(c, it, src, errmsg);
     qt_free(owned);
     qt_st_tensor_release(it->src->reader, it->src->weight);
     return st;
@@ -598,6 +604,7 @@ qt_status qt_conv_run(qt_conv *c, char *errmsg)
     bool exists;
     double t0 = qt_now();
     QT_TRY(check_out(c, &exists, errmsg));
+    QT_TRY(qt_conv_loftq_prepare(c, errmsg));
     QT_TRY(prepass(c, errmsg));
     if (c->o.check) QT_TRY(qt_conv_check_pass(c, errmsg)); /* calibration (validate.c) */
     QT_TRY(output_metadata(c, errmsg));
@@ -614,6 +621,7 @@ qt_status qt_conv_run(qt_conv *c, char *errmsg)
     /* the other files, then the output completed and moved into place */
     double tf = qt_now();
     QT_TRY(output_files(c, errmsg));
+    QT_TRY(qt_conv_loftq_finish(c, errmsg));
     QT_CHECK(!cancelled(c), QT_ERR_ARG, "cancelled");
     QT_TRY(qt_outfmt_commit(c->out, (const char *const *)c->skip_modules, c->n_skip_modules,
                             errmsg));
@@ -679,8 +687,10 @@ qt_status qt_conv_report_json(const qt_conv *c, char **json, char *errmsg)
         jnum(&b, it->seconds);
         qt_strbuf_puts(&b, "}");
     }
-    qt_strbuf_printf(&b, "\n  ],\n  \"bytes_in\": %" PRIu64 ",\n  \"bytes_out\": %" PRIu64 "\n}\n",
-                     tin, tout);
+    qt_strbuf_printf(&b, "\n  ],\n  \"bytes_in\": %" PRIu64 ",\n  \"bytes_out\": %" PRIu64, tin,
+                     tout);
+    qt_conv_loftq_report(c, &b);
+    qt_strbuf_puts(&b, "\n}\n");
     if (b.oom) {
         qt_strbuf_release(&b);
         return qt_set_err(errmsg, QT_ERR_NOMEM, "out of memory");

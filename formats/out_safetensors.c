@@ -2,10 +2,12 @@
  * out_safetensors.h): the seam's operations over qt_st_writer shards. */
 #include "formats/out_safetensors.h"
 
+#include <errno.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "formats/bnb.h"
 #include "formats/fsutil.h"
@@ -334,6 +336,17 @@ static qt_status op_add_file(void *self, const char *name, const char *src_path,
     char dst[PATH_MAX];
     if (!qt_path_join(dst, sizeof dst, s->stage.dir, name))
         return qt_set_err(errmsg, QT_ERR_ARG, "path too long");
+    /* "sub/file": the subfolder is created in the staging area */
+    char *slash = strrchr(dst, '/');
+    if (strchr(name, '/') && slash) {
+        *slash = 0;
+        int rc = mkdir(dst, 0755);
+        int e = errno;
+        *slash = '/';
+        if (rc != 0 && e != EEXIST)
+            return qt_set_err(errmsg, QT_ERR_IO, "'%s': cannot create its folder: %s", dst,
+                              strerror(e));
+    }
     return qt_file_copy(src_path, dst, errmsg);
 }
 
