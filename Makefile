@@ -70,7 +70,7 @@ REPLAY_BIN := $(FUZZ_SRC:tests/fuzz/%.c=$(BUILD)/tests/replay_%)
 ISA_AVX2   := -mavx2 -mfma -mf16c
 ISA_AVX512 := -mavx512f -mavx512bw -mavx512vl -mavx512dq -mavx2 -mfma -mf16c
 
-.PHONY: all test test-slurm bench asan fuzz demo deps check-deps install uninstall clean help
+.PHONY: all test test-slurm bench bench-cputime asan fuzz demo deps check-deps install uninstall clean help
 
 all: $(QTOOL) $(LIB) ## build build/qtool and build/libqtool.a (default)
 
@@ -125,6 +125,14 @@ fuzz: ## libFuzzer harnesses with clang, FUZZ_TIME seconds each
 
 bench: all ## kernel, convert and model benchmarks (figures: docs/BENCHMARKS.md)
 	$(Q)BUILD=$(BUILD) DATA=$(DATA) bash bench/run-bench.sh
+
+bench-cputime: $(BUILD)/bench/quant_cputime ## quantize kernels in CPU time vs memcpy (for loaded machines)
+	$(Q)OMP_NUM_THREADS=1 $(BUILD)/bench/quant_cputime
+
+$(BUILD)/bench/quant_cputime: bench/cputime/quant_cputime.c $(LIB)
+	@mkdir -p $(@D)
+	$(Q)$(CC) $(QT_CFLAGS) $(CPPFLAGS) $(CFLAGS) $(QT_LDFLAGS) $(LDFLAGS) \
+	  -o $@ $< $(LIB) $(QT_LDLIBS) $(LDLIBS)
 
 demo: deps ## qtool's main job on the sample model (MODEL=DIR for another)
 	$(Q)$(MAKE) --no-print-directory BUILD=$(BUILD) all

@@ -34,6 +34,7 @@ int cmd_bench_ppl(int argc, char **argv); /* `qtool bench ppl`, a row of cmd_ben
 int cmd_generate(int argc, char **argv);
 int cmd_batch_plan(int argc, char **argv);
 int cmd_validate(int argc, char **argv);
+int cmd_verify(int argc, char **argv);
 
 /* Prints "qtool: error: <msg>" to stderr. */
 void qt_cli_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
@@ -53,6 +54,18 @@ int qt_cli_threads(void);
  * (cli/needs.c, from convert/estimate.c). */
 struct qt_conv;
 void qt_cli_print_needs(const struct qt_conv *cv);
+
+/* --match cpu|cuda and --rcp-table FILE (convert, verify): for "cuda" loads
+ * the GPU reciprocal table (FILE, else $QTOOL_RCP_TABLE) into *table
+ * (caller frees with qt_free); "cpu" (or NULL) leaves it NULL. Returns the
+ * exit code: QT_EXIT_OK, or after an error message QT_EXIT_USAGE (bad value,
+ * no table given, not the measured table) / QT_EXIT_FAIL (unreadable). */
+int qt_cli_match_load(const char *match, const char *rcp_path, uint8_t **table);
+#define QT_CLI_MATCH_HELP                                                                 \
+    "  --match cpu|cuda     whose bitsandbytes bytes to reproduce: its CPU path (default)\n" \
+    "                       or its CUDA path as an NVIDIA GPU runs it (docs/FORMATS.md)\n"  \
+    "  --rcp-table FILE     cuda: the measured GPU reciprocal table (rcp-sm90-2bit.zst;\n"  \
+    "                       default $QTOOL_RCP_TABLE)\n"
 
 /* Calibration options shared by `convert --calib` and `validate`
  * (cli/cmd_validate.c). Option codes for getopt_long's val. */

@@ -56,6 +56,7 @@ static void usage(FILE *f, bool dequant)
             "  --report FILE        per-tensor JSON report (scheme, bytes, RMSE, SQNR, time)\n"
             "  --max-shard-size S   shard the output (bytes, or with K/M/G suffix)\n"
             "  --allow-nonfinite    quantize tensors that hold NaN or Inf\n"
+            QT_CLI_MATCH_HELP
             "  --dry-run            print the plan, write nothing\n"
             "  --force              replace an existing OUT\n"
             "  --follow-symlinks    accept shards that are symlinks leaving IN (a Hugging Face\n"
@@ -99,11 +100,13 @@ static bool parse_size(const char *s, uint64_t *out)
     return true;
 }
 
-static int run(int argc, char **argv, bool dequant)
+/* *rcp: the GPU reciprocal table run loaded for --match cuda (the caller
+ * frees it). */
+static int run(int argc, char **argv, bool dequant, uint8_t **rcp)
 {
     enum { O_SCHEME = 256, O_BLOCK, O_NODQ, O_CDT, O_SKIP, O_RECIPE, O_REPORT, O_SHARD, O_NONFIN,
            O_DRY, O_FORCE, O_THREADS, O_QUIET, O_ISA, O_DTYPE, O_IFCH, O_FALLBACK, O_CALREP,
-           O_FOLLOW, O_LOFTQ, O_LOFTQ_ITER, O_LOFTQ_ALPHA };
+           O_FOLLOW, O_MATCH, O_RCP, O_LOFTQ, O_LOFTQ_ITER, O_LOFTQ_ALPHA };
     static const struct option opts[] = {
         {"scheme", required_argument, 0, O_SCHEME},
         {"block", required_argument, 0, O_BLOCK},
@@ -122,6 +125,8 @@ static int run(int argc, char **argv, bool dequant)
         {"quiet", no_argument, 0, O_QUIET},
         {"isa", required_argument, 0, O_ISA},
         {"dtype", required_argument, 0, O_DTYPE},
+        {"match", required_argument, 0, O_MATCH},
+        {"rcp-table", required_argument, 0, O_RCP},
         /* calibration check (cli/cmd_validate.c) */
         {"calib", required_argument, 0, QT_CLI_CALIB_TEXT},
         {"calib-tokens", required_argument, 0, QT_CLI_CALIB_TOKENS},
@@ -142,7 +147,7 @@ static int run(int argc, char **argv, bool dequant)
     const char *calib_report = NULL;
     const char *skip[256];
     size_t n_skip = 0;
-    const char *report = NULL, *isa = NULL;
+    const char *report = NULL, *isa = NULL, *match = NULL, *rcp_path = NULL;
     bool dry = false, quiet = false, if_changed = false;
     long threads = 0, block = 0;
     int c;
@@ -198,6 +203,8 @@ static int run(int argc, char **argv, bool dequant)
             break;
         case O_QUIET: quiet = true; break;
         case O_ISA: isa = optarg; break;
+        case O_MATCH: match = optarg; break;
+        case O_RCP: rcp_path = optarg; break;
         case 'h': usage(stdout, dequant); return QT_EXIT_OK;
         case O_FALLBACK: {
             const qt_scheme_info *s = optarg && strcmp(optarg, "keep") ? qt_scheme_find(optarg) : NULL;
@@ -241,6 +248,13 @@ static int run(int argc, char **argv, bool dequant)
 #ifdef _OPENMP
     if (threads) omp_set_num_threads((int)threads);
 #endif
+    if (dequant && (match || rcp_path)) {
+        qt_cli_error("--match: dequant does not quantize");
+        return QT_EXIT_USAGE;
+    }
+    int mrc = qt_cli_match_load(match, rcp_path, rcp);
+    if (mrc != QT_EXIT_OK) return mrc;
+    o.rcp = *rcp;
     if (o.block && o.scheme == QT_SCHEME_INT8) {
         qt_cli_error("--block: int8 (LLM.int8) is row-wise and has no block size");
         return QT_EXIT_USAGE;
@@ -407,5 +421,13 @@ static int run(int argc, char **argv, bool dequant)
     return rc;
 }
 
-int cmd_convert(int argc, char **argv) { return run(argc, argv, false); }
-int cmd_dequant(int argc, char **argv) { return run(argc, argv, true); }
+static int run_and_free(int argc, char **argv, bool dequant)
+{
+    uint8_t *rcp = NULL;
+    int rc = run(argc, argv, dequant, &rcp);
+    qt_free(rcp);
+    return rc;
+}
+
+int cmd_convert(int argc, char **argv) { return run_and_free(argc, argv, false); }
+int cmd_dequant(int argc, char **argv) { return run_and_free(argc, argv, true); }

@@ -20,6 +20,7 @@ static const struct qt_cmd commands[] = {
     {"bench", cmd_bench, "benchmarks: perplexity and KL divergence (ppl), kernels, synthetic models"},
     {"generate", cmd_generate, "generate text with a model (greedy by default)"},
     {"validate", cmd_validate, "check a quantized model against the original on calibration data"},
+    {"verify", cmd_verify, "check that a bitsandbytes checkpoint is exactly what bitsandbytes writes"},
     {"batch-plan", cmd_batch_plan, "expand a batch manifest into conversion jobs (scripts/qtool-batch)"},
 };
 

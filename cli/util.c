@@ -3,8 +3,10 @@
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "cli/cli.h"
+#include "formats/cuda_rcp.h"
 #include "common/cpu.h"
 
 void qt_cli_error(const char *fmt, ...)
@@ -38,6 +40,33 @@ int qt_cli_parse_int(const char *opt, const char *s, long lo, long hi, long *out
     }
     *out = v;
     return 1;
+}
+
+int qt_cli_match_load(const char *match, const char *rcp_path, uint8_t **table)
+{
+    *table = NULL;
+    if (!match || !strcmp(match, "cpu")) {
+        if (rcp_path) qt_cli_error("--rcp-table: only with --match cuda");
+        return rcp_path ? QT_EXIT_USAGE : QT_EXIT_OK;
+    }
+    if (strcmp(match, "cuda")) {
+        qt_cli_error("--match '%s': not one of cpu, cuda", match);
+        return QT_EXIT_USAGE;
+    }
+    const char *path = rcp_path ? rcp_path : getenv("QTOOL_RCP_TABLE");
+    if (!path || !*path) {
+        qt_cli_error("--match cuda needs the GPU reciprocal table: --rcp-table FILE or "
+                     "QTOOL_RCP_TABLE (e.g. ../shared/data/cuda/%s)",
+                     QT_RCP_FILE_NAME);
+        return QT_EXIT_USAGE;
+    }
+    char err[QT_ERRMSG_SIZE] = "";
+    qt_status st = qt_cuda_rcp_load(path, table, err);
+    if (st != QT_OK) {
+        qt_cli_error("%s", err);
+        return qt_cli_exit_for(st);
+    }
+    return QT_EXIT_OK;
 }
 
 int qt_cli_setup_isa(const char *isa_opt)

@@ -118,6 +118,8 @@ static qt_status output_new(qt_conv *c, size_t block, char *errmsg)
     for (size_t i = 0; i < ns; i++) c->protect[i] = qt_st_reader_path(qt_modeldir_shard(c->md, i));
     if (!qt_path_join(c->config_path, sizeof c->config_path, c->in_dir, "config.json"))
         return qt_set_err(errmsg, QT_ERR_ARG, "input '%s': path too long", c->in_dir);
+    /* one read of the input, unless a calibration check quantizes first */
+    c->single_read = o->check == NULL;
     qt_out_model m = {.out = o->out,
                       .config_path = c->config_path,
                       .compute = c->compute,
@@ -126,7 +128,8 @@ static qt_status output_new(qt_conv *c, size_t block, char *errmsg)
                       .double_quant = o->double_quant,
                       .max_shard_size = o->max_shard_size,
                       .protect = c->protect,
-                      .n_protect = ns};
+                      .n_protect = ns,
+                      .single_pass = c->single_read};
     return qt_outfmt_new(o->format, &m, &c->out, errmsg);
 }
 
@@ -141,7 +144,9 @@ static bool glob_match(const char *pat, const char *name)
  * as "qtool.options" and compared by qt_conv_up_to_date:
  *   scheme=S;block=N;double_quant=0|1;compute_dtype=D;skip=["g1","g2"];
  *   recipe=<sha256 of the file's bytes>|none;max_shard_size=N;allow_nonfinite=0|1
- * (block: the effective block size, 0 for int8). */
+ * then ";match=cuda" with --match cuda (absent for cpu, so that files made
+ * before the option stay up to date) (block: the effective block size, 0
+ * for int8). */
 static qt_status options_string(qt_conv *c, char *errmsg)
 {
     qt_status st = QT_OK;
@@ -176,6 +181,7 @@ static qt_status options_string(qt_conv *c, char *errmsg)
         qt_strbuf_printf(&b, ";loftq=%zu,%u,%.17g", o->loftq_rank,
                          o->loftq_iters ? o->loftq_iters : 1,
                          o->loftq_alpha > 0 ? o->loftq_alpha : (double)o->loftq_rank);
+    if (o->rcp) qt_strbuf_puts(&b, ";match=cuda");
     QT_CHECK(!b.oom, QT_ERR_NOMEM, "out of memory");
     c->options = b.data;
     b.data = NULL;

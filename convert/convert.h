@@ -17,6 +17,8 @@
  * llm_int8_skip_modules, lm_head included; every other non-weight file is
  * copied byte for byte). convert never names a stored key or file itself.
  *
+ * Each input byte is read once (no prepass) unless a calibration check is
+ * set: then a prepass computes the double-quantization offsets first.
  * Memory: the input stays mapped and each weight's pages are released once
  * it is written, so peak memory is about the largest tensor (input pages)
  * plus its output buffer. Output bytes do not depend on the thread count or
@@ -77,6 +79,9 @@ typedef struct qt_conv_opts {
     bool allow_requantize;     /* dequant: input may be quantized */
     bool follow_symlinks;      /* accept shards that are symlinks leaving IN (a Hugging
                                   Face cache snapshot); refused by default (rule I6) */
+    const uint8_t *rcp;        /* --match cuda: the GPU reciprocal table (formats/cuda_rcp.h,
+                                  borrowed) for bitsandbytes' CUDA bytes; NULL = its CPU
+                                  bytes (--match cpu) */
     FILE *progress;            /* progress bar target (a terminal), NULL = silent */
     volatile sig_atomic_t *cancel; /* set non-zero to stop between chunks; may be NULL */
     qt_conv_check_fn check;    /* calibration check; NULL = none (see qt_conv_check_fn) */
@@ -159,11 +164,13 @@ qt_status qt_conv_up_to_date(const qt_conv *c, bool *up_to_date, char *reason, s
 /* The canonical "qtool.options" string of the plan: every option that
  * changes output bytes (scheme, effective block size, double quantization,
  * compute dtype, each --skip glob, sha256 of the recipe file, max shard
- * size, allow-nonfinite). Borrowed, valid until qt_conv_free. */
+ * size, allow-nonfinite, and ";match=cuda" with --match cuda). Borrowed,
+ * valid until qt_conv_free. */
 const char *qt_conv_options(const qt_conv *c);
 
 /* Where the time of the last qt_conv_run went, in seconds: prepass (NaN /
- * Inf scan and the double-quantization offsets), quantize + write (every
+ * Inf scan and the double-quantization offsets; 0 when the input is read
+ * once, i.e. without a calibration check), quantize + write (every
  * tensor through the kernels into the shards, page cache), finish (shard
  * fsync + rename, config and other files, folder fsync and the final
  * rename). */
@@ -179,6 +186,41 @@ qt_status qt_conv_report_json(const qt_conv *c, char **json, char *errmsg);
 void qt_conv_fingerprint(const qt_st_reader *r, char hex[65]);
 
 void qt_conv_free(qt_conv *c);
+
+/* ---- verify (convert/verify.c) -------------------------------------------
+ * `qtool verify ORIGINAL QUANTIZED`: re-derives QUANTIZED (a bitsandbytes
+ * checkpoint: file or folder) from ORIGINAL with the options its tensors
+ * record (quant type, block size, double quantization and dtype from the
+ * quant_state blobs; LLM.int8 from `.SCB` and the dtype of its unquantized
+ * tensors), written to a temporary folder under $TMPDIR (removed after),
+ * and compares every tensor byte for byte. rcp as in qt_conv_opts: which
+ * bitsandbytes path's bytes to expect. */
+typedef struct qt_verify_tensor {
+    const char *name;      /* borrowed, valid during the callback */
+    bool in_quantized;     /* present in QUANTIZED */
+    bool in_derived;       /* present in the re-derived checkpoint */
+    bool same_layout;      /* both present with equal dtype and shape */
+    bool identical;        /* both present, same layout, every byte equal */
+    uint64_t n_bytes;      /* its size in QUANTIZED (else in the derived one) */
+    uint64_t n_diff;       /* differing bytes (a size difference counts in full) */
+    uint64_t first_diff;   /* byte offset of the first difference; UINT64_MAX if none */
+} qt_verify_tensor;
+typedef void (*qt_verify_fn)(void *ctx, const qt_verify_tensor *t);
+
+typedef struct qt_verify_summary {
+    size_t n_tensors;      /* tensors of QUANTIZED */
+    size_t n_identical;    /* of them, identical */
+    size_t n_differ;       /* tensors not identical (missing on either side included) */
+    char options[160];     /* the convert options used, for the user */
+} qt_verify_summary;
+
+/* Calls fn (may be NULL) once per tensor of QUANTIZED, then once per
+ * re-derived tensor QUANTIZED lacks. Identical iff sum->n_differ == 0.
+ * @return QT_OK, QT_ERR_FORMAT / QT_ERR_UNSUPPORTED (QUANTIZED is not a
+ * single-scheme bitsandbytes checkpoint, or bad input), QT_ERR_IO,
+ * QT_ERR_NOMEM; errmsg names the file and tensor. */
+qt_status qt_conv_verify(const char *original, const char *quantized, const uint8_t *rcp,
+                         qt_verify_fn fn, void *ctx, qt_verify_summary *sum, char *errmsg);
 
 /* ---- calibration check (convert/validate.c) ------------------------------ */
 

@@ -29,6 +29,7 @@ struct qt_conv {
     char *options;     /* canonical "qtool.options" provenance string (heap) */
     double t_prepass, t_write, t_finish; /* phase times of qt_conv_run, seconds */
     struct qt_conv_loftq *loftq; /* --loftq state (convert/loftq_run.c), NULL when off */
+    bool single_read;  /* no prepass: each weight read once (not with a calibration check) */
 };
 
 const char *qt_conv_torch_name(qt_dtype d);

@@ -51,6 +51,7 @@ qt_status qt_conv_loftq_prepare(qt_conv *c, char *errmsg)
     qt_status st = QT_OK;
     const qt_conv_opts *o = &c->o;
     if (o->loftq_rank == 0) return QT_OK;
+    QT_CHECK(!o->rcp, QT_ERR_ARG, "--loftq: not with --match cuda (LoftQ's quantization is the CPU path)");
     const double alpha = o->loftq_alpha > 0 ? o->loftq_alpha : (double)o->loftq_rank;
     QT_CHECK(isfinite(alpha), QT_ERR_ARG, "--loftq-alpha must be a positive number");
     size_t n_quant = 0;
@@ -136,7 +137,9 @@ static qt_status run_matrix(qt_conv *c, qt_conv_item *it, const void *src, qt_lo
 qt_status qt_conv_loftq_prepass(qt_conv *c, qt_conv_item *it, const void *src, char *errmsg)
 {
     /* With one iteration the base is the plain quantization of W, whose
-     * offset the ordinary prepass already computed. */
+     * offset the ordinary prepass already computed. (There is a prepass
+     * only with a calibration check; otherwise each weight is read once and
+     * the offset comes with the written weight.) */
     if (!applies(c, it) || c->loftq->iters == 1 || !it->double_quant) return QT_OK;
     qt_loftq_result res;
     qt_status st = run_matrix(c, it, src, &res, errmsg);
@@ -150,7 +153,7 @@ qt_status qt_conv_loftq_quantize(qt_conv *c, qt_conv_item *it, const void *src,
 {
     qt_status st = run_matrix(c, it, src, res, errmsg);
     if (st != QT_OK) return st;
-    if (it->double_quant && res->dq_offset != it->nested_offset)
+    if (!c->single_read && it->double_quant && res->dq_offset != it->nested_offset)
         return qt_set_err(errmsg, QT_ERR_NUMERIC,
                           "tensor '%s': internal error: LoftQ's nested offset differs from the "
                           "prepass's",

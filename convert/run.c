@@ -119,8 +119,8 @@ qt_status qt_conv_quantize(const qt_conv *c, const qt_conv_item *it, const float
                  (b->nested || !sz.nested) && (b->scb || !sz.scb),
              QT_ERR_NOMEM, "tensor '%s': out of memory", w->name);
     /* the kernels */
-    st = qt_quantize_weight(NULL, it->scheme, it->block, it->double_quant, dq_offset,
-                            src_type_of(c->compute), src, n_out, n_in, b, q);
+    st = qt_quantize_weight_rcp(NULL, it->scheme, it->block, it->double_quant, dq_offset,
+                                c->o.rcp, src_type_of(c->compute), src, n_out, n_in, b, q);
     QT_CHECK(st == QT_OK, st, "tensor '%s': %squantization failed (%s)", w->name,
              st == QT_ERR_NUMERIC && it->double_quant ? "double " : "", qt_status_str(st));
 fail:
@@ -163,6 +163,20 @@ static qt_status check_finite(qt_conv *c, const qt_conv_item *it, const void *sr
     return QT_OK;
 }
 
+/* The NaN / Inf policy of an item whose source is at hand (single read):
+ * one scan of the resident values, the counts only when it flags some. */
+static qt_status nonfinite_policy(qt_conv *c, const qt_conv_item *it, const void *src,
+                                  char *errmsg)
+{
+    bool nonfinite = false;
+    qt_status st = qt_absmax_scan(src_type_of(c->compute), src, (size_t)it->src->n_elements, 4096,
+                                  NULL, &nonfinite);
+    if (st != QT_OK)
+        return qt_set_err(errmsg, st, "tensor '%s': cannot scan it (%s)", it->src->name,
+                          qt_status_str(st));
+    return nonfinite ? check_finite(c, it, src, errmsg) : QT_OK;
+}
+
 /* The prepass for one QUANT item: the NaN / Inf policy and, with double
  * quantization, the nested offset (qt_dq_mean of the block absmax, which
  * sizes the quant_state JSON). One read of the data; only a tensor that
@@ -193,7 +207,12 @@ static qt_status prepass_item(qt_conv *c, qt_conv_item *it, const void *src, cha
             off = q.nested_offset;
             qt_conv_qbuf_free(&b);
         } else {
-            st = qt_dq_mean(absmax, nb, &off);
+            /* --match cuda: the GPU flushes subnormal inputs, so a block of
+             * subnormals has absmax 0 there; then torch's CUDA mean */
+            if (c->o.rcp)
+                for (size_t b = 0; b < nb; b++)
+                    if (absmax[b] < 0x1p-126f) absmax[b] = 0.0f;
+            st = c->o.rcp ? qt_dq_mean_cuda(absmax, nb, &off) : qt_dq_mean(absmax, nb, &off);
             QT_CHECK(st == QT_OK, st, "tensor '%s': double quantization failed (%s)",
                      it->src->name, qt_status_str(st));
         }
@@ -212,14 +231,17 @@ fail:
  * are a function of its input, written at offsets fixed before. The writer
  * is used by one thread at a time (critical section); the input bytes in
  * flight are kept under a budget so memory stays bounded. */
-static qt_status out_write_quant(qt_conv *c, const qt_conv_item *it, const qt_qweight *q,
+static qt_status out_write_quant(qt_conv *c, qt_conv_item *it, const qt_qweight *q,
                                  char *errmsg)
 {
     qt_status st;
 #ifdef _OPENMP
 #pragma omp critical(qt_conv_writer)
 #endif
-    st = qt_outfmt_write_quant(c->out, it->out_id, q, errmsg);
+    {
+        st = qt_outfmt_write_quant(c->out, it->out_id, q, errmsg);
+        it->bytes_out = qt_outfmt_weight_bytes(c->out, it->out_id); /* single read: now known */
+    }
     return st;
 }
 
@@ -366,6 +388,7 @@ static qt_status provenance(const qt_conv *c, prov_fn fn, void *ctx)
     if ((st = fn(ctx, "qtool.double_quant", dq ? "true" : "false"))) return st;
     if ((st = fn(ctx, "qtool.compute_dtype", qt_conv_torch_name(c->compute)))) return st;
     if ((st = fn(ctx, "qtool.options", c->options ? c->options : ""))) return st;
+    if (c->o.rcp && (st = fn(ctx, "qtool.match", "cuda"))) return st;
     for (size_t i = 0; i < qt_modeldir_n_shards(c->md); i++) {
         char key[96], hex[65], val[4200];
         qt_conv_fingerprint(qt_modeldir_shard(c->md, i), hex);
@@ -460,10 +483,14 @@ static qt_status run_item(qt_conv *c, qt_conv_item *it, char *errmsg)
         const void *src;
         qt_qweight q;
         QT_TRY(qt_conv_item_source(c, it, &src, &owned, errmsg));
+        /* single read: the NaN / Inf policy here, the offset from the kernels */
+        if (c->single_read) QT_TRY(nonfinite_policy(c, it, src, errmsg));
         if (qt_conv_loftq_on(c)) /* --loftq: the LoftQ base (loftq_run.c) */
             QT_TRY(qt_conv_loftq_quantize(c, it, src, &lq, &q, errmsg));
         else
-            QT_TRY(qt_conv_quantize(c, it, &it->nested_offset, src, &b, &q, errmsg));
+            QT_TRY(qt_conv_quantize(c, it, c->single_read ? NULL : &it->nested_offset, src, &b,
+                                    &q, errmsg));
+        it->nested_offset = q.nested_offset;
         QT_TRY(out_write_quant(c, it, &q, errmsg));
         if (c->o.metrics) { /* error of the quantized weight against its source */
             qt_qweight qo;
@@ -605,7 +632,7 @@ qt_status qt_conv_run(qt_conv *c, char *errmsg)
     double t0 = qt_now();
     QT_TRY(check_out(c, &exists, errmsg));
     QT_TRY(qt_conv_loftq_prepare(c, errmsg));
-    QT_TRY(prepass(c, errmsg));
+    if (!c->single_read) QT_TRY(prepass(c, errmsg)); /* else each weight is read once, below */
     if (c->o.check) QT_TRY(qt_conv_check_pass(c, errmsg)); /* calibration (validate.c) */
     QT_TRY(output_metadata(c, errmsg));
     /* every weight through the kernels into the output */

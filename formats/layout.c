@@ -47,11 +47,117 @@ static bool is_vec(const qt_st_tensor *t, qt_dtype d, uint64_t n)
 }
 
 /* base = name without the trailing ".weight" */
+/* A weight with a quant_state blob sj: its original dtype, shape and block
+ * size from the blob, checked against the key suffix (want_q8 / fp4). */
+static qt_status read_state(const qt_st_tensor *sj, bool want_q8, bool fp4, qt_lweight *w,
+                            qt_bnb_state *bs, char *errmsg)
+{
+    qt_status st = QT_OK;
+    QT_CHECK(sj->dtype == QT_DTYPE_U8 && sj->n_dims == 1, QT_ERR_FORMAT,
+             "tensor '%s': quant_state must be a 1-D U8 tensor", sj->name);
+    QT_TRY(qt_bnb_state_parse(sj->data, (size_t)sj->nbytes, sj->name, bs, errmsg));
+    QT_CHECK(want_q8 == !strcmp(bs->quant_type, "q8") &&
+                 (want_q8 || !strcmp(bs->quant_type, fp4 ? "fp4" : "nf4")),
+             QT_ERR_FORMAT, "tensor '%s': quant_type '%s' does not match the key suffix", sj->name,
+             bs->quant_type);
+    bool ok;
+    w->dtype = dtype_from_torch(bs->dtype, &ok);
+    QT_CHECK(ok, QT_ERR_UNSUPPORTED, "tensor '%s': quant_state dtype '%s' not supported",
+             sj->name, bs->dtype);
+    uint64_t n = 1;
+    for (int i = 0; i < bs->n_dims; i++)
+        QT_CHECK(qt_mul_u64(n, (uint64_t)bs->shape[i], &n), QT_ERR_OVERFLOW,
+                 "tensor '%s': quant_state shape overflows", sj->name);
+    w->n_dims = (size_t)bs->n_dims;
+    for (int i = 0; i < bs->n_dims; i++) w->shape[i] = (uint64_t)bs->shape[i];
+    for (size_t i = (size_t)bs->n_dims; i < QT_ST_MAX_DIMS; i++) w->shape[i] = 0;
+    w->n_elements = n;
+    w->block_size = (size_t)bs->blocksize;
+    w->state = sj;
+    w->nbytes += sj->nbytes;
+fail:
+    return st;
+}
+
+/* The companions of a 4-bit weight (base = its module prefix): absmax,
+ * quant_map and, with double quantization, the nested parts. */
+static qt_status read_bnb4(const qt_modeldir *md, const char *base, const qt_bnb_state *bs,
+                           qt_lweight *w, char *errmsg)
+{
+    qt_status st = QT_OK;
+    const char *name = w->name;
+    const uint64_t n = w->n_elements, nb = (n + w->block_size - 1) / w->block_size;
+    QT_CHECK(w->weight->nbytes == (n + 1) / 2, QT_ERR_FORMAT,
+             "tensor '%s': packed 4-bit data is %llu bytes, shape %s needs %llu", name,
+             (unsigned long long)w->weight->nbytes, "from quant_state",
+             (unsigned long long)((n + 1) / 2));
+    w->absmax = find_member(md, base, qt_bnb_suffix(QT_BNB_ABSMAX, w->scheme));
+    w->quant_map = find_member(md, base, qt_bnb_suffix(QT_BNB_QUANT_MAP, w->scheme));
+    QT_CHECK(is_vec(w->quant_map, QT_DTYPE_F32, 16), QT_ERR_FORMAT,
+             "tensor '%s': missing or malformed .quant_map (F32 [16])", name);
+    w->nbytes += w->quant_map->nbytes;
+    const qt_st_tensor *nested = find_member(md, base, qt_bnb_suffix(QT_BNB_NESTED_ABSMAX, w->scheme));
+    if (bs->nested) {
+        w->double_quant = true;
+        w->nested_offset = bs->nested_offset;
+        w->nested_absmax = nested;
+        w->nested_map = find_member(md, base, qt_bnb_suffix(QT_BNB_NESTED_MAP, w->scheme));
+        QT_CHECK(is_vec(w->absmax, QT_DTYPE_U8, nb), QT_ERR_FORMAT,
+                 "tensor '%s': missing or malformed .absmax (U8 [%llu] with double quant)", name,
+                 (unsigned long long)nb);
+        QT_CHECK(is_vec(w->nested_absmax, QT_DTYPE_F32, (nb + 255) / 256), QT_ERR_FORMAT,
+                 "tensor '%s': missing or malformed .nested_absmax (F32 [%llu])", name,
+                 (unsigned long long)((nb + 255) / 256));
+        QT_CHECK(is_vec(w->nested_map, QT_DTYPE_F32, 256), QT_ERR_FORMAT,
+                 "tensor '%s': missing or malformed .nested_quant_map (F32 [256])", name);
+        w->nbytes += w->nested_absmax->nbytes + w->nested_map->nbytes;
+    } else {
+        QT_CHECK(is_vec(w->absmax, QT_DTYPE_F32, nb), QT_ERR_FORMAT,
+                 "tensor '%s': missing or malformed .absmax (F32 [%llu])", name,
+                 (unsigned long long)nb);
+        QT_CHECK(!nested, QT_ERR_FORMAT,
+                 "tensor '%s': nested_absmax present but quant_state has no nested keys", name);
+    }
+    w->nbytes += w->absmax->nbytes;
+fail:
+    return st;
+}
+
+/* An LLM.int8 weight: I8 [out, in] with its SCB and optional weight_format. */
+static qt_status read_int8(const qt_modeldir *md, const char *base, const qt_st_tensor *scb,
+                           qt_lweight *w, char *errmsg)
+{
+    qt_status st = QT_OK;
+    const qt_st_tensor *t = w->weight;
+    w->kind = QT_LW_INT8;
+    w->scheme = QT_SCHEME_INT8;
+    w->dtype = QT_DTYPE_F16;
+    w->scb = scb;
+    QT_CHECK(t->dtype == QT_DTYPE_I8 && t->n_dims == 2, QT_ERR_FORMAT,
+             "tensor '%s': LLM.int8 weight must be I8 [out, in]", t->name);
+    QT_CHECK(is_vec(scb, QT_DTYPE_F32, t->shape[0]), QT_ERR_FORMAT,
+             "tensor '%s': SCB must be F32 [%llu]", scb->name, (unsigned long long)t->shape[0]);
+    w->nbytes += scb->nbytes;
+    w->weight_format = find_member(md, base, qt_bnb_suffix(QT_BNB_WEIGHT_FORMAT, QT_SCHEME_INT8));
+    if (w->weight_format) {
+        QT_CHECK(w->weight_format->nbytes == 1 && w->weight_format->dtype == QT_DTYPE_U8 &&
+                     *(const uint8_t *)w->weight_format->data == 0,
+                 QT_ERR_UNSUPPORTED, "tensor '%s': only weight_format 0 (row) is supported",
+                 w->weight_format->name);
+        w->nbytes += w->weight_format->nbytes;
+    }
+fail:
+    return st;
+}
+
+/* One logical weight from tensor t: plain, or grouped with its companions
+ * (bitsandbytes 4-bit, LLM.int8, qtool q8; suffixes from formats/bnb). */
 static qt_status build_one(const qt_modeldir *md, const qt_st_tensor *t, qt_st_reader *rd,
                            qt_lweight *w, char *errmsg)
 {
     qt_status st = QT_OK;
     char base[1024];
+    /* a plain tensor, until companions say otherwise */
     memset(w, 0, sizeof *w);
     w->name = t->name;
     w->weight = t;
@@ -68,7 +174,7 @@ static qt_status build_one(const qt_modeldir *md, const qt_st_tensor *t, qt_st_r
     if (bl >= sizeof base) return QT_OK;
     memcpy(base, t->name, bl);
     base[bl] = 0;
-
+    /* which layout: at most one quant_state, or an SCB */
     const qt_st_tensor *s4n = find_member(md, base, qt_bnb_suffix(QT_BNB_STATE, QT_SCHEME_NF4));
     const qt_st_tensor *s4f = find_member(md, base, qt_bnb_suffix(QT_BNB_STATE, QT_SCHEME_FP4));
     const qt_st_tensor *sq8 = find_member(md, base, qt_bnb_suffix(QT_BNB_STATE, QT_SCHEME_Q8));
@@ -77,98 +183,22 @@ static qt_status build_one(const qt_modeldir *md, const qt_st_tensor *t, qt_st_r
     QT_CHECK(nstates <= 1, QT_ERR_FORMAT, "tensor '%s': more than one quant_state blob", t->name);
     QT_CHECK(!(nstates && scb), QT_ERR_FORMAT, "tensor '%s': both a quant_state and an SCB",
              t->name);
-    if (nstates) {
-        const qt_st_tensor *sj = s4n ? s4n : s4f ? s4f : sq8;
-        qt_bnb_state bs;
-        QT_CHECK(sj->dtype == QT_DTYPE_U8 && sj->n_dims == 1, QT_ERR_FORMAT,
-                 "tensor '%s': quant_state must be a 1-D U8 tensor", sj->name);
-        QT_TRY(qt_bnb_state_parse(sj->data, (size_t)sj->nbytes, sj->name, &bs, errmsg));
-        bool want_q8 = sq8 != NULL;
-        QT_CHECK(want_q8 == !strcmp(bs.quant_type, "q8") &&
-                     (want_q8 || !strcmp(bs.quant_type, s4n ? "nf4" : "fp4")),
-                 QT_ERR_FORMAT, "tensor '%s': quant_type '%s' does not match the key suffix",
-                 sj->name, bs.quant_type);
-        bool ok;
-        w->dtype = dtype_from_torch(bs.dtype, &ok);
-        QT_CHECK(ok, QT_ERR_UNSUPPORTED, "tensor '%s': quant_state dtype '%s' not supported",
-                 sj->name, bs.dtype);
-        uint64_t n = 1;
-        for (int i = 0; i < bs.n_dims; i++)
-            QT_CHECK(qt_mul_u64(n, (uint64_t)bs.shape[i], &n), QT_ERR_OVERFLOW,
-                     "tensor '%s': quant_state shape overflows", sj->name);
-        w->n_dims = (size_t)bs.n_dims;
-        for (int i = 0; i < bs.n_dims; i++) w->shape[i] = (uint64_t)bs.shape[i];
-        for (size_t i = (size_t)bs.n_dims; i < QT_ST_MAX_DIMS; i++) w->shape[i] = 0;
-        w->n_elements = n;
-        w->block_size = (size_t)bs.blocksize;
-        w->state = sj;
-        w->nbytes += sj->nbytes;
-        uint64_t nb = (n + w->block_size - 1) / w->block_size;
-        if (want_q8) {
-            w->kind = QT_LW_Q8;
-            w->scheme = QT_SCHEME_Q8;
-            QT_CHECK(t->dtype == QT_DTYPE_U8 && t->nbytes == qt_q8_bytes((size_t)n, w->block_size),
-                     QT_ERR_FORMAT, "tensor '%s': q8 data is %llu bytes, expected %zu",
-                     t->name, (unsigned long long)t->nbytes,
-                     qt_q8_bytes((size_t)n, w->block_size));
-            return QT_OK;
-        }
-        w->kind = QT_LW_BNB4;
-        w->scheme = s4n ? QT_SCHEME_NF4 : QT_SCHEME_FP4;
-        QT_CHECK(t->nbytes == (n + 1) / 2, QT_ERR_FORMAT,
-                 "tensor '%s': packed 4-bit data is %llu bytes, shape %s needs %llu", t->name,
-                 (unsigned long long)t->nbytes, "from quant_state",
-                 (unsigned long long)((n + 1) / 2));
-        w->absmax = find_member(md, base, qt_bnb_suffix(QT_BNB_ABSMAX, QT_SCHEME_NF4));
-        w->quant_map = find_member(md, base, qt_bnb_suffix(QT_BNB_QUANT_MAP, QT_SCHEME_NF4));
-        QT_CHECK(is_vec(w->quant_map, QT_DTYPE_F32, 16), QT_ERR_FORMAT,
-                 "tensor '%s': missing or malformed .quant_map (F32 [16])", t->name);
-        w->nbytes += w->quant_map->nbytes;
-        if (bs.nested) {
-            w->double_quant = true;
-            w->nested_offset = bs.nested_offset;
-            w->nested_absmax = find_member(md, base, qt_bnb_suffix(QT_BNB_NESTED_ABSMAX, QT_SCHEME_NF4));
-            w->nested_map = find_member(md, base, qt_bnb_suffix(QT_BNB_NESTED_MAP, QT_SCHEME_NF4));
-            QT_CHECK(is_vec(w->absmax, QT_DTYPE_U8, nb), QT_ERR_FORMAT,
-                     "tensor '%s': missing or malformed .absmax (U8 [%llu] with double quant)",
-                     t->name, (unsigned long long)nb);
-            QT_CHECK(is_vec(w->nested_absmax, QT_DTYPE_F32, (nb + 255) / 256), QT_ERR_FORMAT,
-                     "tensor '%s': missing or malformed .nested_absmax (F32 [%llu])", t->name,
-                     (unsigned long long)((nb + 255) / 256));
-            QT_CHECK(is_vec(w->nested_map, QT_DTYPE_F32, 256), QT_ERR_FORMAT,
-                     "tensor '%s': missing or malformed .nested_quant_map (F32 [256])", t->name);
-            w->nbytes += w->nested_absmax->nbytes + w->nested_map->nbytes;
-        } else {
-            QT_CHECK(is_vec(w->absmax, QT_DTYPE_F32, nb), QT_ERR_FORMAT,
-                     "tensor '%s': missing or malformed .absmax (F32 [%llu])", t->name,
-                     (unsigned long long)nb);
-            QT_CHECK(!find_member(md, base, qt_bnb_suffix(QT_BNB_NESTED_ABSMAX, QT_SCHEME_NF4)), QT_ERR_FORMAT,
-                     "tensor '%s': nested_absmax present but quant_state has no nested keys",
-                     t->name);
-        }
-        w->nbytes += w->absmax->nbytes;
+    if (scb) return read_int8(md, base, scb, w, errmsg);
+    if (!nstates) return QT_OK;
+    qt_bnb_state bs;
+    QT_TRY(read_state(s4n ? s4n : s4f ? s4f : sq8, sq8 != NULL, s4f != NULL, w, &bs, errmsg));
+    if (sq8) { /* qtool q8: the blocks, nothing else */
+        w->kind = QT_LW_Q8;
+        w->scheme = QT_SCHEME_Q8;
+        size_t want = qt_q8_bytes((size_t)w->n_elements, w->block_size);
+        QT_CHECK(t->dtype == QT_DTYPE_U8 && t->nbytes == want, QT_ERR_FORMAT,
+                 "tensor '%s': q8 data is %llu bytes, expected %zu", t->name,
+                 (unsigned long long)t->nbytes, want);
         return QT_OK;
     }
-    if (scb) {
-        w->kind = QT_LW_INT8;
-        w->scheme = QT_SCHEME_INT8;
-        w->dtype = QT_DTYPE_F16;
-        w->scb = scb;
-        QT_CHECK(t->dtype == QT_DTYPE_I8 && t->n_dims == 2, QT_ERR_FORMAT,
-                 "tensor '%s': LLM.int8 weight must be I8 [out, in]", t->name);
-        QT_CHECK(is_vec(scb, QT_DTYPE_F32, t->shape[0]), QT_ERR_FORMAT,
-                 "tensor '%s': SCB must be F32 [%llu]", scb->name,
-                 (unsigned long long)t->shape[0]);
-        w->nbytes += scb->nbytes;
-        w->weight_format = find_member(md, base, qt_bnb_suffix(QT_BNB_WEIGHT_FORMAT, QT_SCHEME_INT8));
-        if (w->weight_format) {
-            QT_CHECK(w->weight_format->nbytes == 1 && w->weight_format->dtype == QT_DTYPE_U8 &&
-                         *(const uint8_t *)w->weight_format->data == 0,
-                     QT_ERR_UNSUPPORTED, "tensor '%s': only weight_format 0 (row) is supported",
-                     w->weight_format->name);
-            w->nbytes += w->weight_format->nbytes;
-        }
-    }
+    w->kind = QT_LW_BNB4;
+    w->scheme = s4n ? QT_SCHEME_NF4 : QT_SCHEME_FP4;
+    QT_TRY(read_bnb4(md, base, &bs, w, errmsg));
 fail:
     return st;
 }

@@ -1,8 +1,18 @@
 /* formats/out_safetensors.c: the model-folder output format (see
- * out_safetensors.h): the seam's operations over qt_st_writer shards. */
+ * out_safetensors.h): the seam's operations over qt_st_writer shards.
+ *
+ * Single pass (qt_out_model.single_pass): the header of a shard lists every
+ * tensor's offset, and a double-quantized weight's quant_state length is
+ * known only once the weight is quantized. So the parts are appended to a
+ * spill file in the staging folder as they come (any order), and commit
+ * writes each shard (header, then the parts copied from the spill, whose
+ * ranges are released as they are copied): the same bytes as two passes,
+ * with the input read once; the output's bytes are written twice (page
+ * cache) and the staging folder holds up to twice the output for a moment. */
 #include "formats/out_safetensors.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -14,6 +24,8 @@
 #include "formats/out_stage.h"
 #include "formats/pyjson.h"
 
+#include <unistd.h>
+
 /* One stored tensor of a weight. */
 typedef struct part {
     char *name;
@@ -22,7 +34,9 @@ typedef struct part {
     size_t n_dims;
     uint64_t shape[QT_ST_MAX_DIMS];
     uint64_t nbytes;
-    size_t index; /* in its shard's writer */
+    size_t index;       /* in its shard's writer */
+    bool spilled;       /* single pass: its bytes are in the spill file at spill_off */
+    uint64_t spill_off;
 } part;
 
 typedef struct weight {
@@ -45,12 +59,16 @@ typedef struct sto {
     size_t n_meta;
     qt_out_stage stage;
     qt_st_writer **wr; /* (n_shards) while writing */
+    int spill_fd;      /* single pass: the spill file, -1 when none */
+    uint64_t spill_len;
+    char spill_path[PATH_MAX];
 } sto;
 
 /* ---- parts of a weight ---------------------------------------------- */
 static void free_parts(weight *x)
 {
     for (size_t k = 0; k < x->n_parts; k++) qt_free(x->part[k].name);
+    memset(x->part, 0, sizeof x->part);
     x->n_parts = 0;
     x->bytes = 0;
 }
@@ -132,6 +150,7 @@ static qt_status op_create(const qt_out_model *m, void **self, char *errmsg)
     sto *s = qt_calloc(1, sizeof *s);
     if (!s) return qt_set_err(errmsg, QT_ERR_NOMEM, "out of memory");
     s->m = *m;
+    s->spill_fd = -1;
     *self = s;
     return QT_OK;
 }
@@ -259,14 +278,99 @@ static qt_status op_begin(void *self, bool replace, char *errmsg)
     s->wr = qt_calloc(s->n_shards, sizeof *s->wr);
     QT_CHECK(s->wr != NULL, QT_ERR_NOMEM, "out of memory");
     QT_TRY(qt_out_stage_begin(&s->stage, s->m.out, replace, errmsg));
+    if (s->m.single_pass) { /* the shards are written at commit, from the spill */
+        QT_CHECK(qt_path_join(s->spill_path, sizeof s->spill_path, s->stage.dir, ".spill"),
+                 QT_ERR_ARG, "path too long");
+        s->spill_fd = open(s->spill_path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+        QT_CHECK(s->spill_fd >= 0, QT_ERR_IO, "cannot create '%s': %s", s->spill_path,
+                 strerror(errno));
+        return QT_OK;
+    }
     for (size_t i = 0; i < s->n_shards; i++) QT_TRY(open_shard(s, i, errmsg));
 fail:
     return st;
 }
 
-static qt_status part_write(sto *s, const weight *x, const part *p, const void *data,
+/* ---- single pass: the spill file ---------------------------------------- */
+
+/* Writes n bytes at offset off of the spill file. */
+static qt_status spill_pwrite(sto *s, const void *data, size_t n, uint64_t off, char *errmsg)
+{
+    const unsigned char *p = data;
+    while (n) {
+        ssize_t w = pwrite(s->spill_fd, p, n, (off_t)off);
+        if (w < 0 && errno == EINTR) continue;
+        if (w <= 0)
+            return qt_set_err(errmsg, QT_ERR_IO, "cannot write '%s': %s", s->spill_path,
+                              w < 0 ? strerror(errno) : "short write");
+        p += w;
+        n -= (size_t)w;
+        off += (uint64_t)w;
+    }
+    return QT_OK;
+}
+
+/* The spill range of part p, allocated on its first write. */
+static uint64_t spill_place(sto *s, part *p)
+{
+    if (!p->spilled) {
+        p->spilled = true;
+        p->spill_off = s->spill_len;
+        s->spill_len += p->nbytes;
+    }
+    return p->spill_off;
+}
+
+/* Copies part p of shard writer w from the spill, then releases its range. */
+static qt_status spill_copy(sto *s, qt_st_writer *w, const part *p, unsigned char *buf,
+                            size_t cap, char *errmsg)
+{
+    for (uint64_t off = 0; off < p->nbytes;) {
+        size_t m = p->nbytes - off < cap ? (size_t)(p->nbytes - off) : cap;
+        ssize_t r = pread(s->spill_fd, buf, m, (off_t)(p->spill_off + off));
+        if (r < 0 && errno == EINTR) continue;
+        if (r <= 0)
+            return qt_set_err(errmsg, QT_ERR_IO, "cannot read '%s': %s", s->spill_path,
+                              r < 0 ? strerror(errno) : "short read");
+        qt_status st = qt_st_writer_write(w, p->index, off, buf, (size_t)r);
+        if (st != QT_OK) return qt_set_err(errmsg, st, "%s", qt_st_writer_errmsg(w));
+        off += (uint64_t)r;
+    }
+    if (p->nbytes) /* best effort: keeps the staging folder near the output's size */
+        fallocate(s->spill_fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, (off_t)p->spill_off,
+                  (off_t)p->nbytes);
+    return QT_OK;
+}
+
+/* Every shard written from the spill: header, then each part's bytes. */
+static qt_status spill_commit(sto *s, char *errmsg)
+{
+    qt_status st = QT_OK;
+    const size_t cap = (size_t)4 << 20;
+    unsigned char *buf = qt_malloc(cap);
+    QT_CHECK(buf != NULL, QT_ERR_NOMEM, "out of memory");
+    for (size_t i = 0; i < s->n_shards; i++) {
+        QT_TRY(open_shard(s, i, errmsg));
+        for (size_t j = 0; j < s->n_w; j++) {
+            const weight *x = &s->w[j];
+            if (x->shard != i) continue;
+            for (size_t k = 0; k < x->n_parts; k++) {
+                QT_CHECK(x->part[k].spilled || !x->part[k].nbytes, QT_ERR_ARG,
+                         "tensor '%s': internal: part '%s' never written", x->w.name,
+                         x->part[k].name);
+                QT_TRY(spill_copy(s, s->wr[i], &x->part[k], buf, cap, errmsg));
+            }
+        }
+    }
+fail:
+    qt_free(buf);
+    return st;
+}
+
+static qt_status part_write(sto *s, const weight *x, part *p, const void *data,
                             char *errmsg)
 {
+    if (s->m.single_pass) return spill_pwrite(s, data, (size_t)p->nbytes, spill_place(s, p), errmsg);
     qt_st_writer *w = s->wr[x->shard];
     qt_status st = qt_st_writer_write(w, p->index, 0, data, (size_t)p->nbytes);
     if (st != QT_OK) qt_set_err(errmsg, st, "%s", qt_st_writer_errmsg(w));
@@ -290,7 +394,15 @@ static const void *quant_data(const qt_qweight *q, const weight *x, qt_bnb_role 
 static qt_status op_write_quant(void *self, size_t id, const qt_qweight *q, char *errmsg)
 {
     sto *s = self;
-    const weight *x = &s->w[id];
+    weight *x = &s->w[id];
+    /* single pass: the nested offset arrives now and sizes the quant_state */
+    if (s->m.single_pass && x->w.quantized && x->w.double_quant &&
+        memcmp(&q->nested_offset, &x->w.nested_offset, sizeof(float))) {
+        qt_out_weight w = x->w;
+        w.nested_offset = q->nested_offset;
+        qt_status st = set_weight(x, &w, errmsg);
+        if (st != QT_OK) return st;
+    }
     /* q must be what was declared: the quant_state was formatted from it */
     uint64_t n = 1;
     for (size_t d = 0; d < x->w.n_dims; d++) n *= x->w.shape[d];
@@ -302,7 +414,7 @@ static qt_status op_write_quant(void *self, size_t id, const qt_qweight *q, char
                           x->w.name);
     unsigned char buf[1024]; /* room for any constant part (the 256-entry map) */
     for (size_t k = 0; k < x->n_parts; k++) {
-        const part *p = &x->part[k];
+        part *p = &x->part[k];
         const void *data = quant_data(q, x, p->role);
         if (!data) {
             qt_status st = p->nbytes <= sizeof buf
@@ -323,7 +435,12 @@ static qt_status op_write_plain(void *self, size_t id, uint64_t offset, const vo
                                 size_t n, char *errmsg)
 {
     sto *s = self;
-    const weight *x = &s->w[id];
+    weight *x = &s->w[id];
+    if (s->m.single_pass) {
+        if (offset + n > x->part[0].nbytes)
+            return qt_set_err(errmsg, QT_ERR_ARG, "tensor '%s': write past its end", x->w.name);
+        return spill_pwrite(s, data, n, spill_place(s, &x->part[0]) + offset, errmsg);
+    }
     qt_st_writer *w = s->wr[x->shard];
     qt_status st = qt_st_writer_write(w, x->part[0].index, offset, data, n);
     if (st != QT_OK) qt_set_err(errmsg, st, "%s", qt_st_writer_errmsg(w));
@@ -442,6 +559,13 @@ static qt_status op_commit(void *self, const char *const *skip, size_t n_skip, c
 {
     sto *s = self;
     qt_status st = QT_OK;
+    /* single pass: the shards are written now, from the spill */
+    if (s->m.single_pass) {
+        QT_TRY(spill_commit(s, errmsg));
+        close(s->spill_fd);
+        s->spill_fd = -1;
+        unlink(s->spill_path);
+    }
     /* every shard complete, fsync'd and renamed inside the staging folder */
     for (size_t i = 0; i < s->n_shards; i++) {
         st = qt_st_writer_close(s->wr[i], errmsg);
@@ -461,6 +585,7 @@ static void op_destroy(void *self)
     if (!s) return;
     for (size_t i = 0; s->wr && i < s->n_shards; i++) qt_st_writer_abort(s->wr[i]);
     qt_free(s->wr);
+    if (s->spill_fd >= 0) close(s->spill_fd);
     qt_out_stage_abort(&s->stage);
     for (size_t i = 0; i < s->n_w; i++) {
         free_parts(&s->w[i]);

@@ -67,6 +67,10 @@ typedef struct qt_out_model {
     uint64_t max_shard_size;   /* bytes per file; 0 = one file */
     const char *const *protect; /* input files the output must never replace (n_protect) */
     size_t n_protect;
+    bool single_pass;          /* the caller reads its input once: write_quant may bring a
+                                  nested offset that was not declared (no redeclare before
+                                  begin); a format that needs every size before its header
+                                  keeps the data aside until commit */
 } qt_out_model;
 
 /* One logical weight. */

@@ -12,10 +12,10 @@
  * not on threads.
  *
  * The driver over the nested blocks (qt_dq_quantize*) is in quant/driver.c:
- * on AVX-512 it uses qt_dq_block_avx512 with a bucket table of the
- * dQuantize<0> boundaries (quant_internal.h), built per call from
- * qt_dq8_code itself; other ISAs use their blockwise8 kernel
- * (qt_dq_block_with). The bytes are the same. */
+ * on AVX-512 and AVX2 it uses qt_dq_block_avx512 / _avx2 with a bucket table
+ * of the dQuantize<0> boundaries (quant_internal.h), built per call from
+ * qt_dq8_code itself; other ISAs, and the GPU's arithmetic (rcp), use their
+ * blockwise8 kernel (qt_dq_block_with). The bytes are the same. */
 #include "quant/quant.h"
 
 #include <math.h>
@@ -165,17 +165,18 @@ bool qt_dq8_tab_init(qt_dq8_tab *tab)
 }
 
 void qt_dq_block_with(const qt_kernels *k, const float *absmax, size_t len, float offset,
-                      uint8_t *codes, float *nested)
+                      const uint8_t *rcp, uint8_t *codes, float *nested)
 {
     float centered[QT_DQ_BLOCK];
     for (size_t i = 0; i < len; i++) centered[i] = absmax[i] - offset;
-    k->blockwise8_quant(QT_SRC_F32, centered, len, QT_DQ_BLOCK, qt_dynamic_map, codes, nested);
+    k->blockwise8_quant(QT_SRC_F32, centered, len, QT_DQ_BLOCK, qt_dynamic_map, rcp, codes,
+                        nested);
 }
 
-void qt_dq_block_ref(const float *absmax, size_t len, float offset, uint8_t *codes,
-                     float *nested)
+void qt_dq_block_ref(const float *absmax, size_t len, float offset, const uint8_t *rcp,
+                     uint8_t *codes, float *nested)
 {
-    qt_dq_block_with(&qt_kernels_ref, absmax, len, offset, codes, nested);
+    qt_dq_block_with(&qt_kernels_ref, absmax, len, offset, rcp, codes, nested);
 }
 
 void qt_dq_dequantize(const uint8_t *codes, size_t nb, const void *nested, float offset,

@@ -52,8 +52,11 @@ const qt_kernels *qt_kernels_active(void)
     return k ? k : &qt_kernels_ref;
 }
 
-/* Elements per parallel work item of the blockwise quantizers. */
-#define CHUNK_ELEMS 16384
+/* Elements per parallel work item of the blockwise quantizers: large enough
+ * that a kernel's per-call setup (the 4-bit code tables, ~1 us) stays under
+ * 1 % of its time, small enough for 2 threads to share a 4096x4096 tensor
+ * in 128 items. */
+#define CHUNK_ELEMS 131072
 
 static size_t chunk_blocks(size_t block)
 {
@@ -62,6 +65,13 @@ static size_t chunk_blocks(size_t block)
 
 qt_status qt_nf4_quantize(const qt_kernels *k, qt_scheme scheme, qt_src_type t, const void *src,
                           size_t n, size_t block, uint8_t *codes, float *absmax)
+{
+    return qt_nf4_quantize_rcp(k, scheme, t, src, n, block, NULL, codes, absmax);
+}
+
+qt_status qt_nf4_quantize_rcp(const qt_kernels *k, qt_scheme scheme, qt_src_type t,
+                              const void *src, size_t n, size_t block, const uint8_t *rcp,
+                              uint8_t *codes, float *absmax)
 {
     if (scheme != QT_SCHEME_NF4 && scheme != QT_SCHEME_FP4) return QT_ERR_ARG;
     if (!src || !codes || !absmax || n == 0 || (unsigned)t >= QT_SRC_COUNT ||
@@ -78,7 +88,7 @@ qt_status qt_nf4_quantize(const qt_kernels *k, qt_scheme scheme, qt_src_type t, 
     for (c = 0; c < (ptrdiff_t)nc; c++) {
         size_t b0 = (size_t)c * cb, e0 = b0 * block;
         size_t len = n - e0 < cb * block ? n - e0 : cb * block;
-        k->quant4(fp4, t, (const unsigned char *)src + e0 * es, len, block, codes + e0 / 2,
+        k->quant4(fp4, t, (const unsigned char *)src + e0 * es, len, block, rcp, codes + e0 / 2,
                   absmax + b0);
     }
     return QT_OK;
@@ -101,7 +111,7 @@ qt_status qt_blockwise8_quantize(const qt_kernels *k, qt_src_type t, const void 
         size_t b0 = (size_t)c * cb, e0 = b0 * block;
         size_t len = n - e0 < cb * block ? n - e0 : cb * block;
         k->blockwise8_quant(t, (const unsigned char *)src + e0 * es, len, block, qt_dynamic_map,
-                            codes + e0, absmax + b0);
+                            NULL, codes + e0, absmax + b0);
     }
     return QT_OK;
 }
@@ -131,6 +141,13 @@ qt_status qt_q8_quantize(const qt_kernels *k, qt_src_type t, const void *src, si
 qt_status qt_int8_quantize(const qt_kernels *k, qt_src_type t, const void *src, size_t n_rows,
                            size_t n_cols, int8_t *cb, float *scb)
 {
+    return qt_int8_quantize_rcp(k, t, src, n_rows, n_cols, NULL, cb, scb);
+}
+
+qt_status qt_int8_quantize_rcp(const qt_kernels *k, qt_src_type t, const void *src,
+                               size_t n_rows, size_t n_cols, const uint8_t *rcp, int8_t *cb,
+                               float *scb)
+{
     if (!src || !cb || !scb || n_rows == 0 || n_cols == 0 || (unsigned)t >= QT_SRC_COUNT)
         return QT_ERR_ARG;
     size_t n;
@@ -142,7 +159,7 @@ qt_status qt_int8_quantize(const qt_kernels *k, qt_src_type t, const void *src, 
 #pragma omp parallel for schedule(static) if (n_rows > 1 && n > 65536)
 #endif
     for (r = 0; r < (ptrdiff_t)n_rows; r++)
-        k->int8_quant_row(t, (const unsigned char *)src + (size_t)r * n_cols * es, n_cols,
+        k->int8_quant_row(t, (const unsigned char *)src + (size_t)r * n_cols * es, n_cols, rcp,
                           cb + (size_t)r * n_cols, scb + r);
     return QT_OK;
 }
@@ -169,11 +186,12 @@ qt_status qt_absmax_scan(qt_src_type t, const void *src, size_t n, size_t block,
 }
 
 /* Double quantization (spec §2): the centered absmax in nested blocks of
- * QT_DQ_BLOCK, one block per work item. AVX-512 has a bucket-table kernel
- * (the table built per call, a few microseconds); other ISAs run their
- * blockwise8 kernel on the centered values. Same bytes on every ISA. */
-qt_status qt_dq_quantize_with_offset(const float *absmax, size_t nb, float offset, uint8_t *codes,
-                                     float *nested)
+ * QT_DQ_BLOCK, one block per work item. AVX-512 and AVX2 have a bucket-table
+ * kernel (the table built per call, a few microseconds); other ISAs, and
+ * the GPU's arithmetic (rcp), run the blockwise8 kernel on the centered
+ * values. Same bytes on every ISA. */
+qt_status qt_dq_quantize_with_offset(const float *absmax, size_t nb, float offset,
+                                     const uint8_t *rcp, uint8_t *codes, float *nested)
 {
     if (!absmax || !codes || !nested || nb == 0) return QT_ERR_ARG;
     if (!isfinite(offset)) return QT_ERR_NUMERIC;
@@ -182,7 +200,9 @@ qt_status qt_dq_quantize_with_offset(const float *absmax, size_t nb, float offse
     bool tab_ok = false;
 #if defined(__x86_64__)
     qt_dq8_tab tab; /* ~28 KB, read-only once built */
-    tab_ok = k->isa == QT_ISA_AVX512 && qt_dq8_tab_init(&tab);
+    void (*block)(const qt_dq8_tab *, const float *, size_t, float, uint8_t *, float *) =
+        k->isa == QT_ISA_AVX512 ? qt_dq_block_avx512 : qt_dq_block_avx2;
+    tab_ok = !rcp && (k->isa == QT_ISA_AVX512 || k->isa == QT_ISA_AVX2) && qt_dq8_tab_init(&tab);
 #endif
     ptrdiff_t g;
 #ifdef _OPENMP
@@ -193,22 +213,28 @@ qt_status qt_dq_quantize_with_offset(const float *absmax, size_t nb, float offse
         size_t len = nb - b0 < QT_DQ_BLOCK ? nb - b0 : QT_DQ_BLOCK;
 #if defined(__x86_64__)
         if (tab_ok) {
-            qt_dq_block_avx512(&tab, absmax + b0, len, offset, codes + b0, nested + g);
+            block(&tab, absmax + b0, len, offset, codes + b0, nested + g);
             continue;
         }
 #endif
-        qt_dq_block_with(k, absmax + b0, len, offset, codes + b0, nested + g);
+        qt_dq_block_with(k, absmax + b0, len, offset, rcp, codes + b0, nested + g);
     }
     return QT_OK;
+}
+
+qt_status qt_dq_quantize_rcp(const float *absmax, size_t nb, const uint8_t *rcp, uint8_t *codes,
+                             float *nested, float *offset)
+{
+    if (!offset) return QT_ERR_ARG;
+    qt_status st = rcp ? qt_dq_mean_cuda(absmax, nb, offset) : qt_dq_mean(absmax, nb, offset);
+    if (st != QT_OK) return st;
+    return qt_dq_quantize_with_offset(absmax, nb, *offset, rcp, codes, nested);
 }
 
 qt_status qt_dq_quantize(const float *absmax, size_t nb, uint8_t *codes, float *nested,
                          float *offset)
 {
-    if (!offset) return QT_ERR_ARG;
-    qt_status st = qt_dq_mean(absmax, nb, offset);
-    if (st != QT_OK) return st;
-    return qt_dq_quantize_with_offset(absmax, nb, *offset, codes, nested);
+    return qt_dq_quantize_rcp(absmax, nb, NULL, codes, nested, offset);
 }
 
 /* Output rows per dequantized tile in qt_dequantize and the dot_tile path

@@ -1,7 +1,8 @@
 /* quant/kernels_avx2.c: AVX2 + FMA + F16C kernels. Same contract as
  * kernels_avx512.c: quantize kernels are bit-identical to _ref (same float32
- * operations per element, exact absmax, branch-free searches that count the
- * thresholds below xn); a final partial block goes to the _ref kernel. */
+ * operations per element, exact absmax, branch-free bucket searches that
+ * count the thresholds below xn); a final partial block goes to the _ref
+ * kernel. */
 #include "quant/quant.h"
 
 #include <immintrin.h>
@@ -43,87 +44,218 @@ static inline float absmax8(qt_src_type t, const unsigned char *p, size_t len, s
     return hmax8(_mm256_max_ps(_mm256_max_ps(m0, m1), _mm256_max_ps(m2, m3)));
 }
 
-/* NF4: step 8 against t7 picks the half (t0..t7 or t8..t14,inf), then a
- * 3-step search inside it. Result = #{i : xn > t_i}. */
-static inline __m256i nf4_codes(__m256 xn, __m256 tlo, __m256 thi, __m256 t7)
+/* ---- 4-bit quantization ----------------------------------------------------
+ *
+ * Work unit: 16 consecutive elements as E (elements 0, 2, .., 14) and O
+ * (1, 3, .., 15), so that packed byte k is code(E[k]) << 4 | code(O[k])
+ * (bf16: E = v << 16, O = v & 0xffff0000 on the 16 raw values as 8 dwords).
+ * Per block: pass 1 takes the exact absmax (bf16: an unsigned 16-bit max of
+ * the magnitudes' bits, which orders non-NaN values like floats; a block
+ * holding NaN goes to _ref), one reciprocal, pass 2 codes f32(x * r).
+ *
+ * Code search: a monotone bucket index b(x) (an FMA or multiply and a
+ * truncation) cuts the range into 16 (NF4, signed xn: [-1, 1]) or 8 (FP4,
+ * |xn|: [0, 1]) buckets of width ~0.127, wider than in the AVX-512 kernel
+ * but narrow enough that a bucket holds at most two thresholds (the
+ * smallest gap is 0.080 for NF4, 0.083 for FP4): T1[b] <= T2[b] (+inf when
+ * absent). b is monotone, so the thresholds below xn are those of the lower
+ * buckets (base[b]) plus those of its own bucket that xn exceeds:
+ * count = base[b] + (xn > T1[b]) + (xn > T2[b]), the exact count with the
+ * scalar definition's strict ordered compares. The tables are built with
+ * the vector bucket function itself. NaN truncates to 0x80000000, bucket 0
+ * (base 0, compares false): code 0. The index is valid for |xn| < 1.015,
+ * which holds whenever r is finite; a block whose reciprocal overflows
+ * (0 < absmax < 2^-128) goes to _ref. */
+
+#define NF4_BSCALE 7.875f /* b = trunc(xn * 7.875 + 8) in [0, 15] */
+#define NF4_BOFF 8.0f
+#define FP4_BSCALE 7.75f  /* b = trunc(|xn| * 7.75) in [0, 7] */
+
+typedef struct q4tab {
+    __m256 t1lo, t1hi, t2lo, t2hi; /* T1, T2 of buckets 0-7, 8-15 (FP4: lo only) */
+    __m256 blo, bhi;               /* base[b] as int32 bits (FP4: lo only) */
+    __m256i lut;                   /* FP4: code of the count of thresholds below |xn| */
+} q4tab;
+
+static inline __m256i nf4_bucket(__m256 xn)
 {
-    __m256 sel = _mm256_cmp_ps(xn, t7, _CMP_GT_OQ);
-    __m256i idx = _mm256_and_si256(_mm256_castps_si256(sel), _mm256_set1_epi32(8));
-    __m256i loc = _mm256_setzero_si256();
-    for (int step = 4; step >= 1; step >>= 1) {
-        __m256i k = _mm256_add_epi32(loc, _mm256_set1_epi32(step - 1));
-        __m256 t = _mm256_blendv_ps(_mm256_permutevar8x32_ps(tlo, k),
-                                    _mm256_permutevar8x32_ps(thi, k), sel);
-        __m256 gt = _mm256_cmp_ps(xn, t, _CMP_GT_OQ);
-        loc = _mm256_add_epi32(loc, _mm256_and_si256(_mm256_castps_si256(gt),
-                                                     _mm256_set1_epi32(step)));
-    }
-    return _mm256_add_epi32(idx, loc);
+    return _mm256_cvttps_epi32(
+        _mm256_fmadd_ps(xn, _mm256_set1_ps(NF4_BSCALE), _mm256_set1_ps(NF4_BOFF)));
 }
 
-static inline __m256i fp4_codes(__m256 xn, __m256 thr, __m256i lut)
+static inline __m256i fp4_bucket(__m256 a)
 {
-    __m256 neg = _mm256_cmp_ps(xn, _mm256_setzero_ps(), _CMP_LT_OQ);
+    return _mm256_cvttps_epi32(_mm256_mul_ps(a, _mm256_set1_ps(FP4_BSCALE)));
+}
+
+/* The tables; false if a bucket would hold more than two thresholds (never
+ * for the built-in ones; test_quant.c sweeps every threshold against _ref). */
+static bool q4tab_init(bool fp4, q4tab *tb)
+{
+    const int nt = fp4 ? 7 : 15, nbk = fp4 ? 8 : 16;
+    float th[16], t1[16], t2[16];
+    int32_t bk[16], base[16];
+    for (int i = 0; i < 16; i++)
+        th[i] = i < nt ? (fp4 ? qt_fp4_thresholds[i] : qt_nf4_thresholds[i]) : 0.0f;
+    for (int h = 0; h < 16; h += 8) {
+        __m256 v = _mm256_loadu_ps(th + h);
+        _mm256_storeu_si256((__m256i *)(void *)(bk + h), fp4 ? fp4_bucket(v) : nf4_bucket(v));
+    }
+    for (int b = 0; b < 16; b++) {
+        int below = 0, in = 0;
+        t1[b] = t2[b] = INFINITY;
+        for (int i = 0; i < nt; i++) { /* thresholds ascending */
+            if (bk[i] < 0 || bk[i] >= nbk) return false;
+            below += bk[i] < b;
+            if (bk[i] == b) *(in++ ? &t2[b] : &t1[b]) = th[i];
+        }
+        if (in > 2) return false;
+        base[b] = below;
+    }
+    tb->t1lo = _mm256_loadu_ps(t1);
+    tb->t1hi = _mm256_loadu_ps(t1 + 8);
+    tb->t2lo = _mm256_loadu_ps(t2);
+    tb->t2hi = _mm256_loadu_ps(t2 + 8);
+    tb->blo = _mm256_castsi256_ps(_mm256_loadu_si256((const __m256i *)(const void *)base));
+    tb->bhi = _mm256_castsi256_ps(_mm256_loadu_si256((const __m256i *)(const void *)(base + 8)));
+    tb->lut = _mm256_setr_epi32(0, 1, 6, 7, 4, 5, 2, 3);
+    return true;
+}
+
+/* Entry b (0..15) of the 16-entry table (lo, hi); hib: b << 28 (bit 3 in
+ * the sign). */
+static inline __m256 lookup16(__m256 lo, __m256 hi, __m256i b, __m256 hib)
+{
+    return _mm256_blendv_ps(_mm256_permutevar8x32_ps(lo, b), _mm256_permutevar8x32_ps(hi, b), hib);
+}
+
+/* NF4 codes of 8 lanes: base[b] + (xn > T1[b]) + (xn > T2[b]). */
+static inline __m256i nf4_code8(__m256 xn, const q4tab *tb)
+{
+    __m256i b = nf4_bucket(xn);
+    __m256 hib = _mm256_castsi256_ps(_mm256_slli_epi32(b, 28));
+    __m256i base = _mm256_castps_si256(lookup16(tb->blo, tb->bhi, b, hib));
+    __m256i g1 = _mm256_castps_si256(_mm256_cmp_ps(xn, lookup16(tb->t1lo, tb->t1hi, b, hib),
+                                                   _CMP_GT_OQ));
+    __m256i g2 = _mm256_castps_si256(_mm256_cmp_ps(xn, lookup16(tb->t2lo, tb->t2hi, b, hib),
+                                                   _CMP_GT_OQ));
+    return _mm256_sub_epi32(_mm256_sub_epi32(base, g1), g2); /* g = -1 where true */
+}
+
+/* FP4 codes of 8 lanes: the magnitude code of the count below |xn|, plus 8
+ * when max(x, xn) < nt (x the element before scaling: nt = 0, or
+ * QT_CUDA_NEG_BELOW for the GPU's flush to zero; NaN xn: not negative). */
+static inline __m256i fp4_code8(__m256 xn, __m256 x, __m256 nt, const q4tab *tb)
+{
     __m256 a = abs8(xn);
-    __m256i idx = _mm256_setzero_si256();
-    for (int step = 4; step >= 1; step >>= 1) {
-        __m256i k = _mm256_add_epi32(idx, _mm256_set1_epi32(step - 1));
-        __m256 gt = _mm256_cmp_ps(a, _mm256_permutevar8x32_ps(thr, k), _CMP_GT_OQ);
-        idx = _mm256_add_epi32(idx, _mm256_and_si256(_mm256_castps_si256(gt),
-                                                     _mm256_set1_epi32(step)));
+    __m256i b = fp4_bucket(a);
+    __m256i base = _mm256_castps_si256(_mm256_permutevar8x32_ps(tb->blo, b));
+    __m256i g1 = _mm256_castps_si256(
+        _mm256_cmp_ps(a, _mm256_permutevar8x32_ps(tb->t1lo, b), _CMP_GT_OQ));
+    __m256i g2 = _mm256_castps_si256(
+        _mm256_cmp_ps(a, _mm256_permutevar8x32_ps(tb->t2lo, b), _CMP_GT_OQ));
+    __m256i m = _mm256_permutevar8x32_epi32(tb->lut, _mm256_sub_epi32(_mm256_sub_epi32(base, g1), g2));
+    __m256 neg = _mm256_cmp_ps(_mm256_max_ps(x, xn), nt, _CMP_LT_OQ);
+    return _mm256_or_si256(m, _mm256_and_si256(_mm256_castps_si256(neg), _mm256_set1_epi32(8)));
+}
+
+/* 16 elements of type t at p as E (even elements) and O (odd), float32. */
+static inline __attribute__((always_inline)) void load_eo(qt_src_type t, const unsigned char *p,
+                                                          __m256 *e, __m256 *o)
+{
+    if (t == QT_SRC_BF16) {
+        __m256i v = _mm256_loadu_si256((const __m256i *)(const void *)p);
+        *e = _mm256_castsi256_ps(_mm256_slli_epi32(v, 16));
+        *o = _mm256_castsi256_ps(_mm256_and_si256(v, _mm256_set1_epi32((int)0xffff0000u)));
+        return;
     }
-    __m256i m = _mm256_permutevar8x32_epi32(lut, idx);
-    return _mm256_add_epi32(m, _mm256_and_si256(_mm256_castps_si256(neg), _mm256_set1_epi32(8)));
+    __m256 a = load8(t, p), b = load8(t, p + 8 * qt_src_size(t));
+    /* in-lane even / odd picks, then the 64-bit quarters in order */
+    *e = _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(_mm256_shuffle_ps(a, b, 0x88)), 0xD8));
+    *o = _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(_mm256_shuffle_ps(a, b, 0xDD)), 0xD8));
 }
 
-/* 32 codes (4 x 8 int32 lanes, in element order) -> 16 packed bytes. */
-static inline void pack32(__m256i c0, __m256i c1, __m256i c2, __m256i c3, uint8_t *dst)
+/* Exact absmax of len (multiple of 16) bf16 values from the bits of their
+ * magnitudes (unsigned order = float order for non-NaN); NaN: returns NaN. */
+static inline float absmax_bf16(const unsigned char *p, size_t len)
 {
-    /* 16-bit lanes in element order */
-    __m256i p01 = _mm256_permute4x64_epi64(_mm256_packus_epi32(c0, c1), 0xD8);
-    __m256i p23 = _mm256_permute4x64_epi64(_mm256_packus_epi32(c2, c3), 0xD8);
-    /* dword k holds e[2k] | e[2k+1] << 16 -> e[2k] << 4 | e[2k+1] */
-    const __m256i ff = _mm256_set1_epi32(0xff);
-    __m256i d01 = _mm256_and_si256(_mm256_or_si256(_mm256_slli_epi32(p01, 4),
-                                                   _mm256_srli_epi32(p01, 16)), ff);
-    __m256i d23 = _mm256_and_si256(_mm256_or_si256(_mm256_slli_epi32(p23, 4),
-                                                   _mm256_srli_epi32(p23, 16)), ff);
-    __m256i q = _mm256_permute4x64_epi64(_mm256_packus_epi32(d01, d23), 0xD8);
-    __m256i b = _mm256_packus_epi16(q, q);
-    b = _mm256_permute4x64_epi64(b, 0x08);
-    _mm_storeu_si128((__m128i *)(void *)dst, _mm256_castsi256_si128(b));
+    const __m256i mag = _mm256_set1_epi16(0x7fff);
+    __m256i m0 = _mm256_setzero_si256(), m1 = _mm256_setzero_si256();
+    size_t i = 0;
+    for (; i + 32 <= len; i += 32) {
+        m0 = _mm256_max_epu16(m0, _mm256_and_si256(_mm256_loadu_si256((const __m256i *)(const void *)(p + 2 * i)), mag));
+        m1 = _mm256_max_epu16(m1, _mm256_and_si256(_mm256_loadu_si256((const __m256i *)(const void *)(p + 2 * i + 32)), mag));
+    }
+    for (; i < len; i += 16)
+        m0 = _mm256_max_epu16(m0, _mm256_and_si256(_mm256_loadu_si256((const __m256i *)(const void *)(p + 2 * i)), mag));
+    __m128i m = _mm_max_epu16(_mm256_castsi256_si128(_mm256_max_epu16(m0, m1)),
+                              _mm256_extracti128_si256(_mm256_max_epu16(m0, m1), 1));
+    m = _mm_max_epu16(m, _mm_srli_si128(m, 8));
+    m = _mm_max_epu16(m, _mm_srli_si128(m, 4));
+    m = _mm_max_epu16(m, _mm_srli_si128(m, 2));
+    uint16_t top = (uint16_t)_mm_extract_epi16(m, 0);
+    return top > 0x7f80 ? NAN : qt_bf16_to_fp32(top);
 }
 
-static void quant4(bool fp4, qt_src_type t, const void *src, size_t n, size_t block,
-                   uint8_t *codes, float *absmax)
+/* 16 codes (E in the high nibble) of each of two units -> 16 bytes. */
+static inline void store_codes(__m256i u0, __m256i u1, uint8_t *dst)
 {
-    const unsigned char *s = src;
-    const size_t es = qt_src_size(t), nfull = n / block;
-    float th[16];
-    for (int i = 0; i < 16; i++) th[i] = i < 15 ? qt_nf4_thresholds[i] : INFINITY;
-    float tf[8];
-    for (int i = 0; i < 8; i++) tf[i] = i < 7 ? qt_fp4_thresholds[i] : INFINITY;
-    const __m256 tlo = _mm256_loadu_ps(th), thi = _mm256_loadu_ps(th + 8);
-    const __m256 t7 = _mm256_set1_ps(th[7]), tfp = _mm256_loadu_ps(tf);
-    const __m256i lut = _mm256_setr_epi32(0, 1, 6, 7, 4, 5, 2, 3);
+    __m256i p = _mm256_packus_epi32(u0, u1); /* 16-bit: u0[0..3] u1[0..3] | u0[4..7] u1[4..7] */
+    p = _mm256_permute4x64_epi64(p, 0xD8);  /* u0[0..7] u1[0..7] */
+    __m128i b = _mm_packus_epi16(_mm256_castsi256_si128(p), _mm256_extracti128_si256(p, 1));
+    _mm_storeu_si128((__m128i *)(void *)dst, b);
+}
+
+/* One whole block of `block` (a multiple of 32) elements at p with
+ * reciprocal r: codes[0 .. block/2). */
+static inline __attribute__((always_inline)) void quant4_block(bool fp4, qt_src_type t,
+                                                               const unsigned char *p, size_t block,
+                                                               __m256 r, __m256 nt, const q4tab *tb,
+                                                               uint8_t *codes)
+{
+    const size_t es = qt_src_size(t);
+    for (size_t i = 0; i < block; i += 32) {
+        __m256i u[2];
+        for (int h = 0; h < 2; h++) {
+            __m256 e, o;
+            load_eo(t, p + (i + 16 * (size_t)h) * es, &e, &o);
+            __m256 en = _mm256_mul_ps(e, r), on = _mm256_mul_ps(o, r);
+            __m256i ce = fp4 ? fp4_code8(en, e, nt, tb) : nf4_code8(en, tb);
+            __m256i co = fp4 ? fp4_code8(on, o, nt, tb) : nf4_code8(on, tb);
+            u[h] = _mm256_or_si256(_mm256_slli_epi32(ce, 4), co);
+        }
+        store_codes(u[0], u[1], codes + i / 2);
+    }
+}
+
+static inline __attribute__((always_inline)) void quant4_t(bool fp4, qt_src_type t,
+                                                           const unsigned char *s, size_t nfull,
+                                                           size_t block, const q4tab *tb,
+                                                           const uint8_t *rcp, uint8_t *codes,
+                                                           float *absmax)
+{
+    const size_t es = qt_src_size(t);
+    const __m256 nt = _mm256_set1_ps(rcp ? QT_CUDA_NEG_BELOW : 0.0f);
     for (size_t j = 0; j < nfull; j++) {
         const unsigned char *p = s + j * block * es;
         uint8_t *out = codes + j * block / 2;
-        float m = absmax8(t, p, block, es);
-        absmax[j] = m;
-        const __m256 r = _mm256_set1_ps(1.0f / m);
-        for (size_t i = 0; i < block; i += 32) {
-            __m256i c[4];
-            for (int v = 0; v < 4; v++) {
-                __m256 xn = _mm256_mul_ps(load8(t, p + (i + 8 * v) * es), r);
-                c[v] = fp4 ? fp4_codes(xn, tfp, lut) : nf4_codes(xn, tlo, thi, t7);
-            }
-            pack32(c[0], c[1], c[2], c[3], out + i / 2);
+        float m = t == QT_SRC_BF16 ? absmax_bf16(p, block) : absmax8(t, p, block, es);
+        float r = qt_recip(rcp, m);
+        /* NaN in the block, an overflowing reciprocal, or (GPU) flush to
+         * zero that matters: the scalar definition */
+        if (m != m || (isinf(r) && m != 0.0f) || (rcp && !qt_cuda_simd_ok(m))) {
+            qt_quant4_ref(fp4, t, p, block, block, rcp, out, absmax + j);
+            continue;
         }
+        absmax[j] = m;
+        quant4_block(fp4, t, p, block, _mm256_set1_ps(r), nt, tb, out);
     }
-    if (nfull * block < n)
-        qt_quant4_ref(fp4, t, s + nfull * block * es, n - nfull * block, block,
-                      codes + nfull * block / 2, absmax + nfull);
+}
+
+static void quant4(bool fp4, qt_src_type t, const void *src, size_t n, size_t block,
+                   const uint8_t *rcp, uint8_t *codes, float *absmax)
+{
+    QT_QUANT4_SIMD_BODY(fp4, t, src, n, block, rcp, codes, absmax);
 }
 
 static void dequant4(const uint8_t *codes, size_t i0, size_t len, const float map[16],
@@ -215,23 +347,17 @@ static inline __m256 load8_h(qt_src_type t, const unsigned char *p)
     return _mm256_cvtph_ps(_mm256_cvtps_ph(load8(t, p), _MM_FROUND_TO_NEAREST_INT));
 }
 
-static float half_value(qt_src_type t, const void *src, size_t i)
-{
-    if (t == QT_SRC_F16) return qt_ld(t, src, i);
-    return qt_fp16_to_fp32(qt_fp32_to_fp16(qt_ld(t, src, i)));
-}
-
-static void int8_quant_row(qt_src_type t, const void *src, size_t n_cols, int8_t *cb, float *scb)
+static void int8_quant_row(qt_src_type t, const void *src, size_t n_cols, const uint8_t *rcp,
+                           int8_t *cb, float *scb)
 {
     const unsigned char *p = src;
     const size_t es = qt_src_size(t), nv = n_cols / 32 * 32;
     __m256 mv = _mm256_setzero_ps();
     for (size_t i = 0; i < nv; i += 8) mv = _mm256_max_ps(abs8(load8_h(t, p + i * es)), mv);
     float m = hmax8(mv);
-    for (size_t i = nv; i < n_cols; i++) m = qt_absmax_step(m, half_value(t, src, i));
+    for (size_t i = nv; i < n_cols; i++) m = qt_absmax_step(m, qt_half_value(t, src, i));
     *scb = m;
-    float inv = 1.0f / m;
-    float scale = inv * 127.0f;
+    float scale = qt_recip(rcp, m) * 127.0f;
     const __m256 vs = _mm256_set1_ps(scale);
     for (size_t i = 0; i < nv; i += 32) {
         __m256i r[4];
@@ -243,14 +369,61 @@ static void int8_quant_row(qt_src_type t, const void *src, size_t n_cols, int8_t
         }
         store_i8x32(r[0], r[1], r[2], r[3], cb + i);
     }
-    for (size_t i = nv; i < n_cols; i++) {
-        float v = half_value(t, src, i) * scale;
-        if (v != v) {
-            cb[i] = 0;
-            continue;
-        }
-        v = nearbyintf(v);
-        cb[i] = (int8_t)(v > 127.0f ? 127.0f : v < -127.0f ? -127.0f : v);
+    for (size_t i = nv; i < n_cols; i++) cb[i] = qt_int8_code(qt_half_value(t, src, i) * scale);
+}
+
+/* ---- double quantization: one nested block (quant_internal.h) ---------- */
+
+/* dQuantize<0> over qt_dynamic_map of 8 lanes through the bucket table
+ * (the AVX-512 kernel's search: key from the float bits, 2 gathers, one
+ * compare; NaN codes 0). */
+static inline __m256i dq8_codes_tab(__m256 xn, const qt_dq8_tab *tab)
+{
+    __m256i bits = _mm256_castps_si256(xn);
+    __m256i key = _mm256_srli_epi32(_mm256_and_si256(bits, _mm256_set1_epi32(0x7fffffff)), 17);
+    key = _mm256_max_epu32(key, _mm256_set1_epi32((int)QT_DQ8_KMIN));
+    key = _mm256_min_epu32(_mm256_sub_epi32(key, _mm256_set1_epi32((int)QT_DQ8_KMIN)),
+                           _mm256_set1_epi32(QT_DQ8_NBK - 1));
+    key = _mm256_add_epi32(key, _mm256_and_si256(_mm256_srai_epi32(bits, 31),
+                                                 _mm256_set1_epi32(QT_DQ8_NBK)));
+    __m256 t = _mm256_i32gather_ps(tab->t, key, 4);
+    __m256i base = _mm256_i32gather_epi32(tab->base, key, 4);
+    __m256i gt = _mm256_castps_si256(_mm256_cmp_ps(xn, t, _CMP_GT_OQ));
+    __m256i ord = _mm256_castps_si256(_mm256_cmp_ps(xn, xn, _CMP_ORD_Q));
+    return _mm256_and_si256(_mm256_sub_epi32(base, gt), ord); /* gt is -1 where true */
+}
+
+void qt_dq_block_avx2(const qt_dq8_tab *tab, const float *absmax, size_t len, float offset,
+                      uint8_t *codes, float *nested)
+{
+    const __m256 off = _mm256_set1_ps(offset);
+    const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+    /* nested absmax: max |absmax - offset| over the real lanes */
+    __m256 mv = _mm256_setzero_ps();
+    for (size_t i = 0; i < len; i += 8) {
+        size_t rest = len - i < 8 ? len - i : 8;
+        __m256i k = _mm256_cmpgt_epi32(_mm256_set1_epi32((int)rest), lane);
+        __m256 c = _mm256_sub_ps(_mm256_maskload_ps(absmax + i, k), off);
+        mv = _mm256_max_ps(_mm256_and_ps(abs8(c), _mm256_castsi256_ps(k)), mv);
+    }
+    float m = hmax8(mv);
+    *nested = m;
+    float r = 1.0f / m;
+    if (isinf(r) && m != 0.0f) { /* |xn| unbounded: the scalar definition */
+        qt_dq_block_ref(absmax, len, offset, NULL, codes, nested);
+        return;
+    }
+    const __m256 vr = _mm256_set1_ps(r);
+    for (size_t i = 0; i < len; i += 8) {
+        size_t rest = len - i < 8 ? len - i : 8;
+        __m256i k = _mm256_cmpgt_epi32(_mm256_set1_epi32((int)rest), lane);
+        __m256 xn = _mm256_mul_ps(_mm256_sub_ps(_mm256_maskload_ps(absmax + i, k), off), vr);
+        __m256i c = dq8_codes_tab(xn, tab);
+        __m128i p = _mm_packus_epi32(_mm256_castsi256_si128(c), _mm256_extracti128_si256(c, 1));
+        p = _mm_packus_epi16(p, p);
+        uint8_t b[8];
+        _mm_storel_epi64((__m128i *)(void *)b, p);
+        memcpy(codes + i, b, rest);
     }
 }
 

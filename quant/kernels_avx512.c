@@ -54,6 +54,10 @@ static inline float absmax16(qt_src_type t, const unsigned char *p, size_t len, 
  * (the same values as the scalar 1.0f / m); pass 2 re-reads the blocks (from
  * L1) and codes f32(x * r).
  *
+ * bf16 absmax: an unsigned 16-bit max of the magnitudes' bits (their order
+ * is the float order for non-NaN values; a block holding NaN goes to the
+ * scalar definition), one load, AND and max per 32 elements.
+ *
  * Code search: a monotone bucket function b(x) (an FMA or multiply and a
  * truncation) splits the range into 32 (NF4, signed xn) or 16 (FP4, |xn|)
  * buckets narrower than the smallest gap between thresholds, so a bucket
@@ -138,13 +142,14 @@ static inline __m512i nf4_code16(__m512 xn, const q4tab *tb, bool hi)
     return _mm512_mask_add_epi32(base, gt, base, _mm512_set1_epi32(hi ? 16 : 1));
 }
 
-/* FP4 codes of 16 lanes (sign 8 when xn < 0, ordered). */
-static inline __m512i fp4_code16(__m512 xn, const q4tab *tb, bool hi)
+/* FP4 codes of 16 lanes (sign 8 when max(x, xn) < nt, x the element before
+ * scaling: nt = 0, or QT_CUDA_NEG_BELOW for the GPU's flush to zero). */
+static inline __m512i fp4_code16(__m512 xn, __m512 x, __m512 nt, const q4tab *tb, bool hi)
 {
     __m512 a = abs16(xn);
     __m512i b = fp4_bucket(a);
     __mmask16 gt = _mm512_cmp_ps_mask(a, _mm512_permutexvar_ps(b, tb->t0), _CMP_GT_OQ);
-    __mmask16 neg = _mm512_cmp_ps_mask(xn, _mm512_setzero_ps(), _CMP_LT_OQ);
+    __mmask16 neg = _mm512_cmp_ps_mask(_mm512_max_ps(x, xn), nt, _CMP_LT_OQ);
     __m512i c = _mm512_mask_permutexvar_epi32(_mm512_permutexvar_epi32(b, hi ? tb->lo0s : tb->lo0),
                                               gt, b, hi ? tb->hi0s : tb->hi0);
     return _mm512_mask_or_epi32(c, neg, c, _mm512_set1_epi32(hi ? 0x80 : 8));
@@ -191,32 +196,56 @@ static inline __m512 reduce16x16(__m512 m[16])
 /* cnt <= 16 whole blocks of `block` (a multiple of 32) elements. */
 static inline __attribute__((always_inline)) void quant4_group(
     bool fp4, qt_src_type t, const unsigned char *p, size_t block, int cnt, const q4tab *tb,
-    uint8_t *codes, float *absmax)
+    const uint8_t *rcp, uint8_t *codes, float *absmax)
 {
     const size_t es = qt_src_size(t), units = block / 32;
     __m512 m[16];
+    __mmask16 nan = 0; /* bf16 blocks holding NaN: the scalar definition */
     for (int j = 0; j < 16; j++) {
         __m512 mj = _mm512_setzero_ps();
-        if (j < cnt)
+        if (j < cnt && t == QT_SRC_BF16) {
+            /* the magnitudes' bits in unsigned 16-bit order = float order
+             * for non-NaN; then as floats (bits << 16) for the reduction */
+            const __m512i mag = _mm512_set1_epi16(0x7fff);
+            __m512i mi = _mm512_setzero_si512();
+            for (size_t u = 0; u < units; u++)
+                mi = _mm512_max_epu16(mi, _mm512_and_si512(_mm512_loadu_si512(p + (j * units + u) * 64), mag));
+            mi = _mm512_max_epu32(_mm512_and_si512(mi, _mm512_set1_epi32(0xffff)), _mm512_srli_epi32(mi, 16));
+            if (_mm512_cmpgt_epu32_mask(mi, _mm512_set1_epi32(0x7f80))) {
+                nan |= (__mmask16)(1u << j);
+                mi = _mm512_setzero_si512();
+            }
+            mj = _mm512_castsi512_ps(_mm512_slli_epi32(mi, 16));
+        } else if (j < cnt) {
             for (size_t u = 0; u < units; u++) {
                 __m512 e, o;
                 load_eo(t, p + (j * units + u) * 32 * es, &e, &o);
                 mj = _mm512_max_ps(abs16(e), mj);
                 mj = _mm512_max_ps(abs16(o), mj);
             }
+        }
         m[j] = mj;
     }
     const __mmask16 valid = (__mmask16)((1u << cnt) - 1);
     __m512 am = reduce16x16(m);
     _mm512_mask_storeu_ps(absmax, valid, am);
     __m512 r = _mm512_div_ps(_mm512_set1_ps(1.0f), am);
-    __mmask16 big = _mm512_mask_cmp_ps_mask(valid, r, _mm512_set1_ps(INFINITY), _CMP_EQ_OQ) &
-                    _mm512_cmp_ps_mask(am, _mm512_setzero_ps(), _CMP_NEQ_OQ);
-    float rr[16];
+    __mmask16 big = (_mm512_mask_cmp_ps_mask(valid, r, _mm512_set1_ps(INFINITY), _CMP_EQ_OQ) &
+                     _mm512_cmp_ps_mask(am, _mm512_setzero_ps(), _CMP_NEQ_OQ)) |
+                    nan;
+    float rr[16], aa[16];
     _mm512_storeu_ps(rr, r);
+    if (rcp) { /* the GPU's reciprocals; blocks where flush-to-zero matters: scalar */
+        _mm512_storeu_ps(aa, am);
+        for (int j = 0; j < cnt; j++) {
+            rr[j] = qt_cuda_rcp(rcp, aa[j]);
+            if (!qt_cuda_simd_ok(aa[j])) big |= (__mmask16)(1u << j);
+        }
+    }
+    const __m512 nt = _mm512_set1_ps(rcp ? QT_CUDA_NEG_BELOW : 0.0f);
     for (int j = 0; j < cnt; j++) {
-        if (big >> j & 1) { /* the reciprocal overflowed: the scalar definition */
-            qt_quant4_ref(fp4, t, p + j * block * es, block, block, codes + j * block / 2,
+        if (big >> j & 1) { /* NaN or an overflowing reciprocal: the scalar definition */
+            qt_quant4_ref(fp4, t, p + j * block * es, block, block, rcp, codes + j * block / 2,
                           absmax + j);
             continue;
         }
@@ -224,10 +253,10 @@ static inline __attribute__((always_inline)) void quant4_group(
         for (size_t u = 0; u < units; u++) {
             __m512 e, o;
             load_eo(t, p + (j * units + u) * 32 * es, &e, &o);
-            e = _mm512_mul_ps(e, rj);
-            o = _mm512_mul_ps(o, rj);
-            __m512i c = fp4 ? _mm512_or_si512(fp4_code16(e, tb, true), fp4_code16(o, tb, false))
-                            : _mm512_or_si512(nf4_code16(e, tb, true), nf4_code16(o, tb, false));
+            __m512 en = _mm512_mul_ps(e, rj), on = _mm512_mul_ps(o, rj);
+            __m512i c = fp4 ? _mm512_or_si512(fp4_code16(en, e, nt, tb, true),
+                                              fp4_code16(on, o, nt, tb, false))
+                            : _mm512_or_si512(nf4_code16(en, tb, true), nf4_code16(on, tb, false));
             _mm_storeu_si128((__m128i *)(codes + (j * units + u) * 16), _mm512_cvtepi32_epi8(c));
         }
     }
@@ -236,37 +265,21 @@ static inline __attribute__((always_inline)) void quant4_group(
 static inline __attribute__((always_inline)) void quant4_t(bool fp4, qt_src_type t,
                                                            const unsigned char *s, size_t nfull,
                                                            size_t block, const q4tab *tb,
-                                                           uint8_t *codes, float *absmax)
+                                                           const uint8_t *rcp, uint8_t *codes,
+                                                           float *absmax)
 {
     const size_t es = qt_src_size(t);
     for (size_t g = 0; g < nfull; g += 16) {
         int cnt = nfull - g < 16 ? (int)(nfull - g) : 16;
-        quant4_group(fp4, t, s + g * block * es, block, cnt, tb, codes + g * block / 2,
+        quant4_group(fp4, t, s + g * block * es, block, cnt, tb, rcp, codes + g * block / 2,
                      absmax + g);
     }
 }
 
 static void quant4(bool fp4, qt_src_type t, const void *src, size_t n, size_t block,
-                   uint8_t *codes, float *absmax)
+                   const uint8_t *rcp, uint8_t *codes, float *absmax)
 {
-    const unsigned char *s = src;
-    const size_t es = qt_src_size(t);
-    size_t nfull = n / block;
-    q4tab tb;
-    memset(&tb, 0, sizeof tb);
-    if (block % 32 || !q4tab_init(fp4, &tb)) nfull = 0; /* (never) all scalar */
-    if (fp4) {
-        if (t == QT_SRC_BF16) quant4_t(true, QT_SRC_BF16, s, nfull, block, &tb, codes, absmax);
-        else if (t == QT_SRC_F16) quant4_t(true, QT_SRC_F16, s, nfull, block, &tb, codes, absmax);
-        else quant4_t(true, QT_SRC_F32, s, nfull, block, &tb, codes, absmax);
-    } else {
-        if (t == QT_SRC_BF16) quant4_t(false, QT_SRC_BF16, s, nfull, block, &tb, codes, absmax);
-        else if (t == QT_SRC_F16) quant4_t(false, QT_SRC_F16, s, nfull, block, &tb, codes, absmax);
-        else quant4_t(false, QT_SRC_F32, s, nfull, block, &tb, codes, absmax);
-    }
-    if (nfull * block < n)
-        qt_quant4_ref(fp4, t, s + nfull * block * es, n - nfull * block, block,
-                      codes + nfull * block / 2, absmax + nfull);
+    QT_QUANT4_SIMD_BODY(fp4, t, src, n, block, rcp, codes, absmax);
 }
 
 static void dequant4(const uint8_t *codes, size_t i0, size_t len, const float map[16],
@@ -345,23 +358,17 @@ static inline __m512 load16_h(qt_src_type t, const unsigned char *p)
         _mm512_cvtps_ph(load16(t, p), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
 }
 
-static float half_value(qt_src_type t, const void *src, size_t i)
-{
-    if (t == QT_SRC_F16) return qt_ld(t, src, i);
-    return qt_fp16_to_fp32(qt_fp32_to_fp16(qt_ld(t, src, i)));
-}
-
-static void int8_quant_row(qt_src_type t, const void *src, size_t n_cols, int8_t *cb, float *scb)
+static void int8_quant_row(qt_src_type t, const void *src, size_t n_cols, const uint8_t *rcp,
+                           int8_t *cb, float *scb)
 {
     const unsigned char *p = src;
     const size_t es = qt_src_size(t), nv = n_cols / 16 * 16;
     __m512 mv = _mm512_setzero_ps();
     for (size_t i = 0; i < nv; i += 16) mv = _mm512_max_ps(abs16(load16_h(t, p + i * es)), mv);
     float m = _mm512_reduce_max_ps(mv);
-    for (size_t i = nv; i < n_cols; i++) m = qt_absmax_step(m, half_value(t, src, i));
+    for (size_t i = nv; i < n_cols; i++) m = qt_absmax_step(m, qt_half_value(t, src, i));
     *scb = m;
-    float inv = 1.0f / m;
-    float scale = inv * 127.0f;
+    float scale = qt_recip(rcp, m) * 127.0f;
     const __m512 vs = _mm512_set1_ps(scale);
     for (size_t i = 0; i < nv; i += 16) {
         __m512 v = _mm512_mul_ps(load16_h(t, p + i * es), vs);
@@ -370,15 +377,7 @@ static void int8_quant_row(qt_src_type t, const void *src, size_t n_cols, int8_t
         v = _mm512_min_ps(_mm512_max_ps(v, _mm512_set1_ps(-127.0f)), _mm512_set1_ps(127.0f));
         _mm_storeu_si128((__m128i *)(cb + i), _mm512_cvtepi32_epi8(_mm512_cvtps_epi32(v)));
     }
-    for (size_t i = nv; i < n_cols; i++) {
-        float v = half_value(t, src, i) * scale;
-        if (v != v) {
-            cb[i] = 0;
-            continue;
-        }
-        v = nearbyintf(v);
-        cb[i] = (int8_t)(v > 127.0f ? 127.0f : v < -127.0f ? -127.0f : v);
-    }
+    for (size_t i = nv; i < n_cols; i++) cb[i] = qt_int8_code(qt_half_value(t, src, i) * scale);
 }
 
 /* dQuantize<0> on 16 lanes: the same branch-free walk as qt_dq8_code,
@@ -405,9 +404,16 @@ static inline __m512i dq8_codes(__m512 xn, const float *map)
     return _mm512_mask_mov_epi32(q, mv, ni);
 }
 
+/* The GPU's arithmetic (rcp) is the scalar definition's: this kernel serves
+ * the CPU bytes only. */
 static void blockwise8_quant(qt_src_type t, const void *src, size_t n, size_t block,
-                             const float map[256], uint8_t *codes, float *absmax)
+                             const float map[256], const uint8_t *rcp, uint8_t *codes,
+                             float *absmax)
 {
+    if (rcp) {
+        qt_blockwise8_quant_ref(t, src, n, block, map, rcp, codes, absmax);
+        return;
+    }
     const unsigned char *s = src;
     const size_t es = qt_src_size(t), nfull = n / block;
     for (size_t j = 0; j < nfull; j++) {
@@ -422,7 +428,7 @@ static void blockwise8_quant(qt_src_type t, const void *src, size_t n, size_t bl
         }
     }
     if (nfull * block < n)
-        qt_blockwise8_quant_ref(t, s + nfull * block * es, n - nfull * block, block, map,
+        qt_blockwise8_quant_ref(t, s + nfull * block * es, n - nfull * block, block, map, NULL,
                                 codes + nfull * block, absmax + nfull);
 }
 
@@ -460,7 +466,7 @@ void qt_dq_block_avx512(const qt_dq8_tab *tab, const float *absmax, size_t len, 
     *nested = m;
     float r = 1.0f / m;
     if (isinf(r) && m != 0.0f) { /* |xn| unbounded: the scalar definition */
-        qt_dq_block_ref(absmax, len, offset, codes, nested);
+        qt_dq_block_ref(absmax, len, offset, NULL, codes, nested);
         return;
     }
     const __m512 vr = _mm512_set1_ps(r);

@@ -72,16 +72,25 @@ uint8_t qt_dq8_code(const float map[256], float xn)
     return (uint8_t)(q + mv * (ni - q));
 }
 
+/* rcp as in qt_quant4_ref: NULL = CPU, the GPU table = the CUDA kernel
+ * (subnormal inputs and products are zero, r = qt_cuda_rcp(absmax)). */
 void qt_blockwise8_quant_ref(qt_src_type t, const void *src, size_t n, size_t block,
-                             const float map[256], uint8_t *codes, float *absmax)
+                             const float map[256], const uint8_t *rcp, uint8_t *codes,
+                             float *absmax)
 {
     size_t nb = qt_n_blocks(n, block);
     for (size_t j = 0; j < nb; j++) {
         size_t b0 = j * block, len = n - b0 < block ? n - b0 : block;
         float m = 0.0f;
-        for (size_t i = 0; i < len; i++) m = qt_absmax_step(m, qt_ld(t, src, b0 + i));
+        for (size_t i = 0; i < len; i++) {
+            float x = qt_ld(t, src, b0 + i);
+            m = qt_absmax_step(m, rcp ? qt_ftz(x) : x);
+        }
         absmax[j] = m;
-        float r = 1.0f / m;
-        for (size_t i = 0; i < len; i++) codes[b0 + i] = qt_dq8_code(map, qt_ld(t, src, b0 + i) * r);
+        float r = qt_recip(rcp, m);
+        for (size_t i = 0; i < len; i++) {
+            float x = qt_ld(t, src, b0 + i);
+            codes[b0 + i] = qt_dq8_code(map, rcp ? qt_ftz(qt_ftz(x) * r) : x * r);
+        }
     }
 }

@@ -132,6 +132,28 @@ extern const float qt_fp4_thresholds[7];   /* G, E, F, A, D, B, C ascending */
 extern const float qt_dynamic_map[256];    /* canonical signed dynamic map */
 #define QT_DQ_BLOCK 256                    /* nested block size */
 
+/* ---- matching bitsandbytes' CUDA path (quant/cuda.c) ----------------------
+ * rcp: the GPU's fast-math reciprocal as a table of 2^23 two-bit entries,
+ * four per byte, lowest bits first (QT_RCP_TABLE_BYTES bytes; entry i =
+ * d + 1 for the float32 mantissa i, d in {-1, 0, +1} ulp from the
+ * correctly rounded 1/x; formats/cuda_rcp.h reads and checks the file).
+ * Every quantize function below that takes `rcp` computes bitsandbytes'
+ * CPU bytes (correctly rounded) when it is NULL and its CUDA bytes when it
+ * is the table: 1/absmax (and LLM.int8's __fdividef(127, absmax)) from the
+ * table, subnormal inputs and products flushed to zero (--use_fast_math). */
+#define QT_RCP_TABLE_BYTES ((size_t)1 << 21)
+
+/* The GPU's 1.0f / x: the correctly rounded reciprocal moved by the
+ * table's d ulp; 0 or subnormal x -> +-inf, +-inf -> +-0, a subnormal
+ * result -> +-0, NaN -> NaN. */
+float qt_cuda_rcp(const uint8_t *table, float x);
+
+/* torch's float32 mean of v[0..n) as its CUDA reduction computes it (the
+ * double-quantization offset of GPU-quantized files; order of additions in
+ * quant/cuda.c). @return QT_OK, QT_ERR_ARG (n == 0, n > INT32_MAX, a
+ * negative value), QT_ERR_NUMERIC (Inf/NaN). */
+qt_status qt_dq_mean_cuda(const float *v, size_t n, float *mean);
+
 /* ---- sizes --------------------------------------------------------------- */
 
 /* ceil(n / block) (block > 0). */
@@ -168,9 +190,10 @@ typedef struct qt_kernels {
     qt_isa isa;
     /* NF4 (fp4 = false) or FP4: n > 0 elements of src starting at a block
      * boundary, blocks of `block` (even) elements, the last one may be
-     * partial. codes: ((n+1)/2) bytes; absmax: (ceil(n/block),) float32. */
+     * partial. codes: ((n+1)/2) bytes; absmax: (ceil(n/block),) float32.
+     * rcp: NULL = CPU bytes, the GPU reciprocal table = CUDA bytes. */
     void (*quant4)(bool fp4, qt_src_type t, const void *src, size_t n, size_t block,
-                   uint8_t *codes, float *absmax);
+                   const uint8_t *rcp, uint8_t *codes, float *absmax);
     /* Dequantizes len elements of one block: flat element indices
      * [i0, i0+len) of the packed codes (codes = start of the whole tensor),
      * dst[k] = f32(map[code(i0+k)] * scale). */
@@ -179,11 +202,14 @@ typedef struct qt_kernels {
     /* Per-block int8: n > 0 elements at a block boundary; writes
      * qt_q8_bytes(n, block) bytes to dst. */
     void (*q8_quant)(qt_src_type t, const void *src, size_t n, size_t block, void *dst);
-    /* LLM.int8 of one row of n_cols elements: cb (n_cols,), *scb. */
-    void (*int8_quant_row)(qt_src_type t, const void *src, size_t n_cols, int8_t *cb, float *scb);
+    /* LLM.int8 of one row of n_cols elements: cb (n_cols,), *scb (rcp as
+     * for quant4). */
+    void (*int8_quant_row)(qt_src_type t, const void *src, size_t n_cols, const uint8_t *rcp,
+                           int8_t *cb, float *scb);
     /* Dynamic-map 8-bit: like quant4, codes (n,) uint8 into map[256]. */
     void (*blockwise8_quant)(qt_src_type t, const void *src, size_t n, size_t block,
-                             const float map[256], uint8_t *codes, float *absmax);
+                             const float map[256], const uint8_t *rcp, uint8_t *codes,
+                             float *absmax);
     /* y[t*ldy + r] = sum_k x[t*ldx + k] * w[r*ldw + k], k < n, for t < n_tok,
      * r < n_rows. w may be unaligned. The summation order of one element
      * depends only on n and the ISA, never on n_tok / n_rows / grouping. */
@@ -204,6 +230,10 @@ const qt_kernels *qt_kernels_active(void);
 /* NF4 / FP4 of n elements. codes (qt_nf4_bytes(n),), absmax (qt_n_blocks(n,B),). */
 qt_status qt_nf4_quantize(const qt_kernels *k, qt_scheme scheme, qt_src_type t, const void *src,
                           size_t n, size_t block, uint8_t *codes, float *absmax);
+/* The same with rcp (NULL = CPU bytes, the table = CUDA bytes). */
+qt_status qt_nf4_quantize_rcp(const qt_kernels *k, qt_scheme scheme, qt_src_type t,
+                              const void *src, size_t n, size_t block, const uint8_t *rcp,
+                              uint8_t *codes, float *absmax);
 
 /* Correctly rounded float32 mean of v[0..n) (exact sum; n <= 2^32-1).
  * @return QT_OK, QT_ERR_ARG (n == 0 or too large), QT_ERR_NUMERIC (Inf/NaN). */
@@ -214,9 +244,13 @@ qt_status qt_dq_mean(const float *v, size_t n, float *mean);
  * @return QT_OK, QT_ERR_ARG, QT_ERR_NUMERIC (non-finite absmax). */
 qt_status qt_dq_quantize(const float *absmax, size_t nb, uint8_t *codes, float *nested,
                          float *offset);
+/* rcp NULL: qt_dq_quantize; the table: CUDA bytes, offset =
+ * qt_dq_mean_cuda(absmax) and the GPU reciprocal in the nested blocks. */
+qt_status qt_dq_quantize_rcp(const float *absmax, size_t nb, const uint8_t *rcp, uint8_t *codes,
+                             float *nested, float *offset);
 /* The same with a given offset (e.g. a file's own nested_offset). */
-qt_status qt_dq_quantize_with_offset(const float *absmax, size_t nb, float offset, uint8_t *codes,
-                                     float *nested);
+qt_status qt_dq_quantize_with_offset(const float *absmax, size_t nb, float offset,
+                                     const uint8_t *rcp, uint8_t *codes, float *nested);
 /* A[j] = f32(f32(map[codes[j]] * nested[j/256]) + offset) for j < nb (spec §5).
  * map NULL = qt_dynamic_map. nested may be unaligned. */
 void qt_dq_dequantize(const uint8_t *codes, size_t nb, const void *nested, float offset,
@@ -231,6 +265,10 @@ qt_status qt_blockwise8_quantize(const qt_kernels *k, qt_src_type t, const void 
  * scb (n_rows,) float32. */
 qt_status qt_int8_quantize(const qt_kernels *k, qt_src_type t, const void *src, size_t n_rows,
                            size_t n_cols, int8_t *cb, float *scb);
+/* The same with rcp (NULL = CPU bytes, the table = CUDA bytes). */
+qt_status qt_int8_quantize_rcp(const qt_kernels *k, qt_src_type t, const void *src,
+                               size_t n_rows, size_t n_cols, const uint8_t *rcp, int8_t *cb,
+                               float *scb);
 
 /* Per-block int8 of n elements, block in [32, 4096] power of two:
  * dst (qt_q8_bytes(n, block),). */
@@ -322,6 +360,12 @@ qt_status qt_quantize_weight(const qt_kernels *k, qt_scheme scheme, size_t block
                              bool double_quant, const float *dq_offset, qt_src_type t,
                              const void *src, size_t n_out, size_t n_in, const qt_qbuf *b,
                              qt_qweight *out);
+/* The same with rcp (NULL = bitsandbytes' CPU bytes, the GPU reciprocal
+ * table = its CUDA bytes; dq_offset then qt_dq_mean_cuda's; q8 ignores it). */
+qt_status qt_quantize_weight_rcp(const qt_kernels *k, qt_scheme scheme, size_t block,
+                                 bool double_quant, const float *dq_offset, const uint8_t *rcp,
+                                 qt_src_type t, const void *src, size_t n_out, size_t n_in,
+                                 const qt_qbuf *b, qt_qweight *out);
 /* ---- dense fp32 products and low-rank factorization (LoftQ) ---------------- */
 
 /* c (m, k) = a (m, n) . b (n, k), all fp32 row-major, caller-owned. Every

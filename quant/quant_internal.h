@@ -52,6 +52,73 @@ static inline float qt_absmax_step(float m, float x)
     return a > m ? a : m;
 }
 
+/* 1/m as the target computes it: correctly rounded (rcp NULL) or the
+ * GPU's reciprocal (quant/cuda.c). */
+static inline float qt_recip(const uint8_t *rcp, float m)
+{
+    return rcp ? qt_cuda_rcp(rcp, m) : 1.0f / m;
+}
+
+/* A float32 result on the GPU with --use_fast_math: subnormals are zero. */
+static inline float qt_ftz(float x)
+{
+    return fabsf(x) < 0x1p-126f ? copysignf(0.0f, x) : x;
+}
+
+/* --match cuda in the SIMD 4-bit kernels: blocks whose absmax lies outside
+ * [2^-116, 2^126) go to the scalar definition. Inside it the reciprocal is
+ * a normal float and a subnormal x scales below 2^-10, where flushing it
+ * changes no NF4 code and only the FP4 sign (handled: an element counts as
+ * negative when both x and x * r are <= -2^-126). */
+static inline bool qt_cuda_simd_ok(float m)
+{
+    return m >= 0x1p-116f && m < 0x1p126f;
+}
+#define QT_CUDA_NEG_BELOW (-0x1.fffffcp-127f) /* x < this <=> x <= -2^-126 */
+
+/* Element i of a tensor of type t rounded to fp16 (LLM.int8's cast; exact
+ * for fp16 input). */
+static inline float qt_half_value(qt_src_type t, const void *src, size_t i)
+{
+    if (t == QT_SRC_F16) return qt_ld(t, src, i);
+    return qt_fp16_to_fp32(qt_fp32_to_fp16(qt_ld(t, src, i)));
+}
+
+/* LLM.int8's code of the scaled value v: round half to even, NaN -> 0,
+ * saturated at +-127 (the scalar tail of every ISA). */
+static inline int8_t qt_int8_code(float v)
+{
+    if (v != v) return 0;
+    v = nearbyintf(v); /* default rounding mode: nearest, ties to even */
+    return (int8_t)(v > 127.0f ? 127.0f : v < -127.0f ? -127.0f : v);
+}
+
+/* The body of a SIMD 4-bit kernel qt_kernels.quant4 (kernels_avx2.c,
+ * kernels_avx512.c; both define a q4tab, its init q4tab_init(fp4, &tab) and
+ * an always_inline quant4_t): builds the code tables, runs quant4_t over the
+ * whole blocks once per (scheme, source type) as constants, so that its
+ * branches fold away, and the partial last block through _ref. */
+#define QT_QUANT4_SIMD_BODY(fp4, t, src, n, block, rcp, codes, absmax)                       \
+    do {                                                                                     \
+        const unsigned char *s_ = (src);                                                     \
+        size_t nf_ = (n) / (block);                                                          \
+        q4tab tb_;                                                                           \
+        memset(&tb_, 0, sizeof tb_);                                                         \
+        if ((block) % 32 || !q4tab_init((fp4), &tb_)) nf_ = 0; /* (never) all scalar */      \
+        if (fp4) {                                                                           \
+            if ((t) == QT_SRC_BF16) quant4_t(true, QT_SRC_BF16, s_, nf_, block, &tb_, rcp, codes, absmax); \
+            else if ((t) == QT_SRC_F16) quant4_t(true, QT_SRC_F16, s_, nf_, block, &tb_, rcp, codes, absmax); \
+            else quant4_t(true, QT_SRC_F32, s_, nf_, block, &tb_, rcp, codes, absmax);       \
+        } else {                                                                             \
+            if ((t) == QT_SRC_BF16) quant4_t(false, QT_SRC_BF16, s_, nf_, block, &tb_, rcp, codes, absmax); \
+            else if ((t) == QT_SRC_F16) quant4_t(false, QT_SRC_F16, s_, nf_, block, &tb_, rcp, codes, absmax); \
+            else quant4_t(false, QT_SRC_F32, s_, nf_, block, &tb_, rcp, codes, absmax);      \
+        }                                                                                    \
+        if (nf_ * (block) < (n))                                                             \
+            qt_quant4_ref((fp4), (t), s_ + nf_ * (block) * qt_src_size(t), (n) - nf_ * (block), \
+                          (block), (rcp), (codes) + nf_ * (block) / 2, (absmax) + nf_);      \
+    } while (0)
+
 /* Scalar definitions shared with the SIMD files for their tails. */
 uint8_t qt_nf4_code(float xn);
 uint8_t qt_fp4_code(float xn);
@@ -60,14 +127,15 @@ int8_t qt_q8_round(float v);                         /* roundf, NaN -> 0 */
 
 /* The ref kernels (also used by SIMD tables for what they do not vectorize). */
 void qt_quant4_ref(bool fp4, qt_src_type t, const void *src, size_t n, size_t block,
-                   uint8_t *codes, float *absmax);
+                   const uint8_t *rcp, uint8_t *codes, float *absmax);
 void qt_dequant4_ref(const uint8_t *codes, size_t i0, size_t len, const float map[16],
                      float scale, float *dst);
 void qt_q8_quant_ref(qt_src_type t, const void *src, size_t n, size_t block, void *dst);
-void qt_int8_quant_row_ref(qt_src_type t, const void *src, size_t n_cols, int8_t *cb,
-                           float *scb);
+void qt_int8_quant_row_ref(qt_src_type t, const void *src, size_t n_cols, const uint8_t *rcp,
+                           int8_t *cb, float *scb);
 void qt_blockwise8_quant_ref(qt_src_type t, const void *src, size_t n, size_t block,
-                             const float map[256], uint8_t *codes, float *absmax);
+                             const float map[256], const uint8_t *rcp, uint8_t *codes,
+                             float *absmax);
 void qt_dot_tile_ref(const float *x, size_t ldx, size_t n_tok, const float *w, size_t ldw,
                      size_t n_rows, size_t n, float *y, size_t ldy);
 
@@ -94,12 +162,14 @@ bool qt_dq8_tab_init(qt_dq8_tab *tab);
 
 /* One nested block of double quantization, like qt_dq_quantize_with_offset
  * for absmax[0..len), len <= QT_DQ_BLOCK: codes[0..len), *nested. */
-void qt_dq_block_ref(const float *absmax, size_t len, float offset, uint8_t *codes,
-                     float *nested);
+void qt_dq_block_ref(const float *absmax, size_t len, float offset, const uint8_t *rcp,
+                     uint8_t *codes, float *nested);
 /* The same through k's blockwise8 kernel (the ref one above uses the ref kernel). */
 void qt_dq_block_with(const qt_kernels *k, const float *absmax, size_t len, float offset,
-                      uint8_t *codes, float *nested);
+                      const uint8_t *rcp, uint8_t *codes, float *nested);
 #if defined(__x86_64__)
+void qt_dq_block_avx2(const qt_dq8_tab *tab, const float *absmax, size_t len, float offset,
+                      uint8_t *codes, float *nested);
 void qt_dq_block_avx512(const qt_dq8_tab *tab, const float *absmax, size_t len, float offset,
                         uint8_t *codes, float *nested);
 #endif

@@ -32,4 +32,15 @@ conv --scheme nf4 --max-shard-size 100K "$D/stories260K-f32" "$T/f32-nf4-sharded
 if [ "${QT_HASH_RECORD:-0}" = 1 ]; then cp "$T/now.txt" "$LIST"; echo "recorded $LIST"; exit 0; fi
 [ -f "$LIST" ] || fail "no baseline list $LIST"
 diff "$LIST" "$T/now.txt" > "$T/diff" || { cat "$T/diff"; fail "output bytes differ from the baseline"; }
+# the two-pass path (a prepass for the offsets, then direct shard writes) that --calib takes
+# gives the same bytes as the single read above
+TXT=${QT_DATA:-../shared/data}/text/tinystories_sample.txt
+if [ -f "$TXT" ]; then
+  for shard in none 100K; do
+    ref=$T/f32-nf4 opt=""; [ $shard = 100K ] && ref=$T/f32-nf4-sharded opt="--max-shard-size 100K"
+    QT_CACHE_DIR=$T/cache "$Q" convert --quiet --calib "$TXT" --max-output-error 1e9 $opt \
+      "$D/stories260K-f32" "$T/calib-$shard" 2> "$T/err" || fail "calib: $(cat "$T/err")"
+    for f in "$ref"/*; do cmp "$f" "$T/calib-$shard/${f##*/}" || fail "two-pass bytes differ: ${f##*/}"; done
+  done
+fi
 echo "ok: $(wc -l < "$LIST") files identical"

@@ -378,8 +378,8 @@ ParameterizedTest(qt_isa *isa, quant_isa, quantize_matches_ref)
         for (int t = 0; t < QT_SRC_COUNT; t++) {
             const void *src = src_ptr(&s, (qt_src_type)t);
             for (int fp4 = 0; fp4 <= 1; fp4++) {
-                qt_kernels_ref.quant4(fp4, (qt_src_type)t, src, n, B, c0, a0);
-                k->quant4(fp4, (qt_src_type)t, src, n, B, c1, a1);
+                qt_kernels_ref.quant4(fp4, (qt_src_type)t, src, n, B, NULL, c0, a0);
+                k->quant4(fp4, (qt_src_type)t, src, n, B, NULL, c1, a1);
                 cr_assert(eq(int, memcmp(c0, c1, qt_nf4_bytes(n)), 0), "%s B=%zu type %d fp4 %d",
                           qt_isa_name(*isa), B, t, fp4);
                 cr_assert(eq(int, memcmp(a0, a1, nb * 4), 0));
@@ -388,8 +388,8 @@ ParameterizedTest(qt_isa *isa, quant_isa, quantize_matches_ref)
             k->q8_quant((qt_src_type)t, src, n, B, q1);
             cr_assert(eq(int, memcmp(q0, q1, qt_q8_bytes(n, B)), 0), "q8 B=%zu type %d", B, t);
             if (B >= 64) {
-                qt_kernels_ref.blockwise8_quant((qt_src_type)t, src, n, B, qt_dynamic_map, c0, a0);
-                k->blockwise8_quant((qt_src_type)t, src, n, B, qt_dynamic_map, c1, a1);
+                qt_kernels_ref.blockwise8_quant((qt_src_type)t, src, n, B, qt_dynamic_map, NULL, c0, a0);
+                k->blockwise8_quant((qt_src_type)t, src, n, B, qt_dynamic_map, NULL, c1, a1);
                 cr_assert(eq(int, memcmp(c0, c1, n), 0));
                 cr_assert(eq(int, memcmp(a0, a1, nb * 4), 0));
             }
@@ -399,8 +399,8 @@ ParameterizedTest(qt_isa *isa, quant_isa, quantize_matches_ref)
             if (rows > 64) rows = 64;
             for (size_t r = 0; r < rows; r++) {
                 const unsigned char *rp = (const unsigned char *)src + r * cols * qt_src_size(t);
-                qt_kernels_ref.int8_quant_row((qt_src_type)t, rp, cols, (int8_t *)c0, &scb0[r]);
-                k->int8_quant_row((qt_src_type)t, rp, cols, (int8_t *)c1, &scb1[r]);
+                qt_kernels_ref.int8_quant_row((qt_src_type)t, rp, cols, NULL, (int8_t *)c0, &scb0[r]);
+                k->int8_quant_row((qt_src_type)t, rp, cols, NULL, (int8_t *)c1, &scb1[r]);
                 cr_assert(eq(int, memcmp(c0, c1, cols), 0), "int8 row %zu type %d", r, t);
                 cr_assert(eq(u32, qt_f32_bits(scb0[r]), qt_f32_bits(scb1[r])));
             }
@@ -1018,7 +1018,7 @@ Test(golden, transformers_nf4_dq_matches_qtool)
             float offset = strtof(o + 17, NULL);
             uint8_t *q = malloc(nb);
             float nested[8];
-            cr_assert(eq(int, qt_dq_quantize_with_offset(am, nb, offset, q, nested), QT_OK));
+            cr_assert(eq(int, qt_dq_quantize_with_offset(am, nb, offset, NULL, q, nested), QT_OK));
             cr_assert(eq(int, memcmp(q, gq, nb), 0), "%s nested codes", name);
             for (size_t i = 0; i < nlen / 4; i++)
                 cr_assert(eq(u32, qt_f32_bits(nested[i]), qt_load_le32(gn + 4 * i)));
@@ -1114,13 +1114,13 @@ Test(quant, quant4_sweeps_match_ref_on_every_isa)
         const qt_kernels *k = qt_kernels_for((qt_isa)isa);
         if (!k || isa == QT_ISA_REF) continue;
         for (int fp4 = 0; fp4 <= 1; fp4++) {
-            qt_kernels_ref.quant4(fp4, QT_SRC_F32, x, n, B, c0, a0);
-            k->quant4(fp4, QT_SRC_F32, x, n, B, c1, a1);
+            qt_kernels_ref.quant4(fp4, QT_SRC_F32, x, n, B, NULL, c0, a0);
+            k->quant4(fp4, QT_SRC_F32, x, n, B, NULL, c1, a1);
             cr_assert(eq(int, memcmp(c0, c1, n / 2), 0), "%s fp4 %d", qt_isa_name((qt_isa)isa), fp4);
             cr_assert(eq(int, memcmp(a0, a1, nblk * 4), 0));
             for (size_t B2 = 32; B2 <= 4096; B2 *= 2) {
-                qt_kernels_ref.quant4(fp4, QT_SRC_BF16, bf, 65536, B2, c0, a0);
-                k->quant4(fp4, QT_SRC_BF16, bf, 65536, B2, c1, a1);
+                qt_kernels_ref.quant4(fp4, QT_SRC_BF16, bf, 65536, B2, NULL, c0, a0);
+                k->quant4(fp4, QT_SRC_BF16, bf, 65536, B2, NULL, c1, a1);
                 cr_assert(eq(int, memcmp(c0, c1, 32768), 0), "bf16 B %zu fp4 %d", B2, fp4);
                 cr_assert(eq(int, memcmp(a0, a1, 65536 / B2 * 4), 0));
             }
@@ -1137,10 +1137,10 @@ Test(quant, quant4_sweeps_match_ref_on_every_isa)
 
 #if defined(__x86_64__)
 /* The dQuantize<0> bucket table (quant_internal.h): each boundary is the
- * last float of its code, and the AVX-512 nested block equals the scalar one
+ * last float of its code, and the AVX2 and AVX-512 nested blocks equal the scalar one
  * on a dense sweep of xn (blocks led by 1.0 with offset 0: r = 1), on every
  * midpoint +-4 ulps, NaN / Inf and a block whose reciprocal overflows. */
-Test(dq, dq8_table_and_avx512_block_match_search)
+Test(dq, dq8_table_and_simd_blocks_match_search)
 {
     static qt_dq8_tab tab;
     cr_assert(qt_dq8_tab_init(&tab));
@@ -1149,7 +1149,11 @@ Test(dq, dq8_table_and_avx512_block_match_search)
         cr_assert(eq(int, qt_dq8_code(m, tab.bound[k]), k), "bound %d", k);
         cr_assert(eq(int, qt_dq8_code(m, nextafterf(tab.bound[k], INFINITY)), k + 1));
     }
-    if (!qt_kernels_for(QT_ISA_AVX512)) cr_skip_test("CPU lacks avx512");
+    typedef void (*block_fn)(const qt_dq8_tab *, const float *, size_t, float, uint8_t *, float *);
+    const block_fn fns[2] = {qt_dq_block_avx2, qt_dq_block_avx512};
+    const qt_isa isas[2] = {QT_ISA_AVX2, QT_ISA_AVX512};
+    for (int f = 0; f < 2; f++) {
+    if (!qt_kernels_for(isas[f])) continue;
     size_t cap = 2 * (0x3f800000u / 251 + 2) + 255 * 9 + 16, nv = 0;
     float *vals = malloc(cap * 4);
     for (uint32_t u = 0; u <= 0x3f800000u; u += 251) {
@@ -1169,22 +1173,23 @@ Test(dq, dq8_table_and_avx512_block_match_search)
         size_t len = 1;
         blk[0] = 1.0f;
         while (len < QT_DQ_BLOCK - (k % 7) && k < nv) blk[len++] = vals[k++]; /* partial blocks too */
-        qt_dq_block_ref(blk, len, 0.0f, c0, &n0);
-        qt_dq_block_avx512(&tab, blk, len, 0.0f, c1, &n1);
+        qt_dq_block_ref(blk, len, 0.0f, NULL, c0, &n0);
+        fns[f](&tab, blk, len, 0.0f, c1, &n1);
         cr_assert(eq(int, memcmp(c0, c1, len), 0), "block at %zu", k);
         cr_assert(eq(u32, qt_f32_bits(n0), qt_f32_bits(n1)));
     }
     /* offset != 0, and a reciprocal that overflows (spread 1e-40) */
     for (size_t i = 0; i < 200; i++) blk[i] = 0.5f + (float)i * 1e-3f;
-    qt_dq_block_ref(blk, 200, 0.55f, c0, &n0);
-    qt_dq_block_avx512(&tab, blk, 200, 0.55f, c1, &n1);
+    qt_dq_block_ref(blk, 200, 0.55f, NULL, c0, &n0);
+    fns[f](&tab, blk, 200, 0.55f, c1, &n1);
     cr_assert(eq(int, memcmp(c0, c1, 200), 0));
     for (size_t i = 0; i < 100; i++) blk[i] = (i % 3) ? 0.0f : 1e-40f;
-    qt_dq_block_ref(blk, 100, 0.0f, c0, &n0);
-    qt_dq_block_avx512(&tab, blk, 100, 0.0f, c1, &n1);
+    qt_dq_block_ref(blk, 100, 0.0f, NULL, c0, &n0);
+    fns[f](&tab, blk, 100, 0.0f, c1, &n1);
     cr_assert(eq(int, memcmp(c0, c1, 100), 0));
     cr_assert(eq(u32, qt_f32_bits(n0), qt_f32_bits(n1)));
     free(vals);
+    }
 }
 #endif
 
