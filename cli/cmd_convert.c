@@ -2,6 +2,7 @@
 #include <errno.h>
 #include <getopt.h>
 #include <inttypes.h>
+#include <math.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -89,14 +90,20 @@ static void usage(FILE *f, bool dequant)
             "                       modules quantization hurts most (output error on TEXT) in\n"
             "                       the compute dtype until the budget is spent\n"
             "  --budget-size SIZE   the same for the bytes of all tensors (K/M/G suffix)\n"
-            "  --budget-order random:SEED  fill the budget in a random order instead (a baseline)\n");
+            "  --budget-order random:SEED  fill the budget in a random order instead (a baseline)\n"
+            "LoftQ initialization (docs/LOFTQ.md):\n"
+            "  --loftq R            nf4/fp4 base plus OUT/loftq-adapter/, a PEFT LoRA adapter of\n"
+            "                       rank R that cancels most of each Linear's quantization error\n"
+            "  --loftq-iter T       alternating quantize / rank-R steps (default 1)\n"
+            "  --loftq-alpha A      the adapter's lora_alpha (default R: scale 1)\n");
 }
 
 /* ---- the command line ------------------------------------------------------ */
 
 enum { O_SCHEME = 256, O_BLOCK, O_NODQ, O_CDT, O_SKIP, O_RECIPE, O_REPORT, O_SHARD, O_NONFIN,
        O_DRY, O_FORCE, O_THREADS, O_QUIET, O_ISA, O_DTYPE, O_IFCH, O_FALLBACK, O_CALREP,
-       O_FOLLOW, O_MATCH, O_RCP, O_BUDGET, O_BUDGET_SIZE, O_BUDGET_ORDER };
+       O_FOLLOW, O_MATCH, O_RCP, O_BUDGET, O_BUDGET_SIZE, O_BUDGET_ORDER,
+       O_LOFTQ, O_LOFTQ_ITER, O_LOFTQ_ALPHA };
 
 static const struct option OPTS[] = {
     {"scheme", required_argument, 0, O_SCHEME},
@@ -124,6 +131,9 @@ static const struct option OPTS[] = {
     {"budget", required_argument, 0, O_BUDGET},
     {"budget-size", required_argument, 0, O_BUDGET_SIZE},
     {"budget-order", required_argument, 0, O_BUDGET_ORDER},
+    {"loftq", required_argument, 0, O_LOFTQ},
+    {"loftq-iter", required_argument, 0, O_LOFTQ_ITER},
+    {"loftq-alpha", required_argument, 0, O_LOFTQ_ALPHA},
     {"help", no_argument, 0, 'h'},
     {0, 0, 0, 0}};
 
@@ -202,6 +212,24 @@ static int parse_budget(convert_args *a, int c, const char *arg)
     return QT_EXIT_USAGE;
 }
 
+/* --loftq R, --loftq-iter T, --loftq-alpha A. */
+static int parse_loftq(convert_args *a, int c, const char *arg)
+{
+    long v;
+    if (c == O_LOFTQ_ALPHA) {
+        char *end;
+        a->o.loftq_alpha = strtod(arg, &end);
+        if (end != arg && !*end && a->o.loftq_alpha > 0 && isfinite(a->o.loftq_alpha)) return -1;
+        qt_cli_error("--loftq-alpha '%s': expected a positive number", arg);
+        return QT_EXIT_USAGE;
+    }
+    if (!qt_cli_parse_int(c == O_LOFTQ ? "--loftq" : "--loftq-iter", arg, 1, 1 << 20, &v))
+        return QT_EXIT_USAGE;
+    if (c == O_LOFTQ) a->o.loftq_rank = (size_t)v;
+    else a->o.loftq_iters = (unsigned)v;
+    return -1;
+}
+
 /* Applies one option; -1 to go on, or the exit code (help, a bad value). */
 static int parse_option(convert_args *a, int c, const char *arg)
 {
@@ -245,6 +273,9 @@ static int parse_option(convert_args *a, int c, const char *arg)
     case O_BUDGET:
     case O_BUDGET_SIZE:
     case O_BUDGET_ORDER: return parse_budget(a, c, arg);
+    case O_LOFTQ:
+    case O_LOFTQ_ITER:
+    case O_LOFTQ_ALPHA: return parse_loftq(a, c, arg);
     default: usage(stderr, a->dequant); return QT_EXIT_USAGE;
     }
 }
@@ -470,6 +501,15 @@ static void print_summary(const convert_args *a, const qt_conv *cv, double secon
             a->o.out, qt_conv_n_items(cv), nq, (double)tin / 1e6, (double)tout / 1e6, seconds);
     fprintf(stderr, "qtool: phases: prepass %.3fs, quantize+write %.3fs, fsync+rename %.3fs\n",
             pp, pw, pf);
+    if (a->o.loftq_rank) {
+        size_t nm, nu;
+        double ep, el;
+        qt_conv_loftq_summary(cv, &nm, &nu, &ep, &el);
+        fprintf(stderr,
+                "qtool: loftq: rank %zu, %zu modules (%zu LoftQ, %zu plain + B=0): mean relative "
+                "error %.5f -> %.5f; adapter in %s/loftq-adapter\n",
+                a->o.loftq_rank, nm, nu, nm - nu, ep, el, a->o.out);
+    }
 }
 
 /* --report FILE: the per-tensor JSON, written atomically; an exit code. */

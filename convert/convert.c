@@ -178,6 +178,10 @@ static qt_status options_string(qt_conv *c, char *errmsg)
     }
     qt_strbuf_printf(&b, "];recipe=%s;max_shard_size=%" PRIu64 ";allow_nonfinite=%d", rhex,
                      o->max_shard_size, o->allow_nonfinite ? 1 : 0);
+    if (o->loftq_rank) /* only when on: other outputs keep their provenance */
+        qt_strbuf_printf(&b, ";loftq=%zu,%u,%.17g", o->loftq_rank,
+                         o->loftq_iters ? o->loftq_iters : 1,
+                         o->loftq_alpha > 0 ? o->loftq_alpha : (double)o->loftq_rank);
     if (o->rcp) qt_strbuf_puts(&b, ";match=cuda");
     if (o->budget_bpw > 0) qt_strbuf_printf(&b, ";budget_bpw=%.17g", o->budget_bpw);
     if (o->budget_bytes) qt_strbuf_printf(&b, ";budget_bytes=%" PRIu64, o->budget_bytes);
@@ -450,6 +454,7 @@ const char *qt_conv_options(const qt_conv *c) { return c->options ? c->options :
 void qt_conv_free(qt_conv *c)
 {
     if (!c) return;
+    qt_conv_loftq_free(c);
     qt_free(c->items);
     for (size_t i = 0; i < c->n_skip_modules; i++) qt_free(c->skip_modules[i]);
     qt_free(c->skip_modules);

@@ -94,6 +94,11 @@ typedef struct qt_conv_opts {
     uint64_t budget_bytes;
     uint64_t budget_random; /* > 0: fill the budget in a random order from this seed instead
                                of by measurement (the baseline docs/CALIBRATION.md compares) */
+    /* LoftQ (convert/loftq_run.c): rank R > 0 turns it on for every quantized
+     * Linear (nf4/fp4); OUT/loftq-adapter/ gets the PEFT adapter. */
+    size_t loftq_rank;
+    unsigned loftq_iters;      /* T >= 1 (0 = 1) */
+    double loftq_alpha;        /* lora_alpha (0 = R, so s = 1) */
 } qt_conv_opts;
 
 typedef struct qt_conv_item {
@@ -138,6 +143,11 @@ qt_status qt_conv_measure(qt_conv *c, char *errmsg);
 /* --budget: the average bits per weight of the quantizable Linears the
  * choice gives (after qt_conv_measure / qt_conv_run). */
 double qt_conv_budget_bpw(const qt_conv *c);
+/* --loftq, after qt_conv_run: modules, those that kept LoftQ (the others
+ * got the plain base and B = 0), and the mean relative Frobenius error
+ * ||W - Q||/||W|| of plain quantization and of what OUT holds (Q + s.B.A). */
+void qt_conv_loftq_summary(const qt_conv *c, size_t *n_mods, size_t *n_used, double *mean_plain,
+                           double *mean_loftq);
 
 /* What a run of the plan will need (convert/estimate.c): peak_bytes, an
  * upper bound of its resident memory with `threads` threads (the byte budget

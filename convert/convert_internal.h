@@ -3,6 +3,8 @@
 #define QT_CONVERT_INTERNAL_H
 
 #include "convert/convert.h"
+#include "convert/loftq.h"
+#include "formats/pyjson.h"
 #include "formats/modeldir.h"
 #include "formats/pyjson.h"
 #include "formats/outfmt.h"
@@ -30,6 +32,7 @@ struct qt_conv {
     bool measured;     /* qt_conv_measure done (prepass, check, budget) */
     uint64_t budget_params; /* --budget: parameters of the quantizable Linears */
     double budget_bits;     /* --budget: achieved bits per weight */
+    struct qt_conv_loftq *loftq; /* --loftq state (convert/loftq_run.c), NULL when off */
     bool single_read;  /* no prepass: each weight read once (not with a calibration check) */
 };
 
@@ -104,5 +107,21 @@ qt_status qt_conv_copy_files(const qt_conv *c, const char *tmpdir, char *errmsg)
  * naming the shard when a mapped read faulted (common/mapguard.h) or a
  * shard's size, inode or mtime changed: "IN changed while it was read". */
 qt_status qt_conv_check_input(const qt_conv *c, char *errmsg);
+/* convert/loftq_run.c: `convert --loftq R` (all no-ops when it is off).
+ * prepare: checks the options against every quantized weight (exit-2
+ * errors) and sets up the adapter store; prepass: the nested offset of
+ * an item whose base is not plain NF4 of W (T > 1); quantize: the item's
+ * LoftQ base as the output's *q (buffers in *res, release with
+ * qt_loftq_result_release), its A / B kept for the adapter; finish: the
+ * adapter into the output as loftq-adapter/; report: the "loftq" object
+ * of the --report JSON; summary: one line for the user. */
+qt_status qt_conv_loftq_prepare(qt_conv *c, char *errmsg);
+bool qt_conv_loftq_on(const qt_conv *c);
+qt_status qt_conv_loftq_prepass(qt_conv *c, qt_conv_item *it, const void *src, char *errmsg);
+qt_status qt_conv_loftq_quantize(qt_conv *c, qt_conv_item *it, const void *src,
+                                 qt_loftq_result *res, qt_qweight *q, char *errmsg);
+qt_status qt_conv_loftq_finish(qt_conv *c, char *errmsg);
+void qt_conv_loftq_report(const qt_conv *c, qt_strbuf *b);
+void qt_conv_loftq_free(qt_conv *c);
 
 #endif

@@ -29,6 +29,8 @@ uint64_t qt_conv_item_need(const qt_conv *c, const qt_conv_item *it)
     if (it->action == QT_ACT_QUANT) {
         need += it->bytes_out;
         if (it->src->dtype != c->compute) need += it->src->n_elements * dtype_bytes(c->compute);
+        /* --loftq: W, the residual and its transpose in fp32 */
+        if (c->o.loftq_rank) need += 3 * it->src->n_elements * sizeof(float);
     }
     return need;
 }

@@ -484,6 +484,7 @@ static qt_status run_item(qt_conv *c, qt_conv_item *it, char *errmsg)
 {
     qt_status st = QT_OK;
     qt_qbuf b = {0};
+    qt_loftq_result lq = {0};
     void *owned = NULL;
     double ti = qt_now();
     qt_st_tensor_prefetch(it->src->reader, it->src->weight);
@@ -493,8 +494,11 @@ static qt_status run_item(qt_conv *c, qt_conv_item *it, char *errmsg)
         QT_TRY(qt_conv_item_source(c, it, &src, &owned, errmsg));
         /* single read: the NaN / Inf policy here, the offset from the kernels */
         if (c->single_read) QT_TRY(nonfinite_policy(c, it, src, errmsg));
-        QT_TRY(qt_conv_quantize(c, it, c->single_read ? NULL : &it->nested_offset, src, &b, &q,
-                                errmsg));
+        if (qt_conv_loftq_on(c)) /* --loftq: the LoftQ base (loftq_run.c) */
+            QT_TRY(qt_conv_loftq_quantize(c, it, src, &lq, &q, errmsg));
+        else
+            QT_TRY(qt_conv_quantize(c, it, c->single_read ? NULL : &it->nested_offset, src, &b,
+                                    &q, errmsg));
         it->nested_offset = q.nested_offset;
         QT_TRY(out_write_quant(c, it, &q, errmsg));
         if (c->o.metrics) { /* error of the quantized weight against its source */
@@ -513,6 +517,7 @@ static qt_status run_item(qt_conv *c, qt_conv_item *it, char *errmsg)
     }
 fail:
     qt_conv_qbuf_free(&b);
+    qt_loftq_result_release(&lq);
     qt_free(owned);
     qt_st_tensor_release(it->src->reader, it->src->weight);
     it->seconds = qt_now() - ti;
@@ -526,6 +531,7 @@ static qt_status prepass_run(qt_conv *c, qt_conv_item *it, char *errmsg)
     const void *src;
     qt_status st = qt_conv_item_source(c, it, &src, &owned, errmsg);
     if (st == QT_OK) st = prepass_item(c, it, src, errmsg);
+    if (st == QT_OK) st = qt_conv_loftq_prepass(c, it, src, errmsg);
     qt_free(owned);
     qt_st_tensor_release(it->src->reader, it->src->weight);
     return st;
@@ -633,6 +639,7 @@ qt_status qt_conv_measure(qt_conv *c, char *errmsg)
 {
     qt_status st = QT_OK;
     if (c->measured) return QT_OK;
+    QT_TRY(qt_conv_loftq_prepare(c, errmsg)); /* --loftq: options against the plan */
     if (!c->single_read) QT_TRY(prepass(c, errmsg)); /* else each weight is read once, below */
     if (c->o.check) QT_TRY(qt_conv_check_pass(c, errmsg)); /* calibration (validate.c) */
     QT_TRY(qt_conv_budget_select(c, errmsg));             /* --budget (budget.c) */
@@ -662,6 +669,7 @@ qt_status qt_conv_run(qt_conv *c, char *errmsg)
     /* the other files, then the output completed and moved into place */
     double tf = qt_now();
     QT_TRY(qt_conv_output_files(c->md, c->in_dir, c->out, errmsg));
+    QT_TRY(qt_conv_loftq_finish(c, errmsg)); /* --loftq: the adapter into OUT */
     QT_CHECK(!cancelled(c), QT_ERR_ARG, "cancelled");
     QT_TRY(qt_outfmt_commit(c->out, (const char *const *)c->skip_modules, c->n_skip_modules,
                             errmsg));
@@ -730,6 +738,7 @@ qt_status qt_conv_report_json(const qt_conv *c, char **json, char *errmsg)
     qt_strbuf_printf(&b, "\n  ],\n  \"bytes_in\": %" PRIu64 ",\n  \"bytes_out\": %" PRIu64, tin,
                      tout);
     qt_conv_budget_report(c, &b);
+    qt_conv_loftq_report(c, &b);
     qt_strbuf_puts(&b, "\n}\n");
     if (b.oom) {
         qt_strbuf_release(&b);

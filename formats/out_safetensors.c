@@ -17,6 +17,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "formats/bnb.h"
 #include "formats/fsutil.h"
@@ -453,6 +454,17 @@ static qt_status op_add_file(void *self, const char *name, const char *src_path,
     char dst[PATH_MAX];
     if (!qt_path_join(dst, sizeof dst, s->stage.dir, name))
         return qt_set_err(errmsg, QT_ERR_ARG, "path too long");
+    /* "sub/file": the subfolder is created in the staging area */
+    char *slash = strrchr(dst, '/');
+    if (strchr(name, '/') && slash) {
+        *slash = 0;
+        int rc = mkdir(dst, 0755);
+        int e = errno;
+        *slash = '/';
+        if (rc != 0 && e != EEXIST)
+            return qt_set_err(errmsg, QT_ERR_IO, "'%s': cannot create its folder: %s", dst,
+                              strerror(e));
+    }
     /* a regular file (no FIFO, no folder), copied no more readable than it is */
     int fd = -1;
     struct stat sb;

@@ -424,6 +424,31 @@ qt_status qt_quantize_weight_rcp(const qt_kernels *k, qt_scheme scheme, size_t b
                                  bool double_quant, const float *dq_offset, const uint8_t *rcp,
                                  qt_src_type t, const void *src, size_t n_out, size_t n_in,
                                  const qt_qbuf *b, qt_qweight *out);
+/* ---- dense fp32 products and low-rank factorization (LoftQ) ---------------- */
+
+/* c (m, k) = a (m, n) . b (n, k), all fp32 row-major, caller-owned. Every
+ * c[i][l] is one fmaf chain over j = 0..n-1 in order, starting from +0.0,
+ * so the bytes are the same on every ISA (isa: the kernel to use; an
+ * unsupported one falls back to the scalar definition) and for any thread
+ * count. OpenMP over row chunks. @return QT_OK or QT_ERR_ARG. */
+qt_status qt_gemm_f32(qt_isa isa, const float *a, size_t m, size_t n, const float *b, size_t k,
+                      float *c);
+
+/* Columns of the random sketch qt_lowrank_rsvd uses: min(rank + oversample,
+ * m, n). */
+size_t qt_lowrank_sketch_cols(size_t m, size_t n, size_t rank, size_t oversample);
+
+/* Rank-`rank` approximation E ~ L . R of e (m, n) by randomized range finding
+ * (a seeded +-1 sketch of rank + oversample columns, power_iters subspace
+ * iterations), then the exact SVD of the small projection:
+ * l (m, rank) = U_r sqrt(S_r), r (rank, n) = sqrt(S_r) V_r^T, sigma (rank,)
+ * the singular values, descending (sigma may be NULL). Deterministic: the
+ * bytes depend only on e, the sizes and seed. Allocates about m*n + 2*(m+n)*k
+ * floats. rank <= min(m, n). @return QT_OK, QT_ERR_ARG, QT_ERR_OVERFLOW,
+ * QT_ERR_NOMEM. */
+qt_status qt_lowrank_rsvd(qt_isa isa, const float *e, size_t m, size_t n, size_t rank,
+                          size_t oversample, unsigned power_iters, uint64_t seed, float *l,
+                          float *r, float *sigma);
 
 /* ---- GGML block types (GGUF Q4_0 .. Q6_K, Q8_0) --------------------------
  * Bit-identical to ggml's reference quantizers (quantize_row_*_ref in
