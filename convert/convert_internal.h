@@ -57,7 +57,7 @@ qt_status qt_conv_fallback_metadata(const qt_conv *c, qt_outfmt *out, char *errm
 
 /* convert/outdir.c. The temporary folder of OUT's base name is
  * <parent>/<prefix><pid>; the prefix (buf, n bytes) keeps the name within
- * NAME_MAX. */
+ * NAME_MAX (qt_out_stage_prefix of formats/out_stage.h, its one home). */
 void qt_conv_tmp_prefix(const char *base, char *buf, size_t n);
 /* An existing OUT may be replaced only when it is a previous qtool output
  * (every entry a file qtool writes, the shards with qtool's provenance)
@@ -71,7 +71,8 @@ qt_status qt_conv_check_links(const qt_conv *c, char *errmsg);
 /* Copies the known non-weight files of IN (tokenizer, generation config,
  * chat template, README/license) into tmpdir: regular files within their
  * reader's size bound, symlinks only inside IN unless --follow-symlinks,
- * never more readable than the source. Nothing else is copied.
+ * never more readable than the source. Nothing else is copied. tmpdir:
+ * the output's staging folder (qt_outfmt_stage_dir).
  * @return QT_OK, QT_ERR_FORMAT (bad input), QT_ERR_IO, QT_ERR_NOMEM. */
 qt_status qt_conv_copy_files(const qt_conv *c, const char *tmpdir, char *errmsg);
 /* convert/input_guard.c: QT_OK while IN is as it was opened; QT_ERR_IO

@@ -11,11 +11,11 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "common/sha256.h"
 #include "convert/convert_internal.h"
 #include "formats/fsutil.h"
 #include "formats/input_file.h"
 #include "formats/modeldir.h"
+#include "formats/out_stage.h"
 #include "formats/vocab.h"
 
 /* The non-weight files a model folder is known to hold, each with the size
@@ -48,19 +48,7 @@ static const struct model_file {
 
 void qt_conv_tmp_prefix(const char *base, char *buf, size_t n)
 {
-    /* ".<base>.qtool-tmp." + a pid must stay within NAME_MAX: a long base is
-     * cut and followed by 16 hex digits of its sha256, so names stay unique */
-    const size_t room = NAME_MAX - 32; /* the pid, the dots and the suffix */
-    size_t bl = strlen(base);
-    if (bl <= room) {
-        snprintf(buf, n, ".%s.qtool-tmp.", base);
-        return;
-    }
-    unsigned char d[32];
-    char hex[65];
-    qt_sha256(base, bl, d);
-    qt_sha256_hex(d, hex);
-    snprintf(buf, n, ".%.100s~%.16s.qtool-tmp.", base, hex);
+    qt_out_stage_prefix(base, buf, n); /* one home: the staging folder's own module */
 }
 
 /* ---- may an existing OUT be replaced? ----------------------------------- */

@@ -569,7 +569,9 @@ static qt_status for_items(qt_conv *c, bool quant_only, item_fn fn, qt_progress 
     return QT_OK;
 }
 
-/* Refuses an OUT that may not be replaced; *exists says whether it is there. */
+/* Refuses an OUT that may not be replaced (it holds the input, or it is
+ * not a previous qtool output) and an input whose copied files link out
+ * of IN; *exists says whether OUT is there. Before any work. */
 static qt_status check_out(const qt_conv *c, bool *exists, char *errmsg)
 {
     qt_status st = QT_OK;
@@ -585,6 +587,8 @@ static qt_status check_out(const qt_conv *c, bool *exists, char *errmsg)
         QT_CHECK(!(strncmp(rin, rout, lo) == 0 && (rin[lo] == 0 || rin[lo] == '/')), QT_ERR_ARG,
                  "output '%s' holds the input: refusing to replace it", out);
     }
+    if (*exists) QT_TRY(qt_conv_check_replaceable(out, errmsg)); /* never a user's folder */
+    QT_TRY(qt_conv_check_links(c, errmsg)); /* nothing from outside IN (rule I6) */
 fail:
     return st;
 }
@@ -612,20 +616,16 @@ static qt_status output_metadata(qt_conv *c, char *errmsg)
     return qt_conv_fallback_metadata(c, c->out, errmsg);
 }
 
-/* Every non-weight file of the input (config.json aside: the format
- * derives its own) handed to the output. */
+/* The known non-weight files of the input (tokenizer, generation config,
+ * chat template, README/license; config.json aside: the format derives its
+ * own) placed in the output's staging folder by convert/outdir.c's rules:
+ * nothing else, within their reader's bounds, symlinks only inside IN,
+ * never more readable than at the source. A format that takes no files
+ * gets none. */
 static qt_status output_files(qt_conv *c, char *errmsg)
 {
-    qt_status st = QT_OK;
-    for (size_t i = 0; i < qt_modeldir_n_files(c->md); i++) {
-        const char *f = qt_modeldir_file(c->md, i);
-        if (!strcmp(f, "config.json") || strchr(f, '/')) continue;
-        char src[PATH_MAX];
-        QT_CHECK(qt_path_join(src, sizeof src, c->in_dir, f), QT_ERR_ARG, "path too long");
-        QT_TRY(qt_outfmt_add_file(c->out, f, src, errmsg));
-    }
-fail:
-    return st;
+    const char *dir = qt_outfmt_stage_dir(c->out);
+    return dir ? qt_conv_copy_files(c, dir, errmsg) : QT_OK;
 }
 
 qt_status qt_conv_run(qt_conv *c, char *errmsg)
@@ -651,11 +651,16 @@ qt_status qt_conv_run(qt_conv *c, char *errmsg)
     double tf = qt_now();
     QT_TRY(output_files(c, errmsg));
     QT_CHECK(!cancelled(c), QT_ERR_ARG, "cancelled");
+    QT_TRY(qt_conv_check_input(c, errmsg)); /* what was read is what was opened */
     QT_TRY(qt_outfmt_commit(c->out, (const char *const *)c->skip_modules, c->n_skip_modules,
                             errmsg));
     c->t_finish = qt_now() - tf;
     c->seconds_total = qt_now() - t0;
 fail:
+    /* a failure because IN changed under the run (a write from a mapping
+     * past its new end: "Bad address") names that cause */
+    if (st != QT_OK && st != QT_ERR_NOMEM && qt_conv_check_input(c, NULL) != QT_OK)
+        st = qt_conv_check_input(c, errmsg);
     return st;
 }
 
