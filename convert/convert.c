@@ -123,6 +123,7 @@ static qt_status output_new(qt_conv *c, size_t block, char *errmsg)
     c->single_read = o->check == NULL;
     qt_out_model m = {.out = o->out,
                       .config_path = c->config_path,
+                      .in_dir = c->in_dir,
                       .compute = c->compute,
                       .scheme = o->scheme,
                       .block = block,

@@ -61,11 +61,11 @@ uint64_t qt_conv_budget(const qt_conv *c);
 bool qt_conv_default_linear(const char *name);
 /* Refuses an OUT that exists without force, is not a folder, or holds the
  * input folder in_dir; *exists says whether OUT is there (convert and merge). */
-qt_status qt_conv_check_out(const char *out, const char *in_dir, bool force, bool *exists,
-                            char *errmsg);
+qt_status qt_conv_check_out(const char *out, const char *in_dir, bool force, bool follow_symlinks,
+                            bool *exists, char *errmsg);
 /* Every non-weight file of the input folder in_dir (config.json aside: the
  * format derives its own) handed to the output (convert and merge). */
-qt_status qt_conv_output_files(const qt_modeldir *md, const char *in_dir, qt_outfmt *out,
+qt_status qt_conv_output_files(const char *in_dir, bool follow_symlinks, qt_outfmt *out,
                                char *errmsg);
 /* "bf16"/"bfloat16", "fp16"/"float16"/"f16", "fp32"/"float32"/"f32" -> *d. */
 bool qt_conv_dtype_from_name(const char *s, qt_dtype *d);
@@ -86,7 +86,7 @@ qt_status qt_conv_fallback_metadata(const qt_conv *c, qt_outfmt *out, char *errm
 
 /* convert/outdir.c. The temporary folder of OUT's base name is
  * <parent>/<prefix><pid>; the prefix (buf, n bytes) keeps the name within
- * NAME_MAX. */
+ * NAME_MAX (qt_out_stage_prefix of formats/out_stage.h, its one home). */
 void qt_conv_tmp_prefix(const char *base, char *buf, size_t n);
 /* An existing OUT may be replaced only when it is a previous qtool output
  * (every entry a file qtool writes, the shards with qtool's provenance)
@@ -96,13 +96,15 @@ qt_status qt_conv_check_replaceable(const char *out, char *errmsg);
 /* Rule I6 for the files convert copies or rewrites (config.json and the
  * known model files): a symlink must stay inside IN unless
  * --follow-symlinks. @return QT_OK, QT_ERR_FORMAT (the file named). */
-qt_status qt_conv_check_links(const qt_conv *c, char *errmsg);
+qt_status qt_conv_check_links(const char *in_dir, bool follow_symlinks, char *errmsg);
 /* Copies the known non-weight files of IN (tokenizer, generation config,
  * chat template, README/license) into tmpdir: regular files within their
  * reader's size bound, symlinks only inside IN unless --follow-symlinks,
- * never more readable than the source. Nothing else is copied.
+ * never more readable than the source. Nothing else is copied. tmpdir:
+ * the output's staging folder (qt_outfmt_stage_dir).
  * @return QT_OK, QT_ERR_FORMAT (bad input), QT_ERR_IO, QT_ERR_NOMEM. */
-qt_status qt_conv_copy_files(const qt_conv *c, const char *tmpdir, char *errmsg);
+qt_status qt_conv_copy_files(const char *in_dir, bool follow_symlinks, const char *tmpdir,
+                             char *errmsg);
 /* convert/input_guard.c: QT_OK while IN is as it was opened; QT_ERR_IO
  * naming the shard when a mapped read faulted (common/mapguard.h) or a
  * shard's size, inode or mtime changed: "IN changed while it was read". */

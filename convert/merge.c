@@ -257,7 +257,7 @@ qt_status qt_merge_plan(const qt_merge_opts *o, qt_merge **out, char *errmsg)
     QT_TRY(qt_adapter_open(o->adapter, &m->ad, errmsg));
     QT_TRY(qt_adapter_match(m->ad, m->L, errmsg));
     bool exists;
-    QT_TRY(qt_conv_check_out(o->out, m->in_dir, o->force, &exists, errmsg));
+    QT_TRY(qt_conv_check_out(o->out, m->in_dir, o->force, false, &exists, errmsg));
     /* one item per logical weight, in BASE's order */
     m->items = qt_calloc(qt_layout_n(m->L) + 1, sizeof *m->items);
     QT_CHECK(m->items, QT_ERR_NOMEM, "out of memory");
@@ -760,7 +760,7 @@ qt_status qt_merge_run(qt_merge *m, char *errmsg)
     bool exists;
     wbuf b; /* one set of buffers for every weight */
     memset(&b, 0, sizeof b);
-    QT_TRY(qt_conv_check_out(m->o.out, m->in_dir, m->o.force, &exists, errmsg));
+    QT_TRY(qt_conv_check_out(m->o.out, m->in_dir, m->o.force, false, &exists, errmsg));
     QT_TRY(prepass(m, &b, errmsg));
     QT_TRY(provenance(m, errmsg));
     QT_TRY(qt_outfmt_begin(m->out, exists, errmsg));
@@ -773,7 +773,7 @@ qt_status qt_merge_run(qt_merge *m, char *errmsg)
         qt_progress_add(&prog, 1, m->items[i].src->nbytes);
     }
     qt_progress_finish(&prog);
-    QT_TRY(qt_conv_output_files(m->md, m->in_dir, m->out, errmsg));
+    QT_TRY(qt_conv_output_files(m->in_dir, false, m->out, errmsg));
     const char *skip[1] = {"lm_head"};
     QT_TRY(qt_outfmt_commit(m->out, skip, is_quant_scheme(m->o.scheme) ? 1 : 0, errmsg));
     m->seconds = qt_now() - t0;

@@ -11,11 +11,11 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "common/sha256.h"
 #include "convert/convert_internal.h"
 #include "formats/fsutil.h"
 #include "formats/input_file.h"
 #include "formats/modeldir.h"
+#include "formats/out_stage.h"
 #include "formats/vocab.h"
 
 /* The non-weight files a model folder is known to hold, each with the size
@@ -48,19 +48,7 @@ static const struct model_file {
 
 void qt_conv_tmp_prefix(const char *base, char *buf, size_t n)
 {
-    /* ".<base>.qtool-tmp." + a pid must stay within NAME_MAX: a long base is
-     * cut and followed by 16 hex digits of its sha256, so names stay unique */
-    const size_t room = NAME_MAX - 32; /* the pid, the dots and the suffix */
-    size_t bl = strlen(base);
-    if (bl <= room) {
-        snprintf(buf, n, ".%s.qtool-tmp.", base);
-        return;
-    }
-    unsigned char d[32];
-    char hex[65];
-    qt_sha256(base, bl, d);
-    qt_sha256_hex(d, hex);
-    snprintf(buf, n, ".%.100s~%.16s.qtool-tmp.", base, hex);
+    qt_out_stage_prefix(base, buf, n); /* one home: the staging folder's own module */
 }
 
 /* ---- may an existing OUT be replaced? ----------------------------------- */
@@ -140,38 +128,38 @@ fail:
     return st;
 }
 
-qt_status qt_conv_check_links(const qt_conv *c, char *errmsg)
+qt_status qt_conv_check_links(const char *in_dir, bool follow_symlinks, char *errmsg)
 {
     qt_status st = QT_OK;
     char p[PATH_MAX];
     struct stat sb;
-    if (c->o.follow_symlinks) return QT_OK;
+    if (follow_symlinks) return QT_OK;
     /* config.json (rewritten into OUT) and every file copied */
     for (size_t i = 0; i <= N_MODEL_FILES; i++) {
         const char *name = i < N_MODEL_FILES ? MODEL_FILES[i].name : "config.json";
-        QT_CHECK(qt_path_join(p, sizeof p, c->in_dir, name), QT_ERR_ARG, "path too long: '%s/%s'",
-                 c->in_dir, name);
-        if (lstat(p, &sb) == 0 && S_ISLNK(sb.st_mode)) QT_TRY(check_link_inside(c->in_dir, p, errmsg));
+        QT_CHECK(qt_path_join(p, sizeof p, in_dir, name), QT_ERR_ARG, "path too long: '%s/%s'",
+                 in_dir, name);
+        if (lstat(p, &sb) == 0 && S_ISLNK(sb.st_mode)) QT_TRY(check_link_inside(in_dir, p, errmsg));
     }
 fail:
     return st;
 }
 
 /* Copies one known file of IN into tmpdir, when IN has it. */
-static qt_status copy_one(const qt_conv *c, const struct model_file *f, const char *tmpdir,
-                          char *errmsg)
+static qt_status copy_one(const char *in_dir, bool follow_symlinks, const struct model_file *f,
+                          const char *tmpdir, char *errmsg)
 {
     qt_status st = QT_OK;
     char src[PATH_MAX], dst[PATH_MAX];
     int fd = -1;
-    QT_CHECK(qt_path_join(src, sizeof src, c->in_dir, f->name) &&
+    QT_CHECK(qt_path_join(src, sizeof src, in_dir, f->name) &&
                  qt_path_join(dst, sizeof dst, tmpdir, f->name),
-             QT_ERR_ARG, "path too long: '%s/%s'", c->in_dir, f->name);
+             QT_ERR_ARG, "path too long: '%s/%s'", in_dir, f->name);
     struct stat lsb, sb;
     if (lstat(src, &lsb) != 0 && errno == ENOENT) return QT_OK; /* IN does not have it */
     /* a symlink is followed only inside IN, or with --follow-symlinks */
     bool link = S_ISLNK(lsb.st_mode);
-    if (link && !c->o.follow_symlinks) QT_TRY(check_link_inside(c->in_dir, src, errmsg));
+    if (link && !follow_symlinks) QT_TRY(check_link_inside(in_dir, src, errmsg));
     /* a regular file no larger than its reader accepts (no FIFO, no folder) */
     QT_TRY(qt_input_open(src, link ? 0 : O_NOFOLLOW, f->max_bytes, &fd, &sb, errmsg));
     QT_TRY(qt_input_copy(fd, &sb, src, dst, errmsg));
@@ -180,10 +168,12 @@ fail:
     return st;
 }
 
-qt_status qt_conv_copy_files(const qt_conv *c, const char *tmpdir, char *errmsg)
+qt_status qt_conv_copy_files(const char *in_dir, bool follow_symlinks, const char *tmpdir,
+                             char *errmsg)
 {
     qt_status st = QT_OK;
-    for (size_t i = 0; i < N_MODEL_FILES; i++) QT_TRY(copy_one(c, &MODEL_FILES[i], tmpdir, errmsg));
+    for (size_t i = 0; i < N_MODEL_FILES; i++)
+        QT_TRY(copy_one(in_dir, follow_symlinks, &MODEL_FILES[i], tmpdir, errmsg));
 fail:
     return st;
 }

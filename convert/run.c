@@ -575,9 +575,12 @@ static qt_status for_items(qt_conv *c, bool quant_only, item_fn fn, qt_progress 
     return QT_OK;
 }
 
-/* Refuses an OUT that may not be replaced; *exists says whether it is there. */
-qt_status qt_conv_check_out(const char *out, const char *in_dir, bool force, bool *exists,
-                            char *errmsg)
+/* Refuses an OUT that may not be replaced (it holds the input, or it is
+ * not a previous qtool output) and an input whose copied files link out
+ * of IN; *exists says whether OUT is there. Before any work (convert and
+ * merge). */
+qt_status qt_conv_check_out(const char *out, const char *in_dir, bool force, bool follow_symlinks,
+                            bool *exists, char *errmsg)
 {
     qt_status st = QT_OK;
     struct stat sb;
@@ -591,6 +594,8 @@ qt_status qt_conv_check_out(const char *out, const char *in_dir, bool force, boo
         QT_CHECK(!(strncmp(rin, rout, lo) == 0 && (rin[lo] == 0 || rin[lo] == '/')), QT_ERR_ARG,
                  "output '%s' holds the input: refusing to replace it", out);
     }
+    if (*exists) QT_TRY(qt_conv_check_replaceable(out, errmsg)); /* never a user's folder */
+    QT_TRY(qt_conv_check_links(in_dir, follow_symlinks, errmsg)); /* nothing from outside IN (I6) */
 fail:
     return st;
 }
@@ -620,19 +625,17 @@ static qt_status output_metadata(qt_conv *c, char *errmsg)
     return st;
 }
 
-qt_status qt_conv_output_files(const qt_modeldir *md, const char *in_dir, qt_outfmt *out,
+/* The known non-weight files of the input (tokenizer, generation config,
+ * chat template, README/license; config.json aside: the format derives its
+ * own) placed in the output's staging folder by convert/outdir.c's rules:
+ * nothing else, within their reader's bounds, symlinks only inside IN,
+ * never more readable than at the source. A format that takes no files
+ * gets none (convert and merge). */
+qt_status qt_conv_output_files(const char *in_dir, bool follow_symlinks, qt_outfmt *out,
                                char *errmsg)
 {
-    qt_status st = QT_OK;
-    for (size_t i = 0; i < qt_modeldir_n_files(md); i++) {
-        const char *f = qt_modeldir_file(md, i);
-        if (!strcmp(f, "config.json") || strchr(f, '/')) continue;
-        char src[PATH_MAX];
-        QT_CHECK(qt_path_join(src, sizeof src, in_dir, f), QT_ERR_ARG, "path too long");
-        QT_TRY(qt_outfmt_add_file(out, f, src, errmsg));
-    }
-fail:
-    return st;
+    const char *dir = qt_outfmt_stage_dir(out);
+    return dir ? qt_conv_copy_files(in_dir, follow_symlinks, dir, errmsg) : QT_OK;
 }
 
 qt_status qt_conv_measure(qt_conv *c, char *errmsg)
@@ -653,7 +656,8 @@ qt_status qt_conv_run(qt_conv *c, char *errmsg)
     qt_status st = QT_OK;
     bool exists;
     double t0 = qt_now();
-    QT_TRY(qt_conv_check_out(c->o.out, c->in_dir, c->o.force, &exists, errmsg));
+    QT_TRY(qt_conv_check_out(c->o.out, c->in_dir, c->o.force, c->o.follow_symlinks, &exists,
+                             errmsg));
     QT_TRY(qt_conv_measure(c, errmsg));
     QT_TRY(output_metadata(c, errmsg));
     /* every weight through the kernels into the output */
@@ -668,14 +672,19 @@ qt_status qt_conv_run(qt_conv *c, char *errmsg)
     qt_progress_finish(&prog);
     /* the other files, then the output completed and moved into place */
     double tf = qt_now();
-    QT_TRY(qt_conv_output_files(c->md, c->in_dir, c->out, errmsg));
+    QT_TRY(qt_conv_output_files(c->in_dir, c->o.follow_symlinks, c->out, errmsg));
     QT_TRY(qt_conv_loftq_finish(c, errmsg)); /* --loftq: the adapter into OUT */
     QT_CHECK(!cancelled(c), QT_ERR_ARG, "cancelled");
+    QT_TRY(qt_conv_check_input(c, errmsg)); /* what was read is what was opened */
     QT_TRY(qt_outfmt_commit(c->out, (const char *const *)c->skip_modules, c->n_skip_modules,
                             errmsg));
     c->t_finish = qt_now() - tf;
     c->seconds_total = qt_now() - t0;
 fail:
+    /* a failure because IN changed under the run (a write from a mapping
+     * past its new end: "Bad address") names that cause */
+    if (st != QT_OK && st != QT_ERR_NOMEM && qt_conv_check_input(c, NULL) != QT_OK)
+        st = qt_conv_check_input(c, errmsg);
     return st;
 }
 

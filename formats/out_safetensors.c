@@ -278,7 +278,7 @@ static qt_status op_begin(void *self, bool replace, char *errmsg)
     qt_status st = QT_OK;
     s->wr = qt_calloc(s->n_shards, sizeof *s->wr);
     QT_CHECK(s->wr != NULL, QT_ERR_NOMEM, "out of memory");
-    QT_TRY(qt_out_stage_begin(&s->stage, s->m.out, replace, errmsg));
+    QT_TRY(qt_out_stage_begin(&s->stage, s->m.out, replace, s->m.in_dir, errmsg));
     if (s->m.single_pass) { /* the shards are written at commit, from the spill */
         QT_CHECK(qt_path_join(s->spill_path, sizeof s->spill_path, s->stage.dir, ".spill"),
                  QT_ERR_ARG, "path too long");
@@ -474,6 +474,12 @@ static qt_status op_add_file(void *self, const char *name, const char *src_path,
     return st;
 }
 
+static const char *op_stage_dir(const void *self)
+{
+    const sto *s = self;
+    return s->stage.dir[0] ? s->stage.dir : NULL;
+}
+
 /* ---- commit ------------------------------------------------------------- */
 
 /* Orders ord[0..n) by names[ord[i]] (merge sort: indexes of large models
@@ -540,7 +546,7 @@ fail:
 }
 
 /* config.json: the input's, with quantization_config for the run's scheme
- * and the dtype set to the compute dtype. */
+ * and the dtype set to the compute dtype; no more readable than the input's. */
 static qt_status write_config(sto *s, const char *const *skip, size_t n_skip, char *errmsg)
 {
     qt_status st = QT_OK;
@@ -556,6 +562,7 @@ static qt_status write_config(sto *s, const char *const *skip, size_t n_skip, ch
     cfg.n_skip = n_skip;
     QT_TRY(qt_bnb_config_rewrite(text, n, s->m.config_path, &cfg, &out, &len, errmsg));
     QT_TRY(qt_file_write(dst, out, len, errmsg));
+    QT_TRY(qt_limit_mode(dst, s->m.config_path, errmsg)); /* never more readable than IN's */
 fail:
     qt_free(text);
     qt_free(out);
@@ -621,6 +628,7 @@ const qt_outfmt_ops qt_out_safetensors_ops = {
     .write_quant = op_write_quant,
     .write_plain = op_write_plain,
     .add_file = op_add_file,
+    .stage_dir = op_stage_dir,
     .commit = op_commit,
     .destroy = op_destroy,
 };

@@ -5,7 +5,9 @@
  * with model.safetensors.index.json), quantized weights in the stored form
  * formats/bnb gives (bitsandbytes NF4/FP4/LLM.int8, qtool q8), plain ones
  * as one tensor; config.json from the input's with quantization_config;
- * other files copied byte for byte. Every shard's __metadata__ holds
+ * other files (qt_outfmt_add_file) copied byte for byte, never more
+ * readable than their source, or placed by the caller in the staging folder
+ * qt_outfmt_stage_dir names. Every shard's __metadata__ holds
  * "format": "pt" and then the caller's pairs in order.
  */
 #ifndef QT_FORMATS_OUT_SAFETENSORS_H

@@ -144,6 +144,12 @@ qt_status qt_outfmt_add_file(qt_outfmt *o, const char *name, const char *src_pat
     return st;
 }
 
+const char *qt_outfmt_stage_dir(const qt_outfmt *o)
+{
+    if (o->ph != WRITING || !o->ops->stage_dir) return NULL;
+    return o->ops->stage_dir(o->self);
+}
+
 qt_status qt_outfmt_commit(qt_outfmt *o, const char *const *skip_modules, size_t n_skip,
                            char *errmsg)
 {

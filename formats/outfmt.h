@@ -19,7 +19,9 @@
  *   qt_outfmt_write_quant(o, id, q)   a quantized weight, whole (qt_qweight:
  *   qt_outfmt_write_plain(o, id, ..)  the kernels' own descriptor); plain
  *                                     values in chunks at any offset
- *   qt_outfmt_add_file(o, name, src)* a non-weight file of the model
+ *   qt_outfmt_add_file(o, name, src)* a non-weight file of the model, or:
+ *   qt_outfmt_stage_dir(o)            the staging folder, for a caller that
+ *                                     places the model's other files itself
  *   qt_outfmt_commit(o)               completes and renames into OUT
  *   qt_outfmt_free(o)                 (aborts when not committed: nothing
  *                                     is left at OUT, an old OUT untouched)
@@ -59,7 +61,10 @@
  * must outlive the output. */
 typedef struct qt_out_model {
     const char *out;           /* destination path (OUT) */
-    const char *config_path;   /* the input's config.json (the output's is derived from it) */
+    const char *config_path;   /* the input's config.json (the output's is derived from it,
+                                  and is never more readable than it) */
+    const char *in_dir;        /* the input's folder: OUT is made no more readable than it
+                                  (NULL: 0755 less the umask) */
     qt_dtype compute;          /* F32/F16/BF16: the dtype quantized weights had */
     qt_scheme scheme;          /* the run's scheme (config: quantization_config) */
     size_t block;              /* its effective block size */
@@ -110,6 +115,7 @@ typedef struct qt_outfmt_ops {
     qt_status (*write_plain)(void *self, size_t id, uint64_t offset, const void *data, size_t n,
                              char *errmsg);
     qt_status (*add_file)(void *self, const char *name, const char *src_path, char *errmsg);
+    const char *(*stage_dir)(const void *self); /* may be NULL: takes no files */
     qt_status (*commit)(void *self, const char *const *skip_modules, size_t n_skip,
                         char *errmsg);
     void (*destroy)(void *self); /* aborts an uncommitted output */
@@ -160,6 +166,11 @@ qt_status qt_outfmt_write_plain(qt_outfmt *o, size_t id, uint64_t offset, const 
  * under name, from src_path; a format may use or ignore it. */
 qt_status qt_outfmt_add_file(qt_outfmt *o, const char *name, const char *src_path,
                              char *errmsg);
+/* The folder the output is assembled in (between begin and commit), where
+ * a caller may place the model's non-weight files itself (it then answers
+ * for what it puts there: names must not collide with qt_outfmt_file's);
+ * NULL when the format takes no files, or outside that phase. Borrowed. */
+const char *qt_outfmt_stage_dir(const qt_outfmt *o);
 /* Completes the output and moves it to OUT. skip_modules: every Linear
  * left unquantized (for loaders that must not replace them).
  * @return QT_OK, QT_ERR_IO, QT_ERR_ARG (bytes missing), QT_ERR_NOMEM. */

@@ -1,10 +1,12 @@
 /* tests/unit/test_outfmt.c: formats/bnb as the one owner of the stored
  * layout (checked against files bitsandbytes itself wrote, in
  * ../shared/data/golden) and the output-format seam (formats/outfmt.h):
- * a round trip through the model-folder format, sharding, call order and
- * abort leaving nothing behind. */
+ * a round trip through the model-folder format, sharding, call order,
+ * abort leaving nothing behind, and the staging folder (formats/out_stage:
+ * name within NAME_MAX, mode, a lost race for OUT). */
 #include <criterion/criterion.h>
 #include <criterion/new/assert.h>
+#include <limits.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -14,6 +16,7 @@
 #include "formats/fsutil.h"
 #include "formats/layout.h"
 #include "formats/modeldir.h"
+#include "formats/out_stage.h"
 #include "formats/outfmt.h"
 #include "testutil.h"
 
@@ -216,5 +219,62 @@ Test(outfmt, shards_and_abort_leave_nothing)
     snprintf(stage, sizeof stage, "%s/.out.qtool-tmp.%ld", dir, (long)getpid());
     cr_assert(stat(stage, &sb) != 0, "staging folder left behind");
     cr_assert(eq(int, qt_outfmt_new("gguf-not-yet", &m, &o, err), QT_ERR_ARG));
+    qt_tree_remove(dir);
+}
+
+/* The staging folder: its name within NAME_MAX whatever OUT's length (one
+ * home: qt_out_stage_prefix), handed to the caller only while writing, no
+ * more readable than the folder named in in_dir; a commit that finds OUT
+ * written by another process meanwhile says so and leaves that OUT alone. */
+Test(outfmt, stage_name_mode_and_lost_race)
+{
+    char dir[256], cfg[1100], out[1100], err[QT_ERRMSG_SIZE], pre[NAME_MAX + 1];
+    char base[300], pre2[NAME_MAX + 1];
+    memset(base, 'L', 255);
+    base[255] = 0;
+    qt_out_stage_prefix(base, pre, sizeof pre);
+    cr_assert(strlen(pre) + 20 <= NAME_MAX, "prefix of %zu bytes", strlen(pre));
+    base[254] = 'M';
+    qt_out_stage_prefix(base, pre2, sizeof pre2);
+    cr_assert(strcmp(pre, pre2) != 0, "two long names, one prefix");
+    qt_out_stage_prefix("o", pre, sizeof pre);
+    cr_assert(eq(str, pre, ".o.qtool-tmp."));
+
+    umask(022); /* the modes below do not depend on the caller's umask */
+    setup(dir, sizeof dir, cfg, out);
+    char in[1200];
+    snprintf(in, sizeof in, "%s/in", dir);
+    cr_assert(mkdir(in, 0750) == 0 && chmod(in, 0750) == 0);
+    qt_out_model m = {.out = out, .config_path = cfg, .in_dir = in, .compute = QT_DTYPE_F32,
+                      .scheme = QT_SCHEME_FP32};
+    qt_outfmt *o;
+    cr_assert(eq(int, qt_outfmt_new(NULL, &m, &o, err), QT_OK), "%s", err);
+    qt_out_weight a = plain_w("a.weight", 4);
+    size_t ia;
+    cr_assert(eq(int, qt_outfmt_declare(o, &a, &ia, err), QT_OK), "%s", err);
+    cr_assert(eq(int, qt_outfmt_plan(o, err), QT_OK), "%s", err);
+    cr_assert(qt_outfmt_stage_dir(o) == NULL, "a staging folder before begin");
+    cr_assert(eq(int, qt_outfmt_begin(o, false, err), QT_OK), "%s", err);
+    const char *sd = qt_outfmt_stage_dir(o);
+    cr_assert(sd != NULL);
+    struct stat sb;
+    cr_assert(stat(sd, &sb) == 0 && S_ISDIR(sb.st_mode));
+    cr_assert(eq(u32, (unsigned)(sb.st_mode & 07777), 0750u));
+    float v[4] = {1, 2, 3, 4};
+    cr_assert(eq(int, qt_outfmt_write_plain(o, ia, 0, v, sizeof v, err), QT_OK), "%s", err);
+    /* another process writes OUT meanwhile */
+    char theirs[1200];
+    cr_assert(mkdir(out, 0755) == 0);
+    snprintf(theirs, sizeof theirs, "%s/theirs", out);
+    cr_assert(eq(int, qt_file_write(theirs, "x", 1, NULL), QT_OK));
+    cr_assert(eq(int, qt_outfmt_commit(o, NULL, 0, err), QT_ERR_IO));
+    cr_assert(strstr(err, "was written by another process meanwhile; this run's output was "
+                          "discarded") != NULL,
+              "%s", err);
+    cr_assert(stat(theirs, &sb) == 0, "the other output was touched");
+    qt_outfmt_free(o);
+    char stage[1200];
+    snprintf(stage, sizeof stage, "%s/.out.qtool-tmp.%ld", dir, (long)getpid());
+    cr_assert(stat(stage, &sb) != 0, "staging folder left behind");
     qt_tree_remove(dir);
 }
