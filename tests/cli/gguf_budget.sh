@@ -3,7 +3,8 @@
 # decoder Linear's type is chosen among its candidates by the measured
 # output error; refusals exit 2 with the feasible range and write nothing;
 # the dry run plans what the run writes; a larger budget never lowers a
-# type; the achieved bits stay within the budget; the files run in qtool
+# type; the achieved bits stay within the budget; the bytes do not depend
+# on threads or ISA; the files run in qtool
 # and the larger budget is not farther (KL) from the original.
 set -u
 Q=${QTOOL:-build/qtool}
@@ -37,6 +38,9 @@ grep -q "rel.err: .*\*Q" "$T/plan" || fail "dry run prints no measured errors"
 # the runs (threads differ: the choice must not)
 conv "$T/b65.gguf" --budget 6.5 --report "$T/b65.json" --threads 1 || fail "budget 6.5: $(cat "$T/err")"
 conv "$T/b8.gguf" --budget 8 --report "$T/b8.json" --threads 2 || fail "budget 8: $(cat "$T/err")"
+# the same bytes for any thread count and SIMD path (the choice included)
+conv "$T/b8r.gguf" --budget 8 --threads 1 --isa ref || fail "budget 8, ref: $(cat "$T/err")"
+cmp -s "$T/b8.gguf" "$T/b8r.gguf" || fail "budget 8: other bytes with --threads 1 --isa ref"
 types() { "$Q" inspect "$1" | awk '/^blk\.|^token_embd|^output/ { print $1, $2 }'; }
 types "$T/b65.gguf" > "$T/t65"; types "$T/b8.gguf" > "$T/t8"
 awk '/^blk\.|^token_embd|^output/ { print $1, $2 }' "$T/plan" | diff - "$T/t65" > /dev/null ||
