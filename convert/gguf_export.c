@@ -11,6 +11,7 @@
 
 #include "common/half.h"
 #include "common/progress.h"
+#include "convert/gguf_budget.h"
 #include "convert/gguf_quant.h"
 #include "formats/fsutil.h"
 #include "formats/modeldir.h"
@@ -29,6 +30,7 @@ typedef struct gx_item {
     int64_t ne[2];           /* ne[0] = HF last dimension */
     qt_ggml_type type;
     bool fallback;
+    size_t bud;              /* --budget: 1 + its index in the budget's matrices; 0 = none */
 } gx_item;
 
 typedef struct gx_plan {
@@ -38,10 +40,13 @@ typedef struct gx_plan {
     gx_item *items;
     size_t n;
     bool has_output;
+    qt_gguf_budget bud;      /* --budget: the matrices, candidates and choice */
+    const qt_calib_set *set; /* --budget: borrowed from calib_get */
 } gx_plan;
 
 static void plan_release(gx_plan *p)
 {
+    qt_gguf_budget_release(&p->bud);
     qt_free(p->items);
     qt_modeldir_close(p->md);
     memset(p, 0, sizeof *p);
@@ -187,13 +192,22 @@ fail:
     return st;
 }
 
-/* Types for every item (the policy), counting fallbacks. */
-static void plan_types(gx_plan *p, qt_gguf_export_summary *sum)
+/* Types for every item (the policy). */
+static void plan_types(gx_plan *p)
 {
     for (size_t i = 0; i < p->n; i++) {
         gx_item *it = &p->items[i];
         it->type = qt_gguf_policy_type(&p->pol, it->map.role, it->map.layer, it->n_dims,
                                        it->ne[0], &it->fallback);
+    }
+}
+
+/* The summary's counts of quantized tensors and fallbacks. */
+static void count_types(const gx_plan *p, qt_gguf_export_summary *sum)
+{
+    sum->n_fallback = sum->n_quantized = 0;
+    for (size_t i = 0; i < p->n; i++) {
+        const gx_item *it = &p->items[i];
         sum->n_fallback += it->fallback;
         sum->n_quantized += it->type != QT_GGML_TYPE_F32 && it->type != QT_GGML_TYPE_F16 &&
                             it->type != QT_GGML_TYPE_BF16;
@@ -221,9 +235,82 @@ static qt_status plan_open(const qt_gguf_export_opts *o, gx_plan *p, qt_gguf_exp
     p->pol.is_70b = p->hp.n_layers == 80 &&
                     (strcmp(p->hp.arch, "qwen2") == 0 || p->hp.n_head != p->hp.n_kv_head);
     sum->ftype = s->ftype;
-    plan_types(p, sum);
+    plan_types(p);
+    count_types(p, sum);
 fail:
     return st;
+}
+
+/* ---- --budget ---------------------------------------------------------------------------- */
+
+/* The budget's matrices: the decoder Linears with a block-type candidate,
+ * each from the type the scheme / policy gives it. */
+static qt_status budget_collect(gx_plan *p, char *errmsg)
+{
+    qt_status st = QT_OK;
+    for (size_t i = 0; i < p->n; i++) {
+        gx_item *it = &p->items[i];
+        if (!it->src || it->n_dims != 2 || !qt_gguf_budget_role(it->map.role)) continue;
+        qt_ggml_type base = qt_gguf_policy_base(&p->pol, it->map.role, it->map.layer, it->n_dims,
+                                                it->ne[0]);
+        bool added = false;
+        QT_TRY(qt_gguf_budget_add(&p->bud, it->map.name, it->src, it->rd, base, &added, errmsg));
+        if (added) it->bud = p->bud.n;
+    }
+fail:
+    return st;
+}
+
+/* The chosen candidates into the items' types. */
+static void budget_apply(gx_plan *p, qt_gguf_export_summary *sum)
+{
+    for (size_t i = 0; i < p->n; i++) {
+        gx_item *it = &p->items[i];
+        if (!it->bud) continue;
+        const qt_gguf_bmat *m = &p->bud.m[it->bud - 1];
+        const qt_gguf_bcand *c = &m->cand[m->chosen];
+        it->type = c->type;
+        it->fallback = c->type != c->asked; /* rows not whole blocks of the candidate */
+    }
+    count_types(p, sum);
+    sum->budget_n = p->bud.n;
+    sum->budget_steps = p->bud.n_steps;
+    sum->budget_bpw = qt_gguf_budget_bpw(&p->bud);
+}
+
+/* --budget: the matrices and the range check (before any calibration
+ * pass), then the calibration set, the measurements and the choice. */
+static qt_status plan_budget(const qt_gguf_export_opts *o, gx_plan *p,
+                             qt_gguf_export_summary *sum, char *errmsg)
+{
+    qt_status st = QT_OK;
+    if (!(o->budget_bpw > 0)) return QT_OK;
+    /* a scheme that quantizes, and a calibration set to come */
+    QT_CHECK(qt_gguf_block_scheme(p->pol.scheme->type) != QT_SCHEME_COUNT, QT_ERR_ARG,
+             "--budget: scheme '%s' does not quantize (give a block type such as q4_k or "
+             "Q4_K_M)", p->pol.scheme->name);
+    QT_CHECK(o->calib_get, QT_ERR_ARG, "--budget needs a calibration set (--calib TEXT)");
+    /* the matrices, their candidates and the feasible range */
+    QT_TRY(budget_collect(p, errmsg));
+    qt_gguf_budget_range(&p->bud, &sum->budget_lo, &sum->budget_hi);
+    QT_TRY(qt_gguf_budget_check(&p->bud, o->budget_bpw, errmsg));
+    /* measure every candidate, choose */
+    QT_TRY(o->calib_get(o->calib_ctx, &p->set, errmsg));
+    QT_TRY(qt_gguf_budget_measure(&p->bud, p->set, o->allow_nonfinite, o->cancel, errmsg));
+    QT_TRY(qt_gguf_budget_choose(&p->bud, o->budget_bpw, errmsg));
+    budget_apply(p, sum);
+fail:
+    return st;
+}
+
+/* The value of the metadata key "qtool.budget". */
+static void budget_meta(const gx_plan *p, char *v, size_t n)
+{
+    double lo, hi;
+    qt_gguf_budget_range(&p->bud, &lo, &hi);
+    snprintf(v, n, "bpw=%.6g;achieved_bpw=%.6g;feasible=%.6g..%.6g;matrices=%zu;steps=%zu;"
+             "calib=%.16s", p->bud.bpw, qt_gguf_budget_bpw(&p->bud), lo, hi, p->bud.n,
+             p->bud.n_steps, p->set ? qt_calib_set_fingerprint(p->set) : "");
 }
 
 /* ---- metadata and tensor infos ------------------------------------------------------ */
@@ -402,6 +489,25 @@ fail:
 
 /* ---- the dry run ---------------------------------------------------------------------- */
 
+/* --budget: a matrix's measured candidates ("*" marks the chosen one). */
+static void print_cands(FILE *f, const qt_gguf_bmat *m)
+{
+    fputs("  rel.err:", f);
+    for (size_t j = 0; j < m->n_cand; j++)
+        fprintf(f, " %s%s %.4g", j == m->chosen ? "*" : "", qt_ggml_type_name(m->cand[j].type),
+                m->cand[j].rel);
+}
+
+/* --budget: the achieved bits per weight and the range. */
+static void print_budget(FILE *f, const gx_plan *p)
+{
+    double lo, hi;
+    qt_gguf_budget_range(&p->bud, &lo, &hi);
+    fprintf(f, "budget: %.4f bits per weight over %zu matrices (asked %g, feasible [%.4f, %.4f]), "
+            "%zu upgrade steps, %llu bytes\n", qt_gguf_budget_bpw(&p->bud), p->bud.n, p->bud.bpw,
+            lo, hi, p->bud.n_steps, (unsigned long long)p->bud.bytes);
+}
+
 static void print_plan(FILE *f, const gx_plan *p, uint64_t file_size)
 {
     if (!f) return;
@@ -414,11 +520,61 @@ static void print_plan(FILE *f, const gx_plan *p, uint64_t file_size)
         else
             snprintf(ne, sizeof ne, "[%lld]", (long long)it->ne[0]);
         size_t b = qt_gguf_row_bytes(it->type, (size_t)it->ne[0]) * (size_t)it->ne[1];
-        fprintf(f, "%-32s %-8s %-18s %12zu %6.2f%s\n", it->map.name, qt_ggml_type_name(it->type),
+        fprintf(f, "%-32s %-8s %-18s %12zu %6.2f%s", it->map.name, qt_ggml_type_name(it->type),
                 ne, b, 8.0 * (double)b / (double)(it->ne[0] * it->ne[1]),
                 it->fallback ? "  (fallback: rows not whole blocks)" : "");
+        if (it->bud) print_cands(f, &p->bud.m[it->bud - 1]);
+        fputc('\n', f);
     }
+    if (p->bud.n) print_budget(f, p);
     fprintf(f, "file size: %llu bytes\n", (unsigned long long)file_size);
+}
+
+/* ---- the report ------------------------------------------------------------------------ */
+
+/* The JSON report: the run, the calibration set, every tensor's type and
+ * (--budget) the decision table. *out: caller frees with qt_free. */
+static qt_status build_report(const qt_gguf_export_opts *o, const gx_plan *p, uint64_t file_bytes,
+                              char **out, char *errmsg)
+{
+    qt_strbuf b = {0};
+    /* the run */
+    qt_strbuf_puts(&b, "{\n  \"input\": ");
+    qt_strbuf_json_string(&b, o->in);
+    qt_strbuf_puts(&b, ",\n  \"output\": ");
+    qt_strbuf_json_string(&b, o->out);
+    qt_strbuf_printf(&b, ",\n  \"format\": \"gguf\",\n  \"scheme\": \"%s\",\n  \"dry_run\": %s,"
+                     "\n  \"file_bytes\": %llu", p->pol.scheme->name, o->dry_run ? "true" : "false",
+                     (unsigned long long)file_bytes);
+    /* the calibration set */
+    if (p->set)
+        qt_strbuf_printf(&b, ",\n  \"calibration\": {\"tokens\": %zu, \"rows\": %zu, "
+                         "\"fingerprint\": \"%s\"}", qt_calib_set_n_tokens(p->set),
+                         qt_calib_set_n_rows(p->set), qt_calib_set_fingerprint(p->set));
+    /* every tensor */
+    qt_strbuf_puts(&b, ",\n  \"tensors\": [");
+    for (size_t i = 0; i < p->n; i++) {
+        const gx_item *it = &p->items[i];
+        qt_strbuf_puts(&b, i ? ",\n    {\"name\": " : "\n    {\"name\": ");
+        qt_strbuf_json_string(&b, it->map.name);
+        qt_strbuf_printf(&b, ", \"type\": \"%s\", \"bytes\": %zu, \"fallback\": %s}",
+                         qt_ggml_type_name(it->type),
+                         qt_gguf_row_bytes(it->type, (size_t)it->ne[0]) * (size_t)it->ne[1],
+                         it->fallback ? "true" : "false");
+    }
+    qt_strbuf_puts(&b, "\n  ]");
+    /* the decision table */
+    if (p->bud.n) {
+        qt_strbuf_puts(&b, ",\n  \"budget\": ");
+        qt_gguf_budget_json(&p->bud, &b);
+    }
+    qt_strbuf_puts(&b, "\n}\n");
+    if (b.oom) {
+        qt_strbuf_release(&b);
+        return qt_set_err(errmsg, QT_ERR_NOMEM, "out of memory for the report");
+    }
+    *out = b.data;
+    return QT_OK;
 }
 
 /* Notes the fallbacks on the plan stream (written files only). */
@@ -445,12 +601,19 @@ qt_status qt_gguf_export(const qt_gguf_export_opts *o, qt_gguf_export_summary *s
     QT_CHECK(o->force || o->dry_run || access(o->out, F_OK) != 0, QT_ERR_ARG,
              "%s exists (use --force to replace it)", o->out);
     QT_TRY(plan_open(o, &p, sum, errmsg));
+    QT_TRY(plan_budget(o, &p, sum, errmsg));
     for (size_t i = 0; i < p.n; i++)
         sum->bytes_in += p.items[i].src ? p.items[i].src->nbytes : 0;
     sum->n_tensors = p.n;
-    qt_out_gguf_opts go = {.md = p.md, .ftype = sum->ftype, .pre = o->pre};
+    /* the budget's provenance pair */
+    char bval[256];
+    const char *kv[2] = {"qtool.budget", bval};
+    budget_meta(&p, bval, sizeof bval);
+    qt_out_gguf_opts go = {.md = p.md, .ftype = sum->ftype, .pre = o->pre, .kv = kv,
+                           .n_kv = p.bud.n ? 1 : 0};
     QT_TRY(declare(&out, &p, o, &go, errmsg));
     sum->bytes_out = qt_outfmt_total_bytes(out);
+    if (o->want_report) QT_TRY(build_report(o, &p, sum->bytes_out, &sum->report, errmsg));
     if (o->dry_run) {
         print_plan(o->plan_out, &p, sum->bytes_out);
         goto fail; /* nothing to write */
@@ -466,6 +629,10 @@ qt_status qt_gguf_export(const qt_gguf_export_opts *o, qt_gguf_export_summary *s
 fail:
     qt_outfmt_free(out);
     plan_release(&p);
+    if (st != QT_OK) {
+        qt_free(sum->report);
+        sum->report = NULL;
+    }
     sum->seconds = qt_now() - t0;
     return st;
 }

@@ -29,6 +29,8 @@
 #include "formats/gguf.h"
 #include "formats/gguf_meta.h"
 
+struct qt_calib_set;
+
 /* ---- the per-tensor type policy (convert/gguf_policy.c) ------------------ */
 
 /* A --scheme value: the llama_ftype written to general.file_type, the
@@ -54,6 +56,18 @@ typedef struct qt_gguf_policy {
     uint32_t n_layers, n_gqa; /* n_head / n_head_kv */
 } qt_gguf_policy;
 
+/* The type the scheme (and its policy) gives one tensor before the
+ * fallback for rows that are not whole blocks: role, block index (-1
+ * outside the blocks), n_dims and ne[0]. */
+qt_ggml_type qt_gguf_policy_base(const qt_gguf_policy *p, qt_gguf_role role, int layer,
+                                 uint32_t n_dims, int64_t ne0);
+
+/* A block type t for rows of ne0 elements: t when they are whole blocks,
+ * else llama-quantize's fallback (K types: Q4_K->Q5_0, Q5_K->Q5_1,
+ * Q6_K->Q8_0, Q2_K/Q3_K->Q4_0) or F16 (no fallback, or it does not fit
+ * either); *fell is set (not cleared) when it falls back. */
+qt_ggml_type qt_gguf_type_fallback(qt_ggml_type t, int64_t ne0, bool *fell);
+
 /* The type of one tensor: role, block index (-1 outside the blocks),
  * n_dims and ne[0]. *fallback (may be NULL) is set when the rows were not a
  * whole number of blocks of the type the policy chose. */
@@ -74,6 +88,16 @@ typedef struct qt_gguf_export_opts {
     FILE *plan_out;          /* per-tensor lines (dry run) and fallback notes; NULL = none */
     FILE *progress;          /* progress bar target, NULL = silent */
     volatile sig_atomic_t *cancel; /* non-zero: stop between chunks */
+    /* --budget BPW (> 0; 0 = off): the decoder Linears' types chosen by
+     * their measured output error (convert/gguf_budget.h), the choice in
+     * the metadata key "qtool.budget". calib_get is called once, after the
+     * budget passed the range check (a refused budget costs no calibration
+     * pass), for the calibration set: *set borrowed until the export
+     * returns; on failure it sets errmsg. */
+    double budget_bpw;
+    qt_status (*calib_get)(void *ctx, const struct qt_calib_set **set, char *errmsg);
+    void *calib_ctx;
+    bool want_report;        /* fill the summary's report (JSON) */
 } qt_gguf_export_opts;
 
 typedef struct qt_gguf_export_summary {
@@ -81,10 +105,17 @@ typedef struct qt_gguf_export_summary {
     uint64_t bytes_in, bytes_out;
     double seconds;
     uint32_t ftype;
+    /* --budget: matrices chosen for, achieved bits per weight over them, the
+     * feasible range, steps taken (0 without --budget) */
+    size_t budget_n, budget_steps;
+    double budget_bpw, budget_lo, budget_hi;
+    char *report;            /* want_report: the JSON report (per-tensor types and, with
+                                --budget, the decision table); caller frees with qt_free */
 } qt_gguf_export_summary;
 
 /* Plans and (unless dry_run) writes OUT atomically. Nothing is left at OUT
- * on failure. @return QT_OK, QT_ERR_ARG (options, OUT exists, cancelled),
+ * on failure. sum->report is NULL on failure. @return QT_OK, QT_ERR_ARG (options, OUT exists,
+ * cancelled, a budget outside its feasible range: the message gives the range),
  * QT_ERR_FORMAT / QT_ERR_UNSUPPORTED (input llama.cpp could not use: the
  * message names the file and the key or tensor), QT_ERR_NUMERIC (NaN/Inf),
  * QT_ERR_IO, QT_ERR_NOMEM. */

@@ -125,7 +125,7 @@ static qt_ggml_type mix_type(const qt_gguf_policy *p, qt_gguf_role role, int lay
 }
 
 /* tensor_type_fallback: rows that are not whole blocks of t. */
-static qt_ggml_type fallback_type(qt_ggml_type t, int64_t ne0, bool *fell)
+qt_ggml_type qt_gguf_type_fallback(qt_ggml_type t, int64_t ne0, bool *fell)
 {
     if (ne0 % qt_ggml_blck_size(t) == 0) return t;
     *fell = true;
@@ -142,19 +142,24 @@ static qt_ggml_type fallback_type(qt_ggml_type t, int64_t ne0, bool *fell)
     return ne0 % qt_ggml_blck_size(f) == 0 ? f : QT_GGML_TYPE_F16;
 }
 
-qt_ggml_type qt_gguf_policy_type(const qt_gguf_policy *p, qt_gguf_role role, int layer,
-                                 uint32_t n_dims, int64_t ne0, bool *fallback)
+qt_ggml_type qt_gguf_policy_base(const qt_gguf_policy *p, qt_gguf_role role, int layer,
+                                 uint32_t n_dims, int64_t ne0)
 {
-    bool fell = false;
     qt_ggml_type t = p->scheme->type;
     /* 1-D tensors and norms stay F32 (§6) */
     if (n_dims < 2 || role == QT_GGUF_ROLE_OUTPUT_NORM || role == QT_GGUF_ROLE_ATTN_NORM ||
         role == QT_GGUF_ROLE_FFN_NORM || role == QT_GGUF_ROLE_ROPE_FREQS)
-        t = QT_GGML_TYPE_F32;
-    else if (is_quantized(t)) {
-        if (p->scheme->mix && !p->pure) t = mix_type(p, role, layer, ne0);
-        t = fallback_type(t, ne0, &fell);
-    }
+        return QT_GGML_TYPE_F32;
+    if (is_quantized(t) && p->scheme->mix && !p->pure) t = mix_type(p, role, layer, ne0);
+    return t;
+}
+
+qt_ggml_type qt_gguf_policy_type(const qt_gguf_policy *p, qt_gguf_role role, int layer,
+                                 uint32_t n_dims, int64_t ne0, bool *fallback)
+{
+    bool fell = false;
+    qt_ggml_type t = qt_gguf_policy_base(p, role, layer, n_dims, ne0);
+    if (is_quantized(t)) t = qt_gguf_type_fallback(t, ne0, &fell);
     if (fallback) *fallback = fell;
     return t;
 }

@@ -124,6 +124,9 @@ static qt_status og_plan(void *self, char *errmsg)
     const char *name = slash && slash[1] ? slash + 1 : path;
     st = qt_gguf_hparams_write(g->w, &g->hp, name, g->o.ftype, g->quantized);
     if (st == QT_OK) st = qt_gguf_vocab_write(g->w, g->o.md, &g->hp, g->o.pre, errmsg);
+    for (size_t i = 0; i < g->o.n_kv && st == QT_OK; i++) /* the caller's provenance */
+        st = qt_gguf_writer_add_str(g->w, g->o.kv[2 * i], g->o.kv[2 * i + 1],
+                                    strlen(g->o.kv[2 * i + 1]));
     for (size_t i = 0; i < g->n && st == QT_OK; i++)
         st = qt_gguf_writer_add_tensor(g->w, g->ws[i].map.name, g->ws[i].n_dims, g->ws[i].ne,
                                        g->ws[i].type, NULL);

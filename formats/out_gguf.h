@@ -13,7 +13,8 @@
  * any order; the format moves the Q/K rows to llama.cpp's order (§5) as it
  * writes them. commit re-reads the file with the hardened reader and
  * renames it into place. add_metadata and add_file are accepted and
- * ignored: a GGUF holds only the keys llama.cpp reads.
+ * ignored: a GGUF holds the keys llama.cpp reads, and only the provenance
+ * pairs the caller names in qt_out_gguf_opts.kv (known before plan).
  */
 #ifndef QT_FORMATS_OUT_GGUF_H
 #define QT_FORMATS_OUT_GGUF_H
@@ -26,6 +27,10 @@ typedef struct qt_out_gguf_opts {
     const qt_modeldir *md;   /* the input model: config.json and tokenizer files */
     uint32_t ftype;          /* general.file_type (llama_ftype) */
     const char *pre;         /* the BPE pre-tokenizer stated by the user, NULL = identify */
+    /* extra string pairs written after the model's keys (qtool provenance,
+     * e.g. "qtool.budget"): kv[2 i] the key, kv[2 i + 1] the value; n_kv pairs */
+    const char *const *kv;
+    size_t n_kv;
 } qt_out_gguf_opts;
 
 extern const qt_outfmt_ops qt_out_gguf_ops;
