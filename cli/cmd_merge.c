@@ -13,6 +13,7 @@
 
 #include "cli/cli.h"
 #include "convert/merge.h"
+#include "formats/fsutil.h"
 
 static void usage(FILE *f)
 {
@@ -30,12 +31,13 @@ static void usage(FILE *f)
             "\n"
             "options:\n"
             "  --onto WHAT          original or quantized (required)\n"
-            "  --scheme S           nf4 (default), fp4, int8, q8, bf16, fp16, fp32\n"
+            "  --scheme S           nf4 (default), fp4, int8, q8, bf16, fp16, fp32; with\n"
+            "                       --format gguf any GGUF scheme (f16 default, q8_0, Q4_K_M, ...)\n"
             "  --block N            block size (default: the scheme's)\n"
             "  --no-double-quant    nf4/fp4 without double quantization\n"
             "  --compute-dtype D    bf16, fp16 or fp32 (default: BASE's config dtype)\n"
-            "  --format F           output format (default safetensors; for GGUF merge to\n"
-            "                       bf16/fp32, then 'qtool convert MERGED OUT.gguf')\n"
+            "  --format F           safetensors (default) or gguf (also for an OUT ending in\n"
+            "                       .gguf): one llama.cpp file, through an fp32 merge beside OUT\n"
             "  --report FILE        per-weight JSON report\n"
             "  --dry-run            print the plan, write nothing\n"
             "  --force              replace an existing OUT\n"
@@ -140,7 +142,8 @@ int cmd_merge(int argc, char **argv)
         {0, 0, 0, 0}};
     qt_merge_opts o = {.scheme = QT_SCHEME_NF4, .double_quant = true,
                        .onto = QT_MERGE_ONTO_COUNT};
-    const char *report = NULL, *isa = NULL;
+    const char *report = NULL, *isa = NULL, *scheme_arg = NULL;
+    qt_status st0;
     bool dry = false, quiet = false;
     long threads = 0, block = 0, num = 0;
     qt_cli_merge_eval_opts ev = {0};
@@ -156,16 +159,7 @@ int cmd_merge(int argc, char **argv)
                 return QT_EXIT_USAGE;
             }
             break;
-        case O_SCHEME: {
-            const qt_scheme_info *s = qt_scheme_find(optarg);
-            if (!s || s->scheme == QT_SCHEME_INT8_BLOCKWISE) {
-                qt_cli_error("--scheme '%s': not one of nf4, fp4, int8, q8, bf16, fp16, fp32",
-                             optarg);
-                return QT_EXIT_USAGE;
-            }
-            o.scheme = s->scheme;
-            break;
-        }
+        case O_SCHEME: scheme_arg = optarg; break;
         case O_BLOCK:
             if (!qt_cli_parse_int("--block", optarg, 1, 1 << 20, &block)) return QT_EXIT_USAGE;
             o.block = (size_t)block;
@@ -215,12 +209,21 @@ int cmd_merge(int argc, char **argv)
                      "trained on (--eval-quantized QBASE)");
         return QT_EXIT_USAGE;
     }
-    if (o.format && !strcmp(o.format, "gguf")) {
-        qt_cli_error("merge --format gguf: not written directly yet; merge to a 16-bit or fp32 "
-                     "model (--scheme bf16|fp32), then 'qtool convert MERGED OUT.gguf --scheme "
-                     "q4_k_m' (or any GGUF scheme): the Q/K permutation and llama.cpp's names "
-                     "come with it");
+    const bool gguf = (o.format && !strcmp(o.format, "gguf")) ||
+                      (argc - optind == 3 && qt_str_ends_with(argv[optind + 2], ".gguf"));
+    if (gguf && (ev.text || dry || report)) {
+        qt_cli_error("merge --format gguf: --eval, --dry-run and --report are for the "
+                     "safetensors outputs");
         return QT_EXIT_USAGE;
+    }
+    if (scheme_arg && !gguf) { /* a scheme of the table (the GGUF export names its own) */
+        const qt_scheme_info *s = qt_scheme_find(scheme_arg);
+        if (!s || s->scheme == QT_SCHEME_INT8_BLOCKWISE || (s->block_bytes && s->scheme != QT_SCHEME_Q8)) {
+            qt_cli_error("--scheme '%s': not one of nf4, fp4, int8, q8, bf16, fp16, fp32",
+                         scheme_arg);
+            return QT_EXIT_USAGE;
+        }
+        o.scheme = s->scheme;
     }
     if (!qt_cli_setup_isa(isa)) return QT_EXIT_USAGE;
 #ifdef _OPENMP
@@ -231,6 +234,16 @@ int cmd_merge(int argc, char **argv)
     o.out = argv[optind + 2];
     o.progress = quiet ? NULL : stderr;
     char err[QT_ERRMSG_SIZE] = "";
+    if (gguf) { /* the merge, then the GGUF export of it (convert/merge_gguf.c) */
+        st0 = qt_merge_to_gguf(&o, scheme_arg ? scheme_arg : "f16", false,
+                               quiet ? NULL : stderr, NULL, err);
+        if (st0 != QT_OK) {
+            qt_cli_error("%s", err);
+            return st0 == QT_ERR_NUMERIC ? QT_EXIT_USAGE : qt_cli_exit_for(st0);
+        }
+        if (!quiet) fprintf(stderr, "qtool: wrote %s\n", o.out);
+        return QT_EXIT_OK;
+    }
     qt_merge *m = NULL;
     qt_status st = qt_merge_plan(&o, &m, err);
     if (st != QT_OK) {

@@ -48,6 +48,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <signal.h>
 #include <stdio.h>
 
 #include "common/common.h"
@@ -135,5 +136,13 @@ double qt_merge_seconds(const qt_merge *m);
 qt_status qt_merge_report_json(const qt_merge *m, char **json, char *errmsg);
 
 void qt_merge_free(qt_merge *m);
+
+/* `merge --format gguf`: the merge as fp32 in a staging folder beside
+ * o->out, then qt_gguf_export of it to o->out (one GGUF file) with
+ * gguf_scheme (a qt_gguf_scheme name: f16, q8_0, Q4_K_M, ...) and --pure;
+ * the staging folder is removed on success and failure. o->scheme and
+ * o->format are ignored. @return as qt_merge_run / qt_gguf_export. */
+qt_status qt_merge_to_gguf(const qt_merge_opts *o, const char *gguf_scheme, bool pure,
+                           FILE *plan_out, volatile sig_atomic_t *cancel, char *errmsg);
 
 #endif /* QT_CONVERT_MERGE_H */

@@ -80,8 +80,20 @@ cmp "$tmp/m16/model.safetensors" "$tmp/m16b/model.safetensors" || { echo "merge 
 # to llama.cpp: merge to 16-bit, then convert to GGUF; the GGUF runs; --format gguf says how
 "$QTOOL" convert "$tmp/m16" "$tmp/m.gguf" --scheme q8_0 >/dev/null 2>&1 || { echo "merged -> gguf"; exit 1; }
 "$QTOOL" logits "$tmp/m.gguf" --ids "$G/ids.json" -o "$tmp/mg.st" 2>/dev/null || { echo "merged gguf does not run"; exit 1; }
-"$QTOOL" merge "$MODEL" "$G/adapter" "$tmp/mgg" --onto original --format gguf 2>"$tmp/err"; rc=$?
-[ $rc = 2 ] && grep -q "qtool convert MERGED" "$tmp/err" || { echo "merge --format gguf: exit $rc"; exit 1; }
+# merge --format gguf: the same model as the fp32 merge (F32: KL exactly 0), a
+# quantized mix runs, no staging folder is left beside OUT
+"$QTOOL" merge "$MODEL" "$G/adapter" "$tmp/mgg.gguf" --onto original --scheme f32 --quiet \
+  || { echo "merge --format gguf f32"; exit 1; }
+"$QTOOL" merge "$MODEL" "$G/adapter" "$tmp/mf32" --onto original --scheme fp32 --quiet \
+  || { echo "merge fp32"; exit 1; }
+"$QTOOL" bench ppl "$tmp/mf32" "$tmp/mgg.gguf" --text "$DATA/text/tinystories_sample.txt" --ctx 128 \
+  --chunks 2 --no-cache --json "$tmp/mgg.json" >/dev/null 2>&1 || { echo "bench ppl on the merged gguf"; exit 1; }
+grep -F "\"path\": \"$tmp/mgg.gguf\"" "$tmp/mgg.json" | grep -q '"kl_mean": 0,' \
+  || { echo "merged gguf differs from the fp32 merge"; exit 1; }
+"$QTOOL" merge "$MODEL" "$G/adapter" "$tmp/mgq" --onto original --format gguf --scheme Q8_0 --quiet \
+  || { echo "merge --format gguf Q8_0"; exit 1; }
+"$QTOOL" logits "$tmp/mgq" --ids "$G/ids.json" -o "$tmp/mgq.st" 2>/dev/null || { echo "merged Q8_0 gguf does not run"; exit 1; }
+ls -a "$tmp" | grep -q "qtool-tmp" && { echo "merge --format gguf left its staging folder"; exit 1; }
 # --eval: the model as trained, OUT and 3 alternatives; JSON and SVG; no temporary folder left
 "$QTOOL" merge "$tmp/nf4" "$G/adapter" "$tmp/me" --onto quantized --eval "$DATA/text/tinystories_sample.txt" \
   --eval-original "$MODEL" --ctx 128 --chunks 2 --eval-json "$tmp/me.json" --eval-plot "$tmp/me.svg" \
