@@ -1,6 +1,7 @@
 /* convert/merge.c: `qtool merge`, a PEFT LoRA adapter folded into a model
  * (convert/merge.h): plan, prepass (double-quant offsets), then every
  * weight computed and streamed through the output-format seam. */
+#include "common/threads.h"
 #include "convert/merge.h"
 
 #include <errno.h>
@@ -336,23 +337,6 @@ static bool grow(void **p, size_t *cap, size_t n)
     return *p != NULL;
 }
 
-static int max_threads(void)
-{
-#ifdef _OPENMP
-    return omp_get_max_threads();
-#else
-    return 1;
-#endif
-}
-
-static int thread_id(void)
-{
-#ifdef _OPENMP
-    return omp_get_thread_num();
-#else
-    return 0;
-#endif
-}
 
 /* Rows of the pipeline's tiles: a tile of fp32 rows stays in cache from its
  * source through the fold to the compute dtype. */
@@ -408,7 +392,7 @@ static bool compute_tile(const qt_merge *m, const qt_merge_item *it, const qt_qw
 {
     const qt_kernels *k = qt_kernels_active();
     const qt_adapter_module *md = it->action == QT_MERGE_FOLD ? it->mod : NULL;
-    float *scratch = b->scratch + (size_t)thread_id() * 2 * TILE_ROWS * n_in;
+    float *scratch = b->scratch + (size_t)qt_thread_id() * 2 * TILE_ROWS * n_in;
     float *w = b->w ? b->w + r0 * n_in : scratch; /* the tile's fp32 rows */
     float *orig = b->measure ? scratch + TILE_ROWS * n_in : NULL;
     bool ok = true;
@@ -438,7 +422,7 @@ static qt_status wbuf_alloc(const qt_merge *m, const qt_merge_item *it, bool mea
     const size_t n = (size_t)it->src->n_elements, n_in = n / (rows ? rows : 1);
     size_t bytes, sbytes;
     if (!qt_mul_size(n, sizeof(float), &bytes) ||
-        !qt_mul_size((size_t)max_threads() * 2 * TILE_ROWS, n_in * sizeof(float), &sbytes))
+        !qt_mul_size((size_t)qt_max_threads() * 2 * TILE_ROWS, n_in * sizeof(float), &sbytes))
         return qt_set_err(errmsg, QT_ERR_OVERFLOW, "tensor '%s': too large", it->src->name);
     /* whole fp32 values only where they are written or quantized from */
     const bool whole = !it->quantized || m->compute == QT_DTYPE_F32;

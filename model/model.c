@@ -2,6 +2,7 @@
  * and safetensors loading through formats/layout.h, the run state, the
  * batched forward pass, sampling and the speed benchmark. The GGUF loader is
  * in gguf_model.c. */
+#include "common/threads.h"
 #include "model/model.h"
 #include "formats/fsutil.h"
 
@@ -620,23 +621,6 @@ void qt_model_describe(const qt_model *m, char *buf, size_t n)
  * The forward pass
  * ========================================================================== */
 
-static int max_threads(void)
-{
-#ifdef _OPENMP
-    return omp_get_max_threads();
-#else
-    return 1;
-#endif
-}
-
-static int thread_id(void)
-{
-#ifdef _OPENMP
-    return omp_get_thread_num();
-#else
-    return 0;
-#endif
-}
 
 /* o (n, d) = x / rms(x) * w, row by row. Rows are independent, each reduced
  * serially in a fixed order (double accumulator). */
@@ -860,7 +844,7 @@ static void attention(qt_model *m, size_t l, size_t n, size_t pos0, int nth)
         const size_t t = (size_t)idx / c->n_heads, h = (size_t)idx % c->n_heads;
         const size_t kvh = h / group, n_pos = pos0 + t + 1;
         const float *q = s->q + t * q_dim + h * hd;
-        float *att = s->att + (size_t)thread_id() * m->n_ctx;
+        float *att = s->att + (size_t)qt_thread_id() * m->n_ctx;
         scores(q, kc + kvh * hd * m->n_ctx, m->n_ctx, hd, n_pos, scale, att);
         const float mx = max8(att, n_pos);
         exp_shifted(att, n_pos, mx);
@@ -908,7 +892,7 @@ static qt_status forward_chunk(qt_model *m, const int32_t *tokens, size_t n, siz
     qt_run_state *s = &m->s;
     const size_t dim = c->dim, hd = c->head_dim, half = hd / 2;
     const size_t q_dim = c->n_heads * hd, kv_dim = c->n_kv_heads * hd, hid = c->hidden_dim;
-    const int nth = max_threads();
+    const int nth = qt_max_threads();
     if ((st = ensure_att(m, nth)) != QT_OK)
         return qt_set_err(m->errmsg, st, "out of memory for attention scores");
 

@@ -6,6 +6,7 @@
  * output tiles) whose results do not depend on which thread computes them,
  * so every output is bit-identical for any thread count. qt_matmul stays on
  * the calling thread below MM_PAR_WORK multiply-adds. */
+#include "common/threads.h"
 #include "quant/quant.h"
 
 #include <math.h>
@@ -251,23 +252,6 @@ qt_status qt_dq_quantize(const float *absmax, size_t nb, uint8_t *codes, float *
 /* Work items per thread wanted before tokens are split too. */
 #define MM_ITEMS_PER_THREAD 4
 
-static int max_threads(void)
-{
-#ifdef _OPENMP
-    return omp_get_max_threads();
-#else
-    return 1;
-#endif
-}
-
-static int thread_id(void)
-{
-#ifdef _OPENMP
-    return omp_get_thread_num();
-#else
-    return 0;
-#endif
-}
 
 /* One dequantized tile of TILE_ROWS rows of n_in floats per thread. */
 static qt_status tiles_alloc(int nth, size_t n_in, float **tiles)
@@ -286,7 +270,7 @@ qt_status qt_dequantize(const qt_kernels *k, const qt_qweight *w, qt_src_type ou
     if (!k) k = qt_kernels_active();
     const size_t n_in = w->n_in, nt = qt_n_blocks(w->n_out, TILE_ROWS);
     float *tiles = NULL;
-    int nth = max_threads();
+    int nth = qt_max_threads();
     if (out != QT_SRC_F32) { /* fp32 goes straight to dst */
         st = tiles_alloc(nth, n_in, &tiles);
         if (st != QT_OK) return st;
@@ -304,7 +288,7 @@ qt_status qt_dequantize(const qt_kernels *k, const qt_qweight *w, qt_src_type ou
             qt_dq_range(&ctx, r0 * n_in, nr * n_in, (float *)dst + r0 * n_in);
             continue;
         }
-        float *tile = tiles + (size_t)thread_id() * TILE_ROWS * n_in;
+        float *tile = tiles + (size_t)qt_thread_id() * TILE_ROWS * n_in;
         qt_dq_range(&ctx, r0 * n_in, nr * n_in, tile);
         uint16_t *o = (uint16_t *)dst + r0 * n_in;
         for (size_t i = 0; i < nr * n_in; i++)
@@ -340,7 +324,7 @@ static qt_status matmul_dot(const qt_kernels *k, const qt_qweight *w, const floa
         if (direct) {
             wt = (const float *)w->data + r0 * n_in;
         } else {
-            float *tile = tiles + (size_t)thread_id() * TILE_ROWS * n_in;
+            float *tile = tiles + (size_t)qt_thread_id() * TILE_ROWS * n_in;
             qt_dq_range(&ctx, r0 * n_in, nr * n_in, tile);
             wt = tile;
         }
@@ -391,7 +375,7 @@ static qt_status matmul_gemm(const qt_kernels *k, const qt_mm_ops *ops, const qt
         const size_t o0 = tile * nc, ncv = n_out - o0 < nc ? n_out - o0 : nc;
         const size_t t0 = tc * tch, nt = n_tok - t0 < tch ? n_tok - t0 : tch;
         const size_t n_pan = qt_n_blocks(ncv, nr);
-        float *rows = scratch + (size_t)thread_id() * per, *panel = rows + nc * kc;
+        float *rows = scratch + (size_t)qt_thread_id() * per, *panel = rows + nc * kc;
         for (size_t k0 = 0; k0 < n_in; k0 += kc) {
             const size_t kl = n_in - k0 < kc ? n_in - k0 : kc;
             for (size_t p = 0; p < n_pan; p++) {
@@ -464,7 +448,7 @@ qt_status qt_matmul(const qt_kernels *k, const qt_qweight *w, const float *x, si
     if (st != QT_OK) return st;
     if (!x || !y || n_tok == 0) return QT_ERR_ARG;
     if (!k) k = qt_kernels_active();
-    const int nth = max_threads();
+    const int nth = qt_max_threads();
     const bool par =
         nth > 1 && (double)n_tok * (double)w->n_out * (double)w->n_in >= MM_PAR_WORK;
     const qt_mm_ops *ops = qt_mm_ops_for(k);
