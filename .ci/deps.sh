@@ -3,7 +3,7 @@
 # they are missing (as root, or through sudo); otherwise prints the command.
 set -u
 # Arguments replace the list (make test-slurm: slurm-wlm munge parallel).
-pkgs=${*:-"gcc make pkg-config libzstd-dev libcjson-dev libcriterion-dev procps"}
+pkgs=${*:-"gcc make pkg-config libzstd-dev libcjson-dev libcriterion-dev procps time parallel"}
 missing=""
 for p in $pkgs; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"
