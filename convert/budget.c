@@ -19,6 +19,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "common/rng.h"
 #include "convert/convert_internal.h"
 
 typedef struct cand {
@@ -27,14 +28,6 @@ typedef struct cand {
     uint64_t dbytes;  /* extra bytes to keep it in the compute dtype */
     uint64_t shuffle; /* --budget-order random: the order key */
 } cand;
-
-static uint64_t splitmix64(uint64_t *s)
-{
-    uint64_t z = (*s += 0x9E3779B97F4A7C15ull);
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-    return z ^ (z >> 31);
-}
 
 static int by_shuffle(const void *pa, const void *pb)
 {
@@ -109,7 +102,7 @@ qt_status qt_conv_budget_select(qt_conv *c, char *errmsg)
         allow = c->o.budget_bytes - all_bytes;
     }
     uint64_t seed = c->o.budget_random;
-    for (size_t j = 0; j < n; j++) cs[j].shuffle = splitmix64(&seed);
+    for (size_t j = 0; j < n; j++) cs[j].shuffle = qt_splitmix64(&seed);
     qsort(cs, n, sizeof *cs, c->o.budget_random ? by_shuffle : by_ratio);
     uint64_t used = 0;
     for (size_t j = 0; j < n; j++) {

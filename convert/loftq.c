@@ -1,6 +1,7 @@
 /* convert/loftq.c: LoftQ for one weight matrix (see convert/loftq.h): the
  * alternating quantize / low-rank loop over quant/ kernels and
  * quant/lowrank's randomized SVD. */
+#include "common/rng.h"
 #include "convert/loftq.h"
 
 #include <math.h>
@@ -33,14 +34,6 @@ void qt_loftq_result_release(qt_loftq_result *res)
     qt_free(res->lora_a);
     qt_free(res->lora_b);
     memset(res, 0, sizeof(*res));
-}
-
-static uint64_t splitmix64(uint64_t *s)
-{
-    uint64_t z = (*s += 0x9E3779B97F4A7C15ull);
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-    return z ^ (z >> 31);
 }
 
 static qt_status check_opts(const qt_loftq_opts *o, size_t m, size_t n, char *errmsg)
@@ -116,7 +109,7 @@ static void default_init(qt_loftq_result *r, uint64_t seed)
     const float bound = 1.0f / sqrtf((float)r->n_in);
     uint64_t s = seed ^ 0x5DEECE66Dull;
     for (size_t i = 0; i < r->rank * r->n_in; i++) {
-        const float u = (float)(splitmix64(&s) >> 40) * 0x1p-24f; /* [0, 1) exact */
+        const float u = (float)(qt_splitmix64(&s) >> 40) * 0x1p-24f; /* [0, 1) exact */
         r->lora_a[i] = bound * (2.0f * u - 1.0f);
     }
     memset(r->lora_b, 0, r->n_out * r->rank * sizeof(float));

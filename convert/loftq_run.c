@@ -13,7 +13,6 @@
  * The base bytes are exactly what the last iteration quantized, with the
  * double quantization that is written. */
 #include <errno.h>
-#include <ftw.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -69,9 +68,8 @@ qt_status qt_conv_loftq_prepare(qt_conv *c, char *errmsg)
         QT_CHECK(o->loftq_rank <= mn, QT_ERR_ARG,
                  "--loftq %zu: larger than min(rows, cols) = %llu of tensor '%s'", o->loftq_rank,
                  (unsigned long long)mn, it->src->name);
-        QT_CHECK(!strcmp(it->src->name + strlen(it->src->name) - (strlen(it->src->name) >= 7 ? 7 : 0),
-                         ".weight"),
-                 QT_ERR_ARG, "--loftq: tensor '%s' is not a module's .weight", it->src->name);
+        QT_CHECK(qt_str_ends_with(it->src->name, ".weight"), QT_ERR_ARG,
+                 "--loftq: tensor '%s' is not a module's .weight", it->src->name);
     }
     QT_CHECK(n_quant > 0, QT_ERR_ARG, "--loftq: the plan quantizes no weight");
     c->loftq = qt_calloc(1, sizeof *c->loftq);
@@ -192,12 +190,6 @@ qt_status qt_conv_loftq_quantize(qt_conv *c, qt_conv_item *it, const void *src,
     return QT_OK;
 }
 
-static int rm_entry(const char *p, const struct stat *sb, int flag, struct FTW *ftw)
-{
-    (void)sb, (void)flag, (void)ftw;
-    return remove(p);
-}
-
 qt_status qt_conv_loftq_finish(qt_conv *c, char *errmsg)
 {
     if (!c->loftq) return QT_OK;
@@ -232,7 +224,7 @@ qt_status qt_conv_loftq_finish(qt_conv *c, char *errmsg)
         QT_TRY(qt_outfmt_add_file(c->out, name, path, errmsg));
     }
 fail:
-    if (tdir) nftw(tdir, rm_entry, 8, FTW_DEPTH | FTW_PHYS);
+    if (tdir) qt_tree_remove(tdir);
     qt_free(mods);
     return st;
 }

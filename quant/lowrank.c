@@ -10,18 +10,11 @@
  * CPU kernel it picks, and qtool's output bytes must not (docs/ARCHITECTURE.md).
  * The test matrix is Rademacher (+-1 from a seeded splitmix64 stream), so no
  * libm function decides a bit of the result either. */
+#include "common/rng.h"
 #include "quant/quant.h"
 
 #include <math.h>
 #include <string.h>
-
-static uint64_t splitmix64(uint64_t *s)
-{
-    uint64_t z = (*s += 0x9E3779B97F4A7C15ull);
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-    return z ^ (z >> 31);
-}
 
 /* Orthonormalizes the k columns of y (m, k) row-major in place: classical
  * Gram-Schmidt twice per column, in double (yd scratch (m, k)). A column
@@ -125,7 +118,7 @@ qt_status qt_lowrank_rsvd(qt_isa isa, const float *e, size_t m, size_t n, size_t
 
     /* Sketch: Y = E . Omega with a Rademacher Omega (n, k). */
     uint64_t s = seed;
-    for (size_t i = 0; i < nk; i++) z[i] = (splitmix64(&s) >> 63) ? 1.0f : -1.0f;
+    for (size_t i = 0; i < nk; i++) z[i] = (qt_splitmix64(&s) >> 63) ? 1.0f : -1.0f;
     if ((st = qt_gemm_f32(isa, e, m, n, z, k, y)) != QT_OK) goto out;
     orthonormalize(y, m, k, scratch);
     /* Subspace iterations sharpen the range toward the top singular
