@@ -50,6 +50,13 @@ static uint64_t kept_bytes(const qt_conv *c, const qt_conv_item *it)
     return it->src->n_elements * (uint64_t)(qt_dtype_bits(c->compute) / 8);
 }
 
+/* Whether the budget kept it in the compute dtype (a candidate no longer
+ * quantized). */
+static bool kept_by_budget(const qt_conv_item *it)
+{
+    return it->budget_rank && it->action != QT_ACT_QUANT;
+}
+
 bool qt_conv_budget_on(const qt_conv *c)
 {
     return c->o.budget_bpw > 0 || c->o.budget_bytes > 0;
@@ -135,7 +142,7 @@ qt_status qt_conv_budget_metadata(const qt_conv *c, qt_outfmt *out, char *errmsg
     char v[160];
     size_t kept = 0;
     for (size_t i = 0; i < c->n_items; i++)
-        kept += !strncmp(c->items[i].reason, "fallback ", 9) && strstr(c->items[i].reason, "budget");
+        kept += kept_by_budget(&c->items[i]);
     if (c->o.budget_bpw > 0)
         snprintf(v, sizeof v, "bpw=%.6g;achieved_bpw=%.6g;kept=%zu", c->o.budget_bpw,
                  c->budget_bits, kept);
@@ -155,7 +162,7 @@ void qt_conv_budget_report(const qt_conv *c, qt_strbuf *b)
     for (size_t i = 0; i < c->n_items; i++) {
         const qt_conv_item *it = &c->items[i];
         if (!it->budget_rank) continue;
-        const bool kept = !strncmp(it->reason, "fallback ", 9);
+        const bool kept = kept_by_budget(it);
         qt_strbuf_printf(b, "%s\n    {\"tensor\": ", first ? "" : ",");
         qt_strbuf_json_string(b, it->src->name);
         qt_strbuf_printf(b, ", \"sensitivity\": %.9g, \"rank\": %zu, \"bytes\": %" PRIu64
