@@ -80,8 +80,7 @@ qt_status qt_input_fopen(const char *path, uint64_t max_bytes, FILE **f, struct 
     return QT_OK;
 }
 
-/* The process's umask (read by setting it and putting it back). */
-static mode_t current_umask(void)
+mode_t qt_current_umask(void)
 {
     mode_t um = umask(077);
     umask(um);
@@ -92,7 +91,7 @@ static mode_t current_umask(void)
  * nor than the user's umask allows. */
 static mode_t copy_mode(const struct stat *src, const struct stat *dst)
 {
-    mode_t m = src->st_mode & 0644 & ~current_umask();
+    mode_t m = src->st_mode & 0644 & ~qt_current_umask();
     if (dst->st_gid != src->st_gid) m &= ~(mode_t)0070;
     return m;
 }
@@ -106,7 +105,7 @@ qt_status qt_limit_mode(const char *dst, const char *src, char *errmsg)
         return qt_set_err(errmsg, QT_ERR_IO, "cannot stat '%s': %s", dst, strerror(errno));
     mode_t m = copy_mode(&s, &d);
     if (S_ISDIR(d.st_mode)) /* the owner keeps writing into it */
-        m = (0700 | (s.st_mode & 0055 & ~current_umask())) &
+        m = (0700 | (s.st_mode & 0055 & ~qt_current_umask())) &
             ~(d.st_gid != s.st_gid ? (mode_t)0070 : 0);
     if (chmod(dst, m) != 0)
         return qt_set_err(errmsg, QT_ERR_IO, "cannot set the mode of '%s': %s", dst,

@@ -52,6 +52,9 @@ qt_status qt_input_copy(int in_fd, const struct stat *in_sb, const char *src, co
  * the read/search bits of src's. @return QT_OK, QT_ERR_IO (errno named). */
 qt_status qt_limit_mode(const char *dst, const char *src, char *errmsg);
 
+/* The process's umask (read by setting it and putting it back). */
+mode_t qt_current_umask(void);
+
 /* What a file of this mode is, for messages: "a FIFO", "a folder", ... */
 const char *qt_file_kind(mode_t mode);
 

@@ -46,7 +46,6 @@ static bool is_vec(const qt_st_tensor *t, qt_dtype d, uint64_t n)
     return t && t->dtype == d && t->n_dims == 1 && t->shape[0] == n;
 }
 
-/* base = name without the trailing ".weight" */
 /* A weight with a quant_state blob sj: its original dtype, shape and block
  * size from the blob, checked against the key suffix (want_q8 / fp4). */
 static qt_status read_state(const qt_st_tensor *sj, bool want_q8, bool fp4, qt_lweight *w,

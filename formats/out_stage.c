@@ -88,10 +88,8 @@ qt_status qt_out_stage_begin(qt_out_stage *s, const char *out, bool replace, con
     if (mode_of) {
         QT_TRY(qt_limit_mode(s->dir, mode_of, errmsg));
     } else {
-        mode_t um = umask(077);
-        umask(um);
-        QT_CHECK(chmod(s->dir, 0755 & ~um) == 0, QT_ERR_IO, "cannot set the mode of '%s': %s",
-                 s->dir, strerror(errno));
+        QT_CHECK(chmod(s->dir, 0755 & ~qt_current_umask()) == 0, QT_ERR_IO,
+                 "cannot set the mode of '%s': %s", s->dir, strerror(errno));
     }
 fail:
     if (st != QT_OK) qt_out_stage_abort(s);
