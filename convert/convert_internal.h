@@ -6,7 +6,6 @@
 #include "convert/loftq.h"
 #include "formats/pyjson.h"
 #include "formats/modeldir.h"
-#include "formats/pyjson.h"
 #include "formats/outfmt.h"
 #include "formats/recipe.h"
 
