@@ -47,11 +47,6 @@ static bool is_float_dtype(qt_dtype d)
     return d == QT_DTYPE_F32 || d == QT_DTYPE_F16 || d == QT_DTYPE_BF16;
 }
 
-static qt_scheme plain_scheme(qt_dtype d)
-{
-    return d == QT_DTYPE_BF16 ? QT_SCHEME_BF16 : d == QT_DTYPE_F16 ? QT_SCHEME_FP16 : QT_SCHEME_FP32;
-}
-
 /* A scheme convert quantizes weights with (the scheme table says which). */
 static bool is_quant_scheme(qt_scheme s)
 {
@@ -383,7 +378,7 @@ static qt_status plan_item(qt_conv *c, size_t i, size_t block, families *fam, ch
             QT_TRY(add_skip_module(c, w->name, errmsg));
         }
     }
-    if (it->action != QT_ACT_QUANT) it->scheme = plain_scheme(it->out_dtype);
+    if (it->action != QT_ACT_QUANT) it->scheme = qt_conv_plain_scheme(it->out_dtype);
     /* its place in the output */
     it->bytes_in = w->nbytes;
     QT_TRY(item_declare(c, it, errmsg));

@@ -6,7 +6,6 @@
 #include "convert/loftq.h"
 #include "formats/pyjson.h"
 #include "formats/modeldir.h"
-#include "formats/pyjson.h"
 #include "formats/outfmt.h"
 #include "formats/recipe.h"
 
@@ -56,6 +55,16 @@ void qt_conv_qbuf_free(qt_qbuf *b);
  * input), and the budget for all items in flight (1.5 x the largest). */
 uint64_t qt_conv_item_need(const qt_conv *c, const qt_conv_item *it);
 uint64_t qt_conv_budget(const qt_conv *c);
+/* The plain scheme that stores dtype d (bf16, fp16, else fp32), and the
+ * dtype a plain scheme stores (convert, merge, validate). */
+static inline qt_scheme qt_conv_plain_scheme(qt_dtype d)
+{
+    return d == QT_DTYPE_BF16 ? QT_SCHEME_BF16 : d == QT_DTYPE_F16 ? QT_SCHEME_FP16 : QT_SCHEME_FP32;
+}
+static inline qt_dtype qt_conv_plain_dtype(qt_scheme s)
+{
+    return s == QT_SCHEME_BF16 ? QT_DTYPE_BF16 : s == QT_SCHEME_FP16 ? QT_DTYPE_F16 : QT_DTYPE_F32;
+}
 /* Whether name is a Linear weight transformers' bitsandbytes integration
  * quantizes in a Llama-family model (what convert quantizes by default). */
 bool qt_conv_default_linear(const char *name);

@@ -67,16 +67,6 @@ static bool is_quant_scheme(qt_scheme s)
     return s == QT_SCHEME_NF4 || s == QT_SCHEME_FP4 || s == QT_SCHEME_INT8 || s == QT_SCHEME_Q8;
 }
 
-static qt_dtype dtype_of_plain(qt_scheme s)
-{
-    return s == QT_SCHEME_BF16 ? QT_DTYPE_BF16 : s == QT_SCHEME_FP16 ? QT_DTYPE_F16 : QT_DTYPE_F32;
-}
-
-static qt_scheme plain_of_dtype(qt_dtype d)
-{
-    return d == QT_DTYPE_BF16 ? QT_SCHEME_BF16 : d == QT_DTYPE_F16 ? QT_SCHEME_FP16 : QT_SCHEME_FP32;
-}
-
 /* Whether a LoRA module changes nothing (B or A all zeros: a fresh adapter). */
 static bool lora_is_zero(const qt_adapter_module *md)
 {
@@ -120,8 +110,8 @@ static void output_form(const qt_merge *m, const qt_lweight *w, qt_merge_item *i
     }
     it->dtype = !is_float(w->dtype) ? w->dtype
                 : quantizing        ? m->compute
-                                    : dtype_of_plain(m->o.scheme);
-    it->scheme = plain_of_dtype(it->dtype);
+                                    : qt_conv_plain_dtype(m->o.scheme);
+    it->scheme = qt_conv_plain_scheme(it->dtype);
 }
 
 /* Whether the base's stored form is exactly the output form. */

@@ -14,16 +14,6 @@
 #include "convert/convert_internal.h"
 #include "formats/safetensors.h"
 
-static qt_scheme plain_of(qt_dtype d)
-{
-    return d == QT_DTYPE_BF16 ? QT_SCHEME_BF16 : d == QT_DTYPE_F16 ? QT_SCHEME_FP16 : QT_SCHEME_FP32;
-}
-
-static qt_dtype dtype_of_plain(qt_scheme s)
-{
-    return s == QT_SCHEME_BF16 ? QT_DTYPE_BF16 : s == QT_SCHEME_FP16 ? QT_DTYPE_F16 : QT_DTYPE_F32;
-}
-
 /* Re-plans an item after a FALLBACK verdict. */
 qt_status qt_conv_apply_fallback(qt_conv *c, qt_conv_item *it, qt_scheme to, const char *why,
                                  char *errmsg)
@@ -32,12 +22,12 @@ qt_status qt_conv_apply_fallback(qt_conv *c, qt_conv_item *it, qt_scheme to, con
     const char *from = qt_scheme_get(it->scheme)->name;
     char fromlbl[32];
     snprintf(fromlbl, sizeof fromlbl, "%s%s", from, it->double_quant ? "+dq" : "");
-    if (to == QT_SCHEME_COUNT) to = plain_of(c->compute);
+    if (to == QT_SCHEME_COUNT) to = qt_conv_plain_scheme(c->compute);
     const bool plain = qt_scheme_has(to, QT_SCHEME_F_PLAIN);
     const bool was4 = it->scheme == QT_SCHEME_NF4 || it->scheme == QT_SCHEME_FP4;
     if (plain) {
         it->action = QT_ACT_KEEP;
-        it->out_dtype = dtype_of_plain(to);
+        it->out_dtype = qt_conv_plain_dtype(to);
         it->scheme = to;
         it->block = 0;
         it->double_quant = false;
@@ -89,7 +79,7 @@ qt_status qt_conv_check_pass(qt_conv *c, char *errmsg)
             QT_TRY(qt_conv_item_source(c, it, &src, &owned, errmsg));
             QT_TRY(qt_conv_quantize(c, it, &it->nested_offset, src, &b, &qq, errmsg));
             memset(&qo, 0, sizeof qo);
-            qo.scheme = plain_of(c->compute);
+            qo.scheme = qt_conv_plain_scheme(c->compute);
             qo.n_out = qq.n_out;
             qo.n_in = qq.n_in;
             qo.data = src;

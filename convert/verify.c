@@ -10,12 +10,6 @@
 #include "formats/fsutil.h"
 #include "formats/modeldir.h"
 
-/* Whether s ends with suffix. */
-static bool has_suffix(const char *s, const char *suffix)
-{
-    return qt_str_ends_with(s, suffix);
-}
-
 /* The --compute-dtype name of a torch dtype name or a float tensor dtype. */
 static const char *cdt_of_torch(const char *torch)
 {
@@ -59,11 +53,12 @@ static qt_status infer_options(const qt_modeldir *q, const char *path, qt_conv_o
             o->double_quant = s.nested;
             o->compute_dtype = cdt_of_torch(s.dtype);
             four = true;
-        } else if (has_suffix(t->name, ".SCB")) {
+        } else if (qt_str_ends_with(t->name, ".SCB")) {
             eight = true;
-        } else if (!plain_dt && !has_suffix(t->name, ".absmax") &&
-                   !has_suffix(t->name, ".quant_map") && !has_suffix(t->name, ".nested_absmax") &&
-                   !has_suffix(t->name, ".nested_quant_map")) {
+        } else if (!plain_dt && !qt_str_ends_with(t->name, ".absmax") &&
+                   !qt_str_ends_with(t->name, ".quant_map") &&
+                   !qt_str_ends_with(t->name, ".nested_absmax") &&
+                   !qt_str_ends_with(t->name, ".nested_quant_map")) {
             plain_dt = cdt_of_dtype(t->dtype);
         }
     }
