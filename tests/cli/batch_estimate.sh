@@ -7,12 +7,8 @@
 # an upper bound of the peak RSS (/usr/bin/time) and of OUT's size, on
 # stories260K and on a synthetic bf16 model.
 set -u
-Q=${QTOOL:-build/qtool}
-case $Q in /*) ;; *) Q=$PWD/$Q ;; esac
-D=${QT_DATA:-../shared/data}/models
-[ -d "$D/stories260K-f32" ] || { echo "skipped: $D/stories260K-f32 is absent"; exit 77; }
+. "$(dirname "$0")/lib/batch.sh"
 T=$(mktemp -d); trap 'rm -rf "$T"' EXIT
-fail() { echo "FAIL: $*"; exit 1; }
 MiB=1048576
 
 "$Q" bench synth "$T/syn" --hidden 512 --intermediate 1376 --layers 2 --heads 8 --kv-heads 4 \

@@ -20,7 +20,7 @@ chmod -R u+w "$T"
 printf '{"models": ["-", {"name": "ctl", "path": "a\\u0001b"}], "schemes": ["nf4"]}\n' > "$T/m.json"
 (cd "$T" && "$B" m.json --summary s1 > r1 2> e1) || { cat "$T/r1" "$T/e1"; fail "run with '-' and 0x01"; }
 [ -f "$T/--nf4/model.safetensors" ] || fail "model '-': no output '--nf4'"
-[ -s "$T/--nf4.log" ] || true
+[ -f "$T/--nf4.log" ] || fail "model '-': no log '--nf4.log'"
 "$Q" convert --quiet --scheme nf4 "$T/-" "$T/ref" || fail "reference convert"
 cmp -s "$T/ref/model.safetensors" "$T/--nf4/model.safetensors" || fail "'--nf4' differs from a plain convert"
 python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); assert d["jobs"][1]["input"].endswith("a\u0001b"), d["jobs"][1]["input"]; assert d["converted"]==2' \
