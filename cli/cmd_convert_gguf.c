@@ -3,7 +3,6 @@
 #include <errno.h>
 #include <getopt.h>
 #include <math.h>
-#include <omp.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -187,7 +186,7 @@ static int check_args(gguf_args *a, int n_pos)
     }
     if (qt_cli_check_output("--report", a->report) != QT_EXIT_OK) return QT_EXIT_USAGE;
     if (!qt_cli_setup_isa(a->isa)) return QT_EXIT_USAGE;
-    if (a->threads) omp_set_num_threads((int)a->threads);
+    qt_cli_setup_threads(a->threads); /* the thread team, up front */
     return -1;
 }
 

@@ -5,9 +5,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#ifdef _OPENMP
-#include <omp.h>
-#endif
 
 #include "cli/cli.h"
 #include "formats/adapter.h"
@@ -180,9 +177,7 @@ int cmd_logits(int argc, char **argv)
         return QT_EXIT_USAGE;
     }
     if (!qt_cli_setup_isa(isa)) return QT_EXIT_USAGE;
-#ifdef _OPENMP
-    if (threads > 0) omp_set_num_threads((int)threads);
-#endif
+    qt_cli_setup_threads(threads); /* the thread team, up front */
     char model_path[4096], err[QT_ERRMSG_SIZE] = "";
     int32_t *ids = NULL;
     float *logits = NULL;

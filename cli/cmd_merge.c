@@ -7,9 +7,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#ifdef _OPENMP
-#include <omp.h>
-#endif
 
 #include "cli/cli.h"
 #include "convert/merge.h"
@@ -114,11 +111,7 @@ static int write_report(const qt_merge *m, const char *path)
         qt_cli_error("%s", err);
         return QT_EXIT_FAIL;
     }
-    FILE *f = fopen(path, "w");
-    if (!f || fputs(json, f) < 0 || fclose(f) != 0) {
-        qt_cli_error("cannot write report '%s': %s", path, strerror(errno));
-        rc = QT_EXIT_FAIL;
-    }
+    rc = qt_cli_write_file(path, json, strlen(json)); /* temp + rename, errno named */
     qt_free(json);
     return rc;
 }
@@ -226,9 +219,8 @@ int cmd_merge(int argc, char **argv)
         o.scheme = s->scheme;
     }
     if (!qt_cli_setup_isa(isa)) return QT_EXIT_USAGE;
-#ifdef _OPENMP
-    if (threads > 0) omp_set_num_threads((int)threads);
-#endif
+    if (qt_cli_check_output("--report", report) != QT_EXIT_OK) return QT_EXIT_USAGE;
+    qt_cli_setup_threads(threads); /* the thread team, up front */
     o.base = argv[optind];
     o.adapter = argv[optind + 1];
     o.out = argv[optind + 2];

@@ -156,7 +156,10 @@ static qt_status copy_one(const char *in_dir, bool follow_symlinks, const struct
                  qt_path_join(dst, sizeof dst, tmpdir, f->name),
              QT_ERR_ARG, "path too long: '%s/%s'", in_dir, f->name);
     struct stat lsb, sb;
-    if (lstat(src, &lsb) != 0 && errno == ENOENT) return QT_OK; /* IN does not have it */
+    if (lstat(src, &lsb) != 0) { /* IN does not have it, or it cannot be looked at */
+        if (errno == ENOENT) return QT_OK;
+        return qt_set_err(errmsg, QT_ERR_IO, "'%s': %s", src, strerror(errno));
+    }
     /* a symlink is followed only inside IN, or with --follow-symlinks */
     bool link = S_ISLNK(lsb.st_mode);
     if (link && !follow_symlinks) QT_TRY(check_link_inside(in_dir, src, errmsg));
