@@ -18,10 +18,6 @@
 
 #include "quant/quant_internal.h"
 
-#ifdef _OPENMP
-#include <omp.h>
-#endif
-
 /* ---- shared scalar helpers (quant_internal.h) ----------------------------- */
 
 int32_t qt_blk_trunc_i32(float v)
