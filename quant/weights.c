@@ -251,12 +251,18 @@ static qt_status check_blk(const qt_qweight *w)
     return w->n_in % si->default_block == 0 ? QT_OK : QT_ERR_ARG;
 }
 
+/* The scheme's row and block ops, once per weight (dq_range runs per tile). */
+static void init_blk(qt_dq_ctx *c)
+{
+    c->si = qt_scheme_get(c->w->scheme);
+    c->blk = qt_blk_ops_for(c->k->isa, c->w->scheme);
+    if (!c->blk) c->blk = qt_blk_ops_for(QT_ISA_REF, c->w->scheme);
+}
+
 static void range_blk(const qt_dq_ctx *c, size_t i0, size_t len, float *dst)
 {
-    const qt_scheme_info *si = qt_scheme_get(c->w->scheme);
-    const qt_blk_ops *o = qt_blk_ops_for(c->k->isa, c->w->scheme);
-    if (!o) o = qt_blk_ops_for(QT_ISA_REF, c->w->scheme);
-    const size_t B = si->default_block, bb = si->block_bytes, end = i0 + len;
+    const qt_blk_ops *o = c->blk;
+    const size_t B = c->si->default_block, bb = c->si->block_bytes, end = i0 + len;
     const unsigned char *base = c->w->data;
     float tmp[QT_QK_K];
     for (size_t i = i0; i < end;) {
@@ -280,4 +286,4 @@ static void bytes_blk(const qt_qweight *w, size_t i0, size_t len, size_t *b0, si
 }
 
 /* The block scales are inside the blocks: counted by byte_range. */
-const qt_scheme_ops qt_ops_blk = {check_blk, NULL, range_blk, bytes_blk, NULL};
+const qt_scheme_ops qt_ops_blk = {check_blk, init_blk, range_blk, bytes_blk, NULL};
