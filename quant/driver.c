@@ -13,10 +13,6 @@
 
 #include "quant/quant_internal.h"
 
-#ifdef _OPENMP
-#include <omp.h>
-#endif
-
 const qt_kernels qt_kernels_ref = {
     QT_ISA_REF,     qt_quant4_ref,           qt_dequant4_ref, qt_q8_quant_ref,
     qt_int8_quant_row_ref, qt_blockwise8_quant_ref, qt_dot_tile_ref, qt_lora_merge_row_ref,

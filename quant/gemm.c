@@ -12,10 +12,6 @@
 
 #include "quant/gemm_internal.h"
 
-#ifdef _OPENMP
-#include <omp.h>
-#endif
-
 void qt_gemm_rows_ref(const float *a, size_t lda, size_t n_rows, size_t n, const float *b,
                       size_t ldb, size_t k, float *c, size_t ldc)
 {

@@ -18,10 +18,6 @@
 
 #include "quant/quant_internal.h"
 
-#ifdef _OPENMP
-#include <omp.h>
-#endif
-
 /* ---- shared scalar helpers (quant_internal.h) ----------------------------- */
 
 int32_t qt_blk_trunc_i32(float v)
@@ -40,9 +36,7 @@ void qt_blk_put_fp16(unsigned char *p, float v)
 
 float qt_blk_get_fp16(const unsigned char *p)
 {
-    uint16_t h;
-    memcpy(&h, p, 2);
-    return qt_fp16_to_fp32(h);
+    return qt_fp16_to_fp32(qt_load_le16(p));
 }
 
 float qt_blk_sum16(const float acc[16])

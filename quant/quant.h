@@ -138,9 +138,11 @@ typedef struct qt_scheme_info {
  * blocks, description, flags, calibration threshold) plus its kernels
  * (_ref, AVX2, AVX-512 with tests bit-for-bit against _ref, registered in
  * the kernel table) and the size function; quant/qweight_quant.c
- * (qt_qbuf_sizes_of, qt_quantize_weight) and quant/matmul.c (dequantize a
- * tile) for the new case; formats/bnb.c (qt_bnb_layout_of) if its stored
- * layout is new, or a format in formats/ for another file type. The CLI
+ * (qt_qbuf_sizes_of, qt_quantize_weight) for the new case, its .ops hooks
+ * for dequantization and qt_matmul (the list at the top of this file;
+ * quant/matmul.c has no per-scheme code); formats/bnb.c
+ * (qt_bnb_layout_of) if its stored layout is new, or a format in formats/
+ * for another file type. The CLI
  * (--scheme, --fallback, --help), calibration reports, inspect and the
  * convert plan read the table and need nothing. */
 

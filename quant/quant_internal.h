@@ -276,6 +276,8 @@ struct qt_dq_ctx {
     const qt_mm_ops *ops;
     const qt_scheme_ops *so; /* the weight's scheme hooks */
     const qt_half_kernels *hk; /* row conversions of k's ISA (w->round_to) */
+    const qt_scheme_info *si;  /* GGML block types: the scheme's row */
+    const qt_blk_ops *blk;     /* GGML block types: k's ISA's ops, else _ref's */
     float map4[16];
     float nmap[256];   /* double-quant nested map */
     float map8[256];   /* int8-blockwise map */

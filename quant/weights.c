@@ -19,6 +19,14 @@ static size_t seg_end(size_t i, size_t B, size_t end)
     return e < end ? e : end;
 }
 
+/* Bytes [*b0, *b1) of the whole blocks (B elements in bb bytes each) that
+ * hold flat elements [i0, i0 + len), len > 0. */
+static void block_bytes(size_t B, size_t bb, size_t i0, size_t len, size_t *b0, size_t *b1)
+{
+    *b0 = i0 / B * bb;
+    *b1 = ((i0 + len - 1) / B + 1) * bb;
+}
+
 /* ---- nf4 / fp4 ----------------------------------------------------------- */
 
 static qt_status check4(const qt_qweight *w)
@@ -161,9 +169,7 @@ static void range_q8(const qt_dq_ctx *c, size_t i0, size_t len, float *dst)
 
 static void bytes_q8(const qt_qweight *w, size_t i0, size_t len, size_t *b0, size_t *b1)
 {
-    const size_t bb = qt_q8_block_bytes(w->block_size);
-    *b0 = i0 / w->block_size * bb;
-    *b1 = ((i0 + len - 1) / w->block_size + 1) * bb;
+    block_bytes(w->block_size, qt_q8_block_bytes(w->block_size), i0, len, b0, b1);
 }
 
 const qt_scheme_ops qt_ops_q8 = {check_q8, NULL, range_q8, bytes_q8, NULL};
@@ -245,12 +251,18 @@ static qt_status check_blk(const qt_qweight *w)
     return w->n_in % si->default_block == 0 ? QT_OK : QT_ERR_ARG;
 }
 
+/* The scheme's row and block ops, once per weight (dq_range runs per tile). */
+static void init_blk(qt_dq_ctx *c)
+{
+    c->si = qt_scheme_get(c->w->scheme);
+    c->blk = qt_blk_ops_for(c->k->isa, c->w->scheme);
+    if (!c->blk) c->blk = qt_blk_ops_for(QT_ISA_REF, c->w->scheme);
+}
+
 static void range_blk(const qt_dq_ctx *c, size_t i0, size_t len, float *dst)
 {
-    const qt_scheme_info *si = qt_scheme_get(c->w->scheme);
-    const qt_blk_ops *o = qt_blk_ops_for(c->k->isa, c->w->scheme);
-    if (!o) o = qt_blk_ops_for(QT_ISA_REF, c->w->scheme);
-    const size_t B = si->default_block, bb = si->block_bytes, end = i0 + len;
+    const qt_blk_ops *o = c->blk;
+    const size_t B = c->si->default_block, bb = c->si->block_bytes, end = i0 + len;
     const unsigned char *base = c->w->data;
     float tmp[QT_QK_K];
     for (size_t i = i0; i < end;) {
@@ -270,9 +282,8 @@ static void range_blk(const qt_dq_ctx *c, size_t i0, size_t len, float *dst)
 static void bytes_blk(const qt_qweight *w, size_t i0, size_t len, size_t *b0, size_t *b1)
 {
     const qt_scheme_info *si = qt_scheme_get(w->scheme);
-    *b0 = i0 / si->default_block * si->block_bytes;
-    *b1 = ((i0 + len - 1) / si->default_block + 1) * si->block_bytes;
+    block_bytes(si->default_block, si->block_bytes, i0, len, b0, b1);
 }
 
 /* The block scales are inside the blocks: counted by byte_range. */
-const qt_scheme_ops qt_ops_blk = {check_blk, NULL, range_blk, bytes_blk, NULL};
+const qt_scheme_ops qt_ops_blk = {check_blk, init_blk, range_blk, bytes_blk, NULL};
