@@ -416,7 +416,7 @@ static qt_status matmul_gemm(const qt_kernels *k, const qt_mm_ops *ops, const qt
 
 /* Decoding (one token) through the scheme's fused dot_rows: rows split in
  * fixed chunks across threads; every output is one call's fma chain. */
-#define GEMV_ROWS 32
+#define GEMV_ROWS 64
 static qt_status matmul_fused(const qt_kernels *k, qt_dot_rows_fn dot, const qt_qweight *w,
                               const float *x, float *y, bool par, int nth)
 {

@@ -84,3 +84,186 @@ void qt_gemv_dq_avx2(const qt_dq_ctx *c, size_t r0, size_t nr, const float *x, f
         store_rows(acc, ng, y + g);
     }
 }
+
+/* ---- bf16 / fp16 rows, 16 columns at a time ------------------------------
+ * As gemv_avx512.c: eight rows' 32 bytes transposed as 32-bit words, t[d],
+ * lane i = columns 2d, 2d + 1 of row i (the first in the low half); two
+ * such steps consume each row's cache line whole. */
+
+/* Column 2d + h (h = 0, 1) of the eight rows of word vector t, widened. */
+static inline __attribute__((always_inline)) __m256 half_col8(qt_src_type T, __m256i t, int h)
+{
+    if (T == QT_SRC_BF16)
+        return _mm256_castsi256_ps(h ? _mm256_and_si256(t, _mm256_set1_epi32((int)0xffff0000u))
+                                     : _mm256_slli_epi32(t, 16));
+    /* fp16: the eight halves packed into 128 bits, then widened */
+    const __m256i v = h ? _mm256_srli_epi32(t, 16) : _mm256_and_si256(t, _mm256_set1_epi32(0xffff));
+    const __m256i p = _mm256_packus_epi32(v, v); /* lanes 0-3, 0-3 | 4-7, 4-7 */
+    return _mm256_cvtph_ps(_mm256_castsi256_si128(_mm256_permute4x64_epi64(p, 0x08)));
+}
+
+/* The chains of 8 rows (ng present, rows ld elements apart from base) over
+ * columns [0, n), n a multiple of 16. */
+static inline __attribute__((always_inline)) __m256 chains_half8(qt_src_type T,
+                                                                 const uint16_t *base, size_t ld,
+                                                                 size_t ng, size_t n,
+                                                                 const float *x)
+{
+    __m256 acc = _mm256_setzero_ps();
+    for (size_t k = 0; k < n; k += 16) {
+        __m256 r[8];
+#pragma GCC unroll 8
+        for (size_t i = 0; i < 8; i++) {
+            const uint16_t *p = base + (i < ng ? i : 0) * ld + k;
+            if ((k & 31) == 0) _mm_prefetch((const char *)p + 512, _MM_HINT_T0);
+            r[i] = _mm256_loadu_ps((const float *)(const void *)p);
+        }
+        transpose8(r);
+#pragma GCC unroll 8
+        for (int d = 0; d < 8; d++) {
+            const __m256i t = _mm256_castps_si256(r[d]);
+            acc = _mm256_fmadd_ps(_mm256_set1_ps(x[k + 2 * d]), half_col8(T, t, 0), acc);
+            acc = _mm256_fmadd_ps(_mm256_set1_ps(x[k + 2 * d + 1]), half_col8(T, t, 1), acc);
+        }
+    }
+    return acc;
+}
+
+void qt_gemv_half_avx2(const qt_dq_ctx *c, size_t r0, size_t nr, const float *x, float *y)
+{
+    const qt_qweight *w = c->w;
+    const size_t n_in = w->n_in;
+    if (n_in % 16) {
+        qt_gemv_dq_avx2(c, r0, nr, x, y);
+        return;
+    }
+    const qt_src_type T = w->scheme == QT_SCHEME_BF16 ? QT_SRC_BF16 : QT_SRC_F16;
+    for (size_t g = 0; g < nr; g += 8) {
+        const size_t ng = nr - g < 8 ? nr - g : 8;
+        const uint16_t *base = (const uint16_t *)w->data + (r0 + g) * n_in;
+        _Alignas(32) float t[8];
+        _mm256_store_ps(t, T == QT_SRC_BF16 ? chains_half8(QT_SRC_BF16, base, n_in, ng, n_in, x)
+                                            : chains_half8(QT_SRC_F16, base, n_in, ng, n_in, x));
+        memcpy(y + g, t, ng * sizeof(float));
+    }
+}
+
+/* ---- nf4 / fp4 straight from the packed codes ----------------------------
+ * As gemv_avx512.c (rows of whole blocks, 16 bytes of a row at a time,
+ * row 4L + q in 128-bit lane L of z[q], the in-lane transpose to words t[d]
+ * of eight rows), with the 16-entry map as two 8-entry permutes and a blend
+ * on bit 3 of the code. */
+
+#define G4_KC 2048 /* columns whose scales are resolved at once (at least a block) */
+#define G4_ROWS 16 /* rows per pass: two vectors of chains in flight */
+
+static inline __attribute__((always_inline)) void load_words8(const uint8_t *const rows[8],
+                                                              size_t off, __m256i t[4])
+{
+    __m256i z[4];
+#pragma GCC unroll 4
+    for (int q = 0; q < 4; q++)
+        z[q] = _mm256_loadu2_m128i((const __m128i *)(const void *)(rows[4 + q] + off),
+                                   (const __m128i *)(const void *)(rows[q] + off));
+    const __m256i a0 = _mm256_unpacklo_epi32(z[0], z[1]), a1 = _mm256_unpackhi_epi32(z[0], z[1]);
+    const __m256i b0 = _mm256_unpacklo_epi32(z[2], z[3]), b1 = _mm256_unpackhi_epi32(z[2], z[3]);
+    t[0] = _mm256_unpacklo_epi64(a0, b0);
+    t[1] = _mm256_unpackhi_epi64(a0, b0);
+    t[2] = _mm256_unpacklo_epi64(a1, b1);
+    t[3] = _mm256_unpackhi_epi64(a1, b1);
+}
+
+/* v rounded to bf16 (nearest even, finite values) or fp16 and widened back. */
+static inline __attribute__((always_inline)) __m256 round_to_dtype8(qt_src_type rt, __m256 v)
+{
+    if (rt == QT_SRC_BF16) {
+        const __m256i u = _mm256_castps_si256(v);
+        const __m256i lsb = _mm256_and_si256(_mm256_srli_epi32(u, 16), _mm256_set1_epi32(1));
+        const __m256i r = _mm256_add_epi32(_mm256_add_epi32(u, _mm256_set1_epi32(0x7fff)), lsb);
+        return _mm256_castsi256_ps(_mm256_and_si256(r, _mm256_set1_epi32((int)0xffff0000u)));
+    }
+    if (rt == QT_SRC_F16)
+        return _mm256_cvtph_ps(_mm256_cvtps_ph(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+    return v;
+}
+
+/* Code e (0..7) of every lane's word v as its weight: map[code] * s, rounded. */
+static inline __attribute__((always_inline)) __m256 weight4_8(qt_src_type rt, __m256i v, int e,
+                                                             __m256 map_lo, __m256 map_hi,
+                                                             __m256 s)
+{
+    const int sh = 8 * (e / 2) + 4 * (1 - e % 2);
+    const __m256i code = _mm256_srli_epi32(v, sh); /* the permutes read bits 0-2 */
+    const __m256 lo = _mm256_permutevar8x32_ps(map_lo, code);
+    const __m256 hi = _mm256_permutevar8x32_ps(map_hi, code);
+    const __m256 m = _mm256_blendv_ps(lo, hi, _mm256_castsi256_ps(_mm256_slli_epi32(code, 28)));
+    return round_to_dtype8(rt, _mm256_mul_ps(m, s));
+}
+
+static inline __attribute__((always_inline)) void chains4_8(qt_src_type rt,
+                                                            const uint8_t *const rows[G4_ROWS],
+                                                            size_t k0, size_t kc, size_t B,
+                                                            const float *sc, const float *x,
+                                                            const float map[16], __m256 acc[2])
+{
+    const __m256 map_lo = _mm256_loadu_ps(map), map_hi = _mm256_loadu_ps(map + 8);
+    for (size_t k = k0; k < k0 + kc; k += 32) {
+        const float *s = sc + (k - k0) / B * G4_ROWS;
+        const __m256 s0 = _mm256_loadu_ps(s), s1 = _mm256_loadu_ps(s + 8);
+        if ((k & 127) == 0)
+            for (int i = 0; i < G4_ROWS; i++)
+                _mm_prefetch((const char *)rows[i] + k / 2 + 256, _MM_HINT_T0);
+        __m256i t0[4], t1[4];
+        load_words8(rows, k / 2, t0);
+        load_words8(rows + 8, k / 2, t1);
+#pragma GCC unroll 4
+        for (int d = 0; d < 4; d++)
+#pragma GCC unroll 8
+            for (int e = 0; e < 8; e++) {
+                const __m256 xk = _mm256_set1_ps(x[k + 8 * d + e]);
+                acc[0] = _mm256_fmadd_ps(xk, weight4_8(rt, t0[d], e, map_lo, map_hi, s0), acc[0]);
+                acc[1] = _mm256_fmadd_ps(xk, weight4_8(rt, t1[d], e, map_lo, map_hi, s1), acc[1]);
+            }
+    }
+}
+
+static bool rows4_8(const qt_dq_ctx *c, qt_src_type rt, size_t r, size_t ng, const float *x,
+                    float *y)
+{
+    const qt_qweight *w = c->w;
+    const size_t n_in = w->n_in, B = w->block_size;
+    const size_t kc_max = G4_KC < B ? B : G4_KC / B * B;
+    _Alignas(32) float sc[G4_ROWS * (G4_KC / 32)];
+    const uint8_t *rows[G4_ROWS];
+    for (size_t i = 0; i < G4_ROWS; i++)
+        rows[i] = (const uint8_t *)w->data + (r + (i < ng ? i : 0)) * (n_in / 2);
+    __m256 acc[2] = {_mm256_setzero_ps(), _mm256_setzero_ps()};
+    for (size_t k0 = 0; k0 < n_in; k0 += kc_max) {
+        const size_t kc = n_in - k0 < kc_max ? n_in - k0 : kc_max;
+        if (!qt_4bit_scales_rows(c, r, ng, G4_ROWS, k0 / B, kc / B, sc)) return false;
+        if (rt == QT_SRC_BF16) chains4_8(QT_SRC_BF16, rows, k0, kc, B, sc, x, c->map4, acc);
+        else if (rt == QT_SRC_F16) chains4_8(QT_SRC_F16, rows, k0, kc, B, sc, x, c->map4, acc);
+        else chains4_8(QT_SRC_F32, rows, k0, kc, B, sc, x, c->map4, acc);
+    }
+    store_rows(acc, ng, y);
+    return true;
+}
+
+void qt_gemv_4bit_avx2(const qt_dq_ctx *c, size_t r0, size_t nr, const float *x, float *y)
+{
+    const qt_qweight *w = c->w;
+    const size_t B = w->block_size;
+    const qt_src_type rt = w->round_to;
+    /* rows of whole blocks of whole 32-code steps and a rounding this
+     * kernel does; anything else: the tile path */
+    if (B % 32 || w->n_in % B || B > G4_KC ||
+        (rt != QT_SRC_F32 && rt != QT_SRC_BF16 && rt != QT_SRC_F16)) {
+        qt_gemv_dq_avx2(c, r0, nr, x, y);
+        return;
+    }
+    for (size_t g = 0; g < nr; g += G4_ROWS) {
+        const size_t ng = nr - g < G4_ROWS ? nr - g : G4_ROWS;
+        /* a non-finite scale: the tile path (NaN rounding as qt_fp32_to_bf16) */
+        if (!rows4_8(c, rt, r0 + g, ng, x, y + g)) qt_gemv_dq_avx2(c, r0 + g, ng, x, y + g);
+    }
+}

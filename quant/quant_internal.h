@@ -326,6 +326,14 @@ void qt_dq_range(const qt_dq_ctx *c, size_t i0, size_t len, float *dst);
  * streams than the hardware prefetchers follow. */
 void qt_dq_prefetch(const qt_dq_ctx *c, size_t i0, size_t len);
 
+/* The first-level scales of 4-bit weight c->w (nf4 / fp4, rows of whole
+ * blocks: n_in % block_size == 0) for the fused decoding dots: dst[b * rows
+ * + i] = the scale of block b0 + b of row r0 + i (spec §5, double quant
+ * included: the value qt_dq_range multiplies by), b < nb, i < rows; lanes
+ * i >= nr repeat row r0. False when a scale is NaN or Inf. */
+bool qt_4bit_scales_rows(const qt_dq_ctx *c, size_t r0, size_t nr, size_t rows, size_t b0,
+                         size_t nb, float *dst);
+
 /* the fused decoding dots (qt_dot_rows_fn) per ISA (quant/gemv_*.c): plain
  * rows read in place, and "dq" for any scheme through qt_dq_range */
 #if defined(__x86_64__)
@@ -333,8 +341,11 @@ void qt_gemv_f32_avx512(const qt_dq_ctx *c, size_t r0, size_t nr, const float *x
 void qt_gemv_bf16_avx512(const qt_dq_ctx *c, size_t r0, size_t nr, const float *x, float *y);
 void qt_gemv_f16_avx512(const qt_dq_ctx *c, size_t r0, size_t nr, const float *x, float *y);
 void qt_gemv_dq_avx512(const qt_dq_ctx *c, size_t r0, size_t nr, const float *x, float *y);
+void qt_gemv_4bit_avx512(const qt_dq_ctx *c, size_t r0, size_t nr, const float *x, float *y);
 void qt_gemv_f32_avx2(const qt_dq_ctx *c, size_t r0, size_t nr, const float *x, float *y);
 void qt_gemv_dq_avx2(const qt_dq_ctx *c, size_t r0, size_t nr, const float *x, float *y);
+void qt_gemv_4bit_avx2(const qt_dq_ctx *c, size_t r0, size_t nr, const float *x, float *y);
+void qt_gemv_half_avx2(const qt_dq_ctx *c, size_t r0, size_t nr, const float *x, float *y);
 #endif
 
 /* the peak-FMA probe per ISA (quant/probe*.c) */

@@ -11,6 +11,8 @@
 
 #include "quant/quant_internal.h"
 
+#include <math.h>
+
 /* End of the block segment that starts at flat element i (block B), capped
  * at end: the loops below dequantize one segment per scale. */
 static size_t seg_end(size_t i, size_t B, size_t end)
@@ -55,6 +57,21 @@ static float block_scale4(const qt_dq_ctx *c, size_t j)
     if (!w->absmax_q) return qt_ldf(w->absmax, j);
     float a = c->nmap[w->absmax_q[j]] * qt_ldf(w->nested_absmax, j / QT_DQ_BLOCK);
     return a + w->nested_offset;
+}
+
+bool qt_4bit_scales_rows(const qt_dq_ctx *c, size_t r0, size_t nr, size_t rows, size_t b0,
+                         size_t nb, float *dst)
+{
+    const size_t nb_row = c->w->n_in / c->w->block_size;
+    bool finite = true;
+    for (size_t b = 0; b < nb; b++)
+        for (size_t i = 0; i < rows; i++) {
+            const size_t r = r0 + (i < nr ? i : 0);
+            const float s = block_scale4(c, r * nb_row + b0 + b);
+            finite &= isfinite(s) != 0;
+            dst[b * rows + i] = s;
+        }
+    return finite;
 }
 
 /* Rounds v[0..n) to bf16 / fp16 values (nearest even), exactly, through

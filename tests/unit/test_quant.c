@@ -1347,6 +1347,74 @@ Test(quant, scheme_hooks_complete_and_fused_dots_match_ref)
     free(x);
 }
 
+/* The fused decoding dots read 4-bit codes and bf16 / fp16 rows straight
+ * from storage on rows of whole blocks (n_in a multiple of 32 / 128; other
+ * shapes take the tile path, covered above): for every such shape, block
+ * size, double quant or not, output rounding (round_to f32 / bf16 / fp16),
+ * row ranges that cut the 16- and 64-row groups, and weights with a scale
+ * too small for normal products (subnormal bf16 values) or non-finite, the
+ * bits of qt_dot_rows_ref over qt_dequantize's rows on every ISA. */
+Test(quant, fused_dots_from_storage_match_ref)
+{
+    unsigned long long seed = qt_test_seed(DEFAULT_SEED + 15);
+    struct { qt_scheme s; size_t n_out, n_in, B; bool nested; qt_src_type rt; int special; } cases[] = {
+        {QT_SCHEME_NF4, 150, 256, 64, true, QT_SRC_BF16, 0},
+        {QT_SCHEME_NF4, 70, 384, 64, false, QT_SRC_F32, 0},
+        {QT_SCHEME_NF4, 37, 512, 128, true, QT_SRC_F16, 0},
+        {QT_SCHEME_FP4, 100, 256, 32, true, QT_SRC_BF16, 0},
+        {QT_SCHEME_FP4, 33, 4096, 4096, false, QT_SRC_F32, 0},
+        {QT_SCHEME_NF4, 130, 2304, 256, true, QT_SRC_BF16, 0}, /* > one scale chunk */
+        {QT_SCHEME_NF4, 40, 256, 64, false, QT_SRC_BF16, 1},  /* subnormal products */
+        {QT_SCHEME_NF4, 40, 256, 64, false, QT_SRC_BF16, 2},  /* NaN / Inf scales */
+        {QT_SCHEME_BF16, 90, 288, 0, false, QT_SRC_F32, 0},
+        {QT_SCHEME_FP16, 21, 160, 0, false, QT_SRC_F32, 0},
+        {QT_SCHEME_BF16, 17, 96, 0, false, QT_SRC_F32, 1},    /* subnormal / huge values */
+    };
+    for (size_t ci = 0; ci < sizeof cases / sizeof cases[0]; ci++) {
+        const size_t n_out = cases[ci].n_out, n_in = cases[ci].n_in, n = n_out * n_in;
+        float *wf = malloc(n * 4), *dq = malloc(n * 4), *x = malloc(n_in * 4);
+        float *want = malloc(n_out * 4), *got = malloc(n_out * 4);
+        for (size_t i = 0; i < n; i++) wf[i] = qt_test_gauss(&seed) * 0.05f;
+        if (cases[ci].special == 1 && cases[ci].B == 0)
+            for (size_t i = 0; i < n; i += 7) wf[i] = i % 2 ? 3e-39f : 1e30f;
+        for (size_t i = 0; i < n_in; i++) x[i] = qt_test_gauss(&seed);
+        built b = build_weight(cases[ci].s, cases[ci].nested, n_out, n_in, cases[ci].B, wf);
+        b.w.round_to = cases[ci].rt;
+        float *am = b.bufs[1];
+        if (cases[ci].special == 1 && cases[ci].B) /* scales near the bottom of fp32, and */
+            for (size_t j = 0; j < n / cases[ci].B; j++) /* ties to bf16 at map = +-1 */
+                am[j] = j % 3 == 0 ? 1.5e-38f : j % 3 == 1 ? 1.00390625f : 1.01171875f;
+        if (cases[ci].special == 2 && cases[ci].B) {
+            am[5] = NAN;
+            am[n / cases[ci].B - 1] = INFINITY;
+        }
+        cr_assert(eq(int, qt_dequantize(&qt_kernels_ref, &b.w, QT_SRC_F32, dq), QT_OK));
+        const size_t ranges[][2] = {{0, n_out}, {1, n_out - 1}, {n_out / 2, n_out - n_out / 2}};
+        for (qt_isa isa = 0; isa < QT_ISA_COUNT; isa++) {
+            const qt_kernels *k = qt_kernels_for(isa);
+            qt_dot_rows_fn dot = k ? qt_mm_ops_for(k)->dot_rows[cases[ci].s] : NULL;
+            if (!dot) continue;
+            qt_dq_ctx c;
+            qt_dq_ctx_init(&c, k, &b.w);
+            for (size_t ri = 0; ri < 3; ri++) {
+                const size_t r0 = ranges[ri][0], nr = ranges[ri][1];
+                qt_dot_rows_ref(dq + r0 * n_in, n_in, nr, x, want);
+                dot(&c, r0, nr, x, got);
+                for (size_t j = 0; j < nr; j++)
+                    cr_assert(eq(u32, qt_f32_bits(got[j]), qt_f32_bits(want[j])),
+                              "case %zu %s rows %zu+%zu: row %zu", ci, qt_isa_name(isa), r0, nr,
+                              r0 + j);
+            }
+        }
+        built_free(&b);
+        free(wf);
+        free(dq);
+        free(x);
+        free(want);
+        free(got);
+    }
+}
+
 /* Fidelity with bitsandbytes for 4-bit weights of bf16 / fp16 models: with
  * round_to each dequantized value is the nearest-even bf16 / fp16 of the
  * exact fp32 one (what dequantize_4bit returns in the quant_state dtype),
