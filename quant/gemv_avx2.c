@@ -267,3 +267,95 @@ void qt_gemv_4bit_avx2(const qt_dq_ctx *c, size_t r0, size_t nr, const float *x,
         if (!rows4_8(c, rt, r0 + g, ng, x, y + g)) qt_gemv_dq_avx2(c, r0 + g, ng, x, y + g);
     }
 }
+
+/* ---- LLM.int8 and q8 (GGUF Q8_0) straight from the int8 codes ------------
+ * As gemv_avx512.c: int8 rows (n_in a multiple of 32) as eight rows' 32
+ * bytes transposed as words; q8 rows 16 codes at a time per block through
+ * load_words8. */
+
+/* Byte j (0..3) of every lane's word v, sign-extended, as fp32. */
+static inline __attribute__((always_inline)) __m256 byte_col8(__m256i v, int j)
+{
+    const __m256i s = j == 3 ? v : _mm256_slli_epi32(v, 24 - 8 * j);
+    return _mm256_cvtepi32_ps(_mm256_srai_epi32(s, 24));
+}
+
+void qt_gemv_int8_avx2(const qt_dq_ctx *c, size_t r0, size_t nr, const float *x, float *y)
+{
+    const qt_qweight *w = c->w;
+    const size_t n_in = w->n_in;
+    if (n_in % 32) {
+        qt_gemv_dq_avx2(c, r0, nr, x, y);
+        return;
+    }
+    const __m256 inv127 = _mm256_set1_ps(7.874015718698502e-3f); /* as range_int8 */
+    for (size_t g = 0; g < nr; g += 8) {
+        const size_t ng = nr - g < 8 ? nr - g : 8;
+        _Alignas(32) float scb[8];
+        for (size_t i = 0; i < 8; i++) scb[i] = qt_ldf(w->scb, r0 + g + (i < ng ? i : 0));
+        const __m256 s = _mm256_load_ps(scb);
+        const int8_t *base = (const int8_t *)w->data + (r0 + g) * n_in;
+        __m256 acc = _mm256_setzero_ps();
+        for (size_t k = 0; k < n_in; k += 32) {
+            __m256 r[8];
+#pragma GCC unroll 8
+            for (size_t i = 0; i < 8; i++) {
+                const int8_t *p = base + (i < ng ? i : 0) * n_in + k;
+                if ((k & 63) == 0) _mm_prefetch((const char *)p + 512, _MM_HINT_T0);
+                r[i] = _mm256_loadu_ps((const float *)(const void *)p);
+            }
+            transpose8(r);
+#pragma GCC unroll 8
+            for (int d = 0; d < 8; d++)
+#pragma GCC unroll 4
+                for (int j = 0; j < 4; j++) {
+                    const __m256 v = byte_col8(_mm256_castps_si256(r[d]), j);
+                    const __m256 wv = _mm256_mul_ps(_mm256_mul_ps(v, s), inv127);
+                    acc = _mm256_fmadd_ps(_mm256_set1_ps(x[k + 4 * d + j]), wv, acc);
+                }
+        }
+        _Alignas(32) float t[8];
+        _mm256_store_ps(t, acc);
+        memcpy(y + g, t, ng * sizeof(float));
+    }
+}
+
+void qt_gemv_q8_avx2(const qt_dq_ctx *c, size_t r0, size_t nr, const float *x, float *y)
+{
+    const qt_qweight *w = c->w;
+    const size_t n_in = w->n_in, B = w->block_size;
+    if (n_in % B) {
+        qt_gemv_dq_avx2(c, r0, nr, x, y);
+        return;
+    }
+    const size_t bb = qt_q8_block_bytes(B), hdr = B == 32 ? 2 : 4, row_bytes = n_in / B * bb;
+    for (size_t g = 0; g < nr; g += 16) {
+        const size_t ng = nr - g < 16 ? nr - g : 16;
+        const uint8_t *rows[16];
+        for (size_t i = 0; i < 16; i++)
+            rows[i] = (const uint8_t *)w->data + (r0 + g + (i < ng ? i : 0)) * row_bytes;
+        __m256 acc[2] = {_mm256_setzero_ps(), _mm256_setzero_ps()};
+        for (size_t b = 0; b < n_in / B; b++) {
+            _Alignas(32) float d[16];
+            for (size_t i = 0; i < 16; i++)
+                d[i] = B == 32 ? qt_fp16_to_fp32(qt_load_le16(rows[i] + b * bb))
+                               : qt_ldf(rows[i] + b * bb, 0);
+            const __m256 d0 = _mm256_load_ps(d), d1 = _mm256_load_ps(d + 8);
+            for (size_t k = 0; k < B; k += 16) {
+                const size_t off = b * bb + hdr + k;
+                __m256i t0[4], t1[4];
+                load_words8(rows, off, t0);
+                load_words8(rows + 8, off, t1);
+#pragma GCC unroll 4
+                for (int q = 0; q < 4; q++)
+#pragma GCC unroll 4
+                    for (int j = 0; j < 4; j++) {
+                        const __m256 xk = _mm256_set1_ps(x[b * B + k + 4 * q + j]);
+                        acc[0] = _mm256_fmadd_ps(xk, _mm256_mul_ps(byte_col8(t0[q], j), d0), acc[0]);
+                        acc[1] = _mm256_fmadd_ps(xk, _mm256_mul_ps(byte_col8(t1[q], j), d1), acc[1]);
+                    }
+            }
+        }
+        store_rows(acc, ng, y + g);
+    }
+}

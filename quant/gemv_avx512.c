@@ -372,3 +372,96 @@ void qt_gemv_4bit_avx512(const qt_dq_ctx *c, size_t r0, size_t nr, const float *
         if (!rows4(c, rt, r0 + g, ng, x, y + g, map)) qt_gemv_dq_avx512(c, r0 + g, ng, x, y + g);
     }
 }
+
+/* ---- LLM.int8 and q8 (GGUF Q8_0) straight from the int8 codes ------------
+ * int8 rows (n_in a multiple of 64): sixteen rows' 64 bytes transposed as
+ * 32-bit words, t[d], lane i = columns 4d .. 4d+3 of row i; byte j
+ * sign-extended, widened, times SCB of the row, times 1/127 (the two
+ * roundings of range_int8). q8 rows (whole blocks of 32 or more codes
+ * after a 2-byte fp16 or 4-byte fp32 scale): 16 codes of each row at a
+ * time through load_words16, times the block's scale (exact for fp16). */
+
+/* Byte j (0..3) of every lane's word v, sign-extended, as fp32. */
+static inline __attribute__((always_inline)) __m512 byte_col(__m512i v, int j)
+{
+    const __m512i s = j == 3 ? v : _mm512_slli_epi32(v, (unsigned)(24 - 8 * j));
+    return _mm512_cvtepi32_ps(_mm512_srai_epi32(s, 24));
+}
+
+void qt_gemv_int8_avx512(const qt_dq_ctx *c, size_t r0, size_t nr, const float *x, float *y)
+{
+    const qt_qweight *w = c->w;
+    const size_t n_in = w->n_in;
+    if (n_in % 64) {
+        qt_gemv_dq_avx512(c, r0, nr, x, y);
+        return;
+    }
+    const __m512 inv127 = _mm512_set1_ps(7.874015718698502e-3f); /* as range_int8 */
+    for (size_t g = 0; g < nr; g += 16) {
+        const size_t ng = nr - g < 16 ? nr - g : 16;
+        _Alignas(64) float scb[16];
+        for (size_t i = 0; i < 16; i++) scb[i] = qt_ldf(w->scb, r0 + g + (i < ng ? i : 0));
+        const __m512 s = _mm512_load_ps(scb);
+        const int8_t *base = (const int8_t *)w->data + (r0 + g) * n_in;
+        __m512 acc = _mm512_setzero_ps();
+        for (size_t k = 0; k < n_in; k += 64) {
+            __m512 r[16];
+#pragma GCC unroll 16
+            for (size_t i = 0; i < 16; i++) {
+                const int8_t *p = base + (i < ng ? i : 0) * n_in + k;
+                _mm_prefetch((const char *)p + 512, _MM_HINT_T0);
+                r[i] = _mm512_loadu_ps(p);
+            }
+            transpose16(r);
+#pragma GCC unroll 16
+            for (int d = 0; d < 16; d++)
+#pragma GCC unroll 4
+                for (int j = 0; j < 4; j++) {
+                    const __m512 v = byte_col(_mm512_castps_si512(r[d]), j);
+                    const __m512 wv = _mm512_mul_ps(_mm512_mul_ps(v, s), inv127);
+                    acc = _mm512_fmadd_ps(_mm512_set1_ps(x[k + 4 * d + j]), wv, acc);
+                }
+        }
+        _mm512_mask_storeu_ps(y + g, tail_mask(ng), acc);
+    }
+}
+
+void qt_gemv_q8_avx512(const qt_dq_ctx *c, size_t r0, size_t nr, const float *x, float *y)
+{
+    const qt_qweight *w = c->w;
+    const size_t n_in = w->n_in, B = w->block_size;
+    if (n_in % B) {
+        qt_gemv_dq_avx512(c, r0, nr, x, y);
+        return;
+    }
+    const size_t bb = qt_q8_block_bytes(B), hdr = B == 32 ? 2 : 4, row_bytes = n_in / B * bb;
+    for (size_t g = 0; g < nr; g += 32) {
+        const size_t ng = nr - g < 32 ? nr - g : 32;
+        const uint8_t *rows[32];
+        for (size_t i = 0; i < 32; i++)
+            rows[i] = (const uint8_t *)w->data + (r0 + g + (i < ng ? i : 0)) * row_bytes;
+        __m512 acc[2] = {_mm512_setzero_ps(), _mm512_setzero_ps()};
+        for (size_t b = 0; b < n_in / B; b++) {
+            _Alignas(64) float d[32];
+            for (size_t i = 0; i < 32; i++)
+                d[i] = B == 32 ? qt_fp16_to_fp32(qt_load_le16(rows[i] + b * bb))
+                               : qt_ldf(rows[i] + b * bb, 0);
+            const __m512 d0 = _mm512_load_ps(d), d1 = _mm512_load_ps(d + 16);
+            for (size_t k = 0; k < B; k += 16) {
+                const size_t off = b * bb + hdr + k;
+                __m512i t0[4], t1[4];
+                load_words16(rows, off, t0);
+                load_words16(rows + 16, off, t1);
+#pragma GCC unroll 4
+                for (int q = 0; q < 4; q++)
+#pragma GCC unroll 4
+                    for (int j = 0; j < 4; j++) {
+                        const __m512 xk = _mm512_set1_ps(x[b * B + k + 4 * q + j]);
+                        acc[0] = _mm512_fmadd_ps(xk, _mm512_mul_ps(byte_col(t0[q], j), d0), acc[0]);
+                        acc[1] = _mm512_fmadd_ps(xk, _mm512_mul_ps(byte_col(t1[q], j), d1), acc[1]);
+                    }
+            }
+        }
+        store32(acc, ng, y + g);
+    }
+}

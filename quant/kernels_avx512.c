@@ -678,7 +678,7 @@ const qt_mm_ops qt_mm_ops_avx512 = {
     .nr = MM_NR, .mr = MM_MR, .cvt_half = cvt_half, .cvt_i8 = cvt_i8, .cvt_map8 = cvt_map8,
     .pack = pack, .pack_half = pack_half, .gemm = gemm,
     .dot_rows = {[QT_SCHEME_NF4] = qt_gemv_4bit_avx512, [QT_SCHEME_FP4] = qt_gemv_4bit_avx512,
-                 [QT_SCHEME_INT8] = qt_gemv_dq_avx512, [QT_SCHEME_Q8] = qt_gemv_dq_avx512,
+                 [QT_SCHEME_INT8] = qt_gemv_int8_avx512, [QT_SCHEME_Q8] = qt_gemv_q8_avx512,
                  [QT_SCHEME_INT8_BLOCKWISE] = qt_gemv_dq_avx512,
                  [QT_SCHEME_BF16] = qt_gemv_bf16_avx512, [QT_SCHEME_FP16] = qt_gemv_f16_avx512,
                  [QT_SCHEME_FP32] = qt_gemv_f32_avx512},

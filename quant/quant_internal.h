@@ -342,10 +342,14 @@ void qt_gemv_bf16_avx512(const qt_dq_ctx *c, size_t r0, size_t nr, const float *
 void qt_gemv_f16_avx512(const qt_dq_ctx *c, size_t r0, size_t nr, const float *x, float *y);
 void qt_gemv_dq_avx512(const qt_dq_ctx *c, size_t r0, size_t nr, const float *x, float *y);
 void qt_gemv_4bit_avx512(const qt_dq_ctx *c, size_t r0, size_t nr, const float *x, float *y);
+void qt_gemv_int8_avx512(const qt_dq_ctx *c, size_t r0, size_t nr, const float *x, float *y);
+void qt_gemv_q8_avx512(const qt_dq_ctx *c, size_t r0, size_t nr, const float *x, float *y);
 void qt_gemv_f32_avx2(const qt_dq_ctx *c, size_t r0, size_t nr, const float *x, float *y);
 void qt_gemv_dq_avx2(const qt_dq_ctx *c, size_t r0, size_t nr, const float *x, float *y);
 void qt_gemv_4bit_avx2(const qt_dq_ctx *c, size_t r0, size_t nr, const float *x, float *y);
 void qt_gemv_half_avx2(const qt_dq_ctx *c, size_t r0, size_t nr, const float *x, float *y);
+void qt_gemv_int8_avx2(const qt_dq_ctx *c, size_t r0, size_t nr, const float *x, float *y);
+void qt_gemv_q8_avx2(const qt_dq_ctx *c, size_t r0, size_t nr, const float *x, float *y);
 #endif
 
 /* the peak-FMA probe per ISA (quant/probe*.c) */

@@ -1347,9 +1347,9 @@ Test(quant, scheme_hooks_complete_and_fused_dots_match_ref)
     free(x);
 }
 
-/* The fused decoding dots read 4-bit codes and bf16 / fp16 rows straight
- * from storage on rows of whole blocks (n_in a multiple of 32 / 128; other
- * shapes take the tile path, covered above): for every such shape, block
+/* The fused decoding dots read 4-bit codes, int8 / q8 codes and bf16 / fp16
+ * rows straight from storage on rows of whole blocks (n_in a multiple of 32
+ * or 64; other shapes take the tile path, covered above): for every such shape, block
  * size, double quant or not, output rounding (round_to f32 / bf16 / fp16),
  * row ranges that cut the 16- and 64-row groups, and weights with a scale
  * too small for normal products (subnormal bf16 values) or non-finite, the
@@ -1369,6 +1369,10 @@ Test(quant, fused_dots_from_storage_match_ref)
         {QT_SCHEME_BF16, 90, 288, 0, false, QT_SRC_F32, 0},
         {QT_SCHEME_FP16, 21, 160, 0, false, QT_SRC_F32, 0},
         {QT_SCHEME_BF16, 17, 96, 0, false, QT_SRC_F32, 1},    /* subnormal / huge values */
+        {QT_SCHEME_INT8, 70, 320, 0, false, QT_SRC_F32, 0},
+        {QT_SCHEME_INT8, 9, 64, 0, false, QT_SRC_F32, 0},
+        {QT_SCHEME_Q8, 45, 256, 32, false, QT_SRC_F32, 0},
+        {QT_SCHEME_Q8, 40, 384, 128, false, QT_SRC_F32, 0},
     };
     for (size_t ci = 0; ci < sizeof cases / sizeof cases[0]; ci++) {
         const size_t n_out = cases[ci].n_out, n_in = cases[ci].n_in, n = n_out * n_in;
@@ -1380,7 +1384,7 @@ Test(quant, fused_dots_from_storage_match_ref)
         for (size_t i = 0; i < n_in; i++) x[i] = qt_test_gauss(&seed);
         built b = build_weight(cases[ci].s, cases[ci].nested, n_out, n_in, cases[ci].B, wf);
         b.w.round_to = cases[ci].rt;
-        float *am = b.bufs[1];
+        float *am = cases[ci].B && cases[ci].s != QT_SCHEME_Q8 ? b.bufs[1] : NULL;
         if (cases[ci].special == 1 && cases[ci].B) /* scales near the bottom of fp32, and */
             for (size_t j = 0; j < n / cases[ci].B; j++) /* ties to bf16 at map = +-1 */
                 am[j] = j % 3 == 0 ? 1.5e-38f : j % 3 == 1 ? 1.00390625f : 1.01171875f;
