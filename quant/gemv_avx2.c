@@ -212,7 +212,7 @@ static inline __attribute__((always_inline)) void chains4_8(qt_src_type rt,
         const __m256 s0 = _mm256_loadu_ps(s), s1 = _mm256_loadu_ps(s + 8);
         if ((k & 127) == 0)
             for (int i = 0; i < G4_ROWS; i++)
-                _mm_prefetch((const char *)rows[i] + k / 2 + 256, _MM_HINT_T0);
+                _mm_prefetch((const char *)rows[i] + k / 2 + 128, _MM_HINT_T0);
         __m256i t0[4], t1[4];
         load_words8(rows, k / 2, t0);
         load_words8(rows + 8, k / 2, t1);

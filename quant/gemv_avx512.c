@@ -227,35 +227,36 @@ static inline __attribute__((always_inline)) __m512 weight4(qt_src_type rt, __m5
     return round_to_dtype(rt, _mm512_mul_ps(m, s));
 }
 
-#define G4_ROWS 64 /* rows per pass: four vectors of chains in flight (FMA latency) */
+#define G4_NV 2              /* vectors of chains in flight (FMA latency) */
+#define G4_ROWS (16 * G4_NV) /* rows per pass */
 
-/* The chains of G4_ROWS rows (four vectors) over columns [k0, k0 + kc)
+/* The chains of G4_ROWS rows (G4_NV vectors) over columns [k0, k0 + kc)
  * (whole blocks), scales sc[b * G4_ROWS + i] of the kc / B blocks. */
 static inline __attribute__((always_inline)) void chains4(qt_src_type rt,
                                                           const uint8_t *const rows[G4_ROWS],
                                                           size_t k0, size_t kc, size_t B,
                                                           const float *sc, const float *x,
-                                                          __m512 map, __m512 acc[4])
+                                                          __m512 map, __m512 acc[G4_NV])
 {
     for (size_t k = k0; k < k0 + kc; k += 32) {
         const float *s = sc + (k - k0) / B * G4_ROWS;
-        __m512 sv[4];
-        __m512i t[4][4];
+        __m512 sv[G4_NV];
+        __m512i t[G4_NV][4];
 #pragma GCC unroll 4
-        for (int v = 0; v < 4; v++) {
+        for (int v = 0; v < G4_NV; v++) {
             sv[v] = _mm512_loadu_ps(s + 16 * v);
             load_words16(rows + 16 * v, k / 2, t[v]);
         }
-        if ((k & 127) == 0) /* 64 streams: fetch 4 lines ahead of each */
+        if ((k & 127) == 0) /* G4_ROWS streams: fetch 2 lines ahead of each */
             for (int i = 0; i < G4_ROWS; i++)
-                _mm_prefetch((const char *)rows[i] + k / 2 + 256, _MM_HINT_T0);
-#pragma GCC unroll 1
+                _mm_prefetch((const char *)rows[i] + k / 2 + 128, _MM_HINT_T0);
+#pragma GCC unroll 4
         for (int d = 0; d < 4; d++)
 #pragma GCC unroll 8
             for (int e = 0; e < 8; e++) {
                 const __m512 xk = _mm512_set1_ps(x[k + 8 * d + e]);
 #pragma GCC unroll 4
-                for (int v = 0; v < 4; v++)
+                for (int v = 0; v < G4_NV; v++)
                     acc[v] = _mm512_fmadd_ps(xk, weight4(rt, t[v][d], e, map, sv[v]), acc[v]);
             }
     }
@@ -338,8 +339,8 @@ static bool rows4(const qt_dq_ctx *c, qt_src_type rt, size_t r, size_t ng, const
     const uint8_t *rows[G4_ROWS];
     for (size_t i = 0; i < G4_ROWS; i++)
         rows[i] = (const uint8_t *)w->data + (r + (i < ng ? i : 0)) * (n_in / 2);
-    __m512 acc[4] = {_mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps(),
-                     _mm512_setzero_ps()};
+    __m512 acc[G4_NV];
+    for (int v = 0; v < G4_NV; v++) acc[v] = _mm512_setzero_ps();
     for (size_t k0 = 0; k0 < n_in; k0 += kc_max) {
         const size_t kc = n_in - k0 < kc_max ? n_in - k0 : kc_max;
         if (!scales4(c, r, ng, k0 / B, kc / B, sc)) return false;
@@ -347,7 +348,7 @@ static bool rows4(const qt_dq_ctx *c, qt_src_type rt, size_t r, size_t ng, const
         else if (rt == QT_SRC_F16) chains4(QT_SRC_F16, rows, k0, kc, B, sc, x, map, acc);
         else chains4(QT_SRC_F32, rows, k0, kc, B, sc, x, map, acc);
     }
-    for (size_t v = 0; v < 4 && 16 * v < ng; v++)
+    for (size_t v = 0; v < G4_NV && 16 * v < ng; v++)
         _mm512_mask_storeu_ps(y + 16 * v, tail_mask(ng - 16 * v), acc[v]);
     return true;
 }
