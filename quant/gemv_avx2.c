@@ -257,7 +257,7 @@ void qt_gemv_4bit_avx2(const qt_dq_ctx *c, size_t r0, size_t nr, const float *x,
     /* rows of whole blocks of whole 32-code steps and a rounding this
      * kernel does; anything else: the tile path */
     if (B % 32 || w->n_in % B || B > G4_KC ||
-        (rt != QT_SRC_F32 && rt != QT_SRC_BF16 && rt != QT_SRC_F16)) {
+        (rt != QT_SRC_F32 && rt != QT_SRC_BF16 && rt != QT_SRC_F16) || !qt_map_finite(c->map4, 16)) {
         qt_gemv_dq_avx2(c, r0, nr, x, y);
         return;
     }

@@ -9,6 +9,7 @@
 #include "quant/quant.h"
 
 #include <immintrin.h>
+#include <math.h>
 
 #include "quant/quant_internal.h"
 #include "quant/simd_avx512.h"
@@ -229,6 +230,8 @@ static inline __attribute__((always_inline)) __m512 weight4(qt_src_type rt, __m5
 
 #define G4_NV 2              /* vectors of chains in flight (FMA latency) */
 #define G4_ROWS (16 * G4_NV) /* rows per pass */
+#define G4_TINY 0x1p-100f    /* scales below: integer bf16 rounding (see chains4_pair) */
+#define G4_MAP_MIN 0x1p-20f
 
 /* The chains of G4_ROWS rows (G4_NV vectors) over columns [k0, k0 + kc)
  * (whole blocks), scales sc[b * G4_ROWS + i] of the kc / B blocks. */
@@ -262,11 +265,6 @@ static inline __attribute__((always_inline)) void chains4(qt_src_type rt,
     }
 }
 
-/* The scales of qt_4bit_scales_rows (the same values, vectorized): blocks
- * [b0, b0 + nb) (nb <= 64) of rows r .. r + G4_ROWS - 1 (ng present, the
- * others repeat row r) into sc[b * G4_ROWS + i]: per row, 16 blocks per
- * vector (the nested map and nested absmax gathered), then 16 x 16
- * transposes. False when one is NaN or Inf. */
 /* t[code] per lane (code < 256) from the 256 floats t in 16 vectors: eight
  * 32-entry permutes by the low five bits, then a selection by the top three. */
 static inline __attribute__((always_inline)) __m512 lookup256(const __m512 t[16], __m512i code)
@@ -283,14 +281,21 @@ static inline __attribute__((always_inline)) __m512 lookup256(const __m512 t[16]
     return _mm512_mask_blend_ps(b7, h0, h1);
 }
 
-static bool scales4(const qt_dq_ctx *c, size_t r, size_t ng, size_t b0, size_t nb, float *sc)
+/* The scales of qt_4bit_scales_rows (the same values, vectorized): blocks
+ * [b0, b0 + nb) (nb <= 64) of rows r .. r + G4_ROWS - 1 (ng present, the
+ * others repeat row r) into sc[b * G4_ROWS + i]: per row, 16 blocks per
+ * vector (the nested map and nested absmax gathered), then 16 x 16
+ * transposes. False when one is NaN or Inf; *tiny when one is below
+ * G4_TINY in magnitude but not zero. */
+static bool scales4(const qt_dq_ctx *c, size_t r, size_t ng, size_t b0, size_t nb, float *sc,
+                    bool *tiny)
 {
     __m512 nm[16];
     for (int i = 0; i < 16; i++) nm[i] = _mm512_loadu_ps(c->nmap + 16 * i);
     const qt_qweight *w = c->w;
     const size_t nb_row = w->n_in / w->block_size, nbv = (nb + 15) / 16;
     _Alignas(64) float tmp[G4_ROWS][64];
-    __mmask16 bad = 0;
+    __mmask16 bad = 0, small = 0;
     for (size_t i = 0; i < G4_ROWS; i++) {
         const size_t j0 = (r + (i < ng ? i : 0)) * nb_row + b0; /* flat block index */
         for (size_t v = 0; v < nbv; v++) {
@@ -314,6 +319,9 @@ static bool scales4(const qt_dq_ctx *c, size_t r, size_t ng, size_t b0, size_t n
             }
             bad |= _mm512_mask_cmp_ps_mask(m, _mm512_sub_ps(s, s), _mm512_setzero_ps(),
                                            _CMP_NEQ_UQ);
+            const __m512 a = _mm512_abs_ps(s);
+            small |= _mm512_mask_cmp_ps_mask(m, a, _mm512_set1_ps(G4_TINY), _CMP_LT_OQ) &
+                     _mm512_cmp_ps_mask(a, _mm512_setzero_ps(), _CMP_NEQ_OQ);
             _mm512_store_ps(tmp[i] + 16 * v, s);
         }
     }
@@ -325,7 +333,75 @@ static bool scales4(const qt_dq_ctx *c, size_t r, size_t ng, size_t b0, size_t n
             for (size_t b = 16 * v; b < nb && b < 16 * v + 16; b++)
                 _mm512_store_ps(sc + b * G4_ROWS + g, t[b - 16 * v]);
         }
+    *tiny = small != 0;
     return bad == 0;
+}
+
+/* ---- bf16 rounding through vcvtne2ps2bf16 (CPUs with AVX512_BF16) -------
+ * The instruction rounds to nearest even like qt_fp32_to_bf16 but reads a
+ * subnormal input as zero, so it is used only where no product can be
+ * subnormal: every map value finite and 0 or at least G4_MAP_MIN in
+ * magnitude, every scale of the columns 0 or at least G4_TINY (products
+ * >= 2^-120), no NaN or Inf. It rounds the two vectors of chains at once
+ * into one vector of 32 bf16; widening its halves (a bf16 is the top half of
+ * its fp32) gives lanes in a fixed other order of the 32 rows: pair_lo =
+ * rows 0-3, 8-11, 16-19, 24-27, pair_hi = rows 4-7, 12-15, 20-23, 28-31. */
+
+_Static_assert(G4_NV == 2, "chains4_pair pairs two vectors of chains");
+
+static bool bf16cvt_on = true;
+
+void qt_gemv_avx512_bf16cvt(bool on)
+{
+    bf16cvt_on = on;
+}
+
+static bool bf16cvt_usable(const float map[16])
+{
+    if (!bf16cvt_on || !__builtin_cpu_supports("avx512bf16")) return false;
+    for (int i = 0; i < 16; i++) {
+        const float a = fabsf(map[i]);
+        if (!(a == 0.0f || (a >= G4_MAP_MIN && a <= 1e30f))) return false;
+    }
+    return true;
+}
+
+__attribute__((target("avx512bf16"))) static void chains4_pair(const uint8_t *const rows[G4_ROWS],
+                                                               size_t k0, size_t kc, size_t B,
+                                                               const float *sc, const float *x,
+                                                               __m512 map, __m512 acc[2])
+{
+    /* rows order <-> pair order of the accumulators */
+    const __m512i to_lo = _mm512_setr_epi32(0, 1, 2, 3, 8, 9, 10, 11, 16, 17, 18, 19, 24, 25, 26, 27);
+    const __m512i to_hi = _mm512_setr_epi32(4, 5, 6, 7, 12, 13, 14, 15, 20, 21, 22, 23, 28, 29, 30, 31);
+    const __m512i back0 = _mm512_setr_epi32(0, 1, 2, 3, 16, 17, 18, 19, 4, 5, 6, 7, 20, 21, 22, 23);
+    const __m512i back1 = _mm512_setr_epi32(8, 9, 10, 11, 24, 25, 26, 27, 12, 13, 14, 15, 28, 29, 30, 31);
+    __m512 lo = _mm512_permutex2var_ps(acc[0], to_lo, acc[1]);
+    __m512 hi = _mm512_permutex2var_ps(acc[0], to_hi, acc[1]);
+    for (size_t k = k0; k < k0 + kc; k += 32) {
+        const float *s = sc + (k - k0) / B * G4_ROWS;
+        const __m512 s0 = _mm512_loadu_ps(s), s1 = _mm512_loadu_ps(s + 16);
+        __m512i t0[4], t1[4];
+        load_words16(rows, k / 2, t0);
+        load_words16(rows + 16, k / 2, t1);
+        if ((k & 127) == 0)
+            for (int i = 0; i < G4_ROWS; i++)
+                _mm_prefetch((const char *)rows[i] + k / 2 + 128, _MM_HINT_T0);
+#pragma GCC unroll 4
+        for (int d = 0; d < 4; d++)
+#pragma GCC unroll 8
+            for (int e = 0; e < 8; e++) {
+                const __m512 xk = _mm512_set1_ps(x[k + 8 * d + e]);
+                const __m512 m0 = weight4(QT_SRC_F32, t0[d], e, map, s0);
+                const __m512 m1 = weight4(QT_SRC_F32, t1[d], e, map, s1);
+                const __m512i p = (__m512i)_mm512_cvtne2ps_pbh(m1, m0);
+                const __m512i z = _mm512_setzero_si512();
+                lo = _mm512_fmadd_ps(xk, _mm512_castsi512_ps(_mm512_unpacklo_epi16(z, p)), lo);
+                hi = _mm512_fmadd_ps(xk, _mm512_castsi512_ps(_mm512_unpackhi_epi16(z, p)), hi);
+            }
+    }
+    acc[0] = _mm512_permutex2var_ps(lo, back0, hi);
+    acc[1] = _mm512_permutex2var_ps(lo, back1, hi);
 }
 
 /* G4_ROWS rows from r (ng present; the others repeat row r and are dropped). */
@@ -339,12 +415,15 @@ static bool rows4(const qt_dq_ctx *c, qt_src_type rt, size_t r, size_t ng, const
     const uint8_t *rows[G4_ROWS];
     for (size_t i = 0; i < G4_ROWS; i++)
         rows[i] = (const uint8_t *)w->data + (r + (i < ng ? i : 0)) * (n_in / 2);
+    const bool cvt = rt == QT_SRC_BF16 && bf16cvt_usable(c->map4);
     __m512 acc[G4_NV];
     for (int v = 0; v < G4_NV; v++) acc[v] = _mm512_setzero_ps();
     for (size_t k0 = 0; k0 < n_in; k0 += kc_max) {
         const size_t kc = n_in - k0 < kc_max ? n_in - k0 : kc_max;
-        if (!scales4(c, r, ng, k0 / B, kc / B, sc)) return false;
-        if (rt == QT_SRC_BF16) chains4(QT_SRC_BF16, rows, k0, kc, B, sc, x, map, acc);
+        bool tiny;
+        if (!scales4(c, r, ng, k0 / B, kc / B, sc, &tiny)) return false;
+        if (cvt && !tiny) chains4_pair(rows, k0, kc, B, sc, x, map, acc);
+        else if (rt == QT_SRC_BF16) chains4(QT_SRC_BF16, rows, k0, kc, B, sc, x, map, acc);
         else if (rt == QT_SRC_F16) chains4(QT_SRC_F16, rows, k0, kc, B, sc, x, map, acc);
         else chains4(QT_SRC_F32, rows, k0, kc, B, sc, x, map, acc);
     }
@@ -361,7 +440,7 @@ void qt_gemv_4bit_avx512(const qt_dq_ctx *c, size_t r0, size_t nr, const float *
     /* rows of whole blocks of whole 32-code steps, one scale per step, and
      * a rounding this kernel does; anything else: the tile path */
     if (B % 32 || w->n_in % B || B > G4_KC ||
-        (rt != QT_SRC_F32 && rt != QT_SRC_BF16 && rt != QT_SRC_F16)) {
+        (rt != QT_SRC_F32 && rt != QT_SRC_BF16 && rt != QT_SRC_F16) || !qt_map_finite(c->map4, 16)) {
         qt_gemv_dq_avx512(c, r0, nr, x, y);
         return;
     }

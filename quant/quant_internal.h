@@ -326,6 +326,15 @@ void qt_dq_range(const qt_dq_ctx *c, size_t i0, size_t len, float *dst);
  * streams than the hardware prefetchers follow. */
 void qt_dq_prefetch(const qt_dq_ctx *c, size_t i0, size_t len);
 
+/* True when the n values of map are finite: the fused 4-bit dots round
+ * finite products only (a file's quant_map may hold NaN or Inf). */
+static inline bool qt_map_finite(const float *map, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        if (!(map[i] - map[i] == 0.0f)) return false;
+    return true;
+}
+
 /* The first-level scales of 4-bit weight c->w (nf4 / fp4, rows of whole
  * blocks: n_in % block_size == 0) for the fused decoding dots: dst[b * rows
  * + i] = the scale of block b0 + b of row r0 + i (spec §5, double quant
@@ -342,6 +351,10 @@ void qt_gemv_bf16_avx512(const qt_dq_ctx *c, size_t r0, size_t nr, const float *
 void qt_gemv_f16_avx512(const qt_dq_ctx *c, size_t r0, size_t nr, const float *x, float *y);
 void qt_gemv_dq_avx512(const qt_dq_ctx *c, size_t r0, size_t nr, const float *x, float *y);
 void qt_gemv_4bit_avx512(const qt_dq_ctx *c, size_t r0, size_t nr, const float *x, float *y);
+/* Whether the AVX-512 4-bit dot may round to bf16 with vcvtne2ps2bf16
+ * where the CPU has it (default on; tests turn it off to reach the integer
+ * rounding on such CPUs: both give the same bits). */
+void qt_gemv_avx512_bf16cvt(bool on);
 void qt_gemv_int8_avx512(const qt_dq_ctx *c, size_t r0, size_t nr, const float *x, float *y);
 void qt_gemv_q8_avx512(const qt_dq_ctx *c, size_t r0, size_t nr, const float *x, float *y);
 void qt_gemv_f32_avx2(const qt_dq_ctx *c, size_t r0, size_t nr, const float *x, float *y);

@@ -1352,8 +1352,9 @@ Test(quant, scheme_hooks_complete_and_fused_dots_match_ref)
  * or 64; other shapes take the tile path, covered above): for every such shape, block
  * size, double quant or not, output rounding (round_to f32 / bf16 / fp16),
  * row ranges that cut the 16- and 64-row groups, and weights with a scale
- * too small for normal products (subnormal bf16 values) or non-finite, the
- * bits of qt_dot_rows_ref over qt_dequantize's rows on every ISA. */
+ * too small for normal products (subnormal bf16 values), giving bf16 ties or
+ * non-finite, the bits of qt_dot_rows_ref over qt_dequantize's rows on every
+ * ISA, and on AVX-512 with and without vcvtne2ps2bf16. */
 Test(quant, fused_dots_from_storage_match_ref)
 {
     unsigned long long seed = qt_test_seed(DEFAULT_SEED + 15);
@@ -1366,6 +1367,9 @@ Test(quant, fused_dots_from_storage_match_ref)
         {QT_SCHEME_NF4, 130, 2304, 256, true, QT_SRC_BF16, 0}, /* > one scale chunk */
         {QT_SCHEME_NF4, 40, 256, 64, false, QT_SRC_BF16, 1},  /* subnormal products */
         {QT_SCHEME_NF4, 40, 256, 64, false, QT_SRC_BF16, 2},  /* NaN / Inf scales */
+        {QT_SCHEME_NF4, 40, 256, 64, false, QT_SRC_BF16, 3},  /* ties to bf16 */
+        {QT_SCHEME_NF4, 40, 256, 64, false, QT_SRC_BF16, 4},  /* a file's map with NaN, Inf */
+        {QT_SCHEME_NF4, 40, 256, 64, false, QT_SRC_BF16, 5},  /* a file's map with tiny values */
         {QT_SCHEME_BF16, 90, 288, 0, false, QT_SRC_F32, 0},
         {QT_SCHEME_FP16, 21, 160, 0, false, QT_SRC_F32, 0},
         {QT_SCHEME_BF16, 17, 96, 0, false, QT_SRC_F32, 1},    /* subnormal / huge values */
@@ -1385,19 +1389,37 @@ Test(quant, fused_dots_from_storage_match_ref)
         built b = build_weight(cases[ci].s, cases[ci].nested, n_out, n_in, cases[ci].B, wf);
         b.w.round_to = cases[ci].rt;
         float *am = cases[ci].B && cases[ci].s != QT_SCHEME_Q8 ? b.bufs[1] : NULL;
-        if (cases[ci].special == 1 && cases[ci].B) /* scales near the bottom of fp32, and */
-            for (size_t j = 0; j < n / cases[ci].B; j++) /* ties to bf16 at map = +-1 */
-                am[j] = j % 3 == 0 ? 1.5e-38f : j % 3 == 1 ? 1.00390625f : 1.01171875f;
+        if (cases[ci].special == 1 && cases[ci].B) /* rows of scales near the bottom of */
+            for (size_t j = 0; j < n / cases[ci].B; j++) { /* fp32 (subnormal products) */
+                const size_t row = j / (n_in / cases[ci].B);
+                am[j] = row % 2 ? 1.5e-38f : j % 2 ? 1.00390625f : 1.5e-38f;
+            }
+        if (cases[ci].special == 3) /* the block maximum (map +-1) times these is a tie */
+            for (size_t j = 0; j < n / cases[ci].B; j++) am[j] = j % 2 ? 1.00390625f : 1.01171875f;
+        float file_map[16];
+        memcpy(file_map, qt_nf4_map, sizeof file_map);
+        if (cases[ci].special == 4) { /* a NaN whose low bits would round into the top half */
+            const uint32_t nan_bits = 0x7fc0ffffu;
+            memcpy(&file_map[3], &nan_bits, 4);
+            file_map[12] = -INFINITY;
+        }
+        if (cases[ci].special == 5) /* every product subnormal */
+            for (int i = 0; i < 16; i++) file_map[i] *= 1e-37f;
+        if (cases[ci].special >= 4) b.w.quant_map = file_map;
         if (cases[ci].special == 2 && cases[ci].B) {
             am[5] = NAN;
             am[n / cases[ci].B - 1] = INFINITY;
         }
         cr_assert(eq(int, qt_dequantize(&qt_kernels_ref, &b.w, QT_SRC_F32, dq), QT_OK));
         const size_t ranges[][2] = {{0, n_out}, {1, n_out - 1}, {n_out / 2, n_out - n_out / 2}};
-        for (qt_isa isa = 0; isa < QT_ISA_COUNT; isa++) {
-            const qt_kernels *k = qt_kernels_for(isa);
+        /* isa QT_ISA_COUNT: AVX-512 again with the integer bf16 rounding */
+        for (qt_isa isa = 0; isa <= QT_ISA_COUNT; isa++) {
+            const qt_kernels *k = qt_kernels_for(isa < QT_ISA_COUNT ? isa : QT_ISA_AVX512);
             qt_dot_rows_fn dot = k ? qt_mm_ops_for(k)->dot_rows[cases[ci].s] : NULL;
             if (!dot) continue;
+#if defined(__x86_64__)
+            qt_gemv_avx512_bf16cvt(isa < QT_ISA_COUNT);
+#endif
             qt_dq_ctx c;
             qt_dq_ctx_init(&c, k, &b.w);
             for (size_t ri = 0; ri < 3; ri++) {
@@ -1406,10 +1428,14 @@ Test(quant, fused_dots_from_storage_match_ref)
                 dot(&c, r0, nr, x, got);
                 for (size_t j = 0; j < nr; j++)
                     cr_assert(eq(u32, qt_f32_bits(got[j]), qt_f32_bits(want[j])),
-                              "case %zu %s rows %zu+%zu: row %zu", ci, qt_isa_name(isa), r0, nr,
-                              r0 + j);
+                              "case %zu %s rows %zu+%zu: row %zu", ci,
+                              isa < QT_ISA_COUNT ? qt_isa_name(isa) : "avx512 (integer bf16)",
+                              r0, nr, r0 + j);
             }
         }
+#if defined(__x86_64__)
+        qt_gemv_avx512_bf16cvt(true);
+#endif
         built_free(&b);
         free(wf);
         free(dq);
