@@ -173,22 +173,26 @@ static inline __attribute__((always_inline)) void load_words8(const uint8_t *con
     t[3] = _mm256_unpackhi_epi64(a1, b1);
 }
 
-/* v rounded to bf16 (nearest even, finite values) or fp16 and widened back. */
-static inline __attribute__((always_inline)) __m256 round_to_dtype8(qt_src_type rt, __m256 v)
+/* v rounded as mode says (quant_internal.h, qt_round4) and widened back. */
+static inline __attribute__((always_inline)) __m256 round4_8(qt_round4 mode, __m256 v)
 {
-    if (rt == QT_SRC_BF16) {
+    if (mode == QT_ROUND4_BF16_INT) {
         const __m256i u = _mm256_castps_si256(v);
         const __m256i lsb = _mm256_and_si256(_mm256_srli_epi32(u, 16), _mm256_set1_epi32(1));
         const __m256i r = _mm256_add_epi32(_mm256_add_epi32(u, _mm256_set1_epi32(0x7fff)), lsb);
         return _mm256_castsi256_ps(_mm256_and_si256(r, _mm256_set1_epi32((int)0xffff0000u)));
     }
-    if (rt == QT_SRC_F16)
+    if (mode == QT_ROUND4_BF16_SPLIT) {
+        const __m256 c = _mm256_mul_ps(v, _mm256_set1_ps(65537.0f));
+        return _mm256_sub_ps(c, _mm256_sub_ps(c, v));
+    }
+    if (mode == QT_ROUND4_F16)
         return _mm256_cvtph_ps(_mm256_cvtps_ph(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
     return v;
 }
 
 /* Code e (0..7) of every lane's word v as its weight: map[code] * s, rounded. */
-static inline __attribute__((always_inline)) __m256 weight4_8(qt_src_type rt, __m256i v, int e,
+static inline __attribute__((always_inline)) __m256 weight4_8(qt_round4 mode, __m256i v, int e,
                                                              __m256 map_lo, __m256 map_hi,
                                                              __m256 s)
 {
@@ -197,10 +201,10 @@ static inline __attribute__((always_inline)) __m256 weight4_8(qt_src_type rt, __
     const __m256 lo = _mm256_permutevar8x32_ps(map_lo, code);
     const __m256 hi = _mm256_permutevar8x32_ps(map_hi, code);
     const __m256 m = _mm256_blendv_ps(lo, hi, _mm256_castsi256_ps(_mm256_slli_epi32(code, 28)));
-    return round_to_dtype8(rt, _mm256_mul_ps(m, s));
+    return round4_8(mode, _mm256_mul_ps(m, s));
 }
 
-static inline __attribute__((always_inline)) void chains4_8(qt_src_type rt,
+static inline __attribute__((always_inline)) void chains4_8(qt_round4 mode,
                                                             const uint8_t *const rows[G4_ROWS],
                                                             size_t k0, size_t kc, size_t B,
                                                             const float *sc, const float *x,
@@ -221,10 +225,17 @@ static inline __attribute__((always_inline)) void chains4_8(qt_src_type rt,
 #pragma GCC unroll 8
             for (int e = 0; e < 8; e++) {
                 const __m256 xk = _mm256_set1_ps(x[k + 8 * d + e]);
-                acc[0] = _mm256_fmadd_ps(xk, weight4_8(rt, t0[d], e, map_lo, map_hi, s0), acc[0]);
-                acc[1] = _mm256_fmadd_ps(xk, weight4_8(rt, t1[d], e, map_lo, map_hi, s1), acc[1]);
+                acc[0] = _mm256_fmadd_ps(xk, weight4_8(mode, t0[d], e, map_lo, map_hi, s0), acc[0]);
+                acc[1] = _mm256_fmadd_ps(xk, weight4_8(mode, t1[d], e, map_lo, map_hi, s1), acc[1]);
             }
     }
+}
+
+static bool split_on = true;
+
+void qt_gemv_avx2_bf16_split(bool on)
+{
+    split_on = on;
 }
 
 static bool rows4_8(const qt_dq_ctx *c, qt_src_type rt, size_t r, size_t ng, const float *x,
@@ -237,13 +248,17 @@ static bool rows4_8(const qt_dq_ctx *c, qt_src_type rt, size_t r, size_t ng, con
     const uint8_t *rows[G4_ROWS];
     for (size_t i = 0; i < G4_ROWS; i++)
         rows[i] = (const uint8_t *)w->data + (r + (i < ng ? i : 0)) * (n_in / 2);
+    const bool split_map = rt == QT_SRC_BF16 && qt_map_split_ok(c->map4);
     __m256 acc[2] = {_mm256_setzero_ps(), _mm256_setzero_ps()};
     for (size_t k0 = 0; k0 < n_in; k0 += kc_max) {
         const size_t kc = n_in - k0 < kc_max ? n_in - k0 : kc_max;
         if (!qt_4bit_scales_rows(c, r, ng, G4_ROWS, k0 / B, kc / B, sc)) return false;
-        if (rt == QT_SRC_BF16) chains4_8(QT_SRC_BF16, rows, k0, kc, B, sc, x, c->map4, acc);
-        else if (rt == QT_SRC_F16) chains4_8(QT_SRC_F16, rows, k0, kc, B, sc, x, c->map4, acc);
-        else chains4_8(QT_SRC_F32, rows, k0, kc, B, sc, x, c->map4, acc);
+        bool split = split_map && split_on;
+        for (size_t i = 0; split && i < G4_ROWS * (kc / B); i++) split = qt_scale_split_ok(sc[i]);
+        if (split) chains4_8(QT_ROUND4_BF16_SPLIT, rows, k0, kc, B, sc, x, c->map4, acc);
+        else if (rt == QT_SRC_BF16) chains4_8(QT_ROUND4_BF16_INT, rows, k0, kc, B, sc, x, c->map4, acc);
+        else if (rt == QT_SRC_F16) chains4_8(QT_ROUND4_F16, rows, k0, kc, B, sc, x, c->map4, acc);
+        else chains4_8(QT_ROUND4_NONE, rows, k0, kc, B, sc, x, c->map4, acc);
     }
     store_rows(acc, ng, y);
     return true;

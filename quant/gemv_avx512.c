@@ -204,38 +204,39 @@ static inline __attribute__((always_inline)) void load_words16(const uint8_t *co
     t[3] = _mm512_unpackhi_epi64(a1, b1);
 }
 
-/* v rounded to bf16 (nearest even, the bits of qt_fp32_to_bf16 for finite
- * values) or fp16 and widened back; fp32: v. */
-static inline __attribute__((always_inline)) __m512 round_to_dtype(qt_src_type rt, __m512 v)
+/* v rounded as mode says (quant_internal.h, qt_round4) and widened back. */
+static inline __attribute__((always_inline)) __m512 round4(qt_round4 mode, __m512 v)
 {
-    if (rt == QT_SRC_BF16) {
+    if (mode == QT_ROUND4_BF16_INT) {
         const __m512i u = _mm512_castps_si512(v);
         const __m512i lsb = _mm512_and_si512(_mm512_srli_epi32(u, 16), _mm512_set1_epi32(1));
         const __m512i r = _mm512_add_epi32(_mm512_add_epi32(u, _mm512_set1_epi32(0x7fff)), lsb);
         return _mm512_castsi512_ps(_mm512_and_si512(r, _mm512_set1_epi32((int)0xffff0000u)));
     }
-    if (rt == QT_SRC_F16)
+    if (mode == QT_ROUND4_BF16_SPLIT) {
+        const __m512 c = _mm512_mul_ps(v, _mm512_set1_ps(65537.0f));
+        return _mm512_sub_ps(c, _mm512_sub_ps(c, v));
+    }
+    if (mode == QT_ROUND4_F16)
         return _mm512_cvtph_ps(_mm512_cvtps_ph(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
     return v;
 }
 
 /* Code e (0..7) of every lane's word v as its weight: map[code] * s, rounded. */
-static inline __attribute__((always_inline)) __m512 weight4(qt_src_type rt, __m512i v, int e,
+static inline __attribute__((always_inline)) __m512 weight4(qt_round4 mode, __m512i v, int e,
                                                            __m512 map, __m512 s)
 {
     const int sh = 8 * (e / 2) + 4 * (1 - e % 2);
     const __m512 m = _mm512_permutexvar_ps(_mm512_srli_epi32(v, (unsigned)sh), map);
-    return round_to_dtype(rt, _mm512_mul_ps(m, s));
+    return round4(mode, _mm512_mul_ps(m, s));
 }
 
 #define G4_NV 2              /* vectors of chains in flight (FMA latency) */
 #define G4_ROWS (16 * G4_NV) /* rows per pass */
-#define G4_TINY 0x1p-100f    /* scales below: integer bf16 rounding (see chains4_pair) */
-#define G4_MAP_MIN 0x1p-20f
 
 /* The chains of G4_ROWS rows (G4_NV vectors) over columns [k0, k0 + kc)
  * (whole blocks), scales sc[b * G4_ROWS + i] of the kc / B blocks. */
-static inline __attribute__((always_inline)) void chains4(qt_src_type rt,
+static inline __attribute__((always_inline)) void chains4(qt_round4 mode,
                                                           const uint8_t *const rows[G4_ROWS],
                                                           size_t k0, size_t kc, size_t B,
                                                           const float *sc, const float *x,
@@ -260,7 +261,7 @@ static inline __attribute__((always_inline)) void chains4(qt_src_type rt,
                 const __m512 xk = _mm512_set1_ps(x[k + 8 * d + e]);
 #pragma GCC unroll 4
                 for (int v = 0; v < G4_NV; v++)
-                    acc[v] = _mm512_fmadd_ps(xk, weight4(rt, t[v][d], e, map, sv[v]), acc[v]);
+                    acc[v] = _mm512_fmadd_ps(xk, weight4(mode, t[v][d], e, map, sv[v]), acc[v]);
             }
     }
 }
@@ -285,10 +286,10 @@ static inline __attribute__((always_inline)) __m512 lookup256(const __m512 t[16]
  * [b0, b0 + nb) (nb <= 64) of rows r .. r + G4_ROWS - 1 (ng present, the
  * others repeat row r) into sc[b * G4_ROWS + i]: per row, 16 blocks per
  * vector (the nested map and nested absmax gathered), then 16 x 16
- * transposes. False when one is NaN or Inf; *tiny when one is below
- * G4_TINY in magnitude but not zero. */
+ * transposes. False when one is NaN or Inf; *split_ok when all meet
+ * qt_scale_split_ok. */
 static bool scales4(const qt_dq_ctx *c, size_t r, size_t ng, size_t b0, size_t nb, float *sc,
-                    bool *tiny)
+                    bool *split_ok)
 {
     __m512 nm[16];
     for (int i = 0; i < 16; i++) nm[i] = _mm512_loadu_ps(c->nmap + 16 * i);
@@ -319,9 +320,10 @@ static bool scales4(const qt_dq_ctx *c, size_t r, size_t ng, size_t b0, size_t n
             }
             bad |= _mm512_mask_cmp_ps_mask(m, _mm512_sub_ps(s, s), _mm512_setzero_ps(),
                                            _CMP_NEQ_UQ);
-            const __m512 a = _mm512_abs_ps(s);
-            small |= _mm512_mask_cmp_ps_mask(m, a, _mm512_set1_ps(G4_TINY), _CMP_LT_OQ) &
-                     _mm512_cmp_ps_mask(a, _mm512_setzero_ps(), _CMP_NEQ_OQ);
+            const __m512 a = _mm512_abs_ps(s); /* the qt_scale_split_ok test */
+            const __mmask16 in = _mm512_cmp_ps_mask(a, _mm512_set1_ps(QT_SPLIT_SCALE_MIN), _CMP_GE_OQ) &
+                                 _mm512_cmp_ps_mask(a, _mm512_set1_ps(QT_SPLIT_SCALE_MAX), _CMP_LE_OQ);
+            small |= m & ~in & _mm512_cmp_ps_mask(a, _mm512_setzero_ps(), _CMP_NEQ_OQ);
             _mm512_store_ps(tmp[i] + 16 * v, s);
         }
     }
@@ -333,37 +335,30 @@ static bool scales4(const qt_dq_ctx *c, size_t r, size_t ng, size_t b0, size_t n
             for (size_t b = 16 * v; b < nb && b < 16 * v + 16; b++)
                 _mm512_store_ps(sc + b * G4_ROWS + g, t[b - 16 * v]);
         }
-    *tiny = small != 0;
+    *split_ok = small == 0;
     return bad == 0;
 }
 
 /* ---- bf16 rounding through vcvtne2ps2bf16 (CPUs with AVX512_BF16) -------
- * The instruction rounds to nearest even like qt_fp32_to_bf16 but reads a
- * subnormal input as zero, so it is used only where no product can be
- * subnormal: every map value finite and 0 or at least G4_MAP_MIN in
- * magnitude, every scale of the columns 0 or at least G4_TINY (products
- * >= 2^-120), no NaN or Inf. It rounds the two vectors of chains at once
- * into one vector of 32 bf16; widening its halves (a bf16 is the top half of
- * its fp32) gives lanes in a fixed other order of the 32 rows: pair_lo =
- * rows 0-3, 8-11, 16-19, 24-27, pair_hi = rows 4-7, 12-15, 20-23, 28-31. */
-
+ * Where the split may be used (qt_round4: every product 0 or normal) this
+ * instruction rounds like qt_fp32_to_bf16 (it reads subnormal inputs as
+ * zero: none here). It rounds the two vectors of chains at once into one
+ * vector of 32 bf16; widening its halves (a bf16 is the top half of its
+ * fp32) gives lanes in a fixed other order of the 32 rows: pair_lo = rows
+ * 0-3, 8-11, 16-19, 24-27, pair_hi = rows 4-7, 12-15, 20-23, 28-31. */
 _Static_assert(G4_NV == 2, "chains4_pair pairs two vectors of chains");
 
-static bool bf16cvt_on = true;
+static bool bf16cvt_on = true, split_on = true;
 
-void qt_gemv_avx512_bf16cvt(bool on)
+void qt_gemv_avx512_bf16_rounding(bool cvt, bool split)
 {
-    bf16cvt_on = on;
+    bf16cvt_on = cvt;
+    split_on = split;
 }
 
-static bool bf16cvt_usable(const float map[16])
+static bool bf16cvt_usable(void)
 {
-    if (!bf16cvt_on || !__builtin_cpu_supports("avx512bf16")) return false;
-    for (int i = 0; i < 16; i++) {
-        const float a = fabsf(map[i]);
-        if (!(a == 0.0f || (a >= G4_MAP_MIN && a <= 1e30f))) return false;
-    }
-    return true;
+    return bf16cvt_on && __builtin_cpu_supports("avx512bf16");
 }
 
 __attribute__((target("avx512bf16"))) static void chains4_pair(const uint8_t *const rows[G4_ROWS],
@@ -392,8 +387,8 @@ __attribute__((target("avx512bf16"))) static void chains4_pair(const uint8_t *co
 #pragma GCC unroll 8
             for (int e = 0; e < 8; e++) {
                 const __m512 xk = _mm512_set1_ps(x[k + 8 * d + e]);
-                const __m512 m0 = weight4(QT_SRC_F32, t0[d], e, map, s0);
-                const __m512 m1 = weight4(QT_SRC_F32, t1[d], e, map, s1);
+                const __m512 m0 = weight4(QT_ROUND4_NONE, t0[d], e, map, s0);
+                const __m512 m1 = weight4(QT_ROUND4_NONE, t1[d], e, map, s1);
                 const __m512i p = (__m512i)_mm512_cvtne2ps_pbh(m1, m0);
                 const __m512i z = _mm512_setzero_si512();
                 lo = _mm512_fmadd_ps(xk, _mm512_castsi512_ps(_mm512_unpacklo_epi16(z, p)), lo);
@@ -415,17 +410,20 @@ static bool rows4(const qt_dq_ctx *c, qt_src_type rt, size_t r, size_t ng, const
     const uint8_t *rows[G4_ROWS];
     for (size_t i = 0; i < G4_ROWS; i++)
         rows[i] = (const uint8_t *)w->data + (r + (i < ng ? i : 0)) * (n_in / 2);
-    const bool cvt = rt == QT_SRC_BF16 && bf16cvt_usable(c->map4);
+    const bool split_map = rt == QT_SRC_BF16 && qt_map_split_ok(c->map4);
+    const bool cvt = split_map && bf16cvt_usable();
     __m512 acc[G4_NV];
     for (int v = 0; v < G4_NV; v++) acc[v] = _mm512_setzero_ps();
     for (size_t k0 = 0; k0 < n_in; k0 += kc_max) {
         const size_t kc = n_in - k0 < kc_max ? n_in - k0 : kc_max;
-        bool tiny;
-        if (!scales4(c, r, ng, k0 / B, kc / B, sc, &tiny)) return false;
-        if (cvt && !tiny) chains4_pair(rows, k0, kc, B, sc, x, map, acc);
-        else if (rt == QT_SRC_BF16) chains4(QT_SRC_BF16, rows, k0, kc, B, sc, x, map, acc);
-        else if (rt == QT_SRC_F16) chains4(QT_SRC_F16, rows, k0, kc, B, sc, x, map, acc);
-        else chains4(QT_SRC_F32, rows, k0, kc, B, sc, x, map, acc);
+        bool split;
+        if (!scales4(c, r, ng, k0 / B, kc / B, sc, &split)) return false;
+        split &= split_map && split_on;
+        if (split && cvt) chains4_pair(rows, k0, kc, B, sc, x, map, acc);
+        else if (split) chains4(QT_ROUND4_BF16_SPLIT, rows, k0, kc, B, sc, x, map, acc);
+        else if (rt == QT_SRC_BF16) chains4(QT_ROUND4_BF16_INT, rows, k0, kc, B, sc, x, map, acc);
+        else if (rt == QT_SRC_F16) chains4(QT_ROUND4_F16, rows, k0, kc, B, sc, x, map, acc);
+        else chains4(QT_ROUND4_NONE, rows, k0, kc, B, sc, x, map, acc);
     }
     for (size_t v = 0; v < G4_NV && 16 * v < ng; v++)
         _mm512_mask_storeu_ps(y + 16 * v, tail_mask(ng - 16 * v), acc[v]);

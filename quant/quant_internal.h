@@ -335,6 +335,45 @@ static inline bool qt_map_finite(const float *map, size_t n)
     return true;
 }
 
+/* How the fused 4-bit dots round a product map[code] * scale to the stored
+ * dtype (w->round_to). bf16 has two exact ways: the integer nearest-even
+ * of qt_fp32_to_bf16 (any finite value), and, for products whose magnitude
+ * is 0 or in [2^-100, 2^101) (checked exhaustively over every fp32 of that
+ * range: the same bits), Veltkamp's split: c = v * (2^16 + 1), v' = c - (c
+ * - v), three float operations instead of five integer ones; AVX-512 with
+ * AVX512_BF16 instead rounds two vectors with one vcvtne2ps2bf16, exact for
+ * normal products. The split and vcvtne2ps2bf16 are used only where every
+ * map value is 0 or in [QT_SPLIT_MAP_MIN, QT_SPLIT_MAP_MAX] in magnitude and
+ * every scale of the columns 0 or in [QT_SPLIT_SCALE_MIN,
+ * QT_SPLIT_SCALE_MAX] (products within [2^-90, 2^100]). */
+typedef enum qt_round4 {
+    QT_ROUND4_NONE,      /* fp32: the product itself */
+    QT_ROUND4_F16,       /* vcvtps2ph, nearest even */
+    QT_ROUND4_BF16_INT,  /* integer nearest even */
+    QT_ROUND4_BF16_SPLIT /* Veltkamp's split (or vcvtne2ps2bf16) */
+} qt_round4;
+#define QT_SPLIT_MAP_MIN 0x1p-20f
+#define QT_SPLIT_MAP_MAX 0x1p10f
+#define QT_SPLIT_SCALE_MIN 0x1p-70f
+#define QT_SPLIT_SCALE_MAX 0x1p90f
+
+/* The split's condition on the 16 map values (finite ones). */
+static inline bool qt_map_split_ok(const float *map)
+{
+    for (int i = 0; i < 16; i++) {
+        const float a = map[i] < 0.0f ? -map[i] : map[i];
+        if (!(a == 0.0f || (a >= QT_SPLIT_MAP_MIN && a <= QT_SPLIT_MAP_MAX))) return false;
+    }
+    return true;
+}
+
+/* The split's condition on a scale. */
+static inline bool qt_scale_split_ok(float s)
+{
+    const float a = s < 0.0f ? -s : s;
+    return a == 0.0f || (a >= QT_SPLIT_SCALE_MIN && a <= QT_SPLIT_SCALE_MAX);
+}
+
 /* The first-level scales of 4-bit weight c->w (nf4 / fp4, rows of whole
  * blocks: n_in % block_size == 0) for the fused decoding dots: dst[b * rows
  * + i] = the scale of block b0 + b of row r0 + i (spec §5, double quant
@@ -351,10 +390,13 @@ void qt_gemv_bf16_avx512(const qt_dq_ctx *c, size_t r0, size_t nr, const float *
 void qt_gemv_f16_avx512(const qt_dq_ctx *c, size_t r0, size_t nr, const float *x, float *y);
 void qt_gemv_dq_avx512(const qt_dq_ctx *c, size_t r0, size_t nr, const float *x, float *y);
 void qt_gemv_4bit_avx512(const qt_dq_ctx *c, size_t r0, size_t nr, const float *x, float *y);
-/* Whether the AVX-512 4-bit dot may round to bf16 with vcvtne2ps2bf16
- * where the CPU has it (default on; tests turn it off to reach the integer
- * rounding on such CPUs: both give the same bits). */
-void qt_gemv_avx512_bf16cvt(bool on);
+/* Which bf16 roundings (qt_round4) the AVX-512 4-bit dot may use where
+ * their conditions hold: vcvtne2ps2bf16 (CPUs with AVX512_BF16) and the
+ * split (default both; tests turn them off to reach the others: all give
+ * the same bits). */
+void qt_gemv_avx512_bf16_rounding(bool cvt, bool split);
+/* The same for the AVX2 4-bit dot's split. */
+void qt_gemv_avx2_bf16_split(bool on);
 void qt_gemv_int8_avx512(const qt_dq_ctx *c, size_t r0, size_t nr, const float *x, float *y);
 void qt_gemv_q8_avx512(const qt_dq_ctx *c, size_t r0, size_t nr, const float *x, float *y);
 void qt_gemv_f32_avx2(const qt_dq_ctx *c, size_t r0, size_t nr, const float *x, float *y);

@@ -1354,7 +1354,7 @@ Test(quant, scheme_hooks_complete_and_fused_dots_match_ref)
  * row ranges that cut the 16- and 64-row groups, and weights with a scale
  * too small for normal products (subnormal bf16 values), giving bf16 ties or
  * non-finite, the bits of qt_dot_rows_ref over qt_dequantize's rows on every
- * ISA, and on AVX-512 with and without vcvtne2ps2bf16. */
+ * ISA, with each of the bf16 roundings of qt_round4. */
 Test(quant, fused_dots_from_storage_match_ref)
 {
     unsigned long long seed = qt_test_seed(DEFAULT_SEED + 15);
@@ -1412,13 +1412,17 @@ Test(quant, fused_dots_from_storage_match_ref)
         }
         cr_assert(eq(int, qt_dequantize(&qt_kernels_ref, &b.w, QT_SRC_F32, dq), QT_OK));
         const size_t ranges[][2] = {{0, n_out}, {1, n_out - 1}, {n_out / 2, n_out - n_out / 2}};
-        /* isa QT_ISA_COUNT: AVX-512 again with the integer bf16 rounding */
-        for (qt_isa isa = 0; isa <= QT_ISA_COUNT; isa++) {
-            const qt_kernels *k = qt_kernels_for(isa < QT_ISA_COUNT ? isa : QT_ISA_AVX512);
+        /* every ISA with all bf16 roundings allowed (v 0), then AVX-512 and
+         * AVX2 without vcvtne2ps2bf16 (v 1) and without the split (v 2) */
+        for (int v = 0; v < 3 * QT_ISA_COUNT; v++) {
+            const qt_isa isa = (qt_isa)(v % QT_ISA_COUNT);
+            const int variant = v / QT_ISA_COUNT;
+            const qt_kernels *k = qt_kernels_for(isa);
             qt_dot_rows_fn dot = k ? qt_mm_ops_for(k)->dot_rows[cases[ci].s] : NULL;
-            if (!dot) continue;
+            if (!dot || (variant && isa == QT_ISA_REF)) continue;
 #if defined(__x86_64__)
-            qt_gemv_avx512_bf16cvt(isa < QT_ISA_COUNT);
+            qt_gemv_avx512_bf16_rounding(variant == 0, variant < 2);
+            qt_gemv_avx2_bf16_split(variant < 2);
 #endif
             qt_dq_ctx c;
             qt_dq_ctx_init(&c, k, &b.w);
@@ -1428,13 +1432,13 @@ Test(quant, fused_dots_from_storage_match_ref)
                 dot(&c, r0, nr, x, got);
                 for (size_t j = 0; j < nr; j++)
                     cr_assert(eq(u32, qt_f32_bits(got[j]), qt_f32_bits(want[j])),
-                              "case %zu %s rows %zu+%zu: row %zu", ci,
-                              isa < QT_ISA_COUNT ? qt_isa_name(isa) : "avx512 (integer bf16)",
-                              r0, nr, r0 + j);
+                              "case %zu %s variant %d rows %zu+%zu: row %zu", ci,
+                              qt_isa_name(isa), variant, r0, nr, r0 + j);
             }
         }
 #if defined(__x86_64__)
-        qt_gemv_avx512_bf16cvt(true);
+        qt_gemv_avx512_bf16_rounding(true, true);
+        qt_gemv_avx2_bf16_split(true);
 #endif
         built_free(&b);
         free(wf);
