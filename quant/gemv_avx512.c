@@ -9,7 +9,6 @@
 #include "quant/quant.h"
 
 #include <immintrin.h>
-#include <math.h>
 
 #include "quant/quant_internal.h"
 #include "quant/simd_avx512.h"
