@@ -351,11 +351,18 @@ void qt_gemv_q8_avx2(const qt_dq_ctx *c, size_t r0, size_t nr, const float *x, f
             rows[i] = (const uint8_t *)w->data + (r0 + g + (i < ng ? i : 0)) * row_bytes;
         __m256 acc[2] = {_mm256_setzero_ps(), _mm256_setzero_ps()};
         for (size_t b = 0; b < n_in / B; b++) {
-            _Alignas(32) float d[16];
-            for (size_t i = 0; i < 16; i++)
-                d[i] = B == 32 ? qt_fp16_to_fp32(qt_load_le16(rows[i] + b * bb))
-                               : qt_ldf(rows[i] + b * bb, 0);
-            const __m256 d0 = _mm256_load_ps(d), d1 = _mm256_load_ps(d + 8);
+            __m256 d0, d1; /* the 16 rows' block scales (fp16 widened exactly) */
+            if (B == 32) {
+                _Alignas(32) uint16_t h[16];
+                for (size_t i = 0; i < 16; i++) h[i] = qt_load_le16(rows[i] + b * bb);
+                d0 = _mm256_cvtph_ps(_mm_load_si128((const __m128i *)(const void *)h));
+                d1 = _mm256_cvtph_ps(_mm_load_si128((const __m128i *)(const void *)(h + 8)));
+            } else {
+                _Alignas(32) float d[16];
+                for (size_t i = 0; i < 16; i++) d[i] = qt_ldf(rows[i] + b * bb, 0);
+                d0 = _mm256_load_ps(d);
+                d1 = _mm256_load_ps(d + 8);
+            }
             for (size_t k = 0; k < B; k += 16) {
                 const size_t off = b * bb + hdr + k;
                 __m256i t0[4], t1[4];

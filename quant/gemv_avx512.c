@@ -519,11 +519,18 @@ void qt_gemv_q8_avx512(const qt_dq_ctx *c, size_t r0, size_t nr, const float *x,
             rows[i] = (const uint8_t *)w->data + (r0 + g + (i < ng ? i : 0)) * row_bytes;
         __m512 acc[2] = {_mm512_setzero_ps(), _mm512_setzero_ps()};
         for (size_t b = 0; b < n_in / B; b++) {
-            _Alignas(64) float d[32];
-            for (size_t i = 0; i < 32; i++)
-                d[i] = B == 32 ? qt_fp16_to_fp32(qt_load_le16(rows[i] + b * bb))
-                               : qt_ldf(rows[i] + b * bb, 0);
-            const __m512 d0 = _mm512_load_ps(d), d1 = _mm512_load_ps(d + 16);
+            __m512 d0, d1; /* the 32 rows' block scales (fp16 widened exactly) */
+            if (B == 32) {
+                _Alignas(64) uint16_t h[32];
+                for (size_t i = 0; i < 32; i++) h[i] = qt_load_le16(rows[i] + b * bb);
+                d0 = _mm512_cvtph_ps(_mm256_load_si256((const __m256i *)(const void *)h));
+                d1 = _mm512_cvtph_ps(_mm256_load_si256((const __m256i *)(const void *)(h + 16)));
+            } else {
+                _Alignas(64) float d[32];
+                for (size_t i = 0; i < 32; i++) d[i] = qt_ldf(rows[i] + b * bb, 0);
+                d0 = _mm512_load_ps(d);
+                d1 = _mm512_load_ps(d + 16);
+            }
             for (size_t k = 0; k < B; k += 16) {
                 const size_t off = b * bb + hdr + k;
                 __m512i t0[4], t1[4];
