@@ -303,7 +303,9 @@ static bool scales4(const qt_dq_ctx *c, size_t r, size_t ng, size_t b0, size_t n
             const size_t j = j0 + 16 * v;
             __m512 s;
             if (w->absmax_q) {
-                const __m512i code = _mm512_cvtepu8_epi32(_mm_maskz_loadu_epi8(m, w->absmax_q + j));
+                const __m128i q = m == 0xffff ? _mm_loadu_si128((const void *)(w->absmax_q + j))
+                                              : _mm_maskz_loadu_epi8(m, w->absmax_q + j);
+                const __m512i code = _mm512_cvtepu8_epi32(q);
                 /* the nested absmax of 16 consecutive blocks: at most two */
                 const float *na = w->nested_absmax;
                 const size_t jl = j + 15 < j0 + nb ? j + 15 : j0 + nb - 1;
