@@ -102,31 +102,39 @@ static inline __attribute__((always_inline)) __m256 half_col8(qt_src_type T, __m
     return _mm256_cvtph_ps(_mm256_castsi256_si128(_mm256_permute4x64_epi64(p, 0x08)));
 }
 
-/* The chains of 8 rows (ng present, rows ld elements apart from base) over
- * columns [0, n), n a multiple of 16. */
-static inline __attribute__((always_inline)) __m256 chains_half8(qt_src_type T,
-                                                                 const uint16_t *base, size_t ld,
-                                                                 size_t ng, size_t n,
-                                                                 const float *x)
+/* The chains of 16 rows (ng present, rows ld elements apart from base) over
+ * columns [0, n), n a multiple of 16: two vectors of chains, their FMAs
+ * interleaved (one chain alone waits on the FMA latency). */
+static inline __attribute__((always_inline)) void chains_half16(qt_src_type T,
+                                                                const uint16_t *base, size_t ld,
+                                                                size_t ng, size_t n,
+                                                                const float *x, __m256 acc[2])
 {
-    __m256 acc = _mm256_setzero_ps();
     for (size_t k = 0; k < n; k += 16) {
-        __m256 r[8];
+        __m256 r[8], q[8];
 #pragma GCC unroll 8
         for (size_t i = 0; i < 8; i++) {
             const uint16_t *p = base + (i < ng ? i : 0) * ld + k;
-            if ((k & 31) == 0) _mm_prefetch((const char *)p + 512, _MM_HINT_T0);
+            const uint16_t *p2 = base + (8 + i < ng ? 8 + i : 0) * ld + k;
+            if ((k & 31) == 0) {
+                _mm_prefetch((const char *)p + 512, _MM_HINT_T0);
+                _mm_prefetch((const char *)p2 + 512, _MM_HINT_T0);
+            }
             r[i] = _mm256_loadu_ps((const float *)(const void *)p);
+            q[i] = _mm256_loadu_ps((const float *)(const void *)p2);
         }
         transpose8(r);
+        transpose8(q);
 #pragma GCC unroll 8
         for (int d = 0; d < 8; d++) {
-            const __m256i t = _mm256_castps_si256(r[d]);
-            acc = _mm256_fmadd_ps(_mm256_set1_ps(x[k + 2 * d]), half_col8(T, t, 0), acc);
-            acc = _mm256_fmadd_ps(_mm256_set1_ps(x[k + 2 * d + 1]), half_col8(T, t, 1), acc);
+            const __m256i t = _mm256_castps_si256(r[d]), u = _mm256_castps_si256(q[d]);
+            const __m256 x0 = _mm256_set1_ps(x[k + 2 * d]), x1 = _mm256_set1_ps(x[k + 2 * d + 1]);
+            acc[0] = _mm256_fmadd_ps(x0, half_col8(T, t, 0), acc[0]);
+            acc[1] = _mm256_fmadd_ps(x0, half_col8(T, u, 0), acc[1]);
+            acc[0] = _mm256_fmadd_ps(x1, half_col8(T, t, 1), acc[0]);
+            acc[1] = _mm256_fmadd_ps(x1, half_col8(T, u, 1), acc[1]);
         }
     }
-    return acc;
 }
 
 void qt_gemv_half_avx2(const qt_dq_ctx *c, size_t r0, size_t nr, const float *x, float *y)
@@ -138,13 +146,13 @@ void qt_gemv_half_avx2(const qt_dq_ctx *c, size_t r0, size_t nr, const float *x,
         return;
     }
     const qt_src_type T = w->scheme == QT_SCHEME_BF16 ? QT_SRC_BF16 : QT_SRC_F16;
-    for (size_t g = 0; g < nr; g += 8) {
-        const size_t ng = nr - g < 8 ? nr - g : 8;
+    for (size_t g = 0; g < nr; g += 16) {
+        const size_t ng = nr - g < 16 ? nr - g : 16;
         const uint16_t *base = (const uint16_t *)w->data + (r0 + g) * n_in;
-        _Alignas(32) float t[8];
-        _mm256_store_ps(t, T == QT_SRC_BF16 ? chains_half8(QT_SRC_BF16, base, n_in, ng, n_in, x)
-                                            : chains_half8(QT_SRC_F16, base, n_in, ng, n_in, x));
-        memcpy(y + g, t, ng * sizeof(float));
+        __m256 acc[2] = {_mm256_setzero_ps(), _mm256_setzero_ps()};
+        if (T == QT_SRC_BF16) chains_half16(QT_SRC_BF16, base, n_in, ng, n_in, x, acc);
+        else chains_half16(QT_SRC_F16, base, n_in, ng, n_in, x, acc);
+        store_rows(acc, ng, y + g);
     }
 }
 
