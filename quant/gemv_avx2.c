@@ -312,34 +312,40 @@ void qt_gemv_int8_avx2(const qt_dq_ctx *c, size_t r0, size_t nr, const float *x,
         return;
     }
     const __m256 inv127 = _mm256_set1_ps(7.874015718698502e-3f); /* as range_int8 */
-    for (size_t g = 0; g < nr; g += 8) {
-        const size_t ng = nr - g < 8 ? nr - g : 8;
-        _Alignas(32) float scb[8];
-        for (size_t i = 0; i < 8; i++) scb[i] = qt_ldf(w->scb, r0 + g + (i < ng ? i : 0));
-        const __m256 s = _mm256_load_ps(scb);
+    for (size_t g = 0; g < nr; g += 16) { /* two vectors of chains, interleaved */
+        const size_t ng = nr - g < 16 ? nr - g : 16;
+        _Alignas(32) float scb[16];
+        for (size_t i = 0; i < 16; i++) scb[i] = qt_ldf(w->scb, r0 + g + (i < ng ? i : 0));
+        const __m256 s0 = _mm256_load_ps(scb), s1 = _mm256_load_ps(scb + 8);
         const int8_t *base = (const int8_t *)w->data + (r0 + g) * n_in;
-        __m256 acc = _mm256_setzero_ps();
+        __m256 acc[2] = {_mm256_setzero_ps(), _mm256_setzero_ps()};
         for (size_t k = 0; k < n_in; k += 32) {
-            __m256 r[8];
+            __m256 r[8], q[8];
 #pragma GCC unroll 8
             for (size_t i = 0; i < 8; i++) {
                 const int8_t *p = base + (i < ng ? i : 0) * n_in + k;
-                if ((k & 63) == 0) _mm_prefetch((const char *)p + 512, _MM_HINT_T0);
+                const int8_t *p2 = base + (8 + i < ng ? 8 + i : 0) * n_in + k;
+                if ((k & 63) == 0) {
+                    _mm_prefetch((const char *)p + 512, _MM_HINT_T0);
+                    _mm_prefetch((const char *)p2 + 512, _MM_HINT_T0);
+                }
                 r[i] = _mm256_loadu_ps((const float *)(const void *)p);
+                q[i] = _mm256_loadu_ps((const float *)(const void *)p2);
             }
             transpose8(r);
+            transpose8(q);
 #pragma GCC unroll 8
             for (int d = 0; d < 8; d++)
 #pragma GCC unroll 4
                 for (int j = 0; j < 4; j++) {
-                    const __m256 v = byte_col8(_mm256_castps_si256(r[d]), j);
-                    const __m256 wv = _mm256_mul_ps(_mm256_mul_ps(v, s), inv127);
-                    acc = _mm256_fmadd_ps(_mm256_set1_ps(x[k + 4 * d + j]), wv, acc);
+                    const __m256 xk = _mm256_set1_ps(x[k + 4 * d + j]);
+                    const __m256 v0 = byte_col8(_mm256_castps_si256(r[d]), j);
+                    const __m256 v1 = byte_col8(_mm256_castps_si256(q[d]), j);
+                    acc[0] = _mm256_fmadd_ps(xk, _mm256_mul_ps(_mm256_mul_ps(v0, s0), inv127), acc[0]);
+                    acc[1] = _mm256_fmadd_ps(xk, _mm256_mul_ps(_mm256_mul_ps(v1, s1), inv127), acc[1]);
                 }
         }
-        _Alignas(32) float t[8];
-        _mm256_store_ps(t, acc);
-        memcpy(y + g, t, ng * sizeof(float));
+        store_rows(acc, ng, y + g);
     }
 }
 
