@@ -476,32 +476,35 @@ void qt_gemv_int8_avx512(const qt_dq_ctx *c, size_t r0, size_t nr, const float *
         return;
     }
     const __m512 inv127 = _mm512_set1_ps(7.874015718698502e-3f); /* as range_int8 */
-    for (size_t g = 0; g < nr; g += 16) {
-        const size_t ng = nr - g < 16 ? nr - g : 16;
-        _Alignas(64) float scb[16];
-        for (size_t i = 0; i < 16; i++) scb[i] = qt_ldf(w->scb, r0 + g + (i < ng ? i : 0));
-        const __m512 s = _mm512_load_ps(scb);
-        const int8_t *base = (const int8_t *)w->data + (r0 + g) * n_in;
-        __m512 acc = _mm512_setzero_ps();
-        for (size_t k = 0; k < n_in; k += 64) {
-            __m512 r[16];
-#pragma GCC unroll 16
-            for (size_t i = 0; i < 16; i++) {
-                const int8_t *p = base + (i < ng ? i : 0) * n_in + k;
-                _mm_prefetch((const char *)p + 512, _MM_HINT_T0);
-                r[i] = _mm512_loadu_ps(p);
-            }
-            transpose16(r);
-#pragma GCC unroll 16
-            for (int d = 0; d < 16; d++)
+    for (size_t g = 0; g < nr; g += 32) { /* two vectors of chains, interleaved */
+        const size_t ng = nr - g < 32 ? nr - g : 32;
+        _Alignas(64) float scb[32];
+        const uint8_t *rows[32];
+        for (size_t i = 0; i < 32; i++) {
+            const size_t r = r0 + g + (i < ng ? i : 0);
+            scb[i] = qt_ldf(w->scb, r);
+            rows[i] = (const uint8_t *)w->data + r * n_in;
+        }
+        const __m512 s0 = _mm512_load_ps(scb), s1 = _mm512_load_ps(scb + 16);
+        __m512 acc[2] = {_mm512_setzero_ps(), _mm512_setzero_ps()};
+        for (size_t k = 0; k < n_in; k += 16) {
+            __m512i t0[4], t1[4];
+            load_words16(rows, k, t0);
+            load_words16(rows + 16, k, t1);
+            if ((k & 63) == 0)
+                for (int i = 0; i < 32; i++) _mm_prefetch((const char *)rows[i] + k + 256, _MM_HINT_T0);
+#pragma GCC unroll 4
+            for (int d = 0; d < 4; d++)
 #pragma GCC unroll 4
                 for (int j = 0; j < 4; j++) {
-                    const __m512 v = byte_col(_mm512_castps_si512(r[d]), j);
-                    const __m512 wv = _mm512_mul_ps(_mm512_mul_ps(v, s), inv127);
-                    acc = _mm512_fmadd_ps(_mm512_set1_ps(x[k + 4 * d + j]), wv, acc);
+                    const __m512 xk = _mm512_set1_ps(x[k + 4 * d + j]);
+                    const __m512 v0 = _mm512_mul_ps(_mm512_mul_ps(byte_col(t0[d], j), s0), inv127);
+                    const __m512 v1 = _mm512_mul_ps(_mm512_mul_ps(byte_col(t1[d], j), s1), inv127);
+                    acc[0] = _mm512_fmadd_ps(xk, v0, acc[0]);
+                    acc[1] = _mm512_fmadd_ps(xk, v1, acc[1]);
                 }
         }
-        _mm512_mask_storeu_ps(y + g, tail_mask(ng), acc);
+        store32(acc, ng, y + g);
     }
 }
 
