@@ -50,9 +50,14 @@ static inline float absmax8(qt_src_type t, const unsigned char *p, size_t len, s
  * Work unit: 16 consecutive elements as E (elements 0, 2, .., 14) and O
  * (1, 3, .., 15), so that packed byte k is code(E[k]) << 4 | code(O[k])
  * (bf16: E = v << 16, O = v & 0xffff0000 on the 16 raw values as 8 dwords).
- * Per block: pass 1 takes the exact absmax (bf16: an unsigned 16-bit max of
- * the magnitudes' bits, which orders non-NaN values like floats; a block
- * holding NaN goes to _ref), one reciprocal, pass 2 codes f32(x * r).
+ * Blocks are processed 8 at a time (as the AVX-512 kernel does 16): pass 1
+ * takes the exact absmax of each block (bf16: an unsigned 16-bit max of the
+ * magnitudes' bits, which orders non-NaN values like floats; a block holding
+ * NaN goes to _ref) and transposes-reduces the 8 per-block vectors into one
+ * vector of 8 absmax; one vector division gives the 8 correctly rounded
+ * reciprocals; pass 2 re-reads the blocks (from L1) and codes f32(x * r).
+ * One block at a time, the chain absmax -> horizontal max -> division ->
+ * codes left the core idle ~30 % of the time.
  *
  * Code search: a monotone bucket index b(x) (an FMA or multiply and a
  * truncation) cuts the range into 16 (NF4, signed xn: [-1, 1]) or 8 (FP4,
@@ -62,19 +67,23 @@ static inline float absmax8(qt_src_type t, const unsigned char *p, size_t len, s
  * absent). b is monotone, so the thresholds below xn are those of the lower
  * buckets (base[b]) plus those of its own bucket that xn exceeds:
  * count = base[b] + (xn > T1[b]) + (xn > T2[b]), the exact count with the
- * scalar definition's strict ordered compares. The tables are built with
- * the vector bucket function itself. NaN truncates to 0x80000000, bucket 0
- * (base 0, compares false): code 0. The index is valid for |xn| < 1.015,
+ * scalar definition's strict ordered compares. base[b] is a byte table read
+ * with one vpshufb (b < 16 sits in the low byte of its lane; the three
+ * upper index bytes are 0 and read base[0] = 0). The tables are built with
+ * the vector bucket function itself. NaN truncates to 0x80000000: its low
+ * byte selects base[0] = 0, its top byte (bit 7 set) makes vpshufb write 0,
+ * the compares are false: code 0. The index is valid for |xn| < 1.015,
  * which holds whenever r is finite; a block whose reciprocal overflows
  * (0 < absmax < 2^-128) goes to _ref. */
 
 #define NF4_BSCALE 7.875f /* b = trunc(xn * 7.875 + 8) in [0, 15] */
 #define NF4_BOFF 8.0f
 #define FP4_BSCALE 7.75f  /* b = trunc(|xn| * 7.75) in [0, 7] */
+#define Q4_GROUP 8        /* blocks per pass-1 / pass-2 group */
 
 typedef struct q4tab {
     __m256 t1lo, t1hi, t2lo, t2hi; /* T1, T2 of buckets 0-7, 8-15 (FP4: lo only) */
-    __m256 blo, bhi;               /* base[b] as int32 bits (FP4: lo only) */
+    __m256i base;                  /* base[b] as bytes 0-15, in both 128-bit lanes */
     __m256i lut;                   /* FP4: code of the count of thresholds below |xn| */
 } q4tab;
 
@@ -95,7 +104,8 @@ static bool q4tab_init(bool fp4, q4tab *tb)
 {
     const int nt = fp4 ? 7 : 15, nbk = fp4 ? 8 : 16;
     float th[16], t1[16], t2[16];
-    int32_t bk[16], base[16];
+    int32_t bk[16];
+    uint8_t base[32];
     for (int i = 0; i < 16; i++)
         th[i] = i < nt ? (fp4 ? qt_fp4_thresholds[i] : qt_nf4_thresholds[i]) : 0.0f;
     for (int h = 0; h < 16; h += 8) {
@@ -111,14 +121,13 @@ static bool q4tab_init(bool fp4, q4tab *tb)
             if (bk[i] == b) *(in++ ? &t2[b] : &t1[b]) = th[i];
         }
         if (in > 2) return false;
-        base[b] = below;
+        base[b] = base[b + 16] = (uint8_t)below;
     }
     tb->t1lo = _mm256_loadu_ps(t1);
     tb->t1hi = _mm256_loadu_ps(t1 + 8);
     tb->t2lo = _mm256_loadu_ps(t2);
     tb->t2hi = _mm256_loadu_ps(t2 + 8);
-    tb->blo = _mm256_castsi256_ps(_mm256_loadu_si256((const __m256i *)(const void *)base));
-    tb->bhi = _mm256_castsi256_ps(_mm256_loadu_si256((const __m256i *)(const void *)(base + 8)));
+    tb->base = _mm256_loadu_si256((const __m256i *)(const void *)base);
     tb->lut = _mm256_setr_epi32(0, 1, 6, 7, 4, 5, 2, 3);
     return true;
 }
@@ -135,7 +144,7 @@ static inline __m256i nf4_code8(__m256 xn, const q4tab *tb)
 {
     __m256i b = nf4_bucket(xn);
     __m256 hib = _mm256_castsi256_ps(_mm256_slli_epi32(b, 28));
-    __m256i base = _mm256_castps_si256(lookup16(tb->blo, tb->bhi, b, hib));
+    __m256i base = _mm256_shuffle_epi8(tb->base, b);
     __m256i g1 = _mm256_castps_si256(_mm256_cmp_ps(xn, lookup16(tb->t1lo, tb->t1hi, b, hib),
                                                    _CMP_GT_OQ));
     __m256i g2 = _mm256_castps_si256(_mm256_cmp_ps(xn, lookup16(tb->t2lo, tb->t2hi, b, hib),
@@ -150,7 +159,7 @@ static inline __m256i fp4_code8(__m256 xn, __m256 x, __m256 nt, const q4tab *tb)
 {
     __m256 a = abs8(xn);
     __m256i b = fp4_bucket(a);
-    __m256i base = _mm256_castps_si256(_mm256_permutevar8x32_ps(tb->blo, b));
+    __m256i base = _mm256_shuffle_epi8(tb->base, b);
     __m256i g1 = _mm256_castps_si256(
         _mm256_cmp_ps(a, _mm256_permutevar8x32_ps(tb->t1lo, b), _CMP_GT_OQ));
     __m256i g2 = _mm256_castps_si256(
@@ -176,26 +185,34 @@ static inline __attribute__((always_inline)) void load_eo(qt_src_type t, const u
     *o = _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(_mm256_shuffle_ps(a, b, 0xDD)), 0xD8));
 }
 
-/* Exact absmax of len (multiple of 16) bf16 values from the bits of their
- * magnitudes (unsigned order = float order for non-NaN); NaN: returns NaN. */
-static inline float absmax_bf16(const unsigned char *p, size_t len)
+/* Lanes of the per-block maxima of one block: bf16, the unsigned 16-bit
+ * max of the magnitudes' bits widened to floats (*nan set when the block
+ * holds NaN, then 0); fp32 / fp16, max(|x|, m) from 0 (NaN never wins). */
+static inline __attribute__((always_inline)) __m256 block_max8(qt_src_type t,
+                                                               const unsigned char *p,
+                                                               size_t block, bool *nan)
 {
-    const __m256i mag = _mm256_set1_epi16(0x7fff);
-    __m256i m0 = _mm256_setzero_si256(), m1 = _mm256_setzero_si256();
-    size_t i = 0;
-    for (; i + 32 <= len; i += 32) {
-        m0 = _mm256_max_epu16(m0, _mm256_and_si256(_mm256_loadu_si256((const __m256i *)(const void *)(p + 2 * i)), mag));
-        m1 = _mm256_max_epu16(m1, _mm256_and_si256(_mm256_loadu_si256((const __m256i *)(const void *)(p + 2 * i + 32)), mag));
+    const size_t es = qt_src_size(t);
+    if (t == QT_SRC_BF16) {
+        const __m256i mag = _mm256_set1_epi16(0x7fff);
+        __m256i m0 = _mm256_setzero_si256(), m1 = _mm256_setzero_si256();
+        for (size_t i = 0; i < block; i += 32) {
+            m0 = _mm256_max_epu16(m0, _mm256_and_si256(_mm256_loadu_si256((const __m256i *)(const void *)(p + 2 * i)), mag));
+            m1 = _mm256_max_epu16(m1, _mm256_and_si256(_mm256_loadu_si256((const __m256i *)(const void *)(p + 2 * i + 32)), mag));
+        }
+        m0 = _mm256_max_epu16(m0, m1);
+        m0 = _mm256_max_epu32(_mm256_and_si256(m0, _mm256_set1_epi32(0xffff)), _mm256_srli_epi32(m0, 16));
+        const __m256i isnan = _mm256_cmpgt_epi32(m0, _mm256_set1_epi32(0x7f80));
+        *nan = !_mm256_testz_si256(isnan, isnan);
+        return _mm256_castsi256_ps(_mm256_slli_epi32(m0, 16));
     }
-    for (; i < len; i += 16)
-        m0 = _mm256_max_epu16(m0, _mm256_and_si256(_mm256_loadu_si256((const __m256i *)(const void *)(p + 2 * i)), mag));
-    __m128i m = _mm_max_epu16(_mm256_castsi256_si128(_mm256_max_epu16(m0, m1)),
-                              _mm256_extracti128_si256(_mm256_max_epu16(m0, m1), 1));
-    m = _mm_max_epu16(m, _mm_srli_si128(m, 8));
-    m = _mm_max_epu16(m, _mm_srli_si128(m, 4));
-    m = _mm_max_epu16(m, _mm_srli_si128(m, 2));
-    uint16_t top = (uint16_t)_mm_extract_epi16(m, 0);
-    return top > 0x7f80 ? NAN : qt_bf16_to_fp32(top);
+    __m256 m0 = _mm256_setzero_ps(), m1 = _mm256_setzero_ps();
+    for (size_t i = 0; i < block; i += 16) {
+        m0 = _mm256_max_ps(abs8(load8(t, p + i * es)), m0);
+        m1 = _mm256_max_ps(abs8(load8(t, p + (i + 8) * es)), m1);
+    }
+    *nan = false;
+    return _mm256_max_ps(m0, m1);
 }
 
 /* 16 codes (E in the high nibble) of each of two units -> 16 bytes. */
@@ -229,6 +246,55 @@ static inline __attribute__((always_inline)) void quant4_block(bool fp4, qt_src_
     }
 }
 
+/* cnt <= 8 whole blocks of `block` (a multiple of 32) elements. */
+static inline __attribute__((always_inline)) void quant4_group(
+    bool fp4, qt_src_type t, const unsigned char *p, size_t block, int cnt, const q4tab *tb,
+    const uint8_t *rcp, uint8_t *codes, float *absmax)
+{
+    const size_t es = qt_src_size(t);
+    /* pass 1: the 8 absmax in one vector (lanes past cnt: 0) */
+    __m256 m[Q4_GROUP];
+    unsigned big = 0; /* blocks for the scalar definition */
+    for (int j = 0; j < Q4_GROUP; j++) {
+        bool nan = false;
+        m[j] = j < cnt ? block_max8(t, p + (size_t)j * block * es, block, &nan)
+                       : _mm256_setzero_ps();
+        if (nan) {
+            big |= 1u << j;
+            m[j] = _mm256_setzero_ps();
+        }
+    }
+    transpose8(m);
+    __m256 am = _mm256_max_ps(_mm256_max_ps(_mm256_max_ps(m[0], m[1]), _mm256_max_ps(m[2], m[3])),
+                              _mm256_max_ps(_mm256_max_ps(m[4], m[5]), _mm256_max_ps(m[6], m[7])));
+    __m256 r = _mm256_div_ps(_mm256_set1_ps(1.0f), am);
+    /* an overflowing reciprocal of a nonzero absmax: the scalar definition */
+    big |= (unsigned)_mm256_movemask_ps(
+        _mm256_and_ps(_mm256_cmp_ps(r, _mm256_set1_ps(INFINITY), _CMP_EQ_OQ),
+                      _mm256_cmp_ps(am, _mm256_setzero_ps(), _CMP_NEQ_OQ)));
+    float rr[Q4_GROUP], aa[Q4_GROUP];
+    _mm256_storeu_ps(rr, r);
+    _mm256_storeu_ps(aa, am);
+    if (rcp) /* the GPU's reciprocals; blocks where flush-to-zero matters: scalar */
+        for (int j = 0; j < cnt; j++) {
+            rr[j] = qt_cuda_rcp(rcp, aa[j]);
+            if (!qt_cuda_simd_ok(aa[j])) big |= 1u << j;
+        }
+    /* pass 2: the codes, block by block */
+    const __m256 nt = _mm256_set1_ps(rcp ? QT_CUDA_NEG_BELOW : 0.0f);
+    for (int j = 0; j < cnt; j++) {
+        const unsigned char *pj = p + (size_t)j * block * es;
+        if (big >> j & 1) {
+            qt_quant4_ref(fp4, t, pj, block, block, rcp, codes + (size_t)j * block / 2,
+                          absmax + j);
+            continue;
+        }
+        absmax[j] = aa[j];
+        quant4_block(fp4, t, pj, block, _mm256_set1_ps(rr[j]), nt, tb,
+                     codes + (size_t)j * block / 2);
+    }
+}
+
 static inline __attribute__((always_inline)) void quant4_t(bool fp4, qt_src_type t,
                                                            const unsigned char *s, size_t nfull,
                                                            size_t block, const q4tab *tb,
@@ -236,20 +302,10 @@ static inline __attribute__((always_inline)) void quant4_t(bool fp4, qt_src_type
                                                            float *absmax)
 {
     const size_t es = qt_src_size(t);
-    const __m256 nt = _mm256_set1_ps(rcp ? QT_CUDA_NEG_BELOW : 0.0f);
-    for (size_t j = 0; j < nfull; j++) {
-        const unsigned char *p = s + j * block * es;
-        uint8_t *out = codes + j * block / 2;
-        float m = t == QT_SRC_BF16 ? absmax_bf16(p, block) : absmax8(t, p, block, es);
-        float r = qt_recip(rcp, m);
-        /* NaN in the block, an overflowing reciprocal, or (GPU) flush to
-         * zero that matters: the scalar definition */
-        if (m != m || (isinf(r) && m != 0.0f) || (rcp && !qt_cuda_simd_ok(m))) {
-            qt_quant4_ref(fp4, t, p, block, block, rcp, out, absmax + j);
-            continue;
-        }
-        absmax[j] = m;
-        quant4_block(fp4, t, p, block, _mm256_set1_ps(r), nt, tb, out);
+    for (size_t g = 0; g < nfull; g += Q4_GROUP) {
+        int cnt = nfull - g < Q4_GROUP ? (int)(nfull - g) : Q4_GROUP;
+        quant4_group(fp4, t, s + g * block * es, block, cnt, tb, rcp, codes + g * block / 2,
+                     absmax + g);
     }
 }
 
