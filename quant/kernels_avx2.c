@@ -342,19 +342,28 @@ static void dequant4(const uint8_t *codes, size_t i0, size_t len, const float ma
     if (k < len) qt_dequant4_ref(codes, i0 + k, len - k, map, scale, dst + k);
 }
 
-/* roundf of 8 lanes (half away from zero), NaN -> 0, clamp +-127 -> int32. */
+/* roundf (half away from zero) of 8 lanes with |v| <= 127.0001 or NaN, as
+ * int32: trunc(|v| + 0.5) with the sign of v put back. The sum is exact or
+ * rounds without crossing an integer, except |v| = 0.5 - 2^-25 (0x3effffff),
+ * whose sum rounds to 1.0: that lane gets 1 taken off. NaN gives INT32_MIN
+ * (-128 once narrowed; store_q8x32 makes it 0). */
 static inline __m256i q8_round8(__m256 v)
 {
-    __m256 tr = _mm256_round_ps(v, _MM_FROUND_TO_ZERO | _MM_FROUND_NO_EXC);
-    __m256 frac = _mm256_sub_ps(v, tr);
-    __m256 up = _mm256_cmp_ps(abs8(frac), _mm256_set1_ps(0.5f), _CMP_GE_OQ);
-    __m256 one = _mm256_or_ps(_mm256_and_ps(v, _mm256_castsi256_ps(_mm256_set1_epi32((int)0x80000000u))),
-                              _mm256_set1_ps(1.0f));
-    __m256 r = _mm256_add_ps(tr, _mm256_and_ps(up, one));
-    __m256 ord = _mm256_cmp_ps(v, v, _CMP_ORD_Q);
-    r = _mm256_and_ps(r, ord);
-    r = _mm256_min_ps(_mm256_max_ps(r, _mm256_set1_ps(-127.0f)), _mm256_set1_ps(127.0f));
-    return _mm256_cvtps_epi32(r);
+    const __m256i a = _mm256_and_si256(_mm256_castps_si256(v), _mm256_set1_epi32(0x7fffffff));
+    __m256i q = _mm256_cvttps_epi32(_mm256_add_ps(_mm256_castsi256_ps(a), _mm256_set1_ps(0.5f)));
+    q = _mm256_add_epi32(q, _mm256_cmpeq_epi32(a, _mm256_set1_epi32(0x3effffff)));
+    return _mm256_sign_epi32(q, _mm256_castps_si256(v));
+}
+
+/* 32 int32 lanes (each in [-127,127], or INT32_MIN for NaN) -> 32 int8 in
+ * order, NaN as 0. */
+static inline void store_q8x32(__m256i a, __m256i b, __m256i c, __m256i d, int8_t *dst)
+{
+    __m256i ab = _mm256_packs_epi32(a, b), cd = _mm256_packs_epi32(c, d);
+    __m256i x = _mm256_packs_epi16(ab, cd);
+    x = _mm256_andnot_si256(_mm256_cmpeq_epi8(x, _mm256_set1_epi8(-128)), x);
+    x = _mm256_permutevar8x32_epi32(x, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
+    _mm256_storeu_si256((__m256i *)(void *)dst, x);
 }
 
 /* 32 int32 lanes (each in [-127,127]) -> 32 int8 in order. */
@@ -366,36 +375,82 @@ static inline void store_i8x32(__m256i a, __m256i b, __m256i c, __m256i d, int8_
     _mm256_storeu_si256((__m256i *)(void *)dst, x);
 }
 
-static void q8_quant(qt_src_type t, const void *src, size_t n, size_t block, void *dst)
+/* q8 on cnt <= 8 whole blocks (block a multiple of 32), as the 4-bit kernel:
+ * the 8 absmax in one vector, d = amax / 127 and id = 1 / d as vectors,
+ * the block-32 fp16 scales through vcvtps2ph (round to nearest even, as
+ * qt_fp32_to_fp16). id = x * id stays within +-127.0001 when d is normal
+ * or 0 (Inf amax: id = 0); a subnormal d (amax < 127 * 2^-126), where it
+ * does not, goes to _ref. */
+static inline __attribute__((always_inline)) void q8_group(qt_src_type t, const unsigned char *p,
+                                                           size_t block, int cnt,
+                                                           unsigned char *out)
 {
-    const unsigned char *s = src;
-    const size_t es = qt_src_size(t), nfull = n / block, bb = qt_q8_block_bytes(block);
-    unsigned char *out = dst;
-    for (size_t j = 0; j < nfull; j++) {
-        const unsigned char *p = s + j * block * es;
-        unsigned char *blk = out + j * bb;
-        float amax = absmax8(t, p, block, es);
-        float d = amax / 127.0f;
-        float id = d != 0.0f ? 1.0f / d : 0.0f;
-        int8_t *qs;
-        if (block == 32) {
-            uint16_t h = qt_fp32_to_fp16(d);
-            memcpy(blk, &h, 2);
-            qs = (int8_t *)(blk + 2);
-        } else {
-            memcpy(blk, &d, 4);
-            qs = (int8_t *)(blk + 4);
+    const size_t es = qt_src_size(t), bb = qt_q8_block_bytes(block);
+    __m256 m[8];
+    for (int j = 0; j < 8; j++) {
+        __m256 m0 = _mm256_setzero_ps(), m1 = _mm256_setzero_ps();
+        if (j < cnt)
+            for (size_t i = 0; i < block; i += 16) {
+                const unsigned char *q = p + ((size_t)j * block + i) * es;
+                m0 = _mm256_max_ps(abs8(load8(t, q)), m0);
+                m1 = _mm256_max_ps(abs8(load8(t, q + 8 * es)), m1);
+            }
+        m[j] = _mm256_max_ps(m0, m1);
+    }
+    transpose8(m);
+    __m256 am = _mm256_max_ps(_mm256_max_ps(_mm256_max_ps(m[0], m[1]), _mm256_max_ps(m[2], m[3])),
+                              _mm256_max_ps(_mm256_max_ps(m[4], m[5]), _mm256_max_ps(m[6], m[7])));
+    const __m256 d = _mm256_div_ps(am, _mm256_set1_ps(127.0f));
+    const __m256 nz = _mm256_cmp_ps(d, _mm256_setzero_ps(), _CMP_NEQ_OQ);
+    const __m256 id = _mm256_and_ps(_mm256_div_ps(_mm256_set1_ps(1.0f), d), nz);
+    const unsigned sub = (unsigned)_mm256_movemask_ps(
+        _mm256_and_ps(_mm256_cmp_ps(d, _mm256_set1_ps(0x1p-126f), _CMP_LT_OQ), nz));
+    float dd[8], ii[8];
+    uint16_t hh[8];
+    _mm256_storeu_ps(dd, d);
+    _mm256_storeu_ps(ii, id);
+    _mm_storeu_si128((__m128i *)(void *)hh, _mm256_cvtps_ph(d, _MM_FROUND_TO_NEAREST_INT));
+    for (int j = 0; j < cnt; j++) {
+        const unsigned char *pj = p + (size_t)j * block * es;
+        unsigned char *blk = out + (size_t)j * bb;
+        if (sub >> j & 1) {
+            qt_q8_quant_ref(t, pj, block, block, blk);
+            continue;
         }
-        const __m256 vid = _mm256_set1_ps(id);
+        if (block == 32) memcpy(blk, &hh[j], 2);
+        else memcpy(blk, &dd[j], 4);
+        int8_t *qs = (int8_t *)(blk + (block == 32 ? 2 : 4));
+        const __m256 vid = _mm256_set1_ps(ii[j]);
         for (size_t i = 0; i < block; i += 32) {
             __m256i r[4];
             for (int v = 0; v < 4; v++)
-                r[v] = q8_round8(_mm256_mul_ps(load8(t, p + (i + 8 * v) * es), vid));
-            store_i8x32(r[0], r[1], r[2], r[3], qs + i);
+                r[v] = q8_round8(_mm256_mul_ps(load8(t, pj + (i + 8 * (size_t)v) * es), vid));
+            store_q8x32(r[0], r[1], r[2], r[3], qs + i);
         }
     }
+}
+
+static inline __attribute__((always_inline)) void q8_t(qt_src_type t, const unsigned char *s,
+                                                       size_t nfull, size_t block,
+                                                       unsigned char *out)
+{
+    const size_t es = qt_src_size(t), bb = qt_q8_block_bytes(block);
+    for (size_t g = 0; g < nfull; g += 8)
+        q8_group(t, s + g * block * es, block, nfull - g < 8 ? (int)(nfull - g) : 8,
+                 out + g * bb);
+}
+
+static void q8_quant(qt_src_type t, const void *src, size_t n, size_t block, void *dst)
+{
+    const unsigned char *s = src;
+    const size_t es = qt_src_size(t), nfull = block % 32 ? 0 : n / block;
+    unsigned char *out = dst;
+    if (t == QT_SRC_BF16) q8_t(QT_SRC_BF16, s, nfull, block, out);
+    else if (t == QT_SRC_F16) q8_t(QT_SRC_F16, s, nfull, block, out);
+    else q8_t(QT_SRC_F32, s, nfull, block, out);
     if (nfull * block < n)
-        qt_q8_quant_ref(t, s + nfull * block * es, n - nfull * block, block, out + nfull * bb);
+        qt_q8_quant_ref(t, s + nfull * block * es, n - nfull * block, block,
+                        out + nfull * qt_q8_block_bytes(block));
 }
 
 static inline __m256 load8_h(qt_src_type t, const unsigned char *p)
