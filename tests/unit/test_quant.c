@@ -1145,6 +1145,65 @@ Test(quant, quant4_sweeps_match_ref_on_every_isa)
     free(a1);
 }
 
+/* The SIMD q8 kernels round with trunc(|v| + 0.5) (kernels_avx2.c,
+ * kernels_avx512.c), exact except at |v| = 0.5 - 2^-25, which they fix up:
+ * blocks led by 127 (d = 1, id = 1: v = x) sweep v over [-128, 128] and
+ * +-8 ulps around every half-integer and that value; all 65536 bf16 patterns
+ * too (NaN, Inf, subnormal d); block 32 (fp16 d) and 64 (fp32 d). */
+Test(quant, q8_sweeps_match_ref_on_every_isa)
+{
+    const size_t per = 31;
+    size_t nv = 0, cap = 2 * (0x43000000u / 4099 + 2) + 2 * 129 * 17 + 2 * 17 + 4;
+    float *vals = malloc(cap * 4);
+    for (uint32_t u = 0; u <= 0x43000000u; u += 4099) {
+        vals[nv++] = qt_f32_from_bits(u);
+        vals[nv++] = -qt_f32_from_bits(u);
+    }
+    for (int k = 0; k <= 128; k++)
+        for (int d = -8; d <= 8; d++) {
+            float h = qt_f32_from_bits(qt_f32_bits((float)k + 0.5f) + (uint32_t)d);
+            vals[nv++] = h;
+            vals[nv++] = -h;
+        }
+    for (int d = -8; d <= 8; d++) {
+        vals[nv++] = qt_f32_from_bits(0x3effffffu + (uint32_t)d);
+        vals[nv++] = -qt_f32_from_bits(0x3effffffu + (uint32_t)d);
+    }
+    vals[nv++] = NAN;
+    vals[nv++] = -NAN;
+    vals[nv++] = -0.0f;
+    vals[nv++] = 127.0f;
+    size_t nblk = (nv + per - 1) / per, n = nblk * 32;
+    float *x = malloc(n * 4);
+    for (size_t b = 0, k = 0; b < nblk; b++) {
+        x[b * 32] = 127.0f;
+        for (size_t i = 1; i < 32; i++) x[b * 32 + i] = k < nv ? vals[k++] : 0.5f;
+    }
+    uint16_t *bf = malloc(65536 * 2);
+    for (uint32_t u = 0; u < 65536; u++) bf[u] = (uint16_t)u;
+    const size_t cap_out = qt_q8_bytes(n > 65536 ? n : 65536, 32);
+    unsigned char *q0 = malloc(cap_out), *q1 = malloc(cap_out);
+    for (int isa = 0; isa < QT_ISA_COUNT; isa++) {
+        const qt_kernels *k = qt_kernels_for((qt_isa)isa);
+        if (!k || isa == QT_ISA_REF) continue;
+        for (size_t B = 32; B <= 64; B *= 2) {
+            qt_kernels_ref.q8_quant(QT_SRC_F32, x, n, B, q0);
+            k->q8_quant(QT_SRC_F32, x, n, B, q1);
+            cr_assert(eq(int, memcmp(q0, q1, qt_q8_bytes(n, B)), 0), "%s B %zu",
+                      qt_isa_name((qt_isa)isa), B);
+            qt_kernels_ref.q8_quant(QT_SRC_BF16, bf, 65536, B, q0);
+            k->q8_quant(QT_SRC_BF16, bf, 65536, B, q1);
+            cr_assert(eq(int, memcmp(q0, q1, qt_q8_bytes(65536, B)), 0), "%s bf16 B %zu",
+                      qt_isa_name((qt_isa)isa), B);
+        }
+    }
+    free(vals);
+    free(x);
+    free(bf);
+    free(q0);
+    free(q1);
+}
+
 #if defined(__x86_64__)
 /* The dQuantize<0> bucket table (quant_internal.h): each boundary is the
  * last float of its code, and the AVX2 and AVX-512 nested blocks equal the scalar one
