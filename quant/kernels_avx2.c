@@ -459,27 +459,76 @@ static inline __m256 load8_h(qt_src_type t, const unsigned char *p)
     return _mm256_cvtph_ps(_mm256_cvtps_ph(load8(t, p), _MM_FROUND_TO_NEAREST_INT));
 }
 
+/* max |x| of n (a multiple of 16) fp16 or bf16 values as the bits of the
+ * largest magnitude: an unsigned 16-bit max (magnitude bits order like
+ * the values, NaN above every number). */
+static inline uint16_t max_mag16(const unsigned char *p, size_t n)
+{
+    const __m256i mag = _mm256_set1_epi16(0x7fff);
+    __m256i m0 = _mm256_setzero_si256(), m1 = _mm256_setzero_si256();
+    size_t i = 0;
+    for (; i + 32 <= n; i += 32) {
+        m0 = _mm256_max_epu16(m0, _mm256_and_si256(_mm256_loadu_si256((const __m256i *)(const void *)(p + 2 * i)), mag));
+        m1 = _mm256_max_epu16(m1, _mm256_and_si256(_mm256_loadu_si256((const __m256i *)(const void *)(p + 2 * i + 32)), mag));
+    }
+    for (; i < n; i += 16)
+        m0 = _mm256_max_epu16(m0, _mm256_and_si256(_mm256_loadu_si256((const __m256i *)(const void *)(p + 2 * i)), mag));
+    m0 = _mm256_max_epu16(m0, m1);
+    __m128i m = _mm_max_epu16(_mm256_castsi256_si128(m0), _mm256_extracti128_si256(m0, 1));
+    m = _mm_max_epu16(m, _mm_srli_si128(m, 8));
+    m = _mm_max_epu16(m, _mm_srli_si128(m, 4));
+    m = _mm_max_epu16(m, _mm_srli_si128(m, 2));
+    return (uint16_t)_mm_extract_epi16(m, 0);
+}
+
+/* LLM.int8 row. SCB: fp16 / bf16 rows without NaN take the max of the raw
+ * magnitudes (rounding to fp16 is monotone and symmetric, so the max of
+ * the rounded values is the rounded max); otherwise max |fp16(x)| as
+ * floats (NaN never wins). Codes: when the row holds no NaN, SCB is
+ * finite and f32(SCB * scale) < 127.5, every |f32(x16 * scale)| is at most
+ * that (rounding is monotone) and rounds into [-127, 127]: no NaN mask and
+ * no clamp; otherwise both. */
 static void int8_quant_row(qt_src_type t, const void *src, size_t n_cols, const uint8_t *rcp,
                            int8_t *cb, float *scb)
 {
     const unsigned char *p = src;
     const size_t es = qt_src_size(t), nv = n_cols / 32 * 32;
-    __m256 mv = _mm256_setzero_ps();
-    for (size_t i = 0; i < nv; i += 8) mv = _mm256_max_ps(abs8(load8_h(t, p + i * es)), mv);
-    float m = hmax8(mv);
+    float m = 0.0f;
+    bool clean = false; /* no NaN in the SIMD part */
+    if (t != QT_SRC_F32) {
+        uint16_t top = nv ? max_mag16(p, nv) : 0;
+        clean = top <= (t == QT_SRC_BF16 ? 0x7f80 : 0x7c00);
+        if (clean)
+            m = t == QT_SRC_F16 ? qt_fp16_to_fp32(top)
+                                : qt_fp16_to_fp32(qt_fp32_to_fp16(qt_bf16_to_fp32(top)));
+    }
+    if (!clean) {
+        __m256 mv = _mm256_setzero_ps();
+        for (size_t i = 0; i < nv; i += 8) mv = _mm256_max_ps(abs8(load8_h(t, p + i * es)), mv);
+        m = hmax8(mv);
+    }
     for (size_t i = nv; i < n_cols; i++) m = qt_absmax_step(m, qt_half_value(t, src, i));
     *scb = m;
     float scale = qt_recip(rcp, m) * 127.0f;
     const __m256 vs = _mm256_set1_ps(scale);
-    for (size_t i = 0; i < nv; i += 32) {
-        __m256i r[4];
-        for (int v = 0; v < 4; v++) {
-            __m256 x = _mm256_mul_ps(load8_h(t, p + (i + 8 * v) * es), vs);
-            x = _mm256_and_ps(x, _mm256_cmp_ps(x, x, _CMP_ORD_Q));
-            x = _mm256_min_ps(_mm256_max_ps(x, _mm256_set1_ps(-127.0f)), _mm256_set1_ps(127.0f));
-            r[v] = _mm256_cvtps_epi32(x);
+    if (clean && m < INFINITY && m * scale < 127.5f) {
+        for (size_t i = 0; i < nv; i += 32) {
+            __m256i r[4];
+            for (int v = 0; v < 4; v++)
+                r[v] = _mm256_cvtps_epi32(_mm256_mul_ps(load8_h(t, p + (i + 8 * v) * es), vs));
+            store_i8x32(r[0], r[1], r[2], r[3], cb + i);
         }
-        store_i8x32(r[0], r[1], r[2], r[3], cb + i);
+    } else {
+        for (size_t i = 0; i < nv; i += 32) {
+            __m256i r[4];
+            for (int v = 0; v < 4; v++) {
+                __m256 x = _mm256_mul_ps(load8_h(t, p + (i + 8 * v) * es), vs);
+                x = _mm256_and_ps(x, _mm256_cmp_ps(x, x, _CMP_ORD_Q));
+                x = _mm256_min_ps(_mm256_max_ps(x, _mm256_set1_ps(-127.0f)), _mm256_set1_ps(127.0f));
+                r[v] = _mm256_cvtps_epi32(x);
+            }
+            store_i8x32(r[0], r[1], r[2], r[3], cb + i);
+        }
     }
     for (size_t i = nv; i < n_cols; i++) cb[i] = qt_int8_code(qt_half_value(t, src, i) * scale);
 }
