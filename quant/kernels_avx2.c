@@ -284,6 +284,7 @@ static inline __attribute__((always_inline)) void quant4_group(
     const __m256 nt = _mm256_set1_ps(rcp ? QT_CUDA_NEG_BELOW : 0.0f);
     for (int j = 0; j < cnt; j++) {
         const unsigned char *pj = p + (size_t)j * block * es;
+        qt_prefetch_ahead(pj + Q4_GROUP * block * es, block * es); /* the next group */
         if (big >> j & 1) {
             qt_quant4_ref(fp4, t, pj, block, block, rcp, codes + (size_t)j * block / 2,
                           absmax + j);

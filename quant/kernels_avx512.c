@@ -253,6 +253,7 @@ static inline __attribute__((always_inline)) void quant4_group(
     }
     const __m512 nt = _mm512_set1_ps(rcp ? QT_CUDA_NEG_BELOW : 0.0f);
     for (int j = 0; j < cnt; j++) {
+        qt_prefetch_ahead(p + (16 + (size_t)j) * block * es, block * es); /* the next group */
         if (big >> j & 1) { /* NaN or an overflowing reciprocal: the scalar definition */
             qt_quant4_ref(fp4, t, p + j * block * es, block, block, rcp, codes + j * block / 2,
                           absmax + j);

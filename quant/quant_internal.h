@@ -119,6 +119,16 @@ static inline int8_t qt_int8_code(float v)
                           (block), (rcp), (codes) + nf_ * (block) / 2, (absmax) + nf_);      \
     } while (0)
 
+/* Prefetch (into L1) the cache lines of [p, p + bytes): the SIMD quantize
+ * kernels ask for the group of blocks after the current one while they code
+ * it, so that the memory reads overlap the arithmetic (without it, pass 2
+ * of a group left no read in flight: fp32 AVX-512 NF4 ran at half the copy
+ * bandwidth). A prefetch past the end of the input never faults. */
+static inline void qt_prefetch_ahead(const void *p, size_t bytes)
+{
+    for (size_t b = 0; b < bytes; b += 64) __builtin_prefetch((const char *)p + b, 0, 3);
+}
+
 /* Scalar definitions shared with the SIMD files for their tails. */
 uint8_t qt_nf4_code(float xn);
 uint8_t qt_fp4_code(float xn);
