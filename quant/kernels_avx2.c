@@ -488,7 +488,7 @@ static inline uint16_t max_mag16(const unsigned char *p, size_t n)
  * floats (NaN never wins). Codes: when the row holds no NaN, SCB is
  * finite and f32(SCB * scale) < 127.5, every |f32(x16 * scale)| is at most
  * that (rounding is monotone) and rounds into [-127, 127]: no NaN mask and
- * no clamp; otherwise both. */
+ * no clamp; otherwise both. Pass 2 prefetches the next row. */
 static void int8_quant_row(qt_src_type t, const void *src, size_t n_cols, const uint8_t *rcp,
                            int8_t *cb, float *scb)
 {
@@ -514,6 +514,7 @@ static void int8_quant_row(qt_src_type t, const void *src, size_t n_cols, const 
     const __m256 vs = _mm256_set1_ps(scale);
     if (clean && m < INFINITY && m * scale < 127.5f) {
         for (size_t i = 0; i < nv; i += 32) {
+            qt_prefetch_ahead(p + (n_cols + i) * es, 32 * es); /* the next row */
             __m256i r[4];
             for (int v = 0; v < 4; v++)
                 r[v] = _mm256_cvtps_epi32(_mm256_mul_ps(load8_h(t, p + (i + 8 * v) * es), vs));
@@ -521,6 +522,7 @@ static void int8_quant_row(qt_src_type t, const void *src, size_t n_cols, const 
         }
     } else {
         for (size_t i = 0; i < nv; i += 32) {
+            qt_prefetch_ahead(p + (n_cols + i) * es, 32 * es); /* the next row */
             __m256i r[4];
             for (int v = 0; v < 4; v++) {
                 __m256 x = _mm256_mul_ps(load8_h(t, p + (i + 8 * v) * es), vs);

@@ -409,23 +409,60 @@ static inline __m512 load16_h(qt_src_type t, const unsigned char *p)
         _mm512_cvtps_ph(load16(t, p), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
 }
 
+/* The bits of the largest magnitude of n (a multiple of 16) fp16 or bf16
+ * values: an unsigned 16-bit max (magnitude bits order like the values,
+ * NaN above every number). */
+static inline uint16_t max_mag16(const unsigned char *p, size_t n)
+{
+    const __m512i mag = _mm512_set1_epi16(0x7fff);
+    __m512i m = _mm512_setzero_si512();
+    size_t i = 0;
+    for (; i + 32 <= n; i += 32) m = _mm512_max_epu16(m, _mm512_and_si512(_mm512_loadu_si512(p + 2 * i), mag));
+    if (i < n) m = _mm512_max_epu16(m, _mm512_and_si512(_mm512_maskz_loadu_epi16(0xffff, p + 2 * i), mag));
+    __m256i h = _mm256_max_epu16(_mm512_castsi512_si256(m), _mm512_extracti64x4_epi64(m, 1));
+    __m128i q = _mm_max_epu16(_mm256_castsi256_si128(h), _mm256_extracti128_si256(h, 1));
+    q = _mm_max_epu16(q, _mm_srli_si128(q, 8));
+    q = _mm_max_epu16(q, _mm_srli_si128(q, 4));
+    q = _mm_max_epu16(q, _mm_srli_si128(q, 2));
+    return (uint16_t)_mm_extract_epi16(q, 0);
+}
+
+/* LLM.int8 row, as the AVX2 kernel: fp16 / bf16 rows without NaN take SCB
+ * from the raw magnitudes (the max of the fp16-rounded values is the
+ * rounded max); a row without NaN whose f32(SCB * scale) < 127.5 needs no
+ * NaN mask or clamp. Pass 2 prefetches the next row. */
 static void int8_quant_row(qt_src_type t, const void *src, size_t n_cols, const uint8_t *rcp,
                            int8_t *cb, float *scb)
 {
     const unsigned char *p = src;
     const size_t es = qt_src_size(t), nv = n_cols / 16 * 16;
-    __m512 mv = _mm512_setzero_ps();
-    for (size_t i = 0; i < nv; i += 16) mv = _mm512_max_ps(abs16(load16_h(t, p + i * es)), mv);
-    float m = _mm512_reduce_max_ps(mv);
+    float m = 0.0f;
+    bool clean = false; /* no NaN in the SIMD part */
+    if (t != QT_SRC_F32) {
+        uint16_t top = nv ? max_mag16(p, nv) : 0;
+        clean = top <= (t == QT_SRC_BF16 ? 0x7f80 : 0x7c00);
+        if (clean)
+            m = t == QT_SRC_F16 ? qt_fp16_to_fp32(top)
+                                : qt_fp16_to_fp32(qt_fp32_to_fp16(qt_bf16_to_fp32(top)));
+    }
+    if (!clean) {
+        __m512 mv = _mm512_setzero_ps();
+        for (size_t i = 0; i < nv; i += 16) mv = _mm512_max_ps(abs16(load16_h(t, p + i * es)), mv);
+        m = _mm512_reduce_max_ps(mv);
+    }
     for (size_t i = nv; i < n_cols; i++) m = qt_absmax_step(m, qt_half_value(t, src, i));
     *scb = m;
     float scale = qt_recip(rcp, m) * 127.0f;
     const __m512 vs = _mm512_set1_ps(scale);
+    const bool fast = clean && m < INFINITY && m * scale < 127.5f;
     for (size_t i = 0; i < nv; i += 16) {
+        qt_prefetch_ahead(p + (n_cols + i) * es, 16 * es); /* the next row */
         __m512 v = _mm512_mul_ps(load16_h(t, p + i * es), vs);
-        __mmask16 nan = _mm512_cmp_ps_mask(v, v, _CMP_UNORD_Q);
-        v = _mm512_mask_mov_ps(v, nan, _mm512_setzero_ps());
-        v = _mm512_min_ps(_mm512_max_ps(v, _mm512_set1_ps(-127.0f)), _mm512_set1_ps(127.0f));
+        if (!fast) {
+            __mmask16 nan = _mm512_cmp_ps_mask(v, v, _CMP_UNORD_Q);
+            v = _mm512_mask_mov_ps(v, nan, _mm512_setzero_ps());
+            v = _mm512_min_ps(_mm512_max_ps(v, _mm512_set1_ps(-127.0f)), _mm512_set1_ps(127.0f));
+        }
         _mm_storeu_si128((__m128i *)(cb + i), _mm512_cvtepi32_epi8(_mm512_cvtps_epi32(v)));
     }
     for (size_t i = nv; i < n_cols; i++) cb[i] = qt_int8_code(qt_half_value(t, src, i) * scale);
