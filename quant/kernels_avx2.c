@@ -60,31 +60,34 @@ static inline float absmax8(qt_src_type t, const unsigned char *p, size_t len, s
  * codes left the core idle ~30 % of the time.
  *
  * Code search: a monotone bucket index b(x) (an FMA or multiply and a
- * truncation) cuts the range into 16 (NF4, signed xn: [-1, 1]) or 8 (FP4,
- * |xn|: [0, 1]) buckets of width ~0.127, wider than in the AVX-512 kernel
- * but narrow enough that a bucket holds at most two thresholds (the
- * smallest gap is 0.080 for NF4, 0.083 for FP4): T1[b] <= T2[b] (+inf when
- * absent). b is monotone, so the thresholds below xn are those of the lower
- * buckets (base[b]) plus those of its own bucket that xn exceeds:
- * count = base[b] + (xn > T1[b]) + (xn > T2[b]), the exact count with the
- * scalar definition's strict ordered compares. base[b] is a byte table read
- * with one vpshufb (b < 16 sits in the low byte of its lane; the three
- * upper index bytes are 0 and read base[0] = 0). The tables are built with
- * the vector bucket function itself. NaN truncates to 0x80000000: its low
- * byte selects base[0] = 0, its top byte (bit 7 set) makes vpshufb write 0,
- * the compares are false: code 0. The index is valid for |xn| < 1.015,
- * which holds whenever r is finite; a block whose reciprocal overflows
+ * truncation) cuts the range into 8 buckets (NF4: signed xn over [-1, 1],
+ * width 0.258; FP4: |xn| over [0, 1], width 0.129), each holding at most
+ * three thresholds (NF4; FP4: two): T1[b] <= T2[b] <= T3[b] (+inf when
+ * absent). 8-entry tables are one vpermps each, with no blend (16 buckets
+ * of at most two thresholds took two permutes and a blend per table). b is
+ * monotone, so the thresholds below xn are those of the lower buckets
+ * (base[b]) plus those of its own bucket that xn exceeds:
+ * count = base[b] + (xn > T1[b]) + (xn > T2[b]) + (xn > T3[b]), the exact
+ * count with the scalar definition's strict ordered compares. base[b] is a
+ * byte table read with one vpshufb (b < 8 sits in the low byte of its lane;
+ * the three upper index bytes are 0 and read base[0] = 0). The tables are
+ * built with the vector bucket function itself. NaN truncates to
+ * 0x80000000: its low byte selects base[0] = 0, its top byte (bit 7 set)
+ * makes vpshufb write 0, the compares are false: code 0. The index is
+ * valid for |xn| <= 1.015 (checked when the tables are built), which holds
+ * whenever r is finite; a block whose reciprocal overflows
  * (0 < absmax < 2^-128) goes to _ref. */
 
-#define NF4_BSCALE 7.875f /* b = trunc(xn * 7.875 + 8) in [0, 15] */
-#define NF4_BOFF 8.0f
+#define NF4_BSCALE 3.875f /* b = trunc(xn * 3.875 + 4) in [0, 7] */
+#define NF4_BOFF 4.0f
 #define FP4_BSCALE 7.75f  /* b = trunc(|xn| * 7.75) in [0, 7] */
 #define Q4_GROUP 8        /* blocks per pass-1 / pass-2 group */
+#define Q4_XN_MAX 1.015f  /* |xn| the bucket index must cover */
 
 typedef struct q4tab {
-    __m256 t1lo, t1hi, t2lo, t2hi; /* T1, T2 of buckets 0-7, 8-15 (FP4: lo only) */
-    __m256i base;                  /* base[b] as bytes 0-15, in both 128-bit lanes */
-    __m256i lut;                   /* FP4: code of the count of thresholds below |xn| */
+    __m256 t[3];  /* T1, T2, T3 of buckets 0-7 (FP4: T3 all +inf) */
+    __m256i base; /* base[b] as bytes 0-7 (8-15: 0), in both 128-bit lanes */
+    __m256i lut;  /* FP4: code of the count of thresholds below |xn| */
 } q4tab;
 
 static inline __m256i nf4_bucket(__m256 xn)
@@ -98,58 +101,55 @@ static inline __m256i fp4_bucket(__m256 a)
     return _mm256_cvttps_epi32(_mm256_mul_ps(a, _mm256_set1_ps(FP4_BSCALE)));
 }
 
-/* The tables; false if a bucket would hold more than two thresholds (never
- * for the built-in ones; test_quant.c sweeps every threshold against _ref). */
+/* The tables; false if a bucket would hold more than three thresholds or
+ * +-Q4_XN_MAX fell outside the 8 buckets (never for the built-in ones;
+ * test_quant.c sweeps every threshold against _ref). */
 static bool q4tab_init(bool fp4, q4tab *tb)
 {
-    const int nt = fp4 ? 7 : 15, nbk = fp4 ? 8 : 16;
-    float th[16], t1[16], t2[16];
+    const int nt = fp4 ? 7 : 15;
+    float th[16], tt[3][8];
     int32_t bk[16];
-    uint8_t base[32];
+    uint8_t base[32] = {0};
     for (int i = 0; i < 16; i++)
-        th[i] = i < nt ? (fp4 ? qt_fp4_thresholds[i] : qt_nf4_thresholds[i]) : 0.0f;
+        th[i] = i < nt ? (fp4 ? qt_fp4_thresholds[i] : qt_nf4_thresholds[i])
+                : (i & 1 ? -Q4_XN_MAX : Q4_XN_MAX); /* the ends, after the thresholds */
     for (int h = 0; h < 16; h += 8) {
         __m256 v = _mm256_loadu_ps(th + h);
-        _mm256_storeu_si256((__m256i *)(void *)(bk + h), fp4 ? fp4_bucket(v) : nf4_bucket(v));
+        _mm256_storeu_si256((__m256i *)(void *)(bk + h), fp4 ? fp4_bucket(abs8(v)) : nf4_bucket(v));
     }
-    for (int b = 0; b < 16; b++) {
+    for (int i = 0; i < 16; i++)
+        if (bk[i] < 0 || bk[i] >= 8) return false;
+    for (int b = 0; b < 8; b++) {
         int below = 0, in = 0;
-        t1[b] = t2[b] = INFINITY;
+        for (int k = 0; k < 3; k++) tt[k][b] = INFINITY;
         for (int i = 0; i < nt; i++) { /* thresholds ascending */
-            if (bk[i] < 0 || bk[i] >= nbk) return false;
             below += bk[i] < b;
-            if (bk[i] == b) *(in++ ? &t2[b] : &t1[b]) = th[i];
+            if (bk[i] == b) {
+                if (in == 3) return false;
+                tt[in++][b] = th[i];
+            }
         }
-        if (in > 2) return false;
         base[b] = base[b + 16] = (uint8_t)below;
     }
-    tb->t1lo = _mm256_loadu_ps(t1);
-    tb->t1hi = _mm256_loadu_ps(t1 + 8);
-    tb->t2lo = _mm256_loadu_ps(t2);
-    tb->t2hi = _mm256_loadu_ps(t2 + 8);
+    for (int k = 0; k < 3; k++) tb->t[k] = _mm256_loadu_ps(tt[k]);
     tb->base = _mm256_loadu_si256((const __m256i *)(const void *)base);
     tb->lut = _mm256_setr_epi32(0, 1, 6, 7, 4, 5, 2, 3);
     return true;
 }
 
-/* Entry b (0..15) of the 16-entry table (lo, hi); hib: b << 28 (bit 3 in
- * the sign). */
-static inline __m256 lookup16(__m256 lo, __m256 hi, __m256i b, __m256 hib)
+/* g = -1 where xn > T[b] (the table k), 0 elsewhere. */
+static inline __m256i above(__m256 xn, const q4tab *tb, int k, __m256i b)
 {
-    return _mm256_blendv_ps(_mm256_permutevar8x32_ps(lo, b), _mm256_permutevar8x32_ps(hi, b), hib);
+    return _mm256_castps_si256(
+        _mm256_cmp_ps(xn, _mm256_permutevar8x32_ps(tb->t[k], b), _CMP_GT_OQ));
 }
 
-/* NF4 codes of 8 lanes: base[b] + (xn > T1[b]) + (xn > T2[b]). */
+/* NF4 codes of 8 lanes: base[b] + (xn > T1[b]) + (xn > T2[b]) + (xn > T3[b]). */
 static inline __m256i nf4_code8(__m256 xn, const q4tab *tb)
 {
     __m256i b = nf4_bucket(xn);
-    __m256 hib = _mm256_castsi256_ps(_mm256_slli_epi32(b, 28));
-    __m256i base = _mm256_shuffle_epi8(tb->base, b);
-    __m256i g1 = _mm256_castps_si256(_mm256_cmp_ps(xn, lookup16(tb->t1lo, tb->t1hi, b, hib),
-                                                   _CMP_GT_OQ));
-    __m256i g2 = _mm256_castps_si256(_mm256_cmp_ps(xn, lookup16(tb->t2lo, tb->t2hi, b, hib),
-                                                   _CMP_GT_OQ));
-    return _mm256_sub_epi32(_mm256_sub_epi32(base, g1), g2); /* g = -1 where true */
+    __m256i c = _mm256_sub_epi32(_mm256_shuffle_epi8(tb->base, b), above(xn, tb, 0, b));
+    return _mm256_sub_epi32(_mm256_sub_epi32(c, above(xn, tb, 1, b)), above(xn, tb, 2, b));
 }
 
 /* FP4 codes of 8 lanes: the magnitude code of the count below |xn|, plus 8
@@ -159,12 +159,8 @@ static inline __m256i fp4_code8(__m256 xn, __m256 x, __m256 nt, const q4tab *tb)
 {
     __m256 a = abs8(xn);
     __m256i b = fp4_bucket(a);
-    __m256i base = _mm256_shuffle_epi8(tb->base, b);
-    __m256i g1 = _mm256_castps_si256(
-        _mm256_cmp_ps(a, _mm256_permutevar8x32_ps(tb->t1lo, b), _CMP_GT_OQ));
-    __m256i g2 = _mm256_castps_si256(
-        _mm256_cmp_ps(a, _mm256_permutevar8x32_ps(tb->t2lo, b), _CMP_GT_OQ));
-    __m256i m = _mm256_permutevar8x32_epi32(tb->lut, _mm256_sub_epi32(_mm256_sub_epi32(base, g1), g2));
+    __m256i c = _mm256_sub_epi32(_mm256_shuffle_epi8(tb->base, b), above(a, tb, 0, b));
+    __m256i m = _mm256_permutevar8x32_epi32(tb->lut, _mm256_sub_epi32(c, above(a, tb, 1, b)));
     __m256 neg = _mm256_cmp_ps(_mm256_max_ps(x, xn), nt, _CMP_LT_OQ);
     return _mm256_or_si256(m, _mm256_and_si256(_mm256_castps_si256(neg), _mm256_set1_epi32(8)));
 }
