@@ -165,7 +165,19 @@ static inline __m256i fp4_code8(__m256 xn, __m256 x, __m256 nt, const q4tab *tb)
     return _mm256_or_si256(m, _mm256_and_si256(_mm256_castps_si256(neg), _mm256_set1_epi32(8)));
 }
 
-/* 16 elements of type t at p as E (even elements) and O (odd), float32. */
+/* fp16 magnitude bits (below Inf) placed at bit 13 of a float32, as the
+ * float32 value: one multiply by 2^112 rescales the exponent exactly, for
+ * normal and subnormal halves. */
+static inline __m256 fp16_bits_value(__m256i b13)
+{
+    return _mm256_mul_ps(_mm256_castsi256_ps(b13), _mm256_set1_ps(0x1p112f));
+}
+
+/* 16 elements of type t at p as E (even elements) and O (odd), float32.
+ * bf16: a shift and an AND of the 16 raw values taken as 8 dwords; fp16 and
+ * fp32: two widening loads, even / odd shuffles (for fp16 this measured
+ * faster than splitting the raw bits and widening them with integer ops
+ * and a multiply). */
 static inline __attribute__((always_inline)) void load_eo(qt_src_type t, const unsigned char *p,
                                                           __m256 *e, __m256 *o)
 {
@@ -181,15 +193,17 @@ static inline __attribute__((always_inline)) void load_eo(qt_src_type t, const u
     *o = _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(_mm256_shuffle_ps(a, b, 0xDD)), 0xD8));
 }
 
-/* Lanes of the per-block maxima of one block: bf16, the unsigned 16-bit
- * max of the magnitudes' bits widened to floats (*nan set when the block
- * holds NaN, then 0); fp32 / fp16, max(|x|, m) from 0 (NaN never wins). */
+/* Lanes of the per-block maxima of one block. bf16 and fp16: an unsigned
+ * 16-bit max of the magnitudes' bits (their order is the values' order
+ * below Inf / NaN), widened to floats (bf16: bits << 16; fp16: through
+ * fp16_bits_value); *nan set when the block holds NaN (bf16) or Inf / NaN
+ * (fp16), then 0. fp32: max(|x|, m) from 0 (NaN never wins). */
 static inline __attribute__((always_inline)) __m256 block_max8(qt_src_type t,
                                                                const unsigned char *p,
                                                                size_t block, bool *nan)
 {
     const size_t es = qt_src_size(t);
-    if (t == QT_SRC_BF16) {
+    if (t != QT_SRC_F32) {
         const __m256i mag = _mm256_set1_epi16(0x7fff);
         __m256i m0 = _mm256_setzero_si256(), m1 = _mm256_setzero_si256();
         for (size_t i = 0; i < block; i += 32) {
@@ -198,9 +212,11 @@ static inline __attribute__((always_inline)) __m256 block_max8(qt_src_type t,
         }
         m0 = _mm256_max_epu16(m0, m1);
         m0 = _mm256_max_epu32(_mm256_and_si256(m0, _mm256_set1_epi32(0xffff)), _mm256_srli_epi32(m0, 16));
-        const __m256i isnan = _mm256_cmpgt_epi32(m0, _mm256_set1_epi32(0x7f80));
-        *nan = !_mm256_testz_si256(isnan, isnan);
-        return _mm256_castsi256_ps(_mm256_slli_epi32(m0, 16));
+        const __m256i bad = _mm256_cmpgt_epi32(
+            m0, _mm256_set1_epi32(t == QT_SRC_BF16 ? 0x7f80 : 0x7bff));
+        *nan = !_mm256_testz_si256(bad, bad);
+        if (t == QT_SRC_BF16) return _mm256_castsi256_ps(_mm256_slli_epi32(m0, 16));
+        return fp16_bits_value(_mm256_slli_epi32(m0, 13));
     }
     __m256 m0 = _mm256_setzero_ps(), m1 = _mm256_setzero_ps();
     for (size_t i = 0; i < block; i += 16) {
@@ -248,7 +264,8 @@ static inline __attribute__((always_inline)) void quant4_group(
     const uint8_t *rcp, uint8_t *codes, float *absmax)
 {
     const size_t es = qt_src_size(t);
-    /* pass 1: the 8 absmax in one vector (lanes past cnt: 0) */
+    /* pass 1: the 8 absmax in one vector (lanes past cnt: 0); blocks that
+     * block_max8 flags go to the scalar definition */
     __m256 m[Q4_GROUP];
     unsigned big = 0; /* blocks for the scalar definition */
     for (int j = 0; j < Q4_GROUP; j++) {
