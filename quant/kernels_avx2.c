@@ -390,9 +390,10 @@ static inline void store_i8x32(__m256i a, __m256i b, __m256i c, __m256i d, int8_
 }
 
 /* q8 on cnt <= 8 whole blocks (block a multiple of 32), as the 4-bit kernel:
- * the 8 absmax in one vector, d = amax / 127 and id = 1 / d as vectors,
+ * the 8 absmax in one vector (block_max8: fp16 / bf16 blocks holding NaN,
+ * or Inf for fp16, go to _ref), d = amax / 127 and id = 1 / d as vectors,
  * the block-32 fp16 scales through vcvtps2ph (round to nearest even, as
- * qt_fp32_to_fp16). id = x * id stays within +-127.0001 when d is normal
+ * qt_fp32_to_fp16). x * id stays within +-127.0001 when d is normal
  * or 0 (Inf amax: id = 0); a subnormal d (amax < 127 * 2^-126), where it
  * does not, goes to _ref. */
 static inline __attribute__((always_inline)) void q8_group(qt_src_type t, const unsigned char *p,
@@ -401,15 +402,15 @@ static inline __attribute__((always_inline)) void q8_group(qt_src_type t, const 
 {
     const size_t es = qt_src_size(t), bb = qt_q8_block_bytes(block);
     __m256 m[8];
+    unsigned ref = 0; /* blocks for the scalar definition */
     for (int j = 0; j < 8; j++) {
-        __m256 m0 = _mm256_setzero_ps(), m1 = _mm256_setzero_ps();
-        if (j < cnt)
-            for (size_t i = 0; i < block; i += 16) {
-                const unsigned char *q = p + ((size_t)j * block + i) * es;
-                m0 = _mm256_max_ps(abs8(load8(t, q)), m0);
-                m1 = _mm256_max_ps(abs8(load8(t, q + 8 * es)), m1);
-            }
-        m[j] = _mm256_max_ps(m0, m1);
+        bool nan = false;
+        m[j] = j < cnt ? block_max8(t, p + (size_t)j * block * es, block, &nan)
+                       : _mm256_setzero_ps();
+        if (nan) {
+            ref |= 1u << j;
+            m[j] = _mm256_setzero_ps();
+        }
     }
     transpose8(m);
     __m256 am = _mm256_max_ps(_mm256_max_ps(_mm256_max_ps(m[0], m[1]), _mm256_max_ps(m[2], m[3])),
@@ -417,7 +418,7 @@ static inline __attribute__((always_inline)) void q8_group(qt_src_type t, const 
     const __m256 d = _mm256_div_ps(am, _mm256_set1_ps(127.0f));
     const __m256 nz = _mm256_cmp_ps(d, _mm256_setzero_ps(), _CMP_NEQ_OQ);
     const __m256 id = _mm256_and_ps(_mm256_div_ps(_mm256_set1_ps(1.0f), d), nz);
-    const unsigned sub = (unsigned)_mm256_movemask_ps(
+    ref |= (unsigned)_mm256_movemask_ps(
         _mm256_and_ps(_mm256_cmp_ps(d, _mm256_set1_ps(0x1p-126f), _CMP_LT_OQ), nz));
     float dd[8], ii[8];
     uint16_t hh[8];
@@ -427,7 +428,7 @@ static inline __attribute__((always_inline)) void q8_group(qt_src_type t, const 
     for (int j = 0; j < cnt; j++) {
         const unsigned char *pj = p + (size_t)j * block * es;
         unsigned char *blk = out + (size_t)j * bb;
-        if (sub >> j & 1) {
+        if (ref >> j & 1) {
             qt_q8_quant_ref(t, pj, block, block, blk);
             continue;
         }
