@@ -605,6 +605,82 @@ void qt_dq_block_avx2(const qt_dq8_tab *tab, const float *absmax, size_t len, fl
     }
 }
 
+/* ---- the exact mean of double quantization (quant_internal.h) ---------- */
+
+/* Values per flush of the 64-bit lane sums: 2^12 / 8 per lane, each below
+ * 2^(24 + QT_DQ_MEAN_WIN), stay below 2^57. */
+#define MEAN_FLUSH 4096
+
+bool qt_dq_mean_sum_avx2(const float *v, size_t n, uint64_t se[256])
+{
+    const unsigned char *p = (const unsigned char *)v;
+    const size_t nv = n / 8 * 8;
+    const __m256i mag = _mm256_set1_epi32(0x7fffffff);
+    /* pass 1: the largest bits (unsigned: a negative value wins), the
+     * largest and smallest nonzero magnitudes */
+    __m256i bmax = _mm256_setzero_si256(), amax = bmax, amin = _mm256_set1_epi32(-1);
+    for (size_t i = 0; i < nv; i += 8) {
+        __m256i b = _mm256_loadu_si256((const __m256i *)(const void *)(p + 4 * i));
+        __m256i a = _mm256_and_si256(b, mag);
+        bmax = _mm256_max_epu32(bmax, b);
+        amax = _mm256_max_epu32(amax, a);
+        amin = _mm256_min_epu32(amin, _mm256_or_si256(a, _mm256_cmpeq_epi32(a, _mm256_setzero_si256())));
+    }
+    uint32_t bm[8], am[8], an[8], hb = 0, ha = 0, la = UINT32_MAX;
+    _mm256_storeu_si256((__m256i *)(void *)bm, bmax);
+    _mm256_storeu_si256((__m256i *)(void *)am, amax);
+    _mm256_storeu_si256((__m256i *)(void *)an, amin);
+    for (int l = 0; l < 8; l++) {
+        hb = bm[l] > hb ? bm[l] : hb;
+        ha = am[l] > ha ? am[l] : ha;
+        la = an[l] < la ? an[l] : la;
+    }
+    for (size_t i = nv; i < n; i++) {
+        uint32_t b = qt_f32_bits(v[i]), a = b & 0x7fffffffu;
+        hb = b > hb ? b : hb;
+        ha = a > ha ? a : ha;
+        la = a && a < la ? a : la;
+    }
+    if (hb > 0x80000000u || ha >= 0x7f800000u || la == UINT32_MAX) return false;
+    const uint32_t e0 = la >> 23 ? la >> 23 : 1, e1 = ha >> 23 ? ha >> 23 : 1;
+    if (e1 - e0 > QT_DQ_MEAN_WIN || e0 + 32 >= 255) return false;
+    /* pass 2: significand << (max(e, 1) - e0) in 64-bit lanes (zero: a
+     * significand of 0), flushed into 32-bit halves every MEAN_FLUSH */
+    const __m256i ve0 = _mm256_set1_epi32((int)e0), one = _mm256_set1_epi32(1);
+    uint64_t lo = 0, hi = 0;
+    for (size_t f = 0; f < nv; f += MEAN_FLUSH) {
+        const size_t end = nv - f < MEAN_FLUSH ? nv : f + MEAN_FLUSH;
+        __m256i s0 = _mm256_setzero_si256(), s1 = s0;
+        for (size_t i = f; i < end; i += 8) {
+            __m256i a = _mm256_and_si256(_mm256_loadu_si256((const __m256i *)(const void *)(p + 4 * i)), mag);
+            __m256i e = _mm256_srli_epi32(a, 23);
+            __m256i m = _mm256_or_si256(_mm256_and_si256(a, _mm256_set1_epi32(0x7fffff)),
+                                        _mm256_andnot_si256(_mm256_cmpeq_epi32(e, _mm256_setzero_si256()),
+                                                            _mm256_set1_epi32(0x800000)));
+            __m256i sh = _mm256_sub_epi32(_mm256_max_epu32(e, one), ve0); /* zero: < 0, shifts out */
+            s0 = _mm256_add_epi64(s0, _mm256_sllv_epi64(_mm256_cvtepu32_epi64(_mm256_castsi256_si128(m)),
+                                                        _mm256_cvtepu32_epi64(_mm256_castsi256_si128(sh))));
+            s1 = _mm256_add_epi64(s1, _mm256_sllv_epi64(_mm256_cvtepu32_epi64(_mm256_extracti128_si256(m, 1)),
+                                                        _mm256_cvtepu32_epi64(_mm256_extracti128_si256(sh, 1))));
+        }
+        uint64_t q[8];
+        _mm256_storeu_si256((__m256i *)(void *)q, s0);
+        _mm256_storeu_si256((__m256i *)(void *)(q + 4), s1);
+        for (int l = 0; l < 8; l++) {
+            lo += q[l] & 0xffffffffu;
+            hi += q[l] >> 32;
+        }
+    }
+    for (size_t i = nv; i < n; i++) {
+        uint32_t a = qt_f32_bits(v[i]) & 0x7fffffffu, e = a >> 23, eb = e ? e : 1;
+        uint64_t m = (a & 0x7fffffu) | (uint32_t)(e != 0) << 23;
+        if (m) lo += m << (eb - e0); /* < 2^48: below the 2^63 the halves allow */
+    }
+    se[e0] += lo;
+    se[e0 + 32] += hi;
+    return true;
+}
+
 static inline float hsum8(__m256 v)
 {
     __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));

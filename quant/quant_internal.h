@@ -212,6 +212,13 @@ void qt_dq_block_avx2(const qt_dq8_tab *tab, const float *absmax, size_t len, fl
                       uint8_t *codes, float *nested);
 void qt_dq_block_avx512(const qt_dq8_tab *tab, const float *absmax, size_t len, float offset,
                         uint8_t *codes, float *nested);
+/* The mean's exact sum (quant/dq.c) on AVX2 when every value is finite and
+ * not negative and the nonzero ones span at most QT_DQ_MEAN_WIN binades
+ * from their smallest exponent e0 (biased, >= 1, e0 + 32 < 255): adds the
+ * sum of the significands shifted to e0 to se[e0] (low 32 bits) and
+ * se[e0 + 32] (high 32 bits); returns false, touching nothing, otherwise. */
+#define QT_DQ_MEAN_WIN 24
+bool qt_dq_mean_sum_avx2(const float *v, size_t n, uint64_t se[256]);
 #endif
 
 /* ---- absmax scan (scan.c; driver qt_absmax_scan in driver.c) ----------- */

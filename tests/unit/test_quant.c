@@ -613,6 +613,49 @@ Test(dq, mean_is_correctly_rounded)
     }
 }
 
+/* The AVX2 sum of the mean (two vector passes when the nonzero values span
+ * at most QT_DQ_MEAN_WIN binades) against the per-exponent tables (the ref
+ * ISA): n past several flushes and not a multiple of 8; spans of 1, 20 and
+ * 24 binades (vector path) and 25, 40 (tables); zeros, -0.0, subnormals. */
+Test(dq, mean_vector_sum_equals_tables)
+{
+    unsigned long long seed = qt_test_seed(DEFAULT_SEED + 9);
+    const size_t n = 3 * 4096 + 1001;
+    const int spans[] = {1, 20, 24, 25, 40};
+    float *v = malloc(n * 4);
+    for (size_t si = 0; si < sizeof spans / sizeof spans[0]; si++)
+        for (int sub = 0; sub <= 1; sub++) {
+            const float lo = sub ? FLT_TRUE_MIN * 3 : 1e-3f;
+            for (size_t i = 0; i < n; i++) { /* lo .. lo * 2^span, spread in log */
+                float u = (float)(qt_test_rand(&seed) % 1000000) / 1000000.0f;
+                v[i] = lo * exp2f(u * (float)spans[si]);
+            }
+            v[0] = lo;
+            v[1] = ldexpf(lo, spans[si]) * 0.999f;
+            v[7] = 0.0f;
+            v[n - 1] = -0.0f;
+            float m_ref, m_simd;
+            bool have = false;
+            cr_assert(eq(int, qt_isa_force(QT_ISA_REF), QT_OK));
+            cr_assert(eq(int, qt_dq_mean(v, n, &m_ref), QT_OK));
+            for (int isa = QT_ISA_AVX2; isa <= QT_ISA_AVX512; isa++) {
+                if (!qt_isa_supported((qt_isa)isa) || qt_isa_force((qt_isa)isa) != QT_OK) continue;
+                cr_assert(eq(int, qt_dq_mean(v, n, &m_simd), QT_OK));
+                cr_assert(eq(u32, qt_f32_bits(m_simd), qt_f32_bits(m_ref)), "span %d sub %d %s",
+                          spans[si], sub, qt_isa_name((qt_isa)isa));
+                have = true;
+            }
+            if (!have) cr_log_warn("no AVX2: the vector sum is not exercised");
+        }
+    /* negative and non-finite values are still refused */
+    v[5] = -1.0f;
+    float m;
+    cr_assert(eq(int, qt_dq_mean(v, n, &m), QT_ERR_ARG));
+    v[5] = INFINITY;
+    cr_assert(eq(int, qt_dq_mean(v, n, &m), QT_ERR_NUMERIC));
+    free(v);
+}
+
 Test(dq, nested_roundtrip_follows_section5)
 {
     unsigned long long seed = qt_test_seed(DEFAULT_SEED + 4);
