@@ -227,6 +227,31 @@ static inline __attribute__((always_inline)) __m256 block_max8(qt_src_type t,
     return _mm256_max_ps(m0, m1);
 }
 
+/* The absmax of cnt <= 8 whole blocks at p in one vector (lanes past cnt:
+ * 0): block_max8 per block, an 8 x 8 transpose, a max of the rows. *flagged:
+ * the blocks block_max8 flags (their lane is 0), for the scalar definition. */
+static inline __attribute__((always_inline)) __m256 group_absmax8(qt_src_type t,
+                                                                  const unsigned char *p,
+                                                                  size_t block, int cnt,
+                                                                  unsigned *flagged)
+{
+    const size_t es = qt_src_size(t);
+    __m256 m[8];
+    *flagged = 0;
+    for (int j = 0; j < 8; j++) {
+        bool nan = false;
+        m[j] = j < cnt ? block_max8(t, p + (size_t)j * block * es, block, &nan)
+                       : _mm256_setzero_ps();
+        if (nan) {
+            *flagged |= 1u << j;
+            m[j] = _mm256_setzero_ps();
+        }
+    }
+    transpose8(m);
+    return _mm256_max_ps(_mm256_max_ps(_mm256_max_ps(m[0], m[1]), _mm256_max_ps(m[2], m[3])),
+                         _mm256_max_ps(_mm256_max_ps(m[4], m[5]), _mm256_max_ps(m[6], m[7])));
+}
+
 /* 16 codes (E in the high nibble) of each of two units -> 16 bytes. */
 static inline void store_codes(__m256i u0, __m256i u1, uint8_t *dst)
 {
@@ -264,22 +289,9 @@ static inline __attribute__((always_inline)) void quant4_group(
     const uint8_t *rcp, uint8_t *codes, float *absmax)
 {
     const size_t es = qt_src_size(t);
-    /* pass 1: the 8 absmax in one vector (lanes past cnt: 0); blocks that
-     * block_max8 flags go to the scalar definition */
-    __m256 m[Q4_GROUP];
-    unsigned big = 0; /* blocks for the scalar definition */
-    for (int j = 0; j < Q4_GROUP; j++) {
-        bool nan = false;
-        m[j] = j < cnt ? block_max8(t, p + (size_t)j * block * es, block, &nan)
-                       : _mm256_setzero_ps();
-        if (nan) {
-            big |= 1u << j;
-            m[j] = _mm256_setzero_ps();
-        }
-    }
-    transpose8(m);
-    __m256 am = _mm256_max_ps(_mm256_max_ps(_mm256_max_ps(m[0], m[1]), _mm256_max_ps(m[2], m[3])),
-                              _mm256_max_ps(_mm256_max_ps(m[4], m[5]), _mm256_max_ps(m[6], m[7])));
+    /* pass 1: the 8 absmax in one vector */
+    unsigned big; /* blocks for the scalar definition */
+    const __m256 am = group_absmax8(t, p, block, cnt, &big);
     __m256 r = _mm256_div_ps(_mm256_set1_ps(1.0f), am);
     /* an overflowing reciprocal of a nonzero absmax: the scalar definition */
     big |= (unsigned)_mm256_movemask_ps(
@@ -401,20 +413,8 @@ static inline __attribute__((always_inline)) void q8_group(qt_src_type t, const 
                                                            unsigned char *out)
 {
     const size_t es = qt_src_size(t), bb = qt_q8_block_bytes(block);
-    __m256 m[8];
-    unsigned ref = 0; /* blocks for the scalar definition */
-    for (int j = 0; j < 8; j++) {
-        bool nan = false;
-        m[j] = j < cnt ? block_max8(t, p + (size_t)j * block * es, block, &nan)
-                       : _mm256_setzero_ps();
-        if (nan) {
-            ref |= 1u << j;
-            m[j] = _mm256_setzero_ps();
-        }
-    }
-    transpose8(m);
-    __m256 am = _mm256_max_ps(_mm256_max_ps(_mm256_max_ps(m[0], m[1]), _mm256_max_ps(m[2], m[3])),
-                              _mm256_max_ps(_mm256_max_ps(m[4], m[5]), _mm256_max_ps(m[6], m[7])));
+    unsigned ref; /* blocks for the scalar definition */
+    const __m256 am = group_absmax8(t, p, block, cnt, &ref);
     const __m256 d = _mm256_div_ps(am, _mm256_set1_ps(127.0f));
     const __m256 nz = _mm256_cmp_ps(d, _mm256_setzero_ps(), _CMP_NEQ_OQ);
     const __m256 id = _mm256_and_ps(_mm256_div_ps(_mm256_set1_ps(1.0f), d), nz);
@@ -432,9 +432,7 @@ static inline __attribute__((always_inline)) void q8_group(qt_src_type t, const 
             qt_q8_quant_ref(t, pj, block, block, blk);
             continue;
         }
-        if (block == 32) memcpy(blk, &hh[j], 2);
-        else memcpy(blk, &dd[j], 4);
-        int8_t *qs = (int8_t *)(blk + (block == 32 ? 2 : 4));
+        int8_t *qs = qt_q8_block_head(blk, block, dd[j], hh[j]);
         const __m256 vid = _mm256_set1_ps(ii[j]);
         for (size_t i = 0; i < block; i += 32) {
             __m256i r[4];
@@ -445,27 +443,9 @@ static inline __attribute__((always_inline)) void q8_group(qt_src_type t, const 
     }
 }
 
-static inline __attribute__((always_inline)) void q8_t(qt_src_type t, const unsigned char *s,
-                                                       size_t nfull, size_t block,
-                                                       unsigned char *out)
-{
-    const size_t es = qt_src_size(t), bb = qt_q8_block_bytes(block);
-    for (size_t g = 0; g < nfull; g += 8)
-        q8_group(t, s + g * block * es, block, nfull - g < 8 ? (int)(nfull - g) : 8,
-                 out + g * bb);
-}
-
 static void q8_quant(qt_src_type t, const void *src, size_t n, size_t block, void *dst)
 {
-    const unsigned char *s = src;
-    const size_t es = qt_src_size(t), nfull = block % 32 ? 0 : n / block;
-    unsigned char *out = dst;
-    if (t == QT_SRC_BF16) q8_t(QT_SRC_BF16, s, nfull, block, out);
-    else if (t == QT_SRC_F16) q8_t(QT_SRC_F16, s, nfull, block, out);
-    else q8_t(QT_SRC_F32, s, nfull, block, out);
-    if (nfull * block < n)
-        qt_q8_quant_ref(t, s + nfull * block * es, n - nfull * block, block,
-                        out + nfull * qt_q8_block_bytes(block));
+    QT_Q8_SIMD_BODY(t, src, n, block, dst, 8);
 }
 
 static inline __m256 load8_h(qt_src_type t, const unsigned char *p)
@@ -510,13 +490,7 @@ static void int8_quant_row(qt_src_type t, const void *src, size_t n_cols, const 
     const size_t es = qt_src_size(t), nv = n_cols / 32 * 32;
     float m = 0.0f;
     bool clean = false; /* no NaN in the SIMD part */
-    if (t != QT_SRC_F32) {
-        uint16_t top = nv ? max_mag16(p, nv) : 0;
-        clean = top <= (t == QT_SRC_BF16 ? 0x7f80 : 0x7c00);
-        if (clean)
-            m = t == QT_SRC_F16 ? qt_fp16_to_fp32(top)
-                                : qt_fp16_to_fp32(qt_fp32_to_fp16(qt_bf16_to_fp32(top)));
-    }
+    if (t != QT_SRC_F32) clean = qt_int8_scb_of_top(t, nv ? max_mag16(p, nv) : 0, &m);
     if (!clean) {
         __m256 mv = _mm256_setzero_ps();
         for (size_t i = 0; i < nv; i += 8) mv = _mm256_max_ps(abs8(load8_h(t, p + i * es)), mv);
@@ -526,7 +500,7 @@ static void int8_quant_row(qt_src_type t, const void *src, size_t n_cols, const 
     *scb = m;
     float scale = qt_recip(rcp, m) * 127.0f;
     const __m256 vs = _mm256_set1_ps(scale);
-    if (clean && m < INFINITY && m * scale < 127.5f) {
+    if (clean && qt_int8_no_clamp(m, scale)) {
         for (size_t i = 0; i < nv; i += 32) {
             qt_prefetch_ahead(p + (n_cols + i) * es, 32 * es); /* the next row */
             __m256i r[4];

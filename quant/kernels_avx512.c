@@ -369,36 +369,16 @@ static inline __attribute__((always_inline)) void q8_group(qt_src_type t, const 
             qt_q8_quant_ref(t, pj, block, block, blk);
             continue;
         }
-        if (block == 32) memcpy(blk, &hh[j], 2);
-        else memcpy(blk, &dd[j], 4);
-        int8_t *qs = (int8_t *)(blk + (block == 32 ? 2 : 4));
+        int8_t *qs = qt_q8_block_head(blk, block, dd[j], hh[j]);
         const __m512 vid = _mm512_set1_ps(ii[j]);
         for (size_t i = 0; i < block; i += 16)
             q8_store16(_mm512_mul_ps(load16(t, pj + i * es), vid), qs + i);
     }
 }
 
-static inline __attribute__((always_inline)) void q8_t(qt_src_type t, const unsigned char *s,
-                                                       size_t nfull, size_t block,
-                                                       unsigned char *out)
-{
-    const size_t es = qt_src_size(t), bb = qt_q8_block_bytes(block);
-    for (size_t g = 0; g < nfull; g += 16)
-        q8_group(t, s + g * block * es, block, nfull - g < 16 ? (int)(nfull - g) : 16,
-                 out + g * bb);
-}
-
 static void q8_quant(qt_src_type t, const void *src, size_t n, size_t block, void *dst)
 {
-    const unsigned char *s = src;
-    const size_t es = qt_src_size(t), nfull = block % 32 ? 0 : n / block;
-    unsigned char *out = dst;
-    if (t == QT_SRC_BF16) q8_t(QT_SRC_BF16, s, nfull, block, out);
-    else if (t == QT_SRC_F16) q8_t(QT_SRC_F16, s, nfull, block, out);
-    else q8_t(QT_SRC_F32, s, nfull, block, out);
-    if (nfull * block < n)
-        qt_q8_quant_ref(t, s + nfull * block * es, n - nfull * block, block,
-                        out + nfull * qt_q8_block_bytes(block));
+    QT_Q8_SIMD_BODY(t, src, n, block, dst, 16);
 }
 
 /* 16 elements rounded through fp16 (exact for fp16 input). */
@@ -438,13 +418,7 @@ static void int8_quant_row(qt_src_type t, const void *src, size_t n_cols, const 
     const size_t es = qt_src_size(t), nv = n_cols / 16 * 16;
     float m = 0.0f;
     bool clean = false; /* no NaN in the SIMD part */
-    if (t != QT_SRC_F32) {
-        uint16_t top = nv ? max_mag16(p, nv) : 0;
-        clean = top <= (t == QT_SRC_BF16 ? 0x7f80 : 0x7c00);
-        if (clean)
-            m = t == QT_SRC_F16 ? qt_fp16_to_fp32(top)
-                                : qt_fp16_to_fp32(qt_fp32_to_fp16(qt_bf16_to_fp32(top)));
-    }
+    if (t != QT_SRC_F32) clean = qt_int8_scb_of_top(t, nv ? max_mag16(p, nv) : 0, &m);
     if (!clean) {
         __m512 mv = _mm512_setzero_ps();
         for (size_t i = 0; i < nv; i += 16) mv = _mm512_max_ps(abs16(load16_h(t, p + i * es)), mv);
@@ -454,7 +428,7 @@ static void int8_quant_row(qt_src_type t, const void *src, size_t n_cols, const 
     *scb = m;
     float scale = qt_recip(rcp, m) * 127.0f;
     const __m512 vs = _mm512_set1_ps(scale);
-    const bool fast = clean && m < INFINITY && m * scale < 127.5f;
+    const bool fast = clean && qt_int8_no_clamp(m, scale);
     for (size_t i = 0; i < nv; i += 16) {
         qt_prefetch_ahead(p + (n_cols + i) * es, 16 * es); /* the next row */
         __m512 v = _mm512_mul_ps(load16_h(t, p + i * es), vs);

@@ -113,9 +113,9 @@ int main(void)
         }
         f32[i] = (v - 2.0f) * 0.035f;
     }
-    /* the fp16 and bf16 copies; note: the same bf16 data in another buffer
-     * (malloc + memcpy) has measured up to 2x faster in the 4-bit kernels,
-     * memcpy unchanged: placement / aliasing effects, not explained yet */
+    /* the fp16 and bf16 copies (the bf16 buffer lies right after the codes
+     * buffer in memory: that is how a codes buffer too small for q8 once
+     * corrupted it, see bufs_init) */
     for (size_t i = 0; i < n; i++) f16[i] = qt_fp32_to_fp16(f32[i]);
     for (size_t i = 0; i < n; i++) bf16[i] = qt_fp32_to_bf16(f32[i]);
     const void *srcs[QT_SRC_COUNT] = {f32, f16, bf16};
