@@ -8,8 +8,11 @@
  * divided by n with enough extra bits and rounded once to float32 (nearest
  * even, subnormals included). The significands are first summed per
  * exponent in uint64 (OpenMP over chunks, merged exactly), then shifted into
- * the limbs. The result does not depend on the order of the values, hence
- * not on threads.
+ * the limbs; on AVX2 / AVX-512, when the nonzero values span at most
+ * QT_DQ_MEAN_WIN binades (absmax values nearly always do), one vector pass
+ * sums them shifted to the smallest exponent instead (qt_dq_mean_sum_avx2,
+ * 0.9 -> 0.17 ms for 704,512 values on one core). The result does not
+ * depend on the order of the values, hence not on threads or ISA.
  *
  * The driver over the nested blocks (qt_dq_quantize*) is in quant/driver.c:
  * on AVX-512 and AVX2 it uses qt_dq_block_avx512 / _avx2 with a bucket table
@@ -45,6 +48,8 @@ static qt_status mean_bad_status(const float *v, size_t n)
     return QT_OK;
 }
 
+static qt_status mean_round(uint64_t se[4][256], size_t n, float *mean);
+
 qt_status qt_dq_mean(const float *v, size_t n, float *mean)
 {
     if (!v || !mean || n == 0 || n > UINT32_MAX) return QT_ERR_ARG;
@@ -53,6 +58,13 @@ qt_status qt_dq_mean(const float *v, size_t n, float *mean)
      * read-modify-write chains short. Each sum < 2^24 * 2^32 = 2^56. */
     uint64_t se[4][256];
     memset(se, 0, sizeof se);
+#if defined(__x86_64__)
+    /* AVX2: two vector passes, no table read-modify-write (the usual case:
+     * absmax within a few binades) */
+    const qt_isa isa = qt_isa_active();
+    if ((isa == QT_ISA_AVX2 || isa == QT_ISA_AVX512) && qt_dq_mean_sum_avx2(v, n, se[0]))
+        return mean_round(se, n, mean);
+#endif
     uint32_t bad = 0;
     const size_t nch = qt_n_blocks(n, MEAN_CHUNK);
     ptrdiff_t c;
@@ -85,6 +97,13 @@ qt_status qt_dq_mean(const float *v, size_t n, float *mean)
         }
     }
     if (bad) return mean_bad_status(v, n);
+    return mean_round(se, n, mean);
+}
+
+/* The mean from the per-exponent sums se (each < 2^58 once the 4 tables are
+ * added): the sum as fixed-point limbs, divided by n, rounded once. */
+static qt_status mean_round(uint64_t se[4][256], size_t n, float *mean)
+{
     uint64_t acc[MEAN_LIMBS] = {0}; /* limbs of 32 bits, carries deferred */
     for (unsigned e = 0; e < 255; e++) {
         uint64_t x = se[0][e] + se[1][e] + se[2][e] + se[3][e]; /* < 2^58 */

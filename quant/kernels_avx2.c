@@ -50,32 +50,44 @@ static inline float absmax8(qt_src_type t, const unsigned char *p, size_t len, s
  * Work unit: 16 consecutive elements as E (elements 0, 2, .., 14) and O
  * (1, 3, .., 15), so that packed byte k is code(E[k]) << 4 | code(O[k])
  * (bf16: E = v << 16, O = v & 0xffff0000 on the 16 raw values as 8 dwords).
- * Per block: pass 1 takes the exact absmax (bf16: an unsigned 16-bit max of
- * the magnitudes' bits, which orders non-NaN values like floats; a block
- * holding NaN goes to _ref), one reciprocal, pass 2 codes f32(x * r).
+ * Blocks are processed 8 at a time (as the AVX-512 kernel does 16): pass 1
+ * takes the exact absmax of each block (bf16: an unsigned 16-bit max of the
+ * magnitudes' bits, which orders non-NaN values like floats; a block holding
+ * NaN goes to _ref) and transposes-reduces the 8 per-block vectors into one
+ * vector of 8 absmax; one vector division gives the 8 correctly rounded
+ * reciprocals; pass 2 re-reads the blocks (from L1) and codes f32(x * r).
+ * One block at a time, the chain absmax -> horizontal max -> division ->
+ * codes left the core idle ~30 % of the time.
  *
  * Code search: a monotone bucket index b(x) (an FMA or multiply and a
- * truncation) cuts the range into 16 (NF4, signed xn: [-1, 1]) or 8 (FP4,
- * |xn|: [0, 1]) buckets of width ~0.127, wider than in the AVX-512 kernel
- * but narrow enough that a bucket holds at most two thresholds (the
- * smallest gap is 0.080 for NF4, 0.083 for FP4): T1[b] <= T2[b] (+inf when
- * absent). b is monotone, so the thresholds below xn are those of the lower
- * buckets (base[b]) plus those of its own bucket that xn exceeds:
- * count = base[b] + (xn > T1[b]) + (xn > T2[b]), the exact count with the
- * scalar definition's strict ordered compares. The tables are built with
- * the vector bucket function itself. NaN truncates to 0x80000000, bucket 0
- * (base 0, compares false): code 0. The index is valid for |xn| < 1.015,
- * which holds whenever r is finite; a block whose reciprocal overflows
+ * truncation) cuts the range into 8 buckets (NF4: signed xn over [-1, 1],
+ * width 0.258; FP4: |xn| over [0, 1], width 0.129), each holding at most
+ * three thresholds (NF4; FP4: two): T1[b] <= T2[b] <= T3[b] (+inf when
+ * absent). 8-entry tables are one vpermps each, with no blend (16 buckets
+ * of at most two thresholds took two permutes and a blend per table). b is
+ * monotone, so the thresholds below xn are those of the lower buckets
+ * (base[b]) plus those of its own bucket that xn exceeds:
+ * count = base[b] + (xn > T1[b]) + (xn > T2[b]) + (xn > T3[b]), the exact
+ * count with the scalar definition's strict ordered compares. base[b] is a
+ * byte table read with one vpshufb (b < 8 sits in the low byte of its lane;
+ * the three upper index bytes are 0 and read base[0] = 0). The tables are
+ * built with the vector bucket function itself. NaN truncates to
+ * 0x80000000: its low byte selects base[0] = 0, its top byte (bit 7 set)
+ * makes vpshufb write 0, the compares are false: code 0. The index is
+ * valid for |xn| <= 1.015 (checked when the tables are built), which holds
+ * whenever r is finite; a block whose reciprocal overflows
  * (0 < absmax < 2^-128) goes to _ref. */
 
-#define NF4_BSCALE 7.875f /* b = trunc(xn * 7.875 + 8) in [0, 15] */
-#define NF4_BOFF 8.0f
+#define NF4_BSCALE 3.875f /* b = trunc(xn * 3.875 + 4) in [0, 7] */
+#define NF4_BOFF 4.0f
 #define FP4_BSCALE 7.75f  /* b = trunc(|xn| * 7.75) in [0, 7] */
+#define Q4_GROUP 8        /* blocks per pass-1 / pass-2 group */
+#define Q4_XN_MAX 1.015f  /* |xn| the bucket index must cover */
 
 typedef struct q4tab {
-    __m256 t1lo, t1hi, t2lo, t2hi; /* T1, T2 of buckets 0-7, 8-15 (FP4: lo only) */
-    __m256 blo, bhi;               /* base[b] as int32 bits (FP4: lo only) */
-    __m256i lut;                   /* FP4: code of the count of thresholds below |xn| */
+    __m256 t[3];  /* T1, T2, T3 of buckets 0-7 (FP4: T3 all +inf) */
+    __m256i base; /* base[b] as bytes 0-7 (8-15: 0), in both 128-bit lanes */
+    __m256i lut;  /* FP4: code of the count of thresholds below |xn| */
 } q4tab;
 
 static inline __m256i nf4_bucket(__m256 xn)
@@ -89,58 +101,55 @@ static inline __m256i fp4_bucket(__m256 a)
     return _mm256_cvttps_epi32(_mm256_mul_ps(a, _mm256_set1_ps(FP4_BSCALE)));
 }
 
-/* The tables; false if a bucket would hold more than two thresholds (never
- * for the built-in ones; test_quant.c sweeps every threshold against _ref). */
+/* The tables; false if a bucket would hold more than three thresholds or
+ * +-Q4_XN_MAX fell outside the 8 buckets (never for the built-in ones;
+ * test_quant.c sweeps every threshold against _ref). */
 static bool q4tab_init(bool fp4, q4tab *tb)
 {
-    const int nt = fp4 ? 7 : 15, nbk = fp4 ? 8 : 16;
-    float th[16], t1[16], t2[16];
-    int32_t bk[16], base[16];
+    const int nt = fp4 ? 7 : 15;
+    float th[16], tt[3][8];
+    int32_t bk[16];
+    uint8_t base[32] = {0};
     for (int i = 0; i < 16; i++)
-        th[i] = i < nt ? (fp4 ? qt_fp4_thresholds[i] : qt_nf4_thresholds[i]) : 0.0f;
+        th[i] = i < nt ? (fp4 ? qt_fp4_thresholds[i] : qt_nf4_thresholds[i])
+                : (i & 1 ? -Q4_XN_MAX : Q4_XN_MAX); /* the ends, after the thresholds */
     for (int h = 0; h < 16; h += 8) {
         __m256 v = _mm256_loadu_ps(th + h);
-        _mm256_storeu_si256((__m256i *)(void *)(bk + h), fp4 ? fp4_bucket(v) : nf4_bucket(v));
+        _mm256_storeu_si256((__m256i *)(void *)(bk + h), fp4 ? fp4_bucket(abs8(v)) : nf4_bucket(v));
     }
-    for (int b = 0; b < 16; b++) {
+    for (int i = 0; i < 16; i++)
+        if (bk[i] < 0 || bk[i] >= 8) return false;
+    for (int b = 0; b < 8; b++) {
         int below = 0, in = 0;
-        t1[b] = t2[b] = INFINITY;
+        for (int k = 0; k < 3; k++) tt[k][b] = INFINITY;
         for (int i = 0; i < nt; i++) { /* thresholds ascending */
-            if (bk[i] < 0 || bk[i] >= nbk) return false;
             below += bk[i] < b;
-            if (bk[i] == b) *(in++ ? &t2[b] : &t1[b]) = th[i];
+            if (bk[i] == b) {
+                if (in == 3) return false;
+                tt[in++][b] = th[i];
+            }
         }
-        if (in > 2) return false;
-        base[b] = below;
+        base[b] = base[b + 16] = (uint8_t)below;
     }
-    tb->t1lo = _mm256_loadu_ps(t1);
-    tb->t1hi = _mm256_loadu_ps(t1 + 8);
-    tb->t2lo = _mm256_loadu_ps(t2);
-    tb->t2hi = _mm256_loadu_ps(t2 + 8);
-    tb->blo = _mm256_castsi256_ps(_mm256_loadu_si256((const __m256i *)(const void *)base));
-    tb->bhi = _mm256_castsi256_ps(_mm256_loadu_si256((const __m256i *)(const void *)(base + 8)));
+    for (int k = 0; k < 3; k++) tb->t[k] = _mm256_loadu_ps(tt[k]);
+    tb->base = _mm256_loadu_si256((const __m256i *)(const void *)base);
     tb->lut = _mm256_setr_epi32(0, 1, 6, 7, 4, 5, 2, 3);
     return true;
 }
 
-/* Entry b (0..15) of the 16-entry table (lo, hi); hib: b << 28 (bit 3 in
- * the sign). */
-static inline __m256 lookup16(__m256 lo, __m256 hi, __m256i b, __m256 hib)
+/* g = -1 where xn > T[b] (the table k), 0 elsewhere. */
+static inline __m256i above(__m256 xn, const q4tab *tb, int k, __m256i b)
 {
-    return _mm256_blendv_ps(_mm256_permutevar8x32_ps(lo, b), _mm256_permutevar8x32_ps(hi, b), hib);
+    return _mm256_castps_si256(
+        _mm256_cmp_ps(xn, _mm256_permutevar8x32_ps(tb->t[k], b), _CMP_GT_OQ));
 }
 
-/* NF4 codes of 8 lanes: base[b] + (xn > T1[b]) + (xn > T2[b]). */
+/* NF4 codes of 8 lanes: base[b] + (xn > T1[b]) + (xn > T2[b]) + (xn > T3[b]). */
 static inline __m256i nf4_code8(__m256 xn, const q4tab *tb)
 {
     __m256i b = nf4_bucket(xn);
-    __m256 hib = _mm256_castsi256_ps(_mm256_slli_epi32(b, 28));
-    __m256i base = _mm256_castps_si256(lookup16(tb->blo, tb->bhi, b, hib));
-    __m256i g1 = _mm256_castps_si256(_mm256_cmp_ps(xn, lookup16(tb->t1lo, tb->t1hi, b, hib),
-                                                   _CMP_GT_OQ));
-    __m256i g2 = _mm256_castps_si256(_mm256_cmp_ps(xn, lookup16(tb->t2lo, tb->t2hi, b, hib),
-                                                   _CMP_GT_OQ));
-    return _mm256_sub_epi32(_mm256_sub_epi32(base, g1), g2); /* g = -1 where true */
+    __m256i c = _mm256_sub_epi32(_mm256_shuffle_epi8(tb->base, b), above(xn, tb, 0, b));
+    return _mm256_sub_epi32(_mm256_sub_epi32(c, above(xn, tb, 1, b)), above(xn, tb, 2, b));
 }
 
 /* FP4 codes of 8 lanes: the magnitude code of the count below |xn|, plus 8
@@ -150,17 +159,25 @@ static inline __m256i fp4_code8(__m256 xn, __m256 x, __m256 nt, const q4tab *tb)
 {
     __m256 a = abs8(xn);
     __m256i b = fp4_bucket(a);
-    __m256i base = _mm256_castps_si256(_mm256_permutevar8x32_ps(tb->blo, b));
-    __m256i g1 = _mm256_castps_si256(
-        _mm256_cmp_ps(a, _mm256_permutevar8x32_ps(tb->t1lo, b), _CMP_GT_OQ));
-    __m256i g2 = _mm256_castps_si256(
-        _mm256_cmp_ps(a, _mm256_permutevar8x32_ps(tb->t2lo, b), _CMP_GT_OQ));
-    __m256i m = _mm256_permutevar8x32_epi32(tb->lut, _mm256_sub_epi32(_mm256_sub_epi32(base, g1), g2));
+    __m256i c = _mm256_sub_epi32(_mm256_shuffle_epi8(tb->base, b), above(a, tb, 0, b));
+    __m256i m = _mm256_permutevar8x32_epi32(tb->lut, _mm256_sub_epi32(c, above(a, tb, 1, b)));
     __m256 neg = _mm256_cmp_ps(_mm256_max_ps(x, xn), nt, _CMP_LT_OQ);
     return _mm256_or_si256(m, _mm256_and_si256(_mm256_castps_si256(neg), _mm256_set1_epi32(8)));
 }
 
-/* 16 elements of type t at p as E (even elements) and O (odd), float32. */
+/* fp16 magnitude bits (below Inf) placed at bit 13 of a float32, as the
+ * float32 value: one multiply by 2^112 rescales the exponent exactly, for
+ * normal and subnormal halves. */
+static inline __m256 fp16_bits_value(__m256i b13)
+{
+    return _mm256_mul_ps(_mm256_castsi256_ps(b13), _mm256_set1_ps(0x1p112f));
+}
+
+/* 16 elements of type t at p as E (even elements) and O (odd), float32.
+ * bf16: a shift and an AND of the 16 raw values taken as 8 dwords; fp16 and
+ * fp32: two widening loads, even / odd shuffles (for fp16 this measured
+ * faster than splitting the raw bits and widening them with integer ops
+ * and a multiply). */
 static inline __attribute__((always_inline)) void load_eo(qt_src_type t, const unsigned char *p,
                                                           __m256 *e, __m256 *o)
 {
@@ -176,26 +193,63 @@ static inline __attribute__((always_inline)) void load_eo(qt_src_type t, const u
     *o = _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(_mm256_shuffle_ps(a, b, 0xDD)), 0xD8));
 }
 
-/* Exact absmax of len (multiple of 16) bf16 values from the bits of their
- * magnitudes (unsigned order = float order for non-NaN); NaN: returns NaN. */
-static inline float absmax_bf16(const unsigned char *p, size_t len)
+/* Lanes of the per-block maxima of one block. bf16 and fp16: an unsigned
+ * 16-bit max of the magnitudes' bits (their order is the values' order
+ * below Inf / NaN), widened to floats (bf16: bits << 16; fp16: through
+ * fp16_bits_value); *nan set when the block holds NaN (bf16) or Inf / NaN
+ * (fp16), then 0. fp32: max(|x|, m) from 0 (NaN never wins). */
+static inline __attribute__((always_inline)) __m256 block_max8(qt_src_type t,
+                                                               const unsigned char *p,
+                                                               size_t block, bool *nan)
 {
-    const __m256i mag = _mm256_set1_epi16(0x7fff);
-    __m256i m0 = _mm256_setzero_si256(), m1 = _mm256_setzero_si256();
-    size_t i = 0;
-    for (; i + 32 <= len; i += 32) {
-        m0 = _mm256_max_epu16(m0, _mm256_and_si256(_mm256_loadu_si256((const __m256i *)(const void *)(p + 2 * i)), mag));
-        m1 = _mm256_max_epu16(m1, _mm256_and_si256(_mm256_loadu_si256((const __m256i *)(const void *)(p + 2 * i + 32)), mag));
+    const size_t es = qt_src_size(t);
+    if (t != QT_SRC_F32) {
+        const __m256i mag = _mm256_set1_epi16(0x7fff);
+        __m256i m0 = _mm256_setzero_si256(), m1 = _mm256_setzero_si256();
+        for (size_t i = 0; i < block; i += 32) {
+            m0 = _mm256_max_epu16(m0, _mm256_and_si256(_mm256_loadu_si256((const __m256i *)(const void *)(p + 2 * i)), mag));
+            m1 = _mm256_max_epu16(m1, _mm256_and_si256(_mm256_loadu_si256((const __m256i *)(const void *)(p + 2 * i + 32)), mag));
+        }
+        m0 = _mm256_max_epu16(m0, m1);
+        m0 = _mm256_max_epu32(_mm256_and_si256(m0, _mm256_set1_epi32(0xffff)), _mm256_srli_epi32(m0, 16));
+        const __m256i bad = _mm256_cmpgt_epi32(
+            m0, _mm256_set1_epi32(t == QT_SRC_BF16 ? 0x7f80 : 0x7bff));
+        *nan = !_mm256_testz_si256(bad, bad);
+        if (t == QT_SRC_BF16) return _mm256_castsi256_ps(_mm256_slli_epi32(m0, 16));
+        return fp16_bits_value(_mm256_slli_epi32(m0, 13));
     }
-    for (; i < len; i += 16)
-        m0 = _mm256_max_epu16(m0, _mm256_and_si256(_mm256_loadu_si256((const __m256i *)(const void *)(p + 2 * i)), mag));
-    __m128i m = _mm_max_epu16(_mm256_castsi256_si128(_mm256_max_epu16(m0, m1)),
-                              _mm256_extracti128_si256(_mm256_max_epu16(m0, m1), 1));
-    m = _mm_max_epu16(m, _mm_srli_si128(m, 8));
-    m = _mm_max_epu16(m, _mm_srli_si128(m, 4));
-    m = _mm_max_epu16(m, _mm_srli_si128(m, 2));
-    uint16_t top = (uint16_t)_mm_extract_epi16(m, 0);
-    return top > 0x7f80 ? NAN : qt_bf16_to_fp32(top);
+    __m256 m0 = _mm256_setzero_ps(), m1 = _mm256_setzero_ps();
+    for (size_t i = 0; i < block; i += 16) {
+        m0 = _mm256_max_ps(abs8(load8(t, p + i * es)), m0);
+        m1 = _mm256_max_ps(abs8(load8(t, p + (i + 8) * es)), m1);
+    }
+    *nan = false;
+    return _mm256_max_ps(m0, m1);
+}
+
+/* The absmax of cnt <= 8 whole blocks at p in one vector (lanes past cnt:
+ * 0): block_max8 per block, an 8 x 8 transpose, a max of the rows. *flagged:
+ * the blocks block_max8 flags (their lane is 0), for the scalar definition. */
+static inline __attribute__((always_inline)) __m256 group_absmax8(qt_src_type t,
+                                                                  const unsigned char *p,
+                                                                  size_t block, int cnt,
+                                                                  unsigned *flagged)
+{
+    const size_t es = qt_src_size(t);
+    __m256 m[8];
+    *flagged = 0;
+    for (int j = 0; j < 8; j++) {
+        bool nan = false;
+        m[j] = j < cnt ? block_max8(t, p + (size_t)j * block * es, block, &nan)
+                       : _mm256_setzero_ps();
+        if (nan) {
+            *flagged |= 1u << j;
+            m[j] = _mm256_setzero_ps();
+        }
+    }
+    transpose8(m);
+    return _mm256_max_ps(_mm256_max_ps(_mm256_max_ps(m[0], m[1]), _mm256_max_ps(m[2], m[3])),
+                         _mm256_max_ps(_mm256_max_ps(m[4], m[5]), _mm256_max_ps(m[6], m[7])));
 }
 
 /* 16 codes (E in the high nibble) of each of two units -> 16 bytes. */
@@ -229,6 +283,44 @@ static inline __attribute__((always_inline)) void quant4_block(bool fp4, qt_src_
     }
 }
 
+/* cnt <= 8 whole blocks of `block` (a multiple of 32) elements. */
+static inline __attribute__((always_inline)) void quant4_group(
+    bool fp4, qt_src_type t, const unsigned char *p, size_t block, int cnt, const q4tab *tb,
+    const uint8_t *rcp, uint8_t *codes, float *absmax)
+{
+    const size_t es = qt_src_size(t);
+    /* pass 1: the 8 absmax in one vector */
+    unsigned big; /* blocks for the scalar definition */
+    const __m256 am = group_absmax8(t, p, block, cnt, &big);
+    __m256 r = _mm256_div_ps(_mm256_set1_ps(1.0f), am);
+    /* an overflowing reciprocal of a nonzero absmax: the scalar definition */
+    big |= (unsigned)_mm256_movemask_ps(
+        _mm256_and_ps(_mm256_cmp_ps(r, _mm256_set1_ps(INFINITY), _CMP_EQ_OQ),
+                      _mm256_cmp_ps(am, _mm256_setzero_ps(), _CMP_NEQ_OQ)));
+    float rr[Q4_GROUP], aa[Q4_GROUP];
+    _mm256_storeu_ps(rr, r);
+    _mm256_storeu_ps(aa, am);
+    if (rcp) /* the GPU's reciprocals; blocks where flush-to-zero matters: scalar */
+        for (int j = 0; j < cnt; j++) {
+            rr[j] = qt_cuda_rcp(rcp, aa[j]);
+            if (!qt_cuda_simd_ok(aa[j])) big |= 1u << j;
+        }
+    /* pass 2: the codes, block by block */
+    const __m256 nt = _mm256_set1_ps(rcp ? QT_CUDA_NEG_BELOW : 0.0f);
+    for (int j = 0; j < cnt; j++) {
+        const unsigned char *pj = p + (size_t)j * block * es;
+        qt_prefetch_ahead(pj + Q4_GROUP * block * es, block * es); /* the next group */
+        if (big >> j & 1) {
+            qt_quant4_ref(fp4, t, pj, block, block, rcp, codes + (size_t)j * block / 2,
+                          absmax + j);
+            continue;
+        }
+        absmax[j] = aa[j];
+        quant4_block(fp4, t, pj, block, _mm256_set1_ps(rr[j]), nt, tb,
+                     codes + (size_t)j * block / 2);
+    }
+}
+
 static inline __attribute__((always_inline)) void quant4_t(bool fp4, qt_src_type t,
                                                            const unsigned char *s, size_t nfull,
                                                            size_t block, const q4tab *tb,
@@ -236,20 +328,10 @@ static inline __attribute__((always_inline)) void quant4_t(bool fp4, qt_src_type
                                                            float *absmax)
 {
     const size_t es = qt_src_size(t);
-    const __m256 nt = _mm256_set1_ps(rcp ? QT_CUDA_NEG_BELOW : 0.0f);
-    for (size_t j = 0; j < nfull; j++) {
-        const unsigned char *p = s + j * block * es;
-        uint8_t *out = codes + j * block / 2;
-        float m = t == QT_SRC_BF16 ? absmax_bf16(p, block) : absmax8(t, p, block, es);
-        float r = qt_recip(rcp, m);
-        /* NaN in the block, an overflowing reciprocal, or (GPU) flush to
-         * zero that matters: the scalar definition */
-        if (m != m || (isinf(r) && m != 0.0f) || (rcp && !qt_cuda_simd_ok(m))) {
-            qt_quant4_ref(fp4, t, p, block, block, rcp, out, absmax + j);
-            continue;
-        }
-        absmax[j] = m;
-        quant4_block(fp4, t, p, block, _mm256_set1_ps(r), nt, tb, out);
+    for (size_t g = 0; g < nfull; g += Q4_GROUP) {
+        int cnt = nfull - g < Q4_GROUP ? (int)(nfull - g) : Q4_GROUP;
+        quant4_group(fp4, t, s + g * block * es, block, cnt, tb, rcp, codes + g * block / 2,
+                     absmax + g);
     }
 }
 
@@ -286,19 +368,28 @@ static void dequant4(const uint8_t *codes, size_t i0, size_t len, const float ma
     if (k < len) qt_dequant4_ref(codes, i0 + k, len - k, map, scale, dst + k);
 }
 
-/* roundf of 8 lanes (half away from zero), NaN -> 0, clamp +-127 -> int32. */
+/* roundf (half away from zero) of 8 lanes with |v| <= 127.0001 or NaN, as
+ * int32: trunc(|v| + 0.5) with the sign of v put back. The sum is exact or
+ * rounds without crossing an integer, except |v| = 0.5 - 2^-25 (0x3effffff),
+ * whose sum rounds to 1.0: that lane gets 1 taken off. NaN gives INT32_MIN
+ * (-128 once narrowed; store_q8x32 makes it 0). */
 static inline __m256i q8_round8(__m256 v)
 {
-    __m256 tr = _mm256_round_ps(v, _MM_FROUND_TO_ZERO | _MM_FROUND_NO_EXC);
-    __m256 frac = _mm256_sub_ps(v, tr);
-    __m256 up = _mm256_cmp_ps(abs8(frac), _mm256_set1_ps(0.5f), _CMP_GE_OQ);
-    __m256 one = _mm256_or_ps(_mm256_and_ps(v, _mm256_castsi256_ps(_mm256_set1_epi32((int)0x80000000u))),
-                              _mm256_set1_ps(1.0f));
-    __m256 r = _mm256_add_ps(tr, _mm256_and_ps(up, one));
-    __m256 ord = _mm256_cmp_ps(v, v, _CMP_ORD_Q);
-    r = _mm256_and_ps(r, ord);
-    r = _mm256_min_ps(_mm256_max_ps(r, _mm256_set1_ps(-127.0f)), _mm256_set1_ps(127.0f));
-    return _mm256_cvtps_epi32(r);
+    const __m256i a = _mm256_and_si256(_mm256_castps_si256(v), _mm256_set1_epi32(0x7fffffff));
+    __m256i q = _mm256_cvttps_epi32(_mm256_add_ps(_mm256_castsi256_ps(a), _mm256_set1_ps(0.5f)));
+    q = _mm256_add_epi32(q, _mm256_cmpeq_epi32(a, _mm256_set1_epi32(0x3effffff)));
+    return _mm256_sign_epi32(q, _mm256_castps_si256(v));
+}
+
+/* 32 int32 lanes (each in [-127,127], or INT32_MIN for NaN) -> 32 int8 in
+ * order, NaN as 0. */
+static inline void store_q8x32(__m256i a, __m256i b, __m256i c, __m256i d, int8_t *dst)
+{
+    __m256i ab = _mm256_packs_epi32(a, b), cd = _mm256_packs_epi32(c, d);
+    __m256i x = _mm256_packs_epi16(ab, cd);
+    x = _mm256_andnot_si256(_mm256_cmpeq_epi8(x, _mm256_set1_epi8(-128)), x);
+    x = _mm256_permutevar8x32_epi32(x, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
+    _mm256_storeu_si256((__m256i *)(void *)dst, x);
 }
 
 /* 32 int32 lanes (each in [-127,127]) -> 32 int8 in order. */
@@ -310,36 +401,51 @@ static inline void store_i8x32(__m256i a, __m256i b, __m256i c, __m256i d, int8_
     _mm256_storeu_si256((__m256i *)(void *)dst, x);
 }
 
-static void q8_quant(qt_src_type t, const void *src, size_t n, size_t block, void *dst)
+/* q8 on cnt <= 8 whole blocks (block a multiple of 32), as the 4-bit kernel:
+ * the 8 absmax in one vector (block_max8: fp16 / bf16 blocks holding NaN,
+ * or Inf for fp16, go to _ref), d = amax / 127 and id = 1 / d as vectors,
+ * the block-32 fp16 scales through vcvtps2ph (round to nearest even, as
+ * qt_fp32_to_fp16). x * id stays within +-127.0001 when d is normal
+ * or 0 (Inf amax: id = 0); a subnormal d (amax < 127 * 2^-126), where it
+ * does not, goes to _ref. */
+static inline __attribute__((always_inline)) void q8_group(qt_src_type t, const unsigned char *p,
+                                                           size_t block, int cnt,
+                                                           unsigned char *out)
 {
-    const unsigned char *s = src;
-    const size_t es = qt_src_size(t), nfull = n / block, bb = qt_q8_block_bytes(block);
-    unsigned char *out = dst;
-    for (size_t j = 0; j < nfull; j++) {
-        const unsigned char *p = s + j * block * es;
-        unsigned char *blk = out + j * bb;
-        float amax = absmax8(t, p, block, es);
-        float d = amax / 127.0f;
-        float id = d != 0.0f ? 1.0f / d : 0.0f;
-        int8_t *qs;
-        if (block == 32) {
-            uint16_t h = qt_fp32_to_fp16(d);
-            memcpy(blk, &h, 2);
-            qs = (int8_t *)(blk + 2);
-        } else {
-            memcpy(blk, &d, 4);
-            qs = (int8_t *)(blk + 4);
+    const size_t es = qt_src_size(t), bb = qt_q8_block_bytes(block);
+    unsigned ref; /* blocks for the scalar definition */
+    const __m256 am = group_absmax8(t, p, block, cnt, &ref);
+    const __m256 d = _mm256_div_ps(am, _mm256_set1_ps(127.0f));
+    const __m256 nz = _mm256_cmp_ps(d, _mm256_setzero_ps(), _CMP_NEQ_OQ);
+    const __m256 id = _mm256_and_ps(_mm256_div_ps(_mm256_set1_ps(1.0f), d), nz);
+    ref |= (unsigned)_mm256_movemask_ps(
+        _mm256_and_ps(_mm256_cmp_ps(d, _mm256_set1_ps(0x1p-126f), _CMP_LT_OQ), nz));
+    float dd[8], ii[8];
+    uint16_t hh[8];
+    _mm256_storeu_ps(dd, d);
+    _mm256_storeu_ps(ii, id);
+    _mm_storeu_si128((__m128i *)(void *)hh, _mm256_cvtps_ph(d, _MM_FROUND_TO_NEAREST_INT));
+    for (int j = 0; j < cnt; j++) {
+        const unsigned char *pj = p + (size_t)j * block * es;
+        unsigned char *blk = out + (size_t)j * bb;
+        if (ref >> j & 1) {
+            qt_q8_quant_ref(t, pj, block, block, blk);
+            continue;
         }
-        const __m256 vid = _mm256_set1_ps(id);
+        int8_t *qs = qt_q8_block_head(blk, block, dd[j], hh[j]);
+        const __m256 vid = _mm256_set1_ps(ii[j]);
         for (size_t i = 0; i < block; i += 32) {
             __m256i r[4];
             for (int v = 0; v < 4; v++)
-                r[v] = q8_round8(_mm256_mul_ps(load8(t, p + (i + 8 * v) * es), vid));
-            store_i8x32(r[0], r[1], r[2], r[3], qs + i);
+                r[v] = q8_round8(_mm256_mul_ps(load8(t, pj + (i + 8 * (size_t)v) * es), vid));
+            store_q8x32(r[0], r[1], r[2], r[3], qs + i);
         }
     }
-    if (nfull * block < n)
-        qt_q8_quant_ref(t, s + nfull * block * es, n - nfull * block, block, out + nfull * bb);
+}
+
+static void q8_quant(qt_src_type t, const void *src, size_t n, size_t block, void *dst)
+{
+    QT_Q8_SIMD_BODY(t, src, n, block, dst, 8);
 }
 
 static inline __m256 load8_h(qt_src_type t, const unsigned char *p)
@@ -348,27 +454,72 @@ static inline __m256 load8_h(qt_src_type t, const unsigned char *p)
     return _mm256_cvtph_ps(_mm256_cvtps_ph(load8(t, p), _MM_FROUND_TO_NEAREST_INT));
 }
 
+/* max |x| of n (a multiple of 16) fp16 or bf16 values as the bits of the
+ * largest magnitude: an unsigned 16-bit max (magnitude bits order like
+ * the values, NaN above every number). */
+static inline uint16_t max_mag16(const unsigned char *p, size_t n)
+{
+    const __m256i mag = _mm256_set1_epi16(0x7fff);
+    __m256i m0 = _mm256_setzero_si256(), m1 = _mm256_setzero_si256();
+    size_t i = 0;
+    for (; i + 32 <= n; i += 32) {
+        m0 = _mm256_max_epu16(m0, _mm256_and_si256(_mm256_loadu_si256((const __m256i *)(const void *)(p + 2 * i)), mag));
+        m1 = _mm256_max_epu16(m1, _mm256_and_si256(_mm256_loadu_si256((const __m256i *)(const void *)(p + 2 * i + 32)), mag));
+    }
+    for (; i < n; i += 16)
+        m0 = _mm256_max_epu16(m0, _mm256_and_si256(_mm256_loadu_si256((const __m256i *)(const void *)(p + 2 * i)), mag));
+    m0 = _mm256_max_epu16(m0, m1);
+    __m128i m = _mm_max_epu16(_mm256_castsi256_si128(m0), _mm256_extracti128_si256(m0, 1));
+    m = _mm_max_epu16(m, _mm_srli_si128(m, 8));
+    m = _mm_max_epu16(m, _mm_srli_si128(m, 4));
+    m = _mm_max_epu16(m, _mm_srli_si128(m, 2));
+    return (uint16_t)_mm_extract_epi16(m, 0);
+}
+
+/* LLM.int8 row. SCB: fp16 / bf16 rows without NaN take the max of the raw
+ * magnitudes (rounding to fp16 is monotone and symmetric, so the max of
+ * the rounded values is the rounded max); otherwise max |fp16(x)| as
+ * floats (NaN never wins). Codes: when the row holds no NaN, SCB is
+ * finite and f32(SCB * scale) < 127.5, every |f32(x16 * scale)| is at most
+ * that (rounding is monotone) and rounds into [-127, 127]: no NaN mask and
+ * no clamp; otherwise both. Pass 2 prefetches the next row. */
 static void int8_quant_row(qt_src_type t, const void *src, size_t n_cols, const uint8_t *rcp,
                            int8_t *cb, float *scb)
 {
     const unsigned char *p = src;
     const size_t es = qt_src_size(t), nv = n_cols / 32 * 32;
-    __m256 mv = _mm256_setzero_ps();
-    for (size_t i = 0; i < nv; i += 8) mv = _mm256_max_ps(abs8(load8_h(t, p + i * es)), mv);
-    float m = hmax8(mv);
+    float m = 0.0f;
+    bool clean = false; /* no NaN in the SIMD part */
+    if (t != QT_SRC_F32) clean = qt_int8_scb_of_top(t, nv ? max_mag16(p, nv) : 0, &m);
+    if (!clean) {
+        __m256 mv = _mm256_setzero_ps();
+        for (size_t i = 0; i < nv; i += 8) mv = _mm256_max_ps(abs8(load8_h(t, p + i * es)), mv);
+        m = hmax8(mv);
+    }
     for (size_t i = nv; i < n_cols; i++) m = qt_absmax_step(m, qt_half_value(t, src, i));
     *scb = m;
     float scale = qt_recip(rcp, m) * 127.0f;
     const __m256 vs = _mm256_set1_ps(scale);
-    for (size_t i = 0; i < nv; i += 32) {
-        __m256i r[4];
-        for (int v = 0; v < 4; v++) {
-            __m256 x = _mm256_mul_ps(load8_h(t, p + (i + 8 * v) * es), vs);
-            x = _mm256_and_ps(x, _mm256_cmp_ps(x, x, _CMP_ORD_Q));
-            x = _mm256_min_ps(_mm256_max_ps(x, _mm256_set1_ps(-127.0f)), _mm256_set1_ps(127.0f));
-            r[v] = _mm256_cvtps_epi32(x);
+    if (clean && qt_int8_no_clamp(m, scale)) {
+        for (size_t i = 0; i < nv; i += 32) {
+            qt_prefetch_ahead(p + (n_cols + i) * es, 32 * es); /* the next row */
+            __m256i r[4];
+            for (int v = 0; v < 4; v++)
+                r[v] = _mm256_cvtps_epi32(_mm256_mul_ps(load8_h(t, p + (i + 8 * v) * es), vs));
+            store_i8x32(r[0], r[1], r[2], r[3], cb + i);
         }
-        store_i8x32(r[0], r[1], r[2], r[3], cb + i);
+    } else {
+        for (size_t i = 0; i < nv; i += 32) {
+            qt_prefetch_ahead(p + (n_cols + i) * es, 32 * es); /* the next row */
+            __m256i r[4];
+            for (int v = 0; v < 4; v++) {
+                __m256 x = _mm256_mul_ps(load8_h(t, p + (i + 8 * v) * es), vs);
+                x = _mm256_and_ps(x, _mm256_cmp_ps(x, x, _CMP_ORD_Q));
+                x = _mm256_min_ps(_mm256_max_ps(x, _mm256_set1_ps(-127.0f)), _mm256_set1_ps(127.0f));
+                r[v] = _mm256_cvtps_epi32(x);
+            }
+            store_i8x32(r[0], r[1], r[2], r[3], cb + i);
+        }
     }
     for (size_t i = nv; i < n_cols; i++) cb[i] = qt_int8_code(qt_half_value(t, src, i) * scale);
 }
@@ -426,6 +577,82 @@ void qt_dq_block_avx2(const qt_dq8_tab *tab, const float *absmax, size_t len, fl
         _mm_storel_epi64((__m128i *)(void *)b, p);
         memcpy(codes + i, b, rest);
     }
+}
+
+/* ---- the exact mean of double quantization (quant_internal.h) ---------- */
+
+/* Values per flush of the 64-bit lane sums: 2^12 / 8 per lane, each below
+ * 2^(24 + QT_DQ_MEAN_WIN), stay below 2^57. */
+#define MEAN_FLUSH 4096
+
+bool qt_dq_mean_sum_avx2(const float *v, size_t n, uint64_t se[256])
+{
+    const unsigned char *p = (const unsigned char *)v;
+    const size_t nv = n / 8 * 8;
+    const __m256i mag = _mm256_set1_epi32(0x7fffffff);
+    /* pass 1: the largest bits (unsigned: a negative value wins), the
+     * largest and smallest nonzero magnitudes */
+    __m256i bmax = _mm256_setzero_si256(), amax = bmax, amin = _mm256_set1_epi32(-1);
+    for (size_t i = 0; i < nv; i += 8) {
+        __m256i b = _mm256_loadu_si256((const __m256i *)(const void *)(p + 4 * i));
+        __m256i a = _mm256_and_si256(b, mag);
+        bmax = _mm256_max_epu32(bmax, b);
+        amax = _mm256_max_epu32(amax, a);
+        amin = _mm256_min_epu32(amin, _mm256_or_si256(a, _mm256_cmpeq_epi32(a, _mm256_setzero_si256())));
+    }
+    uint32_t bm[8], am[8], an[8], hb = 0, ha = 0, la = UINT32_MAX;
+    _mm256_storeu_si256((__m256i *)(void *)bm, bmax);
+    _mm256_storeu_si256((__m256i *)(void *)am, amax);
+    _mm256_storeu_si256((__m256i *)(void *)an, amin);
+    for (int l = 0; l < 8; l++) {
+        hb = bm[l] > hb ? bm[l] : hb;
+        ha = am[l] > ha ? am[l] : ha;
+        la = an[l] < la ? an[l] : la;
+    }
+    for (size_t i = nv; i < n; i++) {
+        uint32_t b = qt_f32_bits(v[i]), a = b & 0x7fffffffu;
+        hb = b > hb ? b : hb;
+        ha = a > ha ? a : ha;
+        la = a && a < la ? a : la;
+    }
+    if (hb > 0x80000000u || ha >= 0x7f800000u || la == UINT32_MAX) return false;
+    const uint32_t e0 = la >> 23 ? la >> 23 : 1, e1 = ha >> 23 ? ha >> 23 : 1;
+    if (e1 - e0 > QT_DQ_MEAN_WIN || e0 + 32 >= 255) return false;
+    /* pass 2: significand << (max(e, 1) - e0) in 64-bit lanes (zero: a
+     * significand of 0), flushed into 32-bit halves every MEAN_FLUSH */
+    const __m256i ve0 = _mm256_set1_epi32((int)e0), one = _mm256_set1_epi32(1);
+    uint64_t lo = 0, hi = 0;
+    for (size_t f = 0; f < nv; f += MEAN_FLUSH) {
+        const size_t end = nv - f < MEAN_FLUSH ? nv : f + MEAN_FLUSH;
+        __m256i s0 = _mm256_setzero_si256(), s1 = s0;
+        for (size_t i = f; i < end; i += 8) {
+            __m256i a = _mm256_and_si256(_mm256_loadu_si256((const __m256i *)(const void *)(p + 4 * i)), mag);
+            __m256i e = _mm256_srli_epi32(a, 23);
+            __m256i m = _mm256_or_si256(_mm256_and_si256(a, _mm256_set1_epi32(0x7fffff)),
+                                        _mm256_andnot_si256(_mm256_cmpeq_epi32(e, _mm256_setzero_si256()),
+                                                            _mm256_set1_epi32(0x800000)));
+            __m256i sh = _mm256_sub_epi32(_mm256_max_epu32(e, one), ve0); /* zero: < 0, shifts out */
+            s0 = _mm256_add_epi64(s0, _mm256_sllv_epi64(_mm256_cvtepu32_epi64(_mm256_castsi256_si128(m)),
+                                                        _mm256_cvtepu32_epi64(_mm256_castsi256_si128(sh))));
+            s1 = _mm256_add_epi64(s1, _mm256_sllv_epi64(_mm256_cvtepu32_epi64(_mm256_extracti128_si256(m, 1)),
+                                                        _mm256_cvtepu32_epi64(_mm256_extracti128_si256(sh, 1))));
+        }
+        uint64_t q[8];
+        _mm256_storeu_si256((__m256i *)(void *)q, s0);
+        _mm256_storeu_si256((__m256i *)(void *)(q + 4), s1);
+        for (int l = 0; l < 8; l++) {
+            lo += q[l] & 0xffffffffu;
+            hi += q[l] >> 32;
+        }
+    }
+    for (size_t i = nv; i < n; i++) {
+        uint32_t a = qt_f32_bits(v[i]) & 0x7fffffffu, e = a >> 23, eb = e ? e : 1;
+        uint64_t m = (a & 0x7fffffu) | (uint32_t)(e != 0) << 23;
+        if (m) lo += m << (eb - e0); /* < 2^48: below the 2^63 the halves allow */
+    }
+    se[e0] += lo;
+    se[e0 + 32] += hi;
+    return true;
 }
 
 static inline float hsum8(__m256 v)

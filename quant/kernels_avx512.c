@@ -179,14 +179,22 @@ static inline __attribute__((always_inline)) void load_eo(qt_src_type t, const u
     *o = _mm512_permutex2var_ps(a, _mm512_add_epi32(ie, _mm512_set1_epi32(1)), b);
 }
 
-/* Lane j of the result = max over the lanes of m[j] (no NaN in m). */
+/* Lane j of the result = max over the lanes of m[j] (no NaN in m): four
+ * halving steps; step w pairs lanes i and i + w of vectors 2k and 2k + 1
+ * (index (i / w) * 2w + i % w, and that + w, over the two vectors). The
+ * index vectors are literal constants: built in a loop, they were rebuilt
+ * through the stack on every call (~300 cycles per call). */
 static inline __m512 reduce16x16(__m512 m[16])
 {
+    static const int32_t idx[4][16] = {
+        {0, 1, 2, 3, 4, 5, 6, 7, 16, 17, 18, 19, 20, 21, 22, 23},        /* w = 8 */
+        {0, 1, 2, 3, 8, 9, 10, 11, 16, 17, 18, 19, 24, 25, 26, 27},      /* w = 4 */
+        {0, 1, 4, 5, 8, 9, 12, 13, 16, 17, 20, 21, 24, 25, 28, 29},      /* w = 2 */
+        {0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30},     /* w = 1 */
+    };
     int cnt = 16;
-    for (int w = 8; w >= 1; w >>= 1, cnt >>= 1) {
-        int32_t ia[16];
-        for (int i = 0; i < 16; i++) ia[i] = (i / w) * 2 * w + i % w;
-        const __m512i a = _mm512_loadu_si512(ia), b = _mm512_add_epi32(a, _mm512_set1_epi32(w));
+    for (int l = 0, w = 8; l < 4; l++, w >>= 1, cnt >>= 1) {
+        const __m512i a = _mm512_loadu_si512(idx[l]), b = _mm512_add_epi32(a, _mm512_set1_epi32(w));
         for (int i = 0; i < cnt / 2; i++)
             m[i] = _mm512_max_ps(_mm512_permutex2var_ps(m[2 * i], a, m[2 * i + 1]),
                                  _mm512_permutex2var_ps(m[2 * i], b, m[2 * i + 1]));
@@ -245,6 +253,7 @@ static inline __attribute__((always_inline)) void quant4_group(
     }
     const __m512 nt = _mm512_set1_ps(rcp ? QT_CUDA_NEG_BELOW : 0.0f);
     for (int j = 0; j < cnt; j++) {
+        qt_prefetch_ahead(p + (16 + (size_t)j) * block * es, block * es); /* the next group */
         if (big >> j & 1) { /* NaN or an overflowing reciprocal: the scalar definition */
             qt_quant4_ref(fp4, t, p + j * block * es, block, block, rcp, codes + j * block / 2,
                           absmax + j);
@@ -306,49 +315,70 @@ static void dequant4(const uint8_t *codes, size_t i0, size_t len, const float ma
     if (k < len) qt_dequant4_ref(codes, i0 + k, len - k, map, scale, dst + k);
 }
 
-/* roundf (half away from zero) of 16 lanes, NaN -> 0, clamped to +-127,
- * as int8 into dst. */
+/* roundf (half away from zero) of 16 lanes with |v| <= 127.0001 or NaN,
+ * as int8 into dst (NaN -> 0): trunc(v + copysign(0.5, v)) with the sum
+ * rounded toward zero, which never reaches the next integer unless the
+ * exact sum does. */
 static inline void q8_store16(__m512 v, int8_t *dst)
 {
-    __m512 tr = _mm512_roundscale_ps(v, _MM_FROUND_TO_ZERO | _MM_FROUND_NO_EXC);
-    __m512 frac = _mm512_sub_ps(v, tr); /* exact */
-    __mmask16 up = _mm512_cmp_ps_mask(abs16(frac), _mm512_set1_ps(0.5f), _CMP_GE_OQ);
-    __m512 one = _mm512_castsi512_ps(_mm512_or_si512(
-        _mm512_and_si512(_mm512_castps_si512(v), _mm512_set1_epi32((int)0x80000000u)),
-        _mm512_castps_si512(_mm512_set1_ps(1.0f))));
-    __m512 r = _mm512_mask_add_ps(tr, up, tr, one);
-    __mmask16 nan = _mm512_cmp_ps_mask(v, v, _CMP_UNORD_Q);
-    r = _mm512_mask_mov_ps(r, nan, _mm512_setzero_ps());
-    r = _mm512_min_ps(_mm512_max_ps(r, _mm512_set1_ps(-127.0f)), _mm512_set1_ps(127.0f));
-    _mm_storeu_si128((__m128i *)dst, _mm512_cvtepi32_epi8(_mm512_cvtps_epi32(r)));
+    const __m512 h = _mm512_castsi512_ps(_mm512_ternarylogic_epi32(
+        _mm512_castps_si512(v), _mm512_set1_epi32((int)0x80000000u),
+        _mm512_castps_si512(_mm512_set1_ps(0.5f)), 0xEA)); /* (v & sign) | 0.5 */
+    const __m512 s = _mm512_add_round_ps(v, h, _MM_FROUND_TO_ZERO | _MM_FROUND_NO_EXC);
+    const __mmask16 ord = _mm512_cmp_ps_mask(v, v, _CMP_ORD_Q);
+    const __m512i q = _mm512_maskz_cvtt_roundps_epi32(ord, s, _MM_FROUND_NO_EXC);
+    _mm_storeu_si128((__m128i *)dst, _mm512_cvtepi32_epi8(q));
+}
+
+/* q8 on cnt <= 16 whole blocks (block a multiple of 32), as the 4-bit
+ * kernel: the 16 absmax in one vector, d = amax / 127 and id = 1 / d as
+ * vectors, the block-32 fp16 scales through vcvtps2ph (round to nearest
+ * even, as qt_fp32_to_fp16). x * id stays within +-127.0001 when d is
+ * normal or 0 (Inf amax: id = 0); a subnormal d (amax < 127 * 2^-126),
+ * where it does not, goes to _ref. */
+static inline __attribute__((always_inline)) void q8_group(qt_src_type t, const unsigned char *p,
+                                                           size_t block, int cnt,
+                                                           unsigned char *out)
+{
+    const size_t es = qt_src_size(t), bb = qt_q8_block_bytes(block);
+    __m512 m[16];
+    for (int j = 0; j < 16; j++) {
+        __m512 m0 = _mm512_setzero_ps(), m1 = _mm512_setzero_ps();
+        if (j < cnt)
+            for (size_t i = 0; i < block; i += 32) {
+                const unsigned char *q = p + ((size_t)j * block + i) * es;
+                m0 = _mm512_max_ps(abs16(load16(t, q)), m0);
+                m1 = _mm512_max_ps(abs16(load16(t, q + 16 * es)), m1);
+            }
+        m[j] = _mm512_max_ps(m0, m1);
+    }
+    const __m512 am = reduce16x16(m);
+    const __m512 d = _mm512_div_ps(am, _mm512_set1_ps(127.0f));
+    const __mmask16 nz = _mm512_cmp_ps_mask(d, _mm512_setzero_ps(), _CMP_NEQ_OQ);
+    const __m512 id = _mm512_maskz_div_ps(nz, _mm512_set1_ps(1.0f), d);
+    const __mmask16 sub = _mm512_mask_cmp_ps_mask(nz, d, _mm512_set1_ps(0x1p-126f), _CMP_LT_OQ);
+    float dd[16], ii[16];
+    uint16_t hh[16];
+    _mm512_storeu_ps(dd, d);
+    _mm512_storeu_ps(ii, id);
+    _mm256_storeu_si256((__m256i *)hh, _mm512_cvtps_ph(d, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+    for (int j = 0; j < cnt; j++) {
+        const unsigned char *pj = p + (size_t)j * block * es;
+        unsigned char *blk = out + (size_t)j * bb;
+        if (sub >> j & 1) {
+            qt_q8_quant_ref(t, pj, block, block, blk);
+            continue;
+        }
+        int8_t *qs = qt_q8_block_head(blk, block, dd[j], hh[j]);
+        const __m512 vid = _mm512_set1_ps(ii[j]);
+        for (size_t i = 0; i < block; i += 16)
+            q8_store16(_mm512_mul_ps(load16(t, pj + i * es), vid), qs + i);
+    }
 }
 
 static void q8_quant(qt_src_type t, const void *src, size_t n, size_t block, void *dst)
 {
-    const unsigned char *s = src;
-    const size_t es = qt_src_size(t), nfull = n / block, bb = qt_q8_block_bytes(block);
-    unsigned char *out = dst;
-    for (size_t j = 0; j < nfull; j++) {
-        const unsigned char *p = s + j * block * es;
-        unsigned char *blk = out + j * bb;
-        float amax = absmax16(t, p, block, es);
-        float d = amax / 127.0f;
-        float id = d != 0.0f ? 1.0f / d : 0.0f;
-        int8_t *qs;
-        if (block == 32) {
-            uint16_t h = qt_fp32_to_fp16(d);
-            memcpy(blk, &h, 2);
-            qs = (int8_t *)(blk + 2);
-        } else {
-            memcpy(blk, &d, 4);
-            qs = (int8_t *)(blk + 4);
-        }
-        const __m512 vid = _mm512_set1_ps(id);
-        for (size_t i = 0; i < block; i += 16)
-            q8_store16(_mm512_mul_ps(load16(t, p + i * es), vid), qs + i);
-    }
-    if (nfull * block < n)
-        qt_q8_quant_ref(t, s + nfull * block * es, n - nfull * block, block, out + nfull * bb);
+    QT_Q8_SIMD_BODY(t, src, n, block, dst, 16);
 }
 
 /* 16 elements rounded through fp16 (exact for fp16 input). */
@@ -359,23 +389,54 @@ static inline __m512 load16_h(qt_src_type t, const unsigned char *p)
         _mm512_cvtps_ph(load16(t, p), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
 }
 
+/* The bits of the largest magnitude of n (a multiple of 16) fp16 or bf16
+ * values: an unsigned 16-bit max (magnitude bits order like the values,
+ * NaN above every number). */
+static inline uint16_t max_mag16(const unsigned char *p, size_t n)
+{
+    const __m512i mag = _mm512_set1_epi16(0x7fff);
+    __m512i m = _mm512_setzero_si512();
+    size_t i = 0;
+    for (; i + 32 <= n; i += 32) m = _mm512_max_epu16(m, _mm512_and_si512(_mm512_loadu_si512(p + 2 * i), mag));
+    if (i < n) m = _mm512_max_epu16(m, _mm512_and_si512(_mm512_maskz_loadu_epi16(0xffff, p + 2 * i), mag));
+    __m256i h = _mm256_max_epu16(_mm512_castsi512_si256(m), _mm512_extracti64x4_epi64(m, 1));
+    __m128i q = _mm_max_epu16(_mm256_castsi256_si128(h), _mm256_extracti128_si256(h, 1));
+    q = _mm_max_epu16(q, _mm_srli_si128(q, 8));
+    q = _mm_max_epu16(q, _mm_srli_si128(q, 4));
+    q = _mm_max_epu16(q, _mm_srli_si128(q, 2));
+    return (uint16_t)_mm_extract_epi16(q, 0);
+}
+
+/* LLM.int8 row, as the AVX2 kernel: fp16 / bf16 rows without NaN take SCB
+ * from the raw magnitudes (the max of the fp16-rounded values is the
+ * rounded max); a row without NaN whose f32(SCB * scale) < 127.5 needs no
+ * NaN mask or clamp. Pass 2 prefetches the next row. */
 static void int8_quant_row(qt_src_type t, const void *src, size_t n_cols, const uint8_t *rcp,
                            int8_t *cb, float *scb)
 {
     const unsigned char *p = src;
     const size_t es = qt_src_size(t), nv = n_cols / 16 * 16;
-    __m512 mv = _mm512_setzero_ps();
-    for (size_t i = 0; i < nv; i += 16) mv = _mm512_max_ps(abs16(load16_h(t, p + i * es)), mv);
-    float m = _mm512_reduce_max_ps(mv);
+    float m = 0.0f;
+    bool clean = false; /* no NaN in the SIMD part */
+    if (t != QT_SRC_F32) clean = qt_int8_scb_of_top(t, nv ? max_mag16(p, nv) : 0, &m);
+    if (!clean) {
+        __m512 mv = _mm512_setzero_ps();
+        for (size_t i = 0; i < nv; i += 16) mv = _mm512_max_ps(abs16(load16_h(t, p + i * es)), mv);
+        m = _mm512_reduce_max_ps(mv);
+    }
     for (size_t i = nv; i < n_cols; i++) m = qt_absmax_step(m, qt_half_value(t, src, i));
     *scb = m;
     float scale = qt_recip(rcp, m) * 127.0f;
     const __m512 vs = _mm512_set1_ps(scale);
+    const bool fast = clean && qt_int8_no_clamp(m, scale);
     for (size_t i = 0; i < nv; i += 16) {
+        qt_prefetch_ahead(p + (n_cols + i) * es, 16 * es); /* the next row */
         __m512 v = _mm512_mul_ps(load16_h(t, p + i * es), vs);
-        __mmask16 nan = _mm512_cmp_ps_mask(v, v, _CMP_UNORD_Q);
-        v = _mm512_mask_mov_ps(v, nan, _mm512_setzero_ps());
-        v = _mm512_min_ps(_mm512_max_ps(v, _mm512_set1_ps(-127.0f)), _mm512_set1_ps(127.0f));
+        if (!fast) {
+            __mmask16 nan = _mm512_cmp_ps_mask(v, v, _CMP_UNORD_Q);
+            v = _mm512_mask_mov_ps(v, nan, _mm512_setzero_ps());
+            v = _mm512_min_ps(_mm512_max_ps(v, _mm512_set1_ps(-127.0f)), _mm512_set1_ps(127.0f));
+        }
         _mm_storeu_si128((__m128i *)(cb + i), _mm512_cvtepi32_epi8(_mm512_cvtps_epi32(v)));
     }
     for (size_t i = nv; i < n_cols; i++) cb[i] = qt_int8_code(qt_half_value(t, src, i) * scale);

@@ -161,8 +161,12 @@ bool qt_scheme_has(qt_scheme s, unsigned flags);
 /* The names of the schemes carrying every flag in flags, in table order,
  * joined by ", " into buf (n bytes, truncated); returns buf. */
 const char *qt_scheme_names(unsigned flags, char *buf, size_t n);
-/* Bytes per element of a source type (4 or 2). */
-size_t qt_src_size(qt_src_type t);
+/* Bytes per element of a source type (4 or 2). Inline: the SIMD kernels
+ * call it in their inner loops. */
+static inline size_t qt_src_size(qt_src_type t)
+{
+    return t == QT_SRC_F32 ? 4 : 2;
+}
 
 /* ---- tables (spec §1.1, §1.2, §1.4, §2.2) --------------------------------- */
 

@@ -93,6 +93,29 @@ static inline int8_t qt_int8_code(float v)
     return (int8_t)(v > 127.0f ? 127.0f : v < -127.0f ? -127.0f : v);
 }
 
+/* LLM.int8's SCB of an fp16 / bf16 row from top, the bits of its largest
+ * magnitude (an unsigned 16-bit max of (bits & 0x7fff), which orders the
+ * magnitudes like their values and puts NaN above them): rounding to fp16
+ * is monotone and symmetric, so the max of the rounded values is the
+ * rounded max. Returns false, leaving *scb, when the row holds NaN (the
+ * SIMD kernels then take the float max, which ignores NaN). */
+static inline bool qt_int8_scb_of_top(qt_src_type t, uint16_t top, float *scb)
+{
+    if (top > (t == QT_SRC_BF16 ? 0x7f80 : 0x7c00)) return false;
+    *scb = t == QT_SRC_F16 ? qt_fp16_to_fp32(top)
+                           : qt_fp16_to_fp32(qt_fp32_to_fp16(qt_bf16_to_fp32(top)));
+    return true;
+}
+
+/* Whether the codes of a NaN-free row with SCB m and this scale need
+ * neither a NaN mask nor a clamp: every |f32(x16 * scale)| is at most
+ * f32(m * scale) (rounding is monotone), which then rounds into
+ * [-127, 127]. */
+static inline bool qt_int8_no_clamp(float m, float scale)
+{
+    return m < INFINITY && m * scale < 127.5f;
+}
+
 /* The body of a SIMD 4-bit kernel qt_kernels.quant4 (kernels_avx2.c,
  * kernels_avx512.c; both define a q4tab, its init q4tab_init(fp4, &tab) and
  * an always_inline quant4_t): builds the code tables, runs quant4_t over the
@@ -117,6 +140,48 @@ static inline int8_t qt_int8_code(float v)
         if (nf_ * (block) < (n))                                                             \
             qt_quant4_ref((fp4), (t), s_ + nf_ * (block) * qt_src_size(t), (n) - nf_ * (block), \
                           (block), (rcp), (codes) + nf_ * (block) / 2, (absmax) + nf_);      \
+    } while (0)
+
+/* Prefetch (into L1) the cache lines of [p, p + bytes): the SIMD quantize
+ * kernels ask for the group of blocks after the current one while they code
+ * it, so that the memory reads overlap the arithmetic (without it, pass 2
+ * of a group left no read in flight: fp32 AVX-512 NF4 ran at half the copy
+ * bandwidth). A prefetch past the end of the input never faults. */
+static inline void qt_prefetch_ahead(const void *p, size_t bytes)
+{
+    for (size_t b = 0; b < bytes; b += 64) __builtin_prefetch((const char *)p + b, 0, 3);
+}
+
+/* A q8 block's scale written at blk (block 32, GGUF Q8_0: h, the fp16 bits
+ * of d; other blocks: the float d); returns where its codes go. */
+static inline int8_t *qt_q8_block_head(unsigned char *blk, size_t block, float d, uint16_t h)
+{
+    if (block == 32) memcpy(blk, &h, 2);
+    else memcpy(blk, &d, 4);
+    return (int8_t *)(blk + (block == 32 ? 2 : 4));
+}
+
+/* The body of a SIMD q8 kernel qt_kernels.q8_quant (kernels_avx2.c,
+ * kernels_avx512.c; both define q8_group(t, p, block, cnt, out) over
+ * cnt <= group whole blocks, block a multiple of 32): the whole blocks in
+ * groups, one specialization per source type, the rest through _ref. */
+#define QT_Q8_SIMD_BODY(t, src, n, block, dst, group)                                          \
+    do {                                                                                       \
+        const unsigned char *s_ = (const unsigned char *)(src);                                \
+        unsigned char *o_ = (unsigned char *)(dst);                                            \
+        const size_t es_ = qt_src_size(t), bb_ = qt_q8_block_bytes(block);                     \
+        const size_t nf_ = (block) % 32 ? 0 : (n) / (block);                                   \
+        for (size_t g_ = 0; g_ < nf_; g_ += (group)) {                                         \
+            const int c_ = nf_ - g_ < (group) ? (int)(nf_ - g_) : (group);                     \
+            const unsigned char *p_ = s_ + g_ * (block) * es_;                                 \
+            unsigned char *q_ = o_ + g_ * bb_;                                                 \
+            if ((t) == QT_SRC_BF16) q8_group(QT_SRC_BF16, p_, block, c_, q_);                  \
+            else if ((t) == QT_SRC_F16) q8_group(QT_SRC_F16, p_, block, c_, q_);               \
+            else q8_group(QT_SRC_F32, p_, block, c_, q_);                                      \
+        }                                                                                      \
+        if (nf_ * (block) < (n))                                                               \
+            qt_q8_quant_ref(t, s_ + nf_ * (block) * es_, (n) - nf_ * (block), block,           \
+                            o_ + nf_ * bb_);                                                   \
     } while (0)
 
 /* Scalar definitions shared with the SIMD files for their tails. */
@@ -202,6 +267,13 @@ void qt_dq_block_avx2(const qt_dq8_tab *tab, const float *absmax, size_t len, fl
                       uint8_t *codes, float *nested);
 void qt_dq_block_avx512(const qt_dq8_tab *tab, const float *absmax, size_t len, float offset,
                         uint8_t *codes, float *nested);
+/* The mean's exact sum (quant/dq.c) on AVX2 when every value is finite and
+ * not negative and the nonzero ones span at most QT_DQ_MEAN_WIN binades
+ * from their smallest exponent e0 (biased, >= 1, e0 + 32 < 255): adds the
+ * sum of the significands shifted to e0 to se[e0] (low 32 bits) and
+ * se[e0 + 32] (high 32 bits); returns false, touching nothing, otherwise. */
+#define QT_DQ_MEAN_WIN 24
+bool qt_dq_mean_sum_avx2(const float *v, size_t n, uint64_t se[256]);
 #endif
 
 /* ---- absmax scan (scan.c; driver qt_absmax_scan in driver.c) ----------- */

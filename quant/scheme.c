@@ -99,11 +99,6 @@ bool qt_scheme_block_ok(qt_scheme s, size_t block)
     return block >= si->min_block && block <= si->max_block && (block & (block - 1)) == 0;
 }
 
-size_t qt_src_size(qt_src_type t)
-{
-    return t == QT_SRC_F32 ? 4 : 2;
-}
-
 size_t qt_n_blocks(size_t n, size_t block)
 {
     return n / block + (n % block != 0);

@@ -28,7 +28,7 @@ enum { OP_MEMCPY, OP_NF4DQ, OP_NF4, OP_FP4, OP_Q8, OP_INT8, OP_COUNT };
 static const char *const op_name[OP_COUNT] = {"memcpy", "nf4-dq", "nf4", "fp4", "q8", "int8"};
 
 typedef struct bufs {
-    uint8_t *codes; /* (ROWS*COLS,) enough for every scheme */
+    uint8_t *codes; /* qt_q8_bytes(ROWS*COLS, 32): q8, the largest */
     float *scales;  /* absmax (n/32,) or SCB (ROWS,) */
     uint8_t *qa;    /* nested codes (n/64,) */
     float nested[QT_DQ_BLOCK * 16], offset;
@@ -83,13 +83,13 @@ static int check_op(int op, const qt_kernels *k, qt_src_type t, const void *src,
 static int bufs_init(bufs *b)
 {
     const size_t n = (size_t)ROWS * COLS;
-    b->codes = malloc(n);
+    b->codes = malloc(qt_q8_bytes(n, 32)); /* the largest output: q8 */
     b->scales = malloc(n / 32 * sizeof(float));
     b->qa = malloc(n / 64);
     b->dst = malloc(n * 4);
     if (!b->codes || !b->scales || !b->qa || !b->dst) return 0;
     /* first touch outside the timed runs */
-    memset(b->codes, 0, n);
+    memset(b->codes, 0, qt_q8_bytes(n, 32));
     memset(b->scales, 0, n / 32 * sizeof(float));
     memset(b->qa, 0, n / 64);
     memset(b->dst, 0, n * 4);
@@ -113,9 +113,9 @@ int main(void)
         }
         f32[i] = (v - 2.0f) * 0.035f;
     }
-    /* the fp16 and bf16 copies; note: the same bf16 data in another buffer
-     * (malloc + memcpy) has measured up to 2x faster in the 4-bit kernels,
-     * memcpy unchanged: placement / aliasing effects, not explained yet */
+    /* the fp16 and bf16 copies (the bf16 buffer lies right after the codes
+     * buffer in memory: that is how a codes buffer too small for q8 once
+     * corrupted it, see bufs_init) */
     for (size_t i = 0; i < n; i++) f16[i] = qt_fp32_to_fp16(f32[i]);
     for (size_t i = 0; i < n; i++) bf16[i] = qt_fp32_to_bf16(f32[i]);
     const void *srcs[QT_SRC_COUNT] = {f32, f16, bf16};

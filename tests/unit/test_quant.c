@@ -613,6 +613,49 @@ Test(dq, mean_is_correctly_rounded)
     }
 }
 
+/* The AVX2 sum of the mean (two vector passes when the nonzero values span
+ * at most QT_DQ_MEAN_WIN binades) against the per-exponent tables (the ref
+ * ISA): n past several flushes and not a multiple of 8; spans of 1, 20 and
+ * 24 binades (vector path) and 25, 40 (tables); zeros, -0.0, subnormals. */
+Test(dq, mean_vector_sum_equals_tables)
+{
+    unsigned long long seed = qt_test_seed(DEFAULT_SEED + 9);
+    const size_t n = 3 * 4096 + 1001;
+    const int spans[] = {1, 20, 24, 25, 40};
+    float *v = malloc(n * 4);
+    for (size_t si = 0; si < sizeof spans / sizeof spans[0]; si++)
+        for (int sub = 0; sub <= 1; sub++) {
+            const float lo = sub ? FLT_TRUE_MIN * 3 : 1e-3f;
+            for (size_t i = 0; i < n; i++) { /* lo .. lo * 2^span, spread in log */
+                float u = (float)(qt_test_rand(&seed) % 1000000) / 1000000.0f;
+                v[i] = lo * exp2f(u * (float)spans[si]);
+            }
+            v[0] = lo;
+            v[1] = ldexpf(lo, spans[si]) * 0.999f;
+            v[7] = 0.0f;
+            v[n - 1] = -0.0f;
+            float m_ref, m_simd;
+            bool have = false;
+            cr_assert(eq(int, qt_isa_force(QT_ISA_REF), QT_OK));
+            cr_assert(eq(int, qt_dq_mean(v, n, &m_ref), QT_OK));
+            for (int isa = QT_ISA_AVX2; isa <= QT_ISA_AVX512; isa++) {
+                if (!qt_isa_supported((qt_isa)isa) || qt_isa_force((qt_isa)isa) != QT_OK) continue;
+                cr_assert(eq(int, qt_dq_mean(v, n, &m_simd), QT_OK));
+                cr_assert(eq(u32, qt_f32_bits(m_simd), qt_f32_bits(m_ref)), "span %d sub %d %s",
+                          spans[si], sub, qt_isa_name((qt_isa)isa));
+                have = true;
+            }
+            if (!have) cr_log_warn("no AVX2: the vector sum is not exercised");
+        }
+    /* negative and non-finite values are still refused */
+    v[5] = -1.0f;
+    float m;
+    cr_assert(eq(int, qt_dq_mean(v, n, &m), QT_ERR_ARG));
+    v[5] = INFINITY;
+    cr_assert(eq(int, qt_dq_mean(v, n, &m), QT_ERR_NUMERIC));
+    free(v);
+}
+
 Test(dq, nested_roundtrip_follows_section5)
 {
     unsigned long long seed = qt_test_seed(DEFAULT_SEED + 4);
@@ -1143,6 +1186,65 @@ Test(quant, quant4_sweeps_match_ref_on_every_isa)
     free(c1);
     free(a0);
     free(a1);
+}
+
+/* The SIMD q8 kernels round with trunc(|v| + 0.5) (kernels_avx2.c,
+ * kernels_avx512.c), exact except at |v| = 0.5 - 2^-25, which they fix up:
+ * blocks led by 127 (d = 1, id = 1: v = x) sweep v over [-128, 128] and
+ * +-8 ulps around every half-integer and that value; all 65536 bf16 patterns
+ * too (NaN, Inf, subnormal d); block 32 (fp16 d) and 64 (fp32 d). */
+Test(quant, q8_sweeps_match_ref_on_every_isa)
+{
+    const size_t per = 31;
+    size_t nv = 0, cap = 2 * (0x43000000u / 4099 + 2) + 2 * 129 * 17 + 2 * 17 + 4;
+    float *vals = malloc(cap * 4);
+    for (uint32_t u = 0; u <= 0x43000000u; u += 4099) {
+        vals[nv++] = qt_f32_from_bits(u);
+        vals[nv++] = -qt_f32_from_bits(u);
+    }
+    for (int k = 0; k <= 128; k++)
+        for (int d = -8; d <= 8; d++) {
+            float h = qt_f32_from_bits(qt_f32_bits((float)k + 0.5f) + (uint32_t)d);
+            vals[nv++] = h;
+            vals[nv++] = -h;
+        }
+    for (int d = -8; d <= 8; d++) {
+        vals[nv++] = qt_f32_from_bits(0x3effffffu + (uint32_t)d);
+        vals[nv++] = -qt_f32_from_bits(0x3effffffu + (uint32_t)d);
+    }
+    vals[nv++] = NAN;
+    vals[nv++] = -NAN;
+    vals[nv++] = -0.0f;
+    vals[nv++] = 127.0f;
+    size_t nblk = (nv + per - 1) / per, n = nblk * 32;
+    float *x = malloc(n * 4);
+    for (size_t b = 0, k = 0; b < nblk; b++) {
+        x[b * 32] = 127.0f;
+        for (size_t i = 1; i < 32; i++) x[b * 32 + i] = k < nv ? vals[k++] : 0.5f;
+    }
+    uint16_t *bf = malloc(65536 * 2);
+    for (uint32_t u = 0; u < 65536; u++) bf[u] = (uint16_t)u;
+    const size_t cap_out = qt_q8_bytes(n > 65536 ? n : 65536, 32);
+    unsigned char *q0 = malloc(cap_out), *q1 = malloc(cap_out);
+    for (int isa = 0; isa < QT_ISA_COUNT; isa++) {
+        const qt_kernels *k = qt_kernels_for((qt_isa)isa);
+        if (!k || isa == QT_ISA_REF) continue;
+        for (size_t B = 32; B <= 64; B *= 2) {
+            qt_kernels_ref.q8_quant(QT_SRC_F32, x, n, B, q0);
+            k->q8_quant(QT_SRC_F32, x, n, B, q1);
+            cr_assert(eq(int, memcmp(q0, q1, qt_q8_bytes(n, B)), 0), "%s B %zu",
+                      qt_isa_name((qt_isa)isa), B);
+            qt_kernels_ref.q8_quant(QT_SRC_BF16, bf, 65536, B, q0);
+            k->q8_quant(QT_SRC_BF16, bf, 65536, B, q1);
+            cr_assert(eq(int, memcmp(q0, q1, qt_q8_bytes(65536, B)), 0), "%s bf16 B %zu",
+                      qt_isa_name((qt_isa)isa), B);
+        }
+    }
+    free(vals);
+    free(x);
+    free(bf);
+    free(q0);
+    free(q1);
 }
 
 #if defined(__x86_64__)
