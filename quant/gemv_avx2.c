@@ -102,6 +102,29 @@ static inline __attribute__((always_inline)) __m256 half_col8(qt_src_type T, __m
     return _mm256_cvtph_ps(_mm256_castsi256_si128(_mm256_permute4x64_epi64(p, 0x08)));
 }
 
+/* Rows 0-7 and 8-15 of a group (ng present, the others repeat row 0; rows
+ * ld bytes apart from base) at byte off, 32 bytes each, transposed as
+ * 32-bit words: r[d] (rows 0-7), q[d] (rows 8-15), lane i = word d of its
+ * row. pf: also prefetch 512 bytes ahead of each row. */
+static inline __attribute__((always_inline)) void load_words8x2(const unsigned char *base,
+                                                                size_t ld, size_t ng, size_t off,
+                                                                bool pf, __m256 r[8], __m256 q[8])
+{
+#pragma GCC unroll 8
+    for (size_t i = 0; i < 8; i++) {
+        const unsigned char *p = base + (i < ng ? i : 0) * ld + off;
+        const unsigned char *p2 = base + (8 + i < ng ? 8 + i : 0) * ld + off;
+        if (pf) {
+            _mm_prefetch((const char *)p + 512, _MM_HINT_T0);
+            _mm_prefetch((const char *)p2 + 512, _MM_HINT_T0);
+        }
+        r[i] = _mm256_loadu_ps((const float *)(const void *)p);
+        q[i] = _mm256_loadu_ps((const float *)(const void *)p2);
+    }
+    transpose8(r);
+    transpose8(q);
+}
+
 /* The chains of 16 rows (ng present, rows ld elements apart from base) over
  * columns [0, n), n a multiple of 16: two vectors of chains, their FMAs
  * interleaved (one chain alone waits on the FMA latency). */
@@ -112,19 +135,7 @@ static inline __attribute__((always_inline)) void chains_half16(qt_src_type T,
 {
     for (size_t k = 0; k < n; k += 16) {
         __m256 r[8], q[8];
-#pragma GCC unroll 8
-        for (size_t i = 0; i < 8; i++) {
-            const uint16_t *p = base + (i < ng ? i : 0) * ld + k;
-            const uint16_t *p2 = base + (8 + i < ng ? 8 + i : 0) * ld + k;
-            if ((k & 31) == 0) {
-                _mm_prefetch((const char *)p + 512, _MM_HINT_T0);
-                _mm_prefetch((const char *)p2 + 512, _MM_HINT_T0);
-            }
-            r[i] = _mm256_loadu_ps((const float *)(const void *)p);
-            q[i] = _mm256_loadu_ps((const float *)(const void *)p2);
-        }
-        transpose8(r);
-        transpose8(q);
+        load_words8x2((const unsigned char *)base, 2 * ld, ng, 2 * k, (k & 31) == 0, r, q);
 #pragma GCC unroll 8
         for (int d = 0; d < 8; d++) {
             const __m256i t = _mm256_castps_si256(r[d]), u = _mm256_castps_si256(q[d]);
@@ -321,19 +332,7 @@ void qt_gemv_int8_avx2(const qt_dq_ctx *c, size_t r0, size_t nr, const float *x,
         __m256 acc[2] = {_mm256_setzero_ps(), _mm256_setzero_ps()};
         for (size_t k = 0; k < n_in; k += 32) {
             __m256 r[8], q[8];
-#pragma GCC unroll 8
-            for (size_t i = 0; i < 8; i++) {
-                const int8_t *p = base + (i < ng ? i : 0) * n_in + k;
-                const int8_t *p2 = base + (8 + i < ng ? 8 + i : 0) * n_in + k;
-                if ((k & 63) == 0) {
-                    _mm_prefetch((const char *)p + 512, _MM_HINT_T0);
-                    _mm_prefetch((const char *)p2 + 512, _MM_HINT_T0);
-                }
-                r[i] = _mm256_loadu_ps((const float *)(const void *)p);
-                q[i] = _mm256_loadu_ps((const float *)(const void *)p2);
-            }
-            transpose8(r);
-            transpose8(q);
+            load_words8x2((const unsigned char *)base, n_in, ng, k, (k & 63) == 0, r, q);
 #pragma GCC unroll 8
             for (int d = 0; d < 8; d++)
 #pragma GCC unroll 4

@@ -233,6 +233,17 @@ static inline __attribute__((always_inline)) __m512 weight4(qt_round4 mode, __m5
 #define G4_NV 2              /* vectors of chains in flight (FMA latency) */
 #define G4_ROWS (16 * G4_NV) /* rows per pass */
 
+/* The codes of one step (32 columns from k) of the G4_ROWS rows: t[v][d],
+ * lane i = word d of row 16v + i; prefetches 2 lines ahead every 4 steps. */
+static inline __attribute__((always_inline)) void load_step4(const uint8_t *const rows[G4_ROWS],
+                                                             size_t k, __m512i t[G4_NV][4])
+{
+#pragma GCC unroll 4
+    for (int v = 0; v < G4_NV; v++) load_words16(rows + 16 * v, k / 2, t[v]);
+    if ((k & 127) == 0) /* G4_ROWS streams */
+        for (int i = 0; i < G4_ROWS; i++) _mm_prefetch((const char *)rows[i] + k / 2 + 128, _MM_HINT_T0);
+}
+
 /* The chains of G4_ROWS rows (G4_NV vectors) over columns [k0, k0 + kc)
  * (whole blocks), scales sc[b * G4_ROWS + i] of the kc / B blocks. */
 static inline __attribute__((always_inline)) void chains4(qt_round4 mode,
@@ -246,13 +257,8 @@ static inline __attribute__((always_inline)) void chains4(qt_round4 mode,
         __m512 sv[G4_NV];
         __m512i t[G4_NV][4];
 #pragma GCC unroll 4
-        for (int v = 0; v < G4_NV; v++) {
-            sv[v] = _mm512_loadu_ps(s + 16 * v);
-            load_words16(rows + 16 * v, k / 2, t[v]);
-        }
-        if ((k & 127) == 0) /* G4_ROWS streams: fetch 2 lines ahead of each */
-            for (int i = 0; i < G4_ROWS; i++)
-                _mm_prefetch((const char *)rows[i] + k / 2 + 128, _MM_HINT_T0);
+        for (int v = 0; v < G4_NV; v++) sv[v] = _mm512_loadu_ps(s + 16 * v);
+        load_step4(rows, k, t);
 #pragma GCC unroll 4
         for (int d = 0; d < 4; d++)
 #pragma GCC unroll 8
@@ -377,19 +383,15 @@ __attribute__((target("avx512bf16"))) static void chains4_pair(const uint8_t *co
     for (size_t k = k0; k < k0 + kc; k += 32) {
         const float *s = sc + (k - k0) / B * G4_ROWS;
         const __m512 s0 = _mm512_loadu_ps(s), s1 = _mm512_loadu_ps(s + 16);
-        __m512i t0[4], t1[4];
-        load_words16(rows, k / 2, t0);
-        load_words16(rows + 16, k / 2, t1);
-        if ((k & 127) == 0)
-            for (int i = 0; i < G4_ROWS; i++)
-                _mm_prefetch((const char *)rows[i] + k / 2 + 128, _MM_HINT_T0);
+        __m512i t[G4_NV][4];
+        load_step4(rows, k, t);
 #pragma GCC unroll 4
         for (int d = 0; d < 4; d++)
 #pragma GCC unroll 8
             for (int e = 0; e < 8; e++) {
                 const __m512 xk = _mm512_set1_ps(x[k + 8 * d + e]);
-                const __m512 m0 = weight4(QT_ROUND4_NONE, t0[d], e, map, s0);
-                const __m512 m1 = weight4(QT_ROUND4_NONE, t1[d], e, map, s1);
+                const __m512 m0 = weight4(QT_ROUND4_NONE, t[0][d], e, map, s0);
+                const __m512 m1 = weight4(QT_ROUND4_NONE, t[1][d], e, map, s1);
                 const __m512i p = (__m512i)_mm512_cvtne2ps_pbh(m1, m0);
                 const __m512i z = _mm512_setzero_si512();
                 lo = _mm512_fmadd_ps(xk, _mm512_castsi512_ps(_mm512_unpacklo_epi16(z, p)), lo);
