@@ -285,7 +285,8 @@ typedef struct ppl_run {
     int32_t *tokens;       /* (n_tokens) */
     int32_t bos;
     size_t V, per;         /* vocab, scored positions per chunk */
-    size_t vb;             /* bytes per cached value */
+    size_t vb;             /* bytes per cached value; 0: only the scored tokens'
+                              log-probs are stored (a temporary cache of BASE alone) */
     unsigned char key[32];
     char path[PPL_PATH_MAX];
     bool temp_file;
@@ -356,11 +357,11 @@ static void pack_chunk(ppl_run *run, const ppl_slot *slot)
     size_t n = run->per * run->V;
     if (run->vb == 4) {
         memcpy(run->raw, slot->lq, n * 4);
-    } else {
+    } else if (run->vb == 2) {
         uint16_t *h = (uint16_t *)(void *)run->raw;
         for (size_t i = 0; i < n; i++) h[i] = qt_fp32_to_fp16(slot->lq[i]);
     }
-    shuffle(run->raw, run->packed, n, run->vb);
+    if (run->vb) shuffle(run->raw, run->packed, n, run->vb);
     unsigned char *t = run->packed + n * run->vb;
     for (size_t r = 0; r < run->per; r++) {
         uint32_t u;
@@ -388,7 +389,7 @@ static qt_status read_chunk(ppl_run *run, qt_zcache_reader *zr, char *errmsg)
     }
     if (run->vb == 4) {
         unshuffle(run->packed, (unsigned char *)run->lp, n, 4);
-    } else {
+    } else if (run->vb == 2) {
         unshuffle(run->packed, run->raw, n, 2);
         const uint16_t *h = (const uint16_t *)(const void *)run->raw;
         for (size_t i = 0; i < n; i++) run->lp[i] = qt_fp16_to_fp32(h[i]);
@@ -758,6 +759,8 @@ qt_status qt_ppl_compare(const char *const *models, size_t n_models, const char 
         run.temp_file = true;
     }
     res->models[0].from_cache = cached;
+    /* a temporary cache that only BASE's own NLL reads keeps no distributions */
+    if (run.temp_file && n_models == 1) run.vb = 0;
 
     /* scratch */
     bool ok = true;

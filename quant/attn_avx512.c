@@ -38,9 +38,11 @@ static inline __attribute__((always_inline)) __m512 score16(const float *q, cons
                                                             __m512 scale)
 {
     __m512 acc[8];
+    #pragma GCC unroll 8
     for (int u = 0; u < 8; u++)
         acc[u] = _mm512_mul_ps(_mm512_set1_ps(q[u]), _mm512_loadu_ps(kt + (size_t)u * ldk + p));
     for (size_t i0 = 8; i0 < hd; i0 += 8)
+        #pragma GCC unroll 8
         for (int u = 0; u < 8; u++)
             acc[u] = _mm512_add_ps(acc[u], _mm512_mul_ps(_mm512_set1_ps(q[i0 + (size_t)u]),
                                                          _mm512_loadu_ps(kt + (i0 + (size_t)u) * ldk + p)));

@@ -46,9 +46,11 @@ ATTN_INLINE __m256 attn_score_ymm(const float *q, const float *kt, size_t ldk, s
                                   size_t p, __m256 scale)
 {
     __m256 acc[8];
+    #pragma GCC unroll 8
     for (int u = 0; u < 8; u++)
         acc[u] = _mm256_mul_ps(_mm256_set1_ps(q[u]), _mm256_loadu_ps(kt + (size_t)u * ldk + p));
     for (size_t i0 = 8; i0 < hd; i0 += 8)
+        #pragma GCC unroll 8
         for (int u = 0; u < 8; u++)
             acc[u] = _mm256_add_ps(acc[u], _mm256_mul_ps(_mm256_set1_ps(q[i0 + (size_t)u]),
                                                          _mm256_loadu_ps(kt + (i0 + (size_t)u) * ldk + p)));
@@ -135,13 +137,16 @@ ATTN_INLINE void attn_values8(const int R, const float *const *w, const size_t *
                               const float *v, size_t ldv, size_t i0, float *const *o)
 {
     __m256 acc[8];
+    #pragma GCC unroll 8
     for (int r = 0; r < R; r++) acc[r] = _mm256_setzero_ps();
     const size_t n_min = n_pos[0];
     for (size_t p = 0; p < n_min; p++) {
         const __m256 vv = _mm256_loadu_ps(v + p * ldv + i0);
+        #pragma GCC unroll 8
         for (int r = 0; r < R; r++)
             acc[r] = _mm256_add_ps(acc[r], _mm256_mul_ps(_mm256_broadcast_ss(w[r] + p), vv));
     }
+    #pragma GCC unroll 8
     for (int r = 0; r < R; r++) {
         for (size_t p = n_min; p < n_pos[r]; p++)
             acc[r] = _mm256_add_ps(acc[r], _mm256_mul_ps(_mm256_broadcast_ss(w[r] + p),
