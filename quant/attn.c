@@ -19,7 +19,7 @@
 
 #include "quant/quant_internal.h"
 
-void qt_attn_exp8(float v[8], float mx)
+static inline __attribute__((always_inline)) void exp8(float v[8], float mx)
 {
     float x[8], keep[8], kf[8], r[8], y[8], two_k[8];
     int32_t bits[8];
@@ -47,6 +47,8 @@ void qt_attn_exp8(float v[8], float mx)
     memcpy(two_k, bits, sizeof two_k);
     for (int i = 0; i < 8; i++) v[i] = y[i] * two_k[i] * keep[i];
 }
+
+void qt_attn_exp8(float v[8], float mx) { exp8(v, mx); }
 
 float qt_attn_score_ref(const float *q, const float *kt, size_t ldk, size_t hd, size_t p,
                         float scale)
@@ -76,11 +78,16 @@ static float max_ref(const float *v, size_t n)
 static float exp_sum_ref(float *v, size_t n, float mx)
 {
     float acc[8] = {0};
-    for (size_t p0 = 0; p0 < n; p0 += 8) {
-        float t[8]; /* the tail padded with mx; the padding is dropped */
-        const size_t k = n - p0 < 8 ? n - p0 : 8;
+    size_t p0 = 0;
+    for (; p0 + 8 <= n; p0 += 8) {
+        exp8(v + p0, mx);
+        for (int j = 0; j < 8; j++) acc[j] += v[p0 + (size_t)j];
+    }
+    if (p0 < n) { /* the tail, padded with mx; the padding is dropped */
+        float t[8];
+        const size_t k = n - p0;
         for (size_t j = 0; j < 8; j++) t[j] = j < k ? v[p0 + j] : mx;
-        qt_attn_exp8(t, mx);
+        exp8(t, mx);
         for (size_t j = 0; j < k; j++) {
             v[p0 + j] = t[j];
             acc[j] += t[j];
@@ -89,15 +96,44 @@ static float exp_sum_ref(float *v, size_t n, float mx)
     return ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7]));
 }
 
-/* o (hd,) = sum over p < n_pos of (e[p] * inv) * v[p * ldv + i], chains in order from +0. */
+/* o (hd,) = sum over p < n_pos of (e[p] * inv) * v[p * ldv + i], chains in
+ * order from +0; 8 output elements at a time in registers. */
 static void values_ref(const float *e, size_t n_pos, float inv, const float *v, size_t ldv,
                        size_t hd, float *o)
 {
-    for (size_t i = 0; i < hd; i++) o[i] = 0.0f;
-    for (size_t p = 0; p < n_pos; p++) {
-        const float a = e[p] * inv;
-        for (size_t i = 0; i < hd; i++) o[i] += a * v[p * ldv + i];
+    size_t i0 = 0;
+    for (; i0 + 8 <= hd; i0 += 8) { /* 8 chains in registers */
+        float acc[8] = {0};
+        for (size_t p = 0; p < n_pos; p++) {
+            const float a = e[p] * inv, *vp = v + p * ldv + i0;
+            for (int i = 0; i < 8; i++) acc[i] += a * vp[i];
+        }
+        memcpy(o + i0, acc, sizeof acc);
     }
+    for (; i0 < hd; i0++) { /* the rest, one chain each */
+        float acc = 0.0f;
+        for (size_t p = 0; p < n_pos; p++) acc += (e[p] * inv) * v[p * ldv + i0];
+        o[i0] = acc;
+    }
+}
+
+/* s[p] = qt_attn_score_ref(.., p, ..) for p < n_pos, 8 positions at a time
+ * in constant-length loops (which compilers vectorize). */
+static void scores_ref(const float *q, const float *kt, size_t ldk, size_t hd, size_t n_pos,
+                       float scale, float *s)
+{
+    size_t p = 0;
+    for (; p + 8 <= n_pos; p += 8) {
+        float acc[8][8] = {{0}}; /* [partial sum][position] */
+        for (size_t i = 0; i < hd && i < 8; i++) /* the first products */
+            for (int j = 0; j < 8; j++) acc[i][j] = q[i] * kt[i * ldk + p + (size_t)j];
+        for (size_t i = 8; i < hd; i++) /* the chains */
+            for (int j = 0; j < 8; j++) acc[i % 8][j] += q[i] * kt[i * ldk + p + (size_t)j];
+        for (int j = 0; j < 8; j++)
+            s[p + (size_t)j] = (((acc[0][j] + acc[4][j]) + (acc[1][j] + acc[5][j])) +
+                                ((acc[2][j] + acc[6][j]) + (acc[3][j] + acc[7][j]))) * scale;
+    }
+    for (; p < n_pos; p++) s[p] = qt_attn_score_ref(q, kt, ldk, hd, p, scale);
 }
 
 void qt_attn_ref(const qt_attn_job *j)
@@ -107,8 +143,7 @@ void qt_attn_ref(const qt_attn_job *j)
             const size_t n_pos = j->pos0 + t + 1;
             const float *q = j->q + t * j->ldq + g * j->hd;
             float *s = j->scratch; /* one row is enough here */
-            for (size_t p = 0; p < n_pos; p++)
-                s[p] = qt_attn_score_ref(q, j->kt, j->ldk, j->hd, p, j->scale);
+            scores_ref(q, j->kt, j->ldk, j->hd, n_pos, j->scale, s);
             const float sum = exp_sum_ref(s, n_pos, max_ref(s, n_pos));
             values_ref(s, n_pos, 1.0f / sum, j->v, j->ldv, j->hd, j->o + t * j->ldo + g * j->hd);
         }
