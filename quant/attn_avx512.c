@@ -5,31 +5,13 @@
  * low then its high half, the order of the definition. */
 #include "quant/attn_simd.h"
 
-/* qt_attn_exp8 on 16 lanes: e^(v - mx). */
-static inline __attribute__((always_inline)) __m512 exp16(__m512 v, __m512 mx)
+/* qt_attn_exp8 on 16 lanes: e^(v - mx), as two halves (on a CPU that
+ * splits 512-bit arithmetic in two this costs nothing). */
+static inline __attribute__((always_inline)) __m512 exp16(__m512 v, __m256 mx)
 {
-    const __m512 lo = _mm512_set1_ps(QT_ATTN_EXP_MIN), rnd = _mm512_set1_ps(QT_ATTN_RND);
-    __m512 x = _mm512_sub_ps(v, mx);
-    /* below the cut (or NaN): 0, computed from the cut */
-    const __mmask16 ok = _mm512_cmp_ps_mask(x, lo, _CMP_GE_OQ);
-    x = _mm512_mask_blend_ps(ok, lo, x);
-    /* k = round(x / ln2), r = x - k ln2 */
-    const __m512 kf = _mm512_sub_ps(
-        _mm512_add_ps(_mm512_mul_ps(x, _mm512_set1_ps(QT_ATTN_LOG2E)), rnd), rnd);
-    const __m512 r = _mm512_sub_ps(_mm512_sub_ps(x, _mm512_mul_ps(kf, _mm512_set1_ps(QT_ATTN_LN2_HI))),
-                                   _mm512_mul_ps(kf, _mm512_set1_ps(QT_ATTN_LN2_LO)));
-    /* e^r = 1 + r + r^2 P(r) */
-    __m512 y = _mm512_add_ps(_mm512_mul_ps(_mm512_set1_ps(QT_ATTN_P0), r), _mm512_set1_ps(QT_ATTN_P1));
-    y = _mm512_add_ps(_mm512_mul_ps(y, r), _mm512_set1_ps(QT_ATTN_P2));
-    y = _mm512_add_ps(_mm512_mul_ps(y, r), _mm512_set1_ps(QT_ATTN_P3));
-    y = _mm512_add_ps(_mm512_mul_ps(y, r), _mm512_set1_ps(QT_ATTN_P4));
-    y = _mm512_add_ps(_mm512_mul_ps(y, r), _mm512_set1_ps(QT_ATTN_P5));
-    y = _mm512_add_ps(_mm512_add_ps(_mm512_mul_ps(y, _mm512_mul_ps(r, r)), r), _mm512_set1_ps(1.0f));
-    /* times 2^k; times keep (1 or 0): a dropped lane is +0 */
-    const __m512i bits = _mm512_slli_epi32(
-        _mm512_add_epi32(_mm512_cvttps_epi32(kf), _mm512_set1_epi32(127)), 23);
-    const __m512 keep = _mm512_mask_blend_ps(ok, _mm512_setzero_ps(), _mm512_set1_ps(1.0f));
-    return _mm512_mul_ps(_mm512_mul_ps(y, _mm512_castsi512_ps(bits)), keep);
+    const __m256 lo = attn_exp_ymm(_mm512_castps512_ps256(v), mx);
+    const __m256 hi = attn_exp_ymm(_mm512_extractf32x8_ps(v, 1), mx);
+    return _mm512_insertf32x8(_mm512_castps256_ps512(lo), hi, 1);
 }
 
 /* The scores of the 16 keys p.. (hd a multiple of 8). */
@@ -69,7 +51,7 @@ static float scores_avx512(const float *q, const float *kt, size_t ldk, size_t h
 
 static float exp_sum_avx512(float *s, size_t n, float mx)
 {
-    const __m512 vmx = _mm512_set1_ps(mx);
+    const __m256 vmx = _mm256_set1_ps(mx);
     __m256 acc = _mm256_setzero_ps();
     size_t p = 0;
     for (; p + 16 <= n; p += 16) {
