@@ -41,19 +41,25 @@ ATTN_INLINE __m256 attn_exp_ymm(__m256 v, __m256 mx)
     return _mm256_mul_ps(_mm256_mul_ps(y, _mm256_castsi256_ps(bits)), keep);
 }
 
-/* The scores of the 8 keys p.. (hd a multiple of 8). */
+/* The scores of the 8 keys p.. (hd a multiple of 8); masked (a constant):
+ * only the lanes of mask are read, the others are 0. */
+ATTN_INLINE __m256 attn_key8(const float *k, const int masked, __m256i mask)
+{
+    return masked ? _mm256_maskload_ps(k, mask) : _mm256_loadu_ps(k);
+}
+
 ATTN_INLINE __m256 attn_score_ymm(const float *q, const float *kt, size_t ldk, size_t hd,
-                                  size_t p, __m256 scale)
+                                  size_t p, __m256 scale, const int masked, __m256i mask)
 {
     __m256 acc[8];
     #pragma GCC unroll 8
     for (int u = 0; u < 8; u++)
-        acc[u] = _mm256_mul_ps(_mm256_set1_ps(q[u]), _mm256_loadu_ps(kt + (size_t)u * ldk + p));
+        acc[u] = _mm256_mul_ps(_mm256_set1_ps(q[u]), attn_key8(kt + (size_t)u * ldk + p, masked, mask));
     for (size_t i0 = 8; i0 < hd; i0 += 8)
         #pragma GCC unroll 8
         for (int u = 0; u < 8; u++)
             acc[u] = _mm256_add_ps(acc[u], _mm256_mul_ps(_mm256_set1_ps(q[i0 + (size_t)u]),
-                                                         _mm256_loadu_ps(kt + (i0 + (size_t)u) * ldk + p)));
+                                                         attn_key8(kt + (i0 + (size_t)u) * ldk + p, masked, mask)));
     const __m256 s = _mm256_add_ps(
         _mm256_add_ps(_mm256_add_ps(acc[0], acc[4]), _mm256_add_ps(acc[1], acc[5])),
         _mm256_add_ps(_mm256_add_ps(acc[2], acc[6]), _mm256_add_ps(acc[3], acc[7])));
@@ -72,23 +78,29 @@ ATTN_INLINE float attn_combine8(__m256 a)
     return ((v[0] + v[4]) + (v[1] + v[5])) + ((v[2] + v[6]) + (v[3] + v[7]));
 }
 
-/* Scores s[p] of the positions p0 <= p < n_pos, 8 then 1 at a time, into the
- * running maxima m (lane p % 8, p0 a multiple of 8); returns the maximum. */
+/* Scores s[p] of the positions p0 <= p < n_pos, 8 at a time, the last
+ * ones masked (their keys past n_pos unread, their lanes left out of the
+ * maxima as -inf), into the running maxima m (lane p % 8, p0 a multiple of
+ * 8); returns the maximum, the lanes combined in order. */
 ATTN_INLINE float attn_scores_tail(const float *q, const float *kt, size_t ldk, size_t hd,
                                    size_t p0, size_t n_pos, float scale, float *s, __m256 m)
 {
+    const __m256 vs = _mm256_set1_ps(scale);
     size_t p = p0;
     for (; p + 8 <= n_pos; p += 8) {
-        const __m256 x = attn_score_ymm(q, kt, ldk, hd, p, _mm256_set1_ps(scale));
+        const __m256 x = attn_score_ymm(q, kt, ldk, hd, p, vs, 0, _mm256_setzero_si256());
         _mm256_storeu_ps(s + p, x);
         m = attn_max_ymm(x, m);
     }
+    if (p < n_pos) {
+        const __m256i valid = _mm256_cmpgt_epi32(_mm256_set1_epi32((int)(n_pos - p)),
+                                                 _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+        const __m256 x = attn_score_ymm(q, kt, ldk, hd, p, vs, 1, valid);
+        _mm256_maskstore_ps(s + p, valid, x);
+        m = attn_max_ymm(_mm256_blendv_ps(_mm256_set1_ps(-INFINITY), x, _mm256_castsi256_ps(valid)), m);
+    }
     float mm[8];
     _mm256_storeu_ps(mm, m);
-    for (size_t j = 0; p < n_pos; p++, j++) {
-        s[p] = qt_attn_score_ref(q, kt, ldk, hd, p, scale);
-        mm[j] = s[p] > mm[j] ? s[p] : mm[j];
-    }
     float r = mm[0];
     for (int j = 1; j < 8; j++) r = mm[j] > r ? mm[j] : r;
     return r;
