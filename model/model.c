@@ -188,13 +188,12 @@ fail:
 }
 
 /* Makes sure the per-thread attention scratch covers nth threads: each
- * (QT_ATTN_TOK * group, n_ctx) floats, rounded up to 64 bytes. */
+ * (QT_ATTN_ROWS, n_ctx) floats, rounded up to 64 bytes. */
 static qt_status ensure_att(qt_model *m, int nth)
 {
     if (m->s.att && m->s.att_threads >= nth) return QT_OK;
-    const size_t group = m->cfg.n_heads / m->cfg.n_kv_heads;
     size_t stride, all, bytes;
-    if (!qt_mul_size(QT_ATTN_TOK * group, m->n_ctx, &stride) || stride > SIZE_MAX - 15)
+    if (!qt_mul_size(QT_ATTN_ROWS, m->n_ctx, &stride) || stride > SIZE_MAX - 15)
         return QT_ERR_OVERFLOW;
     stride = (stride + 15) / 16 * 16;
     if (!qt_mul_size((size_t)nth, stride, &all) || !qt_mul_size(all, sizeof(float), &bytes))

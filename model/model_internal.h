@@ -61,7 +61,7 @@ typedef struct qt_run_state {
     float *hb2;         /* (n_batch, hidden_dim) up */
     float *att;         /* (att_threads, att_stride) per-thread attention scratch */
     int att_threads;    /* rows of att */
-    size_t att_stride;  /* QT_ATTN_TOK * group * n_ctx, rounded up to 16 */
+    size_t att_stride;  /* QT_ATTN_ROWS * n_ctx, rounded up to 16 */
     float *key_cache;   /* (n_layers, n_kv_heads, head_dim, n_ctx): each key
                            transposed, so attention reads positions in a row */
     float *value_cache; /* (n_layers, n_ctx, kv_dim) */

@@ -167,7 +167,7 @@ ATTN_INLINE void attn_values8(const int R, const float *const *w, const size_t *
     }
 }
 
-/* The value sums of rows (n <= 8 of them), 8 output elements at a time. */
+/* The value sums of rows (n <= QT_ATTN_ROWS = 8 of them), 8 output elements at a time. */
 ATTN_INLINE void attn_values(size_t n, const float *const *w, const size_t *n_pos, const float *v,
                              size_t ldv, size_t hd, float *const *o)
 {
@@ -189,41 +189,35 @@ typedef float (*attn_scores_fn)(const float *q, const float *kt, size_t ldk, siz
                                 size_t n_pos, float scale, float *s);
 typedef float (*attn_exp_sum_fn)(float *s, size_t n, float mx);
 
-/* The job: QT_ATTN_TOK tokens at a time, each row (token t, head g; row
- * t * group + g in the scratch) scored, exponentiated and scaled on its
- * own, then the value sums of up to 8 rows together. hd not a multiple of
- * 8 takes the scalar definition. */
+/* The job, its rows (row r: token r / group, head r % group) QT_ATTN_ROWS
+ * at a time: each row scored, exponentiated and scaled on its own into
+ * the scratch, then the value sums of those rows together. hd not a
+ * multiple of 8 takes the scalar definition. */
 ATTN_INLINE void attn_job(const qt_attn_job *j, attn_scores_fn scores, attn_exp_sum_fn exp_sum)
 {
     if (j->hd % 8 != 0) {
         qt_attn_ref(j);
         return;
     }
-    for (size_t t0 = 0; t0 < j->n_tok; t0 += QT_ATTN_TOK) {
-        const size_t nt = j->n_tok - t0 < QT_ATTN_TOK ? j->n_tok - t0 : QT_ATTN_TOK;
-        const size_t rows = nt * j->group;
-        /* the softmax weights of every row */
-        for (size_t r = 0; r < rows; r++) {
-            const size_t t = t0 + r / j->group, g = r % j->group, n_pos = j->pos0 + t + 1;
-            float *s = j->scratch + r * j->ldk;
-            const float mx = scores(j->q + t * j->ldq + g * j->hd, j->kt, j->ldk, j->hd, n_pos,
-                                    j->scale, s);
-            attn_scale_row(s, n_pos, 1.0f / exp_sum(s, n_pos, mx));
+    const size_t rows = j->n_tok * j->group;
+    for (size_t r0 = 0; r0 < rows; r0 += QT_ATTN_ROWS) {
+        const float *w[QT_ATTN_ROWS];
+        float *o[QT_ATTN_ROWS];
+        size_t n_pos[QT_ATTN_ROWS];
+        const size_t n = rows - r0 < QT_ATTN_ROWS ? rows - r0 : QT_ATTN_ROWS;
+        /* the softmax weights of each row */
+        for (size_t i = 0; i < n; i++) {
+            const size_t t = (r0 + i) / j->group, g = (r0 + i) % j->group;
+            float *s = j->scratch + i * j->ldk;
+            n_pos[i] = j->pos0 + t + 1;
+            const float mx = scores(j->q + t * j->ldq + g * j->hd, j->kt, j->ldk, j->hd,
+                                    n_pos[i], j->scale, s);
+            attn_scale_row(s, n_pos[i], 1.0f / exp_sum(s, n_pos[i], mx));
+            w[i] = s;
+            o[i] = j->o + t * j->ldo + g * j->hd;
         }
-        /* their value sums, 8 rows (in token order) at a time */
-        for (size_t r0 = 0; r0 < rows; r0 += 8) {
-            const float *w[8];
-            float *o[8];
-            size_t n_pos[8];
-            const size_t n = rows - r0 < 8 ? rows - r0 : 8;
-            for (size_t i = 0; i < n; i++) {
-                const size_t r = r0 + i, t = t0 + r / j->group, g = r % j->group;
-                w[i] = j->scratch + r * j->ldk;
-                o[i] = j->o + t * j->ldo + g * j->hd;
-                n_pos[i] = j->pos0 + t + 1;
-            }
-            attn_values(n, w, n_pos, j->v, j->ldv, j->hd, o);
-        }
+        /* their value sums together (rows in token order: n_pos[0] is the least) */
+        attn_values(n, w, n_pos, j->v, j->ldv, j->hd, o);
     }
 }
 

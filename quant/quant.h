@@ -239,10 +239,13 @@ typedef struct qt_attn_job {
     size_t ldv;
     size_t n_tok, group, hd, pos0;
     float scale;       /* the score scale, 1 / sqrt(hd) */
-    float *scratch;    /* (QT_ATTN_TOK * group, ldk) floats, 64-byte aligned */
+    float *scratch;    /* (QT_ATTN_ROWS, ldk) floats, 64-byte aligned */
 } qt_attn_job;
 
-/* Query tokens an attention kernel works on together (sizes the scratch). */
+/* Query rows (token, head) an attention kernel works on together: its
+ * scratch holds their scores. */
+#define QT_ATTN_ROWS 8
+/* Query tokens per job in the forward pass (x the query heads of a group). */
 #define QT_ATTN_TOK 4
 
 

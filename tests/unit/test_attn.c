@@ -30,7 +30,7 @@ static void job_new(job_buf *b, size_t n_tok, size_t group, size_t hd, size_t po
     b->q = malloc(n_tok * q_dim * sizeof(float));
     b->kt = malloc(hd * ldk * sizeof(float));
     b->v = malloc(ldk * hd * sizeof(float));
-    b->scratch = qt_aligned_alloc(64, QT_ATTN_TOK * group * ldk * sizeof(float));
+    b->scratch = qt_aligned_alloc(64, QT_ATTN_ROWS * ldk * sizeof(float));
     cr_assert(b->q && b->kt && b->v && b->scratch);
     for (size_t i = 0; i < n_tok * q_dim; i++) b->q[i] = spread * qt_test_gauss(seed);
     for (size_t i = 0; i < hd * ldk; i++) b->kt[i] = qt_test_gauss(seed);
