@@ -681,6 +681,9 @@ static void rope(float *v, size_t n_h, size_t hd, const float *cs, const float *
     }
 }
 
+/* Query tokens per attention job (x the query heads of one kv head). */
+#define QT_ATTN_TOK 4
+
 /* Causal GQA attention of n tokens at positions pos0.. over the layer's
  * cache: att_out (n, q_dim), through the attention kernel (quant/attn.c
  * defines its arithmetic). One job = QT_ATTN_TOK tokens x the query heads

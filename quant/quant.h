@@ -245,9 +245,6 @@ typedef struct qt_attn_job {
 /* Query rows (token, head) an attention kernel works on together: its
  * scratch holds their scores. */
 #define QT_ATTN_ROWS 8
-/* Query tokens per job in the forward pass (x the query heads of a group). */
-#define QT_ATTN_TOK 4
-
 
 /* One ISA's kernels. Pure functions of their arguments: no threads, no
  * allocation. Quantize kernels are bit-identical across ISAs. */
