@@ -17,6 +17,7 @@
 #include "common/half.h"
 #include "common/progress.h"
 #include "common/sha256.h"
+#include "common/threads.h"
 #include "formats/adapter.h"
 #include "formats/gguf.h"
 #include "formats/layout.h"
@@ -285,7 +286,8 @@ typedef struct ppl_run {
     int32_t *tokens;       /* (n_tokens) */
     int32_t bos;
     size_t V, per;         /* vocab, scored positions per chunk */
-    size_t vb;             /* bytes per cached value */
+    size_t vb;             /* bytes per cached value; 0: only the scored tokens'
+                              log-probs are stored (a temporary cache of BASE alone) */
     unsigned char key[32];
     char path[PPL_PATH_MAX];
     bool temp_file;
@@ -349,22 +351,23 @@ static qt_status eval_group(ppl_run *run, size_t c0, size_t n, char *errmsg)
     return QT_OK;
 }
 
-/* Stores slot->lq (as f32 or fp16) into run->raw, shuffled into
- * run->packed; then slot->lt, little-endian fp32, after it. */
-static void pack_chunk(ppl_run *run, const ppl_slot *slot)
+/* Stores lq (per, V) (as f32 or fp16; nothing when vb is 0) into
+ * run->raw, shuffled into run->packed; then lt (per), little-endian fp32,
+ * after it. */
+static void pack_chunk(ppl_run *run, const float *lq, const float *lt)
 {
     size_t n = run->per * run->V;
     if (run->vb == 4) {
-        memcpy(run->raw, slot->lq, n * 4);
-    } else {
+        memcpy(run->raw, lq, n * 4);
+    } else if (run->vb == 2) {
         uint16_t *h = (uint16_t *)(void *)run->raw;
-        for (size_t i = 0; i < n; i++) h[i] = qt_fp32_to_fp16(slot->lq[i]);
+        for (size_t i = 0; i < n; i++) h[i] = qt_fp32_to_fp16(lq[i]);
     }
-    shuffle(run->raw, run->packed, n, run->vb);
+    if (run->vb) shuffle(run->raw, run->packed, n, run->vb);
     unsigned char *t = run->packed + n * run->vb;
     for (size_t r = 0; r < run->per; r++) {
         uint32_t u;
-        memcpy(&u, &slot->lt[r], 4);
+        memcpy(&u, &lt[r], 4);
         qt_store_le32(t + 4 * r, u);
     }
 }
@@ -388,7 +391,7 @@ static qt_status read_chunk(ppl_run *run, qt_zcache_reader *zr, char *errmsg)
     }
     if (run->vb == 4) {
         unshuffle(run->packed, (unsigned char *)run->lp, n, 4);
-    } else {
+    } else if (run->vb == 2) {
         unshuffle(run->packed, run->raw, n, 2);
         const uint16_t *h = (const uint16_t *)(const void *)run->raw;
         for (size_t i = 0; i < n; i++) run->lp[i] = qt_fp16_to_fp32(h[i]);
@@ -421,6 +424,43 @@ static double f64_load(const unsigned char *p)
     return v;
 }
 
+/* BASE alone into a temporary cache (vb 0: only the scored tokens'
+ * log-probs, which fit in memory for every chunk): all chunks in one
+ * parallel loop, each on the slot of the thread that takes it (the same
+ * result on any slot), so threads never wait for each other between
+ * chunks; lt_all (n_chunks, per). The first failure in chunk order wins. */
+static qt_status eval_targets(ppl_run *run, float *lt_all, char *errmsg)
+{
+    const size_t nc = run->res->n_chunks, per = run->per;
+    size_t fail_c = nc;
+    qt_status fail_st = QT_OK;
+    ptrdiff_t c;
+#pragma omp parallel for schedule(dynamic, 1) num_threads((int)run->n_slots)
+    for (c = 0; c < (ptrdiff_t)nc; c++) {
+#ifdef _OPENMP
+        omp_set_num_threads(1); /* this thread's matmuls and attention stay on it */
+#endif
+        ppl_slot *sl = &run->slots[qt_thread_id()];
+        size_t seen;
+#pragma omp atomic read
+        seen = fail_c;
+        if ((size_t)c > seen) continue; /* a failure before it ends the run */
+        char msg[QT_ERRMSG_SIZE] = "";
+        qt_status st = eval_chunk(run, sl, (size_t)c, msg);
+        if (st == QT_OK) memcpy(lt_all + (size_t)c * per, sl->lt, per * sizeof *lt_all);
+#pragma omp critical(ppl_targets)
+        {
+            if (st != QT_OK && (size_t)c < fail_c) {
+                fail_c = (size_t)c;
+                fail_st = st;
+                qt_set_err(errmsg, st, "%s", msg);
+            }
+            if (st == QT_OK) qt_progress_add(&run->prog, 1, 0);
+        }
+    }
+    return fail_st;
+}
+
 /* Runs BASE over every chunk and writes the cache file. */
 static qt_status base_run(ppl_run *run, char *errmsg)
 {
@@ -434,15 +474,29 @@ static qt_status base_run(ppl_run *run, char *errmsg)
     double t_eval = 0.0;
     qt_status wst = qt_zcache_writer_write(w, rec, sizeof rec);
     const size_t nc = run->res->n_chunks;
-    for (size_t c0 = 0; c0 < nc && wst == QT_OK; c0 += run->n_slots) {
-        const size_t g = nc - c0 < run->n_slots ? nc - c0 : run->n_slots;
+    if (run->vb == 0 && run->n_slots > 1) { /* every chunk at once, then written in order */
+        float *lt_all = qt_malloc(nc * run->per * sizeof *lt_all);
+        QT_CHECK(lt_all, QT_ERR_NOMEM, "out of memory");
         double t0 = qt_now();
-        QT_TRY(eval_group(run, c0, g, errmsg));
-        t_eval += qt_now() - t0;
-        for (size_t j = 0; j < g && wst == QT_OK; j++) { /* written in chunk order */
-            pack_chunk(run, &run->slots[j]);
+        st = eval_targets(run, lt_all, errmsg);
+        t_eval = qt_now() - t0;
+        for (size_t c = 0; c < nc && st == QT_OK && wst == QT_OK; c++) {
+            pack_chunk(run, NULL, lt_all + c * run->per);
             wst = qt_zcache_writer_write(w, run->packed, chunk_bytes(run));
-            qt_progress_add(&run->prog, 1, 0);
+        }
+        qt_free(lt_all);
+        if (st != QT_OK) goto fail;
+    } else { /* n_slots chunks at a time, written in chunk order after each group */
+        for (size_t c0 = 0; c0 < nc && wst == QT_OK; c0 += run->n_slots) {
+            const size_t g = nc - c0 < run->n_slots ? nc - c0 : run->n_slots;
+            double t0 = qt_now();
+            QT_TRY(eval_group(run, c0, g, errmsg));
+            t_eval += qt_now() - t0;
+            for (size_t j = 0; j < g && wst == QT_OK; j++) {
+                pack_chunk(run, run->slots[j].lq, run->slots[j].lt);
+                wst = qt_zcache_writer_write(w, run->packed, chunk_bytes(run));
+                qt_progress_add(&run->prog, 1, 0);
+            }
         }
     }
     qt_ppl_model *b = &run->res->models[0];
@@ -495,7 +549,8 @@ static qt_status score_model(ppl_run *run, size_t i, bool eval, char *errmsg)
         /* the full distributions as stored (KL, top-1), the scored tokens'
          * log-probs in fp32 (NLL, |dp|) */
         const float *lq = eval ? sl->lq : run->lp, *lqt = eval ? sl->lt : run->lpt;
-#pragma omp parallel for schedule(static)
+        /* threads only for the KL of an evaluated model (BASE's rows are trivial) */
+#pragma omp parallel for schedule(static) if (eval)
         for (size_t r = 0; r < per; r++) {
             const float *b = run->lp + r * V, *q = lq + r * V;
             run->nll[r] = -(double)lqt[r];
@@ -758,6 +813,8 @@ qt_status qt_ppl_compare(const char *const *models, size_t n_models, const char 
         run.temp_file = true;
     }
     res->models[0].from_cache = cached;
+    /* a temporary cache that only BASE's own NLL reads keeps no distributions */
+    if (run.temp_file && n_models == 1) run.vb = 0;
 
     /* scratch */
     bool ok = true;

@@ -187,17 +187,23 @@ fail:
     return st;
 }
 
-/* Makes sure the per-thread score rows cover nth threads. */
+/* Makes sure the per-thread attention scratch covers nth threads: each
+ * (QT_ATTN_ROWS, n_ctx) floats, rounded up to 64 bytes. */
 static qt_status ensure_att(qt_model *m, int nth)
 {
     if (m->s.att && m->s.att_threads >= nth) return QT_OK;
-    size_t bytes;
-    if (!qt_mul_size((size_t)nth * m->n_ctx, sizeof(float), &bytes)) return QT_ERR_OVERFLOW;
+    size_t stride, all, bytes;
+    if (!qt_mul_size(QT_ATTN_ROWS, m->n_ctx, &stride) || stride > SIZE_MAX - 15)
+        return QT_ERR_OVERFLOW;
+    stride = (stride + 15) / 16 * 16;
+    if (!qt_mul_size((size_t)nth, stride, &all) || !qt_mul_size(all, sizeof(float), &bytes))
+        return QT_ERR_OVERFLOW;
     float *a = qt_aligned_alloc(64, bytes);
     if (!a) return QT_ERR_NOMEM;
     qt_aligned_free(m->s.att);
     m->s.att = a;
     m->s.att_threads = nth;
+    m->s.att_stride = stride;
     return QT_OK;
 }
 
@@ -675,153 +681,13 @@ static void rope(float *v, size_t n_h, size_t hd, const float *cs, const float *
     }
 }
 
-/* v[p] = e^(v[p] - mx) for p < n, all v[p] <= mx (softmax numerators).
- * The exponential is computed here rather than by libm so that it
- * vectorizes and gives the same bits on every CPU, ISA and libm (Cephes
- * expf: x = k ln2 + r with ln2 in two parts, e^r = 1 + r + r^2 P(r),
- * degree-5 P, then times 2^k; about 1 ulp; separate multiplies and adds,
- * no FMA). Arguments below -87 give 0 (e^-87 = 1.6e-38). Eight at a time
- * in constant-length loops, which the compiler vectorizes at -O2. */
-static inline __attribute__((always_inline)) void exp_shifted8(float *v, float mx)
-{
-    float x[8], keep[8], kf[8], r[8], y[8];
-    int32_t bits[8];
-    for (int i = 0; i < 8; i++) {
-        x[i] = v[i] - mx;
-        keep[i] = x[i] >= -87.0f ? 1.0f : 0.0f;
-        x[i] = x[i] >= -87.0f ? x[i] : -87.0f;
-    }
-    /* k = round(x / ln2) by the 1.5 * 2^23 trick (|x / ln2| < 2^22) */
-    for (int i = 0; i < 8; i++) kf[i] = (x[i] * 1.44269504088896341f + 12582912.0f) - 12582912.0f;
-    for (int i = 0; i < 8; i++) r[i] = (x[i] - kf[i] * 0.693359375f) - kf[i] * -2.12194440e-4f;
-    for (int i = 0; i < 8; i++) {
-        y[i] = 1.9875691500e-4f * r[i] + 1.3981999507e-3f;
-        y[i] = y[i] * r[i] + 8.3334519073e-3f;
-        y[i] = y[i] * r[i] + 4.1665795894e-2f;
-        y[i] = y[i] * r[i] + 1.6666665459e-1f;
-        y[i] = y[i] * r[i] + 5.0000001201e-1f;
-        y[i] = (y[i] * (r[i] * r[i]) + r[i]) + 1.0f;
-    }
-    /* 2^k, k in [-126, 0]: a normal float built from its exponent */
-    for (int i = 0; i < 8; i++) bits[i] = ((int32_t)kf[i] + 127) << 23;
-    float two_k[8];
-    memcpy(two_k, bits, sizeof two_k);
-    for (int i = 0; i < 8; i++) v[i] = y[i] * two_k[i] * keep[i];
-}
-
-static void exp_shifted(float *v, size_t n, float mx)
-{
-    size_t p = 0;
-    for (; p + 8 <= n; p += 8) exp_shifted8(v + p, mx);
-    if (p < n) { /* the tail, padded with mx (e^0) */
-        float t[8];
-        for (int i = 0; i < 8; i++) t[i] = p + (size_t)i < n ? v[p + (size_t)i] : mx;
-        exp_shifted8(t, mx);
-        memcpy(v + p, t, (n - p) * sizeof(float));
-    }
-}
-
-/* The largest of v[0..n) (NaN never wins; -inf when all are -inf or NaN):
- * eight running maxima, which vectorizes; the maximum is exact in any order. */
-static float max8(const float *v, size_t n)
-{
-    float m[8];
-    for (int j = 0; j < 8; j++) m[j] = -INFINITY;
-    size_t i = 0;
-    for (; i + 8 <= n; i += 8)
-        for (int j = 0; j < 8; j++) m[j] = v[i + (size_t)j] > m[j] ? v[i + (size_t)j] : m[j];
-    for (int j = 0; i < n; i++, j++) m[j] = v[i] > m[j] ? v[i] : m[j];
-    float r = m[0];
-    for (int j = 1; j < 8; j++) r = m[j] > r ? m[j] : r;
-    return r;
-}
-
-/* Sum of v[0..n) in 8 interleaved partial sums (element p into sum p % 8,
- * each a chain in order from +0) combined pairwise as scores does: one
- * fixed order that vectorizes. */
-static float sum8(const float *v, size_t n)
-{
-    float acc[8] = {0};
-    size_t i = 0;
-    for (; i + 8 <= n; i += 8)
-        for (size_t j = 0; j < 8; j++) acc[j] += v[i + j];
-    for (size_t j = 0; i < n; i++, j++) acc[j] += v[i];
-    return ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7]));
-}
-
-/* acc (W,) = chains over p < n_pos of acc[i] += (att[p] * inv) * v[p * ld + i]
- * from +0; W a constant, so the chain stays in registers (o, att and v
- * could alias, which would force a store and load per position). */
-static inline __attribute__((always_inline)) void vsum_fixed(const int W, const float *att,
-                                                             size_t n_pos, float inv,
-                                                             const float *v, size_t ld, float *o)
-{
-    float acc[16] = {0};
-    for (size_t p = 0; p < n_pos; p++) {
-        const float a = att[p] * inv, *vp = v + p * ld;
-        for (int i = 0; i < W; i++) acc[i] += a * vp[i];
-    }
-    memcpy(o, acc, (size_t)W * sizeof(float));
-}
-
-/* o (hd,) = sum over p < n_pos of (att[p] * inv) * v[p * ld ..], each
- * element one chain over p in order from +0: 16 elements at a time, then
- * 8, 4, 2 (head_dim is even). */
-static void weighted_values(const float *att, size_t n_pos, float inv, const float *v,
-                            size_t ld, size_t hd, float *o)
-{
-    size_t i0 = 0;
-    for (; i0 + 16 <= hd; i0 += 16) vsum_fixed(16, att, n_pos, inv, v + i0, ld, o + i0);
-    if (i0 + 8 <= hd) {
-        vsum_fixed(8, att, n_pos, inv, v + i0, ld, o + i0);
-        i0 += 8;
-    }
-    if (i0 + 4 <= hd) {
-        vsum_fixed(4, att, n_pos, inv, v + i0, ld, o + i0);
-        i0 += 4;
-    }
-    if (i0 + 2 <= hd) vsum_fixed(2, att, n_pos, inv, v + i0, ld, o + i0);
-}
-
-/* att[p] = (q . key p) * scale for p < n_pos; kt is one kv head's
- * transposed keys, kt[i * ld + p] = element i of key p. The dot's order:
- * element i goes into partial sum i % 8 (each a chain in order from +0),
- * the eight combined ((s0 + s4) + (s1 + s5)) + ((s2 + s6) + (s3 + s7)).
- * SCORE_P positions at a time, in constant-length loops that vectorize. */
-#define SCORE_P 4
-static void scores(const float *q, const float *kt, size_t ld, size_t hd, size_t n_pos,
-                   float scale, float *att)
-{
-    size_t p = 0;
-    const size_t hd8 = hd / 8 * 8;
-    for (; p + SCORE_P <= n_pos; p += SCORE_P) {
-        float acc[8][SCORE_P];
-        for (int u = 0; u < 8; u++)
-            for (int j = 0; j < SCORE_P; j++) acc[u][j] = 0.0f;
-        for (size_t i0 = 0; i0 < hd8; i0 += 8)
-            for (int u = 0; u < 8; u++) {
-                const float qi = q[i0 + (size_t)u], *kr = kt + (i0 + (size_t)u) * ld + p;
-                for (int j = 0; j < SCORE_P; j++) acc[u][j] += qi * kr[j];
-            }
-        for (size_t i = hd8; i < hd; i++) {
-            const float qi = q[i], *kr = kt + i * ld + p;
-            for (int j = 0; j < SCORE_P; j++) acc[i - hd8][j] += qi * kr[j];
-        }
-        for (int j = 0; j < SCORE_P; j++)
-            att[p + (size_t)j] = (((acc[0][j] + acc[4][j]) + (acc[1][j] + acc[5][j])) +
-                                  ((acc[2][j] + acc[6][j]) + (acc[3][j] + acc[7][j]))) * scale;
-    }
-    for (; p < n_pos; p++) {
-        float acc[8] = {0};
-        for (size_t i = 0; i < hd; i++) acc[i % 8] += q[i] * kt[i * ld + p];
-        att[p] = (((acc[0] + acc[4]) + (acc[1] + acc[5])) +
-                  ((acc[2] + acc[6]) + (acc[3] + acc[7]))) * scale;
-    }
-}
+/* Query tokens per attention job (x the query heads of one kv head). */
+#define QT_ATTN_TOK 4
 
 /* Causal GQA attention of n tokens at positions pos0.. over the layer's
- * cache: att_out (n, q_dim). One (token, head) output per iteration, each
- * computed by one thread in a fixed order. */
+ * cache: att_out (n, q_dim), through the attention kernel (quant/attn.c
+ * defines its arithmetic). One job = QT_ATTN_TOK tokens x the query heads
+ * of one kv head, computed by one thread: the same bits for any thread count. */
 static void attention(qt_model *m, size_t l, size_t n, size_t pos0, int nth)
 {
     const qt_model_config *c = &m->cfg;
@@ -831,9 +697,11 @@ static void attention(qt_model *m, size_t l, size_t n, size_t pos0, int nth)
     const float *kc = s->key_cache + l * m->n_ctx * kv_dim; /* (kv heads, hd, n_ctx) */
     const float *vc = s->value_cache + l * m->n_ctx * kv_dim;
     const float scale = (float)(1.0 / sqrt((double)hd));
-    const ptrdiff_t total = (ptrdiff_t)(n * c->n_heads);
+    const size_t n_blk = (n + QT_ATTN_TOK - 1) / QT_ATTN_TOK;
+    const ptrdiff_t total = (ptrdiff_t)(n_blk * c->n_kv_heads);
     /* threads only when there is work enough to pay for waking them */
-    const bool par = total > 1 && (double)total * (double)(pos0 + n) * (double)hd > 65536.0;
+    const bool par = total > 1 &&
+                     (double)n * (double)c->n_heads * (double)(pos0 + n) * (double)hd > 65536.0;
     ptrdiff_t idx;
     (void)nth;
     (void)par;
@@ -841,16 +709,17 @@ static void attention(qt_model *m, size_t l, size_t n, size_t pos0, int nth)
 #pragma omp parallel for schedule(dynamic, 1) num_threads(nth) if (par)
 #endif
     for (idx = 0; idx < total; idx++) {
-        const size_t t = (size_t)idx / c->n_heads, h = (size_t)idx % c->n_heads;
-        const size_t kvh = h / group, n_pos = pos0 + t + 1;
-        const float *q = s->q + t * q_dim + h * hd;
-        float *att = s->att + (size_t)qt_thread_id() * m->n_ctx;
-        scores(q, kc + kvh * hd * m->n_ctx, m->n_ctx, hd, n_pos, scale, att);
-        const float mx = max8(att, n_pos);
-        exp_shifted(att, n_pos, mx);
-        const float sum = sum8(att, n_pos);
-        weighted_values(att, n_pos, 1.0f / sum, vc + kvh * hd, kv_dim, hd,
-                        s->att_out + t * q_dim + h * hd);
+        const size_t t0 = (size_t)idx / c->n_kv_heads * QT_ATTN_TOK;
+        const size_t kvh = (size_t)idx % c->n_kv_heads;
+        const size_t off = t0 * q_dim + kvh * group * hd; /* the group's first head */
+        const qt_attn_job job = {
+            .q = s->q + off, .ldq = q_dim, .o = s->att_out + off, .ldo = q_dim,
+            .kt = kc + kvh * hd * m->n_ctx, .ldk = m->n_ctx, .v = vc + kvh * hd, .ldv = kv_dim,
+            .n_tok = n - t0 < QT_ATTN_TOK ? n - t0 : QT_ATTN_TOK, .group = group, .hd = hd,
+            .pos0 = pos0 + t0, .scale = scale,
+            .scratch = s->att + (size_t)qt_thread_id() * s->att_stride,
+        };
+        m->k->attn(&job);
     }
 }
 

@@ -59,8 +59,9 @@ typedef struct qt_run_state {
     float *att_out;     /* (n_batch, q_dim) attention output */
     float *hb;          /* (n_batch, hidden_dim) gate, then silu(gate) * up */
     float *hb2;         /* (n_batch, hidden_dim) up */
-    float *att;         /* (att_threads, n_ctx) per-thread attention scores */
+    float *att;         /* (att_threads, att_stride) per-thread attention scratch */
     int att_threads;    /* rows of att */
+    size_t att_stride;  /* QT_ATTN_ROWS * n_ctx, rounded up to 16 */
     float *key_cache;   /* (n_layers, n_kv_heads, head_dim, n_ctx): each key
                            transposed, so attention reads positions in a row */
     float *value_cache; /* (n_layers, n_ctx, kv_dim) */

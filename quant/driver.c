@@ -16,6 +16,7 @@
 const qt_kernels qt_kernels_ref = {
     QT_ISA_REF,     qt_quant4_ref,           qt_dequant4_ref, qt_q8_quant_ref,
     qt_int8_quant_row_ref, qt_blockwise8_quant_ref, qt_dot_tile_ref, qt_lora_merge_row_ref,
+    qt_attn_ref,
 };
 
 #if defined(__aarch64__)
@@ -24,6 +25,7 @@ const qt_kernels qt_kernels_ref = {
 const qt_kernels qt_kernels_neon = {
     QT_ISA_NEON,    qt_quant4_ref,           qt_dequant4_ref, qt_q8_quant_ref,
     qt_int8_quant_row_ref, qt_blockwise8_quant_ref, qt_dot_tile_ref, qt_lora_merge_row_ref,
+    qt_attn_ref,
 };
 #endif
 

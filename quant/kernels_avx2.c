@@ -697,7 +697,7 @@ static void dot_tile(const float *x, size_t ldx, size_t n_tok, const float *w, s
 
 const qt_kernels qt_kernels_avx2 = {
     QT_ISA_AVX2,    quant4, dequant4, q8_quant, int8_quant_row, qt_blockwise8_quant_ref,
-    dot_tile,       qt_lora_merge_row_avx2,
+    dot_tile,       qt_lora_merge_row_avx2, qt_attn_avx2,
 };
 
 /* ---- matmul: conversions, packing and the GEMM kernel (quant_internal.h) ---- */

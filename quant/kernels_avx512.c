@@ -579,7 +579,7 @@ static void dot_tile(const float *x, size_t ldx, size_t n_tok, const float *w, s
 
 const qt_kernels qt_kernels_avx512 = {
     QT_ISA_AVX512,  quant4, dequant4, q8_quant, int8_quant_row, blockwise8_quant,
-    dot_tile,       qt_lora_merge_row_avx512,
+    dot_tile,       qt_lora_merge_row_avx512, qt_attn_avx512,
 };
 
 /* ---- matmul: conversions, packing and the GEMM kernel (quant_internal.h) ---- */

@@ -229,6 +229,27 @@ _Static_assert(sizeof(qt_q8_blockf) == 4, "q8 float block header must be 4 bytes
 
 /* ---- kernels and dispatch ------------------------------------------------ */
 
+/* One attention kernel call (quant/attn.c): n_tok consecutive query tokens
+ * at positions pos0.. and the `group` query heads that share one kv head,
+ * each attending causally to the positions 0 .. its own. All borrowed. */
+typedef struct qt_attn_job {
+    const float *q;    /* (n_tok, ldq): head g of token t at q + t * ldq + g * hd */
+    size_t ldq;
+    float *o;          /* (n_tok, ldo): the outputs, laid out as q */
+    size_t ldo;
+    const float *kt;   /* (hd, ldk) transposed keys: element i of key p at kt[i * ldk + p] */
+    size_t ldk;        /* >= pos0 + n_tok */
+    const float *v;    /* (pos0 + n_tok, ldv) values: element i of value p at v[p * ldv + i] */
+    size_t ldv;
+    size_t n_tok, group, hd, pos0;
+    float scale;       /* the score scale, 1 / sqrt(hd) */
+    float *scratch;    /* (QT_ATTN_ROWS, ldk) floats, 64-byte aligned */
+} qt_attn_job;
+
+/* Query rows (token, head) an attention kernel works on together: its
+ * scratch holds their scores. */
+#define QT_ATTN_ROWS 8
+
 /* One ISA's kernels. Pure functions of their arguments: no threads, no
  * allocation. Quantize kernels are bit-identical across ISAs. */
 typedef struct qt_kernels {
@@ -264,6 +285,9 @@ typedef struct qt_kernels {
      * a[k*n + i] (k < r, summed in order), b (r,) the row of B, a (r, n) = A. */
     void (*lora_merge_row)(float *w, size_t n, const float *b, size_t r, const float *a,
                            float s);
+    /* Causal softmax attention of one job (quant/attn.c gives the order of
+     * every operation); bit-identical across ISAs. */
+    void (*attn)(const qt_attn_job *j);
 } qt_kernels;
 
 /* The kernels for isa, or NULL when this build or CPU lacks it. Static. */

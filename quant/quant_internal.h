@@ -207,6 +207,28 @@ void qt_lora_merge_row_avx2(float *w, size_t n, const float *b, size_t r, const 
                             float s);
 void qt_lora_merge_row_avx512(float *w, size_t n, const float *b, size_t r, const float *a,
                               float s);
+/* Attention (quant/attn.c) and its exponential: v[i] = e^(v[i] - mx) for
+ * v[i] <= mx, Cephes expf arithmetic (x = k ln2 + r, ln2 in two parts,
+ * e^r = 1 + r + r^2 P(r) with degree-5 P, times 2^k), separate multiplies
+ * and adds, about 1 ulp; arguments below QT_ATTN_EXP_MIN give 0. */
+#define QT_ATTN_EXP_MIN -87.0f      /* e^-87 = 1.6e-38, still normal */
+#define QT_ATTN_LOG2E 1.44269504088896341f
+#define QT_ATTN_RND 12582912.0f     /* 1.5 * 2^23: adding it rounds to an integer */
+#define QT_ATTN_LN2_HI 0.693359375f
+#define QT_ATTN_LN2_LO -2.12194440e-4f
+#define QT_ATTN_P0 1.9875691500e-4f
+#define QT_ATTN_P1 1.3981999507e-3f
+#define QT_ATTN_P2 8.3334519073e-3f
+#define QT_ATTN_P3 4.1665795894e-2f
+#define QT_ATTN_P4 1.6666665459e-1f
+#define QT_ATTN_P5 5.0000001201e-1f
+void qt_attn_exp8(float v[8], float mx);
+/* The score of key p: (q . key p) * scale in the order of quant/attn.c. */
+float qt_attn_score_ref(const float *q, const float *kt, size_t ldk, size_t hd, size_t p,
+                        float scale);
+void qt_attn_ref(const qt_attn_job *j);
+void qt_attn_avx2(const qt_attn_job *j);
+void qt_attn_avx512(const qt_attn_job *j);
 void qt_dot_tile_ref(const float *x, size_t ldx, size_t n_tok, const float *w, size_t ldw,
                      size_t n_rows, size_t n, float *y, size_t ldy);
 

@@ -714,3 +714,31 @@ Test(ppl, corrupted_layer_shows_up, .init = load_data)
     cr_assert(gt(dbl, b->ppl_ratio, 1.3));
     qt_ppl_result_free(r);
 }
+
+/* BASE alone without a cache keeps only the scored tokens' log-probs and
+ * runs every chunk in one parallel loop: the same figures, to the bit, as
+ * BASE scored from a full persistent cache, for 1, 2 and 3 threads (3: the
+ * chunks do not divide evenly). */
+Test(ppl, base_alone_temporary_matches_cached, .init = load_data)
+{
+    char dir[64], cache[128];
+    cr_assert(not(eq(ptr, (char *)qt_test_tmpdir(dir, sizeof dir), NULL)));
+    snprintf(cache, sizeof cache, "%s/cache", dir);
+    const char *m[1] = {g_model};
+    qt_ppl_result *want = compare(m, 1, 128, 0, QT_PPL_SCORE_HALF, cache, NULL);
+    cr_assert(gt(sz, want->n_chunks, 3));
+    for (int th = 1; th <= 3; th++) {
+#ifdef _OPENMP
+        omp_set_num_threads(th);
+#endif
+        qt_ppl_result *got = compare(m, 1, 128, 0, QT_PPL_SCORE_HALF, NULL, dir);
+        const qt_ppl_model *x = &want->models[0], *y = &got->models[0];
+        cr_assert(eq(int, (int)same_double(x->ppl, y->ppl), 1), "%d threads: %.17g vs %.17g", th,
+                  x->ppl, y->ppl);
+        cr_assert(eq(int, (int)same_double(x->ppl_err, y->ppl_err), 1));
+        cr_assert(eq(int, (int)same_double(x->nll, y->nll), 1));
+        cr_assert(eq(sz, x->n_scored, y->n_scored));
+        qt_ppl_result_free(got);
+    }
+    qt_ppl_result_free(want);
+}
