@@ -1251,8 +1251,9 @@ ParameterizedTestParameters(quant_isa, gemm_is_one_fma_chain_for_any_tiling_and_
     return cr_make_param_array(qt_isa, isas, sizeof isas / sizeof isas[0]);
 }
 
-/* Shapes around every edge (panel widths 16 / 32, tiles of 2 or 4 panels,
- * kc = 256 blocks, 6 / 12 token blocks, the 1-token path), weights with
+/* Shapes around every edge (panel widths 16 / 32, tiles of 64 outputs or 4
+ * panels, kc = 256 blocks, 6 / 12 token blocks, the 1-token path, token
+ * chunks beyond the 512-token output stage), weights with
  * straddling blocks: bit-identical to fma_chain over the dequantized weight,
  * for 1, 2 and 3 threads, batched or one token at a time. */
 ParameterizedTest(qt_isa *isa, quant_isa, gemm_is_one_fma_chain_for_any_tiling_and_threads)
@@ -1266,6 +1267,7 @@ ParameterizedTest(qt_isa *isa, quant_isa, gemm_is_one_fma_chain_for_any_tiling_a
         {129, 300, 1, QT_SCHEME_Q8, 32},     {256, 256, 2, QT_SCHEME_INT8, 0},
         {96, 700, 25, QT_SCHEME_FP16, 0},    {200, 172, 7, QT_SCHEME_FP4, 128},
         {65, 513, 12, QT_SCHEME_INT8_BLOCKWISE, 64}, {512, 96, 1, QT_SCHEME_NF4, 64},
+        {70, 40, 1100, QT_SCHEME_BF16, 0}, /* token chunks of the output stage */
     };
     for (size_t ci = 0; ci < sizeof cases / sizeof cases[0]; ci++) {
         const size_t n_out = cases[ci].n_out, n_in = cases[ci].n_in, n_tok = cases[ci].n_tok;
