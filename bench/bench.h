@@ -33,7 +33,9 @@ double qt_bench_best(void (*fn)(void *payload), void *payload, int warmup, int r
 double qt_probe_read_gbs(int nth, size_t bytes, int reps);
 
 /* Peak fp32 FMA throughput in GFLOP/s of nth threads with kernels k (NULL =
- * active ISA), 2 flops per lane per FMA, best of reps. */
+ * active ISA), 2 flops per lane per FMA: each thread's flops over its own
+ * CPU time (so other processes on the cores do not lower it), summed over
+ * the threads (at most qt_cpu_usable_cores of them count), best of reps. */
 double qt_probe_fma_gflops(const qt_kernels *k, int nth, int reps);
 
 typedef struct qt_bench_kernels_opts {

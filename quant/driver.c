@@ -10,6 +10,7 @@
 #include "quant/quant.h"
 
 #include <math.h>
+#include <string.h>
 
 #include "quant/quant_internal.h"
 
@@ -239,17 +240,24 @@ qt_status qt_dq_quantize(const float *absmax, size_t nb, uint8_t *codes, float *
 /* Output rows per dequantized tile in qt_dequantize and the dot_tile path
  * of qt_matmul. */
 #define TILE_ROWS 4
-/* Packed GEMM: input columns per block (kc), micro-panels per tile when
- * prompt processing and when decoding (few tokens). */
+/* Packed GEMM: input columns per block (kc); outputs per tile when
+ * prompt processing (4 AVX2 micro-panels, 2 AVX-512 ones: every tile reads
+ * the whole of x once, so a wider tile reads it less often, and its 64 KiB
+ * of panels stay in L2); micro-panels per tile when decoding (few tokens). */
 #define MM_KC 256
-#define MM_PANELS 2
+#define MM_TILE_OUT 64
 #define MM_PANELS_GEMV 4
 /* Below this many multiply-adds a matmul runs on the calling thread: waking
  * a team costs more than it saves. */
 #define MM_PAR_WORK 262144.0
 /* Work items per thread wanted before tokens are split too. */
 #define MM_ITEMS_PER_THREAD 4
-
+/* Packed GEMM: most tokens per work item. Their outputs are accumulated in
+ * a per-thread stage (MM_STAGE_TOK x MM_TILE_OUT floats, 128 KiB, in L2)
+ * rather than in y, whose rows are n_out floats apart (a power of two in
+ * most models): there a tile's accumulators share a few cache sets and
+ * pages and are evicted between column blocks. */
+#define MM_STAGE_TOK 512
 
 /* One dequantized tile of TILE_ROWS rows of n_in floats per thread. */
 static qt_status tiles_alloc(int nth, size_t n_in, float **tiles)
@@ -332,32 +340,84 @@ static qt_status matmul_dot(const qt_kernels *k, const qt_qweight *w, const floa
     return QT_OK;
 }
 
+/* The packed GEMM's panels of one tile (outputs o0 .. o0+ncv-1, nc the
+ * tile's width) over input columns k0 .. k0+kl-1: each micro-panel of nr
+ * rows dequantized into `rows` (fp32 rows are read in place, bf16 / fp16
+ * widened by pack_half where the ISA has it) and packed K-major into
+ * `panel`; the next column block's bytes (or the next tile's) prefetched. */
+static void gemm_pack_tile(const qt_dq_ctx *ctx, const qt_mm_ops *ops, size_t o0, size_t ncv,
+                           size_t nc, size_t k0, size_t kl, float *rows, float *panel)
+{
+    const qt_qweight *w = ctx->w;
+    const size_t n_in = w->n_in, n_out = w->n_out, nr = ops->nr, kc = n_in < MM_KC ? n_in : MM_KC;
+    const size_t n_pan = qt_n_blocks(ncv, nr);
+    /* fp32, and bf16 / fp16 where the ISA widens while packing: no rows copy */
+    const bool direct = w->scheme == QT_SCHEME_FP32;
+    const bool half = (w->scheme == QT_SCHEME_BF16 || w->scheme == QT_SCHEME_FP16) &&
+                      ops->pack_half;
+    for (size_t p = 0; p < n_pan; p++) {
+        const size_t r0 = o0 + p * nr, nrw = ncv - p * nr < nr ? ncv - p * nr : nr;
+        const void *src;
+        size_t ld;
+        if (half) {
+            const size_t nl = n_in - k0 - kl < kc ? n_in - k0 - kl : kc;
+            for (size_t r = 0; r < nrw && nl; r++)
+                qt_dq_prefetch(ctx, (r0 + r) * n_in + k0 + kl, nl);
+            ops->pack_half(w->scheme == QT_SCHEME_BF16,
+                           (const unsigned char *)w->data + 2 * (r0 * n_in + k0), n_in, nrw, kl,
+                           panel + p * kl * nr);
+            continue;
+        }
+        if (direct) {
+            src = (const unsigned char *)w->data + 4 * (r0 * n_in + k0);
+            ld = n_in;
+        } else {
+            for (size_t r = 0; r < nrw; r++) {
+                /* the same row's next block, or the next tile's first */
+                if (k0 + kl < n_in) {
+                    size_t nl = n_in - k0 - kl < kc ? n_in - k0 - kl : kc;
+                    qt_dq_prefetch(ctx, (r0 + r) * n_in + k0 + kl, nl);
+                } else if (r0 + r + nc < n_out) {
+                    qt_dq_prefetch(ctx, (r0 + r + nc) * n_in, kc);
+                }
+                qt_dq_range(ctx, (r0 + r) * n_in + k0, kl, rows + r * kl);
+            }
+            src = rows;
+            ld = kl;
+        }
+        ops->pack(src, ld, nrw, kl, panel + p * kl * nr);
+    }
+}
+
 /* The packed GEMM (quant_internal.h). Work item = (tile of np micro-panels
  * of output rows, chunk of tokens); for each block of kc input columns the
  * tile's rows are dequantized into `rows`, packed into `panel`, and the
- * kernel continues every output's fma chain. Which thread runs an item, and
- * how items are cut, changes nothing in the result. */
+ * kernel continues every output's fma chain in the thread's stage, copied
+ * to y when the chain is complete. Which thread runs an item, and how items
+ * are cut, changes nothing in the result; items are handed out one at a
+ * time, so a thread that another process holds up leaves its share to the
+ * others instead of stalling the barrier. */
 static qt_status matmul_gemm(const qt_kernels *k, const qt_mm_ops *ops, const qt_qweight *w,
                              const float *x, size_t n_tok, float *y, bool par, int nth)
 {
     const size_t n_in = w->n_in, n_out = w->n_out, nr = ops->nr;
-    const size_t np = n_tok < 4 ? MM_PANELS_GEMV : MM_PANELS, nc = np * nr;
+    const size_t np = n_tok < 4 ? MM_PANELS_GEMV : nr < MM_TILE_OUT ? MM_TILE_OUT / nr : 1;
+    const size_t nc = np * nr;
     const size_t kc = n_in < MM_KC ? n_in : MM_KC;
     const size_t n_tiles = qt_n_blocks(n_out, nc);
     if (!par) nth = 1;
-    /* tokens split when there are too few tiles to share */
+    /* tokens split when there are too few tiles to share, and in chunks
+     * that fit the output stage */
     size_t tch = n_tok;
     if (par && n_tiles < (size_t)nth * MM_ITEMS_PER_THREAD && n_tok > ops->mr) {
         size_t want = qt_n_blocks((size_t)nth * MM_ITEMS_PER_THREAD, n_tiles);
         tch = qt_n_blocks(qt_n_blocks(n_tok, want), ops->mr) * ops->mr;
     }
+    if (tch > MM_STAGE_TOK) tch = MM_STAGE_TOK;
     const size_t n_tch = qt_n_blocks(n_tok, tch), items = n_tiles * n_tch;
-    /* fp32, and bf16 / fp16 where the ISA widens while packing: no rows copy */
-    const bool direct = w->scheme == QT_SCHEME_FP32;
-    const bool half = (w->scheme == QT_SCHEME_BF16 || w->scheme == QT_SCHEME_FP16) &&
-                      ops->pack_half;
-    /* per thread: dequantized rows (nc x kc) and the panels (kc x nc) */
-    const size_t per = 2 * nc * kc;
+    /* per thread: dequantized rows (nc x kc), the panels (kc x nc) and the
+     * output stage (tch x nc) */
+    const size_t per = 2 * nc * kc + tch * nc;
     size_t bytes;
     if (!qt_mul_size((size_t)nth * per, sizeof(float), &bytes)) return QT_ERR_OVERFLOW;
     float *scratch = qt_aligned_alloc(64, bytes);
@@ -366,51 +426,23 @@ static qt_status matmul_gemm(const qt_kernels *k, const qt_mm_ops *ops, const qt
     qt_dq_ctx_init(&ctx, k, w);
     ptrdiff_t it;
 #ifdef _OPENMP
-#pragma omp parallel for schedule(static) num_threads(nth) if (par && items > 1)
+#pragma omp parallel for schedule(dynamic, 1) num_threads(nth) if (par && items > 1)
 #endif
     for (it = 0; it < (ptrdiff_t)items; it++) {
         const size_t tile = (size_t)it / n_tch, tc = (size_t)it % n_tch;
         const size_t o0 = tile * nc, ncv = n_out - o0 < nc ? n_out - o0 : nc;
         const size_t t0 = tc * tch, nt = n_tok - t0 < tch ? n_tok - t0 : tch;
-        const size_t n_pan = qt_n_blocks(ncv, nr);
         float *rows = scratch + (size_t)qt_thread_id() * per, *panel = rows + nc * kc;
+        float *stage = panel + nc * kc;
         for (size_t k0 = 0; k0 < n_in; k0 += kc) {
             const size_t kl = n_in - k0 < kc ? n_in - k0 : kc;
-            for (size_t p = 0; p < n_pan; p++) {
-                const size_t r0 = o0 + p * nr, nrw = ncv - p * nr < nr ? ncv - p * nr : nr;
-                const void *src;
-                size_t ld;
-                if (half) {
-                    const size_t nl = n_in - k0 - kl < kc ? n_in - k0 - kl : kc;
-                    for (size_t r = 0; r < nrw && nl; r++)
-                        qt_dq_prefetch(&ctx, (r0 + r) * n_in + k0 + kl, nl);
-                    ops->pack_half(w->scheme == QT_SCHEME_BF16,
-                                   (const unsigned char *)w->data + 2 * (r0 * n_in + k0), n_in,
-                                   nrw, kl, panel + p * kl * nr);
-                    continue;
-                }
-                if (direct) {
-                    src = (const unsigned char *)w->data + 4 * (r0 * n_in + k0);
-                    ld = n_in;
-                } else {
-                    for (size_t r = 0; r < nrw; r++) {
-                        /* the same row's next block, or the next tile's first */
-                        if (k0 + kl < n_in) {
-                            size_t nl = n_in - k0 - kl < kc ? n_in - k0 - kl : kc;
-                            qt_dq_prefetch(&ctx, (r0 + r) * n_in + k0 + kl, nl);
-                        } else if (r0 + r + nc < n_out) {
-                            qt_dq_prefetch(&ctx, (r0 + r + nc) * n_in, kc);
-                        }
-                        qt_dq_range(&ctx, (r0 + r) * n_in + k0, kl, rows + r * kl);
-                    }
-                    src = rows;
-                    ld = kl;
-                }
-                ops->pack(src, ld, nrw, kl, panel + p * kl * nr);
-            }
-            ops->gemm(x + t0 * n_in + k0, n_in, nt, panel, n_pan, kl, ncv, y + t0 * n_out + o0,
-                      n_out, k0 > 0);
+            gemm_pack_tile(&ctx, ops, o0, ncv, nc, k0, kl, rows, panel);
+            ops->gemm(x + t0 * n_in + k0, n_in, nt, panel, qt_n_blocks(ncv, nr), kl, ncv, stage,
+                      nc, k0 > 0);
         }
+        /* the chains are complete: the stage goes to y */
+        for (size_t t = 0; t < nt; t++)
+            memcpy(y + (t0 + t) * n_out + o0, stage + t * nc, ncv * sizeof(float));
     }
     qt_aligned_free(scratch);
     return QT_OK;

@@ -742,7 +742,20 @@ static void cvt_map8(const uint8_t *code, size_t n, const float map[256], float 
 #define MM_NR 16 /* outputs per micro-panel: 2 vectors */
 #define MM_MR 6  /* tokens per register block: 12 accumulators */
 
-static void pack(const void *rows, size_t ld, size_t n_rows, size_t kc, float *panel)
+/* 8 rows x kk columns of fp32 (T == QT_SRC_F32), bf16 or fp16 rows,
+ * transposed (load_t8 / load_t8_half). */
+static inline __attribute__((always_inline)) void load_rows(qt_src_type T,
+                                                            const unsigned char *base, size_t ld,
+                                                            size_t n_rows, size_t g, size_t k,
+                                                            size_t kk, __m256 r[8])
+{
+    if (T == QT_SRC_F32) load_t8(base, ld, n_rows, g, k, kk, r);
+    else load_t8_half(T == QT_SRC_BF16, base, ld, n_rows, g, k, kk, r);
+}
+
+static inline __attribute__((always_inline)) void pack_t(qt_src_type T, const void *rows,
+                                                         size_t ld, size_t n_rows, size_t kc,
+                                                         float *panel)
 {
     const unsigned char *base = rows;
     size_t k = 0;
@@ -750,7 +763,7 @@ static void pack(const void *rows, size_t ld, size_t n_rows, size_t kc, float *p
 #pragma GCC unroll 2
         for (size_t g = 0; g < MM_NR; g += 8) {
             __m256 r[8];
-            load_t8(base, ld, n_rows, g, k, 8, r);
+            load_rows(T, base, ld, n_rows, g, k, 8, r);
 #pragma GCC unroll 8
             for (size_t j = 0; j < 8; j++) _mm256_store_ps(panel + (k + j) * MM_NR + g, r[j]);
         }
@@ -758,13 +771,26 @@ static void pack(const void *rows, size_t ld, size_t n_rows, size_t kc, float *p
         _Alignas(32) float tb[8][8];
         for (size_t g = 0; g < MM_NR; g += 8) {
             __m256 r[8];
-            load_t8(base, ld, n_rows, g, k, kc - k, r);
+            load_rows(T, base, ld, n_rows, g, k, kc - k, r);
 #pragma GCC unroll 8
             for (size_t j = 0; j < 8; j++) _mm256_store_ps(tb[j], r[j]);
             for (size_t j = 0; k + j < kc; j++)
                 memcpy(panel + (k + j) * MM_NR + g, tb[j], sizeof tb[j]);
         }
     }
+}
+
+static void pack(const void *rows, size_t ld, size_t n_rows, size_t kc, float *panel)
+{
+    pack_t(QT_SRC_F32, rows, ld, n_rows, kc, panel);
+}
+
+/* bf16 / fp16 weights widened while packing: no fp32 copy of the rows */
+static void pack_half(bool bf16, const void *rows, size_t ld, size_t n_rows, size_t kc,
+                      float *panel)
+{
+    if (bf16) pack_t(QT_SRC_BF16, rows, ld, n_rows, kc, panel);
+    else pack_t(QT_SRC_F16, rows, ld, n_rows, kc, panel);
 }
 
 /* mr tokens x 16 outputs over kc: c = fma(x[t][k], p[k][o], c) in k order.
@@ -817,6 +843,7 @@ static inline void kern1x4(const float *x, const float *p, size_t kc, float *y, 
 {
     const size_t ps = kc * MM_NR;
     __m256 c[8];
+#pragma GCC unroll 8
     for (int v = 0; v < 8; v++) c[v] = acc ? _mm256_loadu_ps(y + 8 * v) : _mm256_setzero_ps();
     for (size_t k = 0; k < kc; k++) {
         const __m256 a = _mm256_broadcast_ss(x + k);
@@ -827,6 +854,7 @@ static inline void kern1x4(const float *x, const float *p, size_t kc, float *y, 
                 _mm256_fmadd_ps(a, _mm256_load_ps(p + q * ps + k * MM_NR + 8), c[2 * q + 1]);
         }
     }
+#pragma GCC unroll 8
     for (int v = 0; v < 8; v++) _mm256_storeu_ps(y + 8 * v, c[v]);
 }
 
@@ -859,7 +887,7 @@ static void gemm(const float *x, size_t ldx, size_t n_tok, const float *panels, 
 
 const qt_mm_ops qt_mm_ops_avx2 = {
     .nr = MM_NR, .mr = MM_MR, .cvt_half = cvt_half, .cvt_i8 = cvt_i8, .cvt_map8 = cvt_map8,
-    .pack = pack, .pack_half = NULL, .gemm = gemm,
+    .pack = pack, .pack_half = pack_half, .gemm = gemm,
     .dot_rows = {[QT_SCHEME_NF4] = qt_gemv_4bit_avx2, [QT_SCHEME_FP4] = qt_gemv_4bit_avx2,
                  [QT_SCHEME_INT8] = qt_gemv_int8_avx2, [QT_SCHEME_Q8] = qt_gemv_q8_avx2,
                  [QT_SCHEME_INT8_BLOCKWISE] = qt_gemv_dq_avx2, [QT_SCHEME_BF16] = qt_gemv_half_avx2,

@@ -694,6 +694,7 @@ static inline void kern1x4(const float *x, const float *p, size_t kc, float *y, 
 {
     const size_t ps = kc * MM_NR;
     __m512 c[8];
+#pragma GCC unroll 8
     for (int v = 0; v < 8; v++) c[v] = acc ? _mm512_loadu_ps(y + 16 * v) : _mm512_setzero_ps();
     for (size_t k = 0; k < kc; k++) {
         const __m512 a = _mm512_set1_ps(x[k]);
@@ -704,6 +705,7 @@ static inline void kern1x4(const float *x, const float *p, size_t kc, float *y, 
                 _mm512_fmadd_ps(a, _mm512_load_ps(p + q * ps + k * MM_NR + 16), c[2 * q + 1]);
         }
     }
+#pragma GCC unroll 8
     for (int v = 0; v < 8; v++) _mm512_storeu_ps(y + 16 * v, c[v]);
 }
 

@@ -18,7 +18,9 @@
 #include <float.h>
 #include <math.h>
 #include <string.h>
+#include <time.h>
 
+#include "bench/bench.h"
 #include "common/common.h"
 #include "common/cpu.h"
 #include "common/half.h"
@@ -1353,8 +1355,9 @@ ParameterizedTestParameters(quant_isa, gemm_is_one_fma_chain_for_any_tiling_and_
     return cr_make_param_array(qt_isa, isas, sizeof isas / sizeof isas[0]);
 }
 
-/* Shapes around every edge (panel widths 16 / 32, tiles of 2 or 4 panels,
- * kc = 256 blocks, 6 / 12 token blocks, the 1-token path), weights with
+/* Shapes around every edge (panel widths 16 / 32, tiles of 64 outputs or 4
+ * panels, kc = 256 blocks, 6 / 12 token blocks, the 1-token path, token
+ * chunks beyond the 512-token output stage), weights with
  * straddling blocks: bit-identical to fma_chain over the dequantized weight,
  * for 1, 2 and 3 threads, batched or one token at a time. */
 ParameterizedTest(qt_isa *isa, quant_isa, gemm_is_one_fma_chain_for_any_tiling_and_threads)
@@ -1368,6 +1371,7 @@ ParameterizedTest(qt_isa *isa, quant_isa, gemm_is_one_fma_chain_for_any_tiling_a
         {129, 300, 1, QT_SCHEME_Q8, 32},     {256, 256, 2, QT_SCHEME_INT8, 0},
         {96, 700, 25, QT_SCHEME_FP16, 0},    {200, 172, 7, QT_SCHEME_FP4, 128},
         {65, 513, 12, QT_SCHEME_INT8_BLOCKWISE, 64}, {512, 96, 1, QT_SCHEME_NF4, 64},
+        {70, 40, 1100, QT_SCHEME_BF16, 0}, /* token chunks of the output stage */
     };
     for (size_t ci = 0; ci < sizeof cases / sizeof cases[0]; ci++) {
         const size_t n_out = cases[ci].n_out, n_in = cases[ci].n_in, n_tok = cases[ci].n_tok;
@@ -1402,6 +1406,47 @@ ParameterizedTest(qt_isa *isa, quant_isa, gemm_is_one_fma_chain_for_any_tiling_a
         free(want);
         for (int v = 0; v < 4; v++) free(y[v]);
     }
+}
+
+/* The peak-FMA probe bounds what the GEMM does: the ISA's packed GEMM kernel
+ * on panels and tokens that stay in L1 (48 tokens x 2 micro-panels x 256
+ * columns, 100 times), timed in this thread's CPU time like the probe, must
+ * not beat the probe by more than 10 %. A probe that waits on memory or on
+ * the load of other processes (both happened: 1/3 of the AVX2 peak) reads
+ * far below such a kernel. */
+ParameterizedTestParameters(quant_isa, fma_probe_bounds_the_gemm_kernel)
+{
+    static qt_isa isas[] = {QT_ISA_AVX2, QT_ISA_AVX512};
+    return cr_make_param_array(qt_isa, isas, sizeof isas / sizeof isas[0]);
+}
+
+ParameterizedTest(qt_isa *isa, quant_isa, fma_probe_bounds_the_gemm_kernel)
+{
+    const qt_kernels *k;
+    NEED_ISA(*isa, k);
+    const qt_mm_ops *ops = qt_mm_ops_for(k);
+    const size_t n_tok = 48, kc = 256, n_pan = 2, nc = n_pan * ops->nr;
+    float *x = qt_aligned_alloc(64, n_tok * kc * 4), *p = qt_aligned_alloc(64, kc * nc * 4);
+    float *y = qt_aligned_alloc(64, n_tok * nc * 4);
+    cr_assert(x && p && y);
+    for (size_t i = 0; i < n_tok * kc; i++) x[i] = (float)(i % 7) * 0.125f;
+    for (size_t i = 0; i < kc * nc; i++) p[i] = (float)(i % 5) * 0.25f;
+    double best = INFINITY;
+    for (int rep = 0; rep < 5; rep++) {
+        struct timespec t0, t1;
+        clock_gettime(CLOCK_THREAD_CPUTIME_ID, &t0);
+        for (int r = 0; r < 100; r++) ops->gemm(x, kc, n_tok, p, n_pan, kc, nc, y, nc, r > 0);
+        clock_gettime(CLOCK_THREAD_CPUTIME_ID, &t1);
+        double dt = (double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) * 1e-9;
+        if (dt < best) best = dt;
+    }
+    const double gemm = 100.0 * 2.0 * (double)(n_tok * nc * kc) / best / 1e9;
+    const double peak = qt_probe_fma_gflops(k, 1, 3);
+    cr_assert(gemm <= 1.1 * peak, "%s: gemm kernel %.1f GFLOP/s, probe %.1f", qt_isa_name(*isa),
+              gemm, peak);
+    qt_aligned_free(x);
+    qt_aligned_free(p);
+    qt_aligned_free(y);
 }
 
 /* The scheme table drives the matmul (quant.h, "adding a scheme"): every row
