@@ -271,6 +271,7 @@ static inline __attribute__((always_inline)) void quant4_block(bool fp4, qt_src_
     const size_t es = qt_src_size(t);
     for (size_t i = 0; i < block; i += 32) {
         __m256i u[2];
+#pragma GCC unroll 2
         for (int h = 0; h < 2; h++) {
             __m256 e, o;
             load_eo(t, p + (i + 16 * (size_t)h) * es, &e, &o);
@@ -401,6 +402,37 @@ static inline void store_i8x32(__m256i a, __m256i b, __m256i c, __m256i d, int8_
     _mm256_storeu_si256((__m256i *)(void *)dst, x);
 }
 
+/* The 16-bit lanes of 16 consecutive int8 codes (|code| <= 127) from those
+ * of the even (e) and odd (o) elements as int32: e's low half, o's low half
+ * above it. */
+static inline __m256i interleave16(__m256i e, __m256i o)
+{
+    return _mm256_blend_epi16(e, _mm256_slli_epi32(o, 16), 0xAA);
+}
+
+/* q8 codes of one whole bf16 block (block a multiple of 32, no NaN) with
+ * reciprocal vid: the raw values taken as 8 dwords give the even elements
+ * (v << 16) and the odd ones (v & 0xffff0000) without a widening shuffle;
+ * the codes go back into element order as 16-bit lanes (interleave16),
+ * then one saturating pack (exact: |code| <= 127) and a quarter permute. */
+static inline void q8_block_bf16(const unsigned char *p, size_t block, __m256 vid, int8_t *qs)
+{
+    const __m256i hi = _mm256_set1_epi32((int)0xffff0000u);
+    for (size_t i = 0; i < block; i += 32) {
+        __m256i w[2];
+#pragma GCC unroll 2
+        for (int h = 0; h < 2; h++) {
+            __m256i v = _mm256_loadu_si256((const __m256i *)(const void *)(p + 2 * (i + 16 * (size_t)h)));
+            __m256 e = _mm256_castsi256_ps(_mm256_slli_epi32(v, 16));
+            __m256 o = _mm256_castsi256_ps(_mm256_and_si256(v, hi));
+            w[h] = interleave16(q8_round8(_mm256_mul_ps(e, vid)), q8_round8(_mm256_mul_ps(o, vid)));
+        }
+        /* bytes: 0-7, 16-23 | 8-15, 24-31 -> in order */
+        __m256i x = _mm256_permute4x64_epi64(_mm256_packs_epi16(w[0], w[1]), 0xD8);
+        _mm256_storeu_si256((__m256i *)(void *)(qs + i), x);
+    }
+}
+
 /* q8 on cnt <= 8 whole blocks (block a multiple of 32), as the 4-bit kernel:
  * the 8 absmax in one vector (block_max8: fp16 / bf16 blocks holding NaN,
  * or Inf for fp16, go to _ref), d = amax / 127 and id = 1 / d as vectors,
@@ -434,11 +466,18 @@ static inline __attribute__((always_inline)) void q8_group(qt_src_type t, const 
         }
         int8_t *qs = qt_q8_block_head(blk, block, dd[j], hh[j]);
         const __m256 vid = _mm256_set1_ps(ii[j]);
+        if (t == QT_SRC_BF16) {
+            q8_block_bf16(pj, block, vid, qs);
+            continue;
+        }
         for (size_t i = 0; i < block; i += 32) {
             __m256i r[4];
             for (int v = 0; v < 4; v++)
                 r[v] = q8_round8(_mm256_mul_ps(load8(t, pj + (i + 8 * (size_t)v) * es), vid));
-            store_q8x32(r[0], r[1], r[2], r[3], qs + i);
+            if (t == QT_SRC_F16) /* NaN blocks went to _ref */
+                store_i8x32(r[0], r[1], r[2], r[3], qs + i);
+            else
+                store_q8x32(r[0], r[1], r[2], r[3], qs + i);
         }
     }
 }
