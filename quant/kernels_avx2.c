@@ -196,60 +196,83 @@ static inline __m256 fp16_bits_value(__m256i b13)
     return _mm256_mul_ps(_mm256_castsi256_ps(b13), _mm256_set1_ps(0x1p112f));
 }
 
-/* Lanes of the per-block maxima of one block. bf16 and fp16: an unsigned
- * 16-bit max of the magnitudes' bits (their order is the values' order
- * below Inf / NaN), widened to floats (bf16: bits << 16; fp16: through
- * fp16_bits_value); *nan set when the block holds NaN (bf16) or Inf / NaN
- * (fp16), then 0. fp32: max(|x|, m) from 0 (NaN never wins). */
-static inline __attribute__((always_inline)) __m256 block_max8(qt_src_type t,
-                                                               const unsigned char *p,
-                                                               size_t block, bool *nan)
+/* Lanes of the per-block maxima of one fp32 block: max(|x|, m) from 0 (NaN
+ * never wins). */
+static inline __attribute__((always_inline)) __m256 block_max8(const unsigned char *p,
+                                                               size_t block)
 {
-    const size_t es = qt_src_size(t);
-    if (t != QT_SRC_F32) {
-        const __m256i mag = _mm256_set1_epi16(0x7fff);
-        __m256i m0 = _mm256_setzero_si256(), m1 = _mm256_setzero_si256();
-        for (size_t i = 0; i < block; i += 32) {
-            m0 = _mm256_max_epu16(m0, _mm256_and_si256(_mm256_loadu_si256((const __m256i *)(const void *)(p + 2 * i)), mag));
-            m1 = _mm256_max_epu16(m1, _mm256_and_si256(_mm256_loadu_si256((const __m256i *)(const void *)(p + 2 * i + 32)), mag));
-        }
-        m0 = _mm256_max_epu16(m0, m1);
-        m0 = _mm256_max_epu32(_mm256_and_si256(m0, _mm256_set1_epi32(0xffff)), _mm256_srli_epi32(m0, 16));
-        const __m256i bad = _mm256_cmpgt_epi32(
-            m0, _mm256_set1_epi32(t == QT_SRC_BF16 ? 0x7f80 : 0x7bff));
-        *nan = !_mm256_testz_si256(bad, bad);
-        if (t == QT_SRC_BF16) return _mm256_castsi256_ps(_mm256_slli_epi32(m0, 16));
-        return fp16_bits_value(_mm256_slli_epi32(m0, 13));
-    }
     __m256 m0 = _mm256_setzero_ps(), m1 = _mm256_setzero_ps();
     for (size_t i = 0; i < block; i += 16) {
-        m0 = _mm256_max_ps(abs8(load8(t, p + i * es)), m0);
-        m1 = _mm256_max_ps(abs8(load8(t, p + (i + 8) * es)), m1);
+        m0 = _mm256_max_ps(abs8(load8(QT_SRC_F32, p + i * 4)), m0);
+        m1 = _mm256_max_ps(abs8(load8(QT_SRC_F32, p + (i + 8) * 4)), m1);
     }
-    *nan = false;
     return _mm256_max_ps(m0, m1);
 }
 
+/* 16-bit lanes of the per-block maxima of one fp16 / bf16 block: an
+ * unsigned 16-bit max of the magnitudes' bits (their order is the values'
+ * order below Inf / NaN). */
+static inline __attribute__((always_inline)) __m256i block_max16(const unsigned char *p,
+                                                                 size_t block)
+{
+    const __m256i mag = _mm256_set1_epi16(0x7fff);
+    __m256i m0 = _mm256_setzero_si256(), m1 = _mm256_setzero_si256();
+    for (size_t i = 0; i < block; i += 32) {
+        m0 = _mm256_max_epu16(m0, _mm256_and_si256(_mm256_loadu_si256((const __m256i *)(const void *)(p + 2 * i)), mag));
+        m1 = _mm256_max_epu16(m1, _mm256_and_si256(_mm256_loadu_si256((const __m256i *)(const void *)(p + 2 * i + 32)), mag));
+    }
+    return _mm256_max_epu16(m0, m1);
+}
+
+/* Max of each of 8 vectors of 16 unsigned 16-bit lanes, as 8 words in
+ * order: three levels of unpack (words, dwords, qwords) and max, each
+ * halving the lanes per vector and interleaving the vectors, then the two
+ * 128-bit halves. */
+static inline __attribute__((always_inline)) __m128i reduce8x16(const __m256i m[8])
+{
+    __m256i a[4], b[2];
+#pragma GCC unroll 4
+    for (int j = 0; j < 4; j++)
+        a[j] = _mm256_max_epu16(_mm256_unpacklo_epi16(m[2 * j], m[2 * j + 1]),
+                                _mm256_unpackhi_epi16(m[2 * j], m[2 * j + 1]));
+#pragma GCC unroll 2
+    for (int j = 0; j < 2; j++)
+        b[j] = _mm256_max_epu16(_mm256_unpacklo_epi32(a[2 * j], a[2 * j + 1]),
+                                _mm256_unpackhi_epi32(a[2 * j], a[2 * j + 1]));
+    const __m256i c = _mm256_max_epu16(_mm256_unpacklo_epi64(b[0], b[1]),
+                                       _mm256_unpackhi_epi64(b[0], b[1]));
+    return _mm_max_epu16(_mm256_castsi256_si128(c), _mm256_extracti128_si256(c, 1));
+}
+
 /* The absmax of cnt <= 8 whole blocks at p in one vector (lanes past cnt:
- * 0): block_max8 per block, an 8 x 8 transpose, a max of the rows. *flagged:
- * the blocks block_max8 flags (their lane is 0), for the scalar definition. */
+ * 0). fp32: block_max8 per block, an 8 x 8 transpose, a max of the rows.
+ * fp16 / bf16: block_max16 per block, reduce8x16, widened to floats (bf16:
+ * bits << 16; fp16: through fp16_bits_value). *flagged: the blocks holding
+ * NaN (bf16) or Inf / NaN (fp16), whose lane is 0, for the scalar
+ * definition. */
 static inline __attribute__((always_inline)) __m256 group_absmax8(qt_src_type t,
                                                                   const unsigned char *p,
                                                                   size_t block, int cnt,
                                                                   unsigned *flagged)
 {
     const size_t es = qt_src_size(t);
+    if (t != QT_SRC_F32) {
+        __m256i m[8];
+#pragma GCC unroll 8
+        for (int j = 0; j < 8; j++)
+            m[j] = j < cnt ? block_max16(p + (size_t)j * block * es, block) : _mm256_setzero_si256();
+        const __m128i w = reduce8x16(m);
+        const __m128i bad = _mm_cmpgt_epi16(w, _mm_set1_epi16(t == QT_SRC_BF16 ? 0x7f80 : 0x7bff));
+        *flagged = (unsigned)_mm_movemask_epi8(_mm_packs_epi16(bad, _mm_setzero_si128()));
+        const __m256i v = _mm256_cvtepu16_epi32(_mm_andnot_si128(bad, w));
+        if (t == QT_SRC_BF16) return _mm256_castsi256_ps(_mm256_slli_epi32(v, 16));
+        return fp16_bits_value(_mm256_slli_epi32(v, 13));
+    }
     __m256 m[8];
     *flagged = 0;
-    for (int j = 0; j < 8; j++) {
-        bool nan = false;
-        m[j] = j < cnt ? block_max8(t, p + (size_t)j * block * es, block, &nan)
-                       : _mm256_setzero_ps();
-        if (nan) {
-            *flagged |= 1u << j;
-            m[j] = _mm256_setzero_ps();
-        }
-    }
+#pragma GCC unroll 8
+    for (int j = 0; j < 8; j++)
+        m[j] = j < cnt ? block_max8(p + (size_t)j * block * es, block) : _mm256_setzero_ps();
     transpose8(m);
     return _mm256_max_ps(_mm256_max_ps(_mm256_max_ps(m[0], m[1]), _mm256_max_ps(m[2], m[3])),
                          _mm256_max_ps(_mm256_max_ps(m[4], m[5]), _mm256_max_ps(m[6], m[7])));
@@ -450,7 +473,7 @@ static inline void q8_block_bf16(const unsigned char *p, size_t block, __m256 vi
 }
 
 /* q8 on cnt <= 8 whole blocks (block a multiple of 32), as the 4-bit kernel:
- * the 8 absmax in one vector (block_max8: fp16 / bf16 blocks holding NaN,
+ * the 8 absmax in one vector (group_absmax8: fp16 / bf16 blocks holding NaN,
  * or Inf for fp16, go to _ref), d = amax / 127 and id = 1 / d as vectors,
  * the block-32 fp16 scales through vcvtps2ph (round to nearest even, as
  * qt_fp32_to_fp16). x * id stays within +-127.0001 when d is normal
