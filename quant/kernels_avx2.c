@@ -167,7 +167,7 @@ static inline __attribute__((always_inline)) __m256i codes32(bool fp4, const __m
                                                              const __m256 xn[4], __m256 nt,
                                                              const q4tab *tb)
 {
-    __m256i b[4], g[4], neg[4];
+    __m256i b[4], g[4], neg[4], bp[2], gp[2];
 #pragma GCC unroll 4
     for (int k = 0; k < 4; k++) {
         if (fp4) {
@@ -180,9 +180,13 @@ static inline __attribute__((always_inline)) __m256i codes32(bool fp4, const __m
             g[k] = _mm256_add_epi32(_mm256_add_epi32(above(xn[k], tb, 0, b[k]), above(xn[k], tb, 1, b[k])),
                                     above(xn[k], tb, 2, b[k]));
         }
+        if (k & 1) { /* 16-bit as soon as a pair is ready: fewer live registers */
+            bp[k / 2] = _mm256_packs_epi32(b[k - 1], b[k]);
+            gp[k / 2] = _mm256_packs_epi32(g[k - 1], g[k]);
+        }
     }
-    const __m256i c = _mm256_sub_epi8(_mm256_shuffle_epi8(tb->base, pack4x8(b[0], b[1], b[2], b[3])),
-                                      pack4x8(g[0], g[1], g[2], g[3]));
+    const __m256i c = _mm256_sub_epi8(_mm256_shuffle_epi8(tb->base, _mm256_packs_epi16(bp[0], bp[1])),
+                                      _mm256_packs_epi16(gp[0], gp[1]));
     if (!fp4) return c;
     return _mm256_or_si256(_mm256_shuffle_epi8(tb->lut, c),
                            _mm256_and_si256(pack4x8(neg[0], neg[1], neg[2], neg[3]), _mm256_set1_epi8(8)));
