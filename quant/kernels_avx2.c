@@ -627,6 +627,14 @@ static inline __m256i dq8_codes_tab(__m256 xn, const qt_dq8_tab *tab)
     return _mm256_and_si256(_mm256_sub_epi32(base, gt), ord); /* gt is -1 where true */
 }
 
+/* dq8_codes_tab's 8 codes as the low 8 bytes. */
+static inline __m128i dq8_codes8(__m256 xn, const qt_dq8_tab *tab)
+{
+    __m256i c = dq8_codes_tab(xn, tab);
+    __m128i p = _mm_packus_epi32(_mm256_castsi256_si128(c), _mm256_extracti128_si256(c, 1));
+    return _mm_packus_epi16(p, p);
+}
+
 void qt_dq_block_avx2(const qt_dq8_tab *tab, const float *absmax, size_t len, float offset,
                       uint8_t *codes, float *nested)
 {
@@ -648,16 +656,16 @@ void qt_dq_block_avx2(const qt_dq8_tab *tab, const float *absmax, size_t len, fl
         return;
     }
     const __m256 vr = _mm256_set1_ps(r);
-    for (size_t i = 0; i < len; i += 8) {
-        size_t rest = len - i < 8 ? len - i : 8;
-        __m256i k = _mm256_cmpgt_epi32(_mm256_set1_epi32((int)rest), lane);
+    size_t i = 0;
+    for (; i + 8 <= len; i += 8) /* whole vectors: plain loads, 8-byte stores */
+        _mm_storel_epi64((__m128i *)(void *)(codes + i),
+                         dq8_codes8(_mm256_mul_ps(_mm256_sub_ps(_mm256_loadu_ps(absmax + i), off), vr), tab));
+    if (i < len) { /* the last few: masked load, through a buffer */
+        __m256i k = _mm256_cmpgt_epi32(_mm256_set1_epi32((int)(len - i)), lane);
         __m256 xn = _mm256_mul_ps(_mm256_sub_ps(_mm256_maskload_ps(absmax + i, k), off), vr);
-        __m256i c = dq8_codes_tab(xn, tab);
-        __m128i p = _mm_packus_epi32(_mm256_castsi256_si128(c), _mm256_extracti128_si256(c, 1));
-        p = _mm_packus_epi16(p, p);
         uint8_t b[8];
-        _mm_storel_epi64((__m128i *)(void *)b, p);
-        memcpy(codes + i, b, rest);
+        _mm_storel_epi64((__m128i *)(void *)b, dq8_codes8(xn, tab));
+        memcpy(codes + i, b, len - i);
     }
 }
 
