@@ -28,7 +28,7 @@ static inline __attribute__((always_inline)) void chains16(const float *base, si
         __m256 r0[8], r1[8];
         if ((k & 8) == 0) /* the rows are up to 16 streams: fetch 512 bytes ahead */
             for (size_t i = 0; i < n_rows; i++)
-                _mm_prefetch((const char *)(base + i * ld + k) + 512, _MM_HINT_T0);
+                _mm_prefetch((const char *)(base + i * ld + k) + 512, _MM_HINT_NTA);
         load_t8(b0, ld, nr0, 0, k, kl, r0);
         load_t8(b1, ld, nr1, 0, k, kl, r1);
         if (kl == 8) { /* unrolled: r0, r1 stay in registers */
@@ -115,8 +115,8 @@ static inline __attribute__((always_inline)) void load_words8x2(const unsigned c
         const unsigned char *p = base + (i < ng ? i : 0) * ld + off;
         const unsigned char *p2 = base + (8 + i < ng ? 8 + i : 0) * ld + off;
         if (pf) {
-            _mm_prefetch((const char *)p + 512, _MM_HINT_T0);
-            _mm_prefetch((const char *)p2 + 512, _MM_HINT_T0);
+            _mm_prefetch((const char *)p + 512, _MM_HINT_NTA);
+            _mm_prefetch((const char *)p2 + 512, _MM_HINT_NTA);
         }
         r[i] = _mm256_loadu_ps((const float *)(const void *)p);
         q[i] = _mm256_loadu_ps((const float *)(const void *)p2);
@@ -235,7 +235,7 @@ static inline __attribute__((always_inline)) void chains4_8(qt_round4 mode,
         const __m256 s0 = _mm256_loadu_ps(s), s1 = _mm256_loadu_ps(s + 8);
         if ((k & 127) == 0)
             for (int i = 0; i < G4_ROWS; i++)
-                _mm_prefetch((const char *)rows[i] + k / 2 + 128, _MM_HINT_T0);
+                _mm_prefetch((const char *)rows[i] + k / 2 + 128, _MM_HINT_NTA);
         __m256i t0[4], t1[4];
         load_words8(rows, k / 2, t0);
         load_words8(rows + 8, k / 2, t1);

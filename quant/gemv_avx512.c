@@ -34,7 +34,7 @@ static inline __attribute__((always_inline)) void chains32(qt_src_type T,
         /* the rows are up to 32 streams: fetch 512 bytes ahead of each */
         if (T != QT_SRC_F32 || (k & 16) == 0)
             for (size_t i = 0; i < n_rows; i++)
-                _mm_prefetch((const char *)base + es * (i * ld + k) + 512, _MM_HINT_T0);
+                _mm_prefetch((const char *)base + es * (i * ld + k) + 512, _MM_HINT_NTA);
         load_t16(T, base, ld, n_rows, 0, k, m, r0);
         load_t16(T, base1, ld, nr1, 0, k, m, r1);
         if (kl == 16) {
@@ -108,7 +108,7 @@ static inline __attribute__((always_inline)) __m512 chains_half16(qt_src_type T,
 #pragma GCC unroll 16
         for (size_t i = 0; i < 16; i++) {
             const uint16_t *p = base + (i < ng ? i : 0) * ld + k;
-            _mm_prefetch((const char *)p + 512, _MM_HINT_T0);
+            _mm_prefetch((const char *)p + 512, _MM_HINT_NTA);
             r[i] = _mm512_loadu_ps(p);
         }
         transpose16(r);
@@ -241,7 +241,7 @@ static inline __attribute__((always_inline)) void load_step4(const uint8_t *cons
 #pragma GCC unroll 4
     for (int v = 0; v < G4_NV; v++) load_words16(rows + 16 * v, k / 2, t[v]);
     if ((k & 127) == 0) /* G4_ROWS streams */
-        for (int i = 0; i < G4_ROWS; i++) _mm_prefetch((const char *)rows[i] + k / 2 + 128, _MM_HINT_T0);
+        for (int i = 0; i < G4_ROWS; i++) _mm_prefetch((const char *)rows[i] + k / 2 + 128, _MM_HINT_NTA);
 }
 
 /* The chains of G4_ROWS rows (G4_NV vectors) over columns [k0, k0 + kc)
@@ -494,7 +494,7 @@ void qt_gemv_int8_avx512(const qt_dq_ctx *c, size_t r0, size_t nr, const float *
             load_words16(rows, k, t0);
             load_words16(rows + 16, k, t1);
             if ((k & 63) == 0)
-                for (int i = 0; i < 32; i++) _mm_prefetch((const char *)rows[i] + k + 256, _MM_HINT_T0);
+                for (int i = 0; i < 32; i++) _mm_prefetch((const char *)rows[i] + k + 256, _MM_HINT_NTA);
 #pragma GCC unroll 4
             for (int d = 0; d < 4; d++)
 #pragma GCC unroll 4
