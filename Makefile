@@ -70,7 +70,7 @@ REPLAY_BIN := $(FUZZ_SRC:tests/fuzz/%.c=$(BUILD)/tests/replay_%)
 ISA_AVX2   := -mavx2 -mfma -mf16c
 ISA_AVX512 := -mavx512f -mavx512bw -mavx512vl -mavx512dq -mavx2 -mfma -mf16c
 
-.PHONY: all test test-slurm bench bench-cputime bench-gemm asan fuzz demo deps check-deps install uninstall clean help
+.PHONY: all test test-slurm bench bench-cputime bench-gemm bench-gemv asan fuzz demo deps check-deps install uninstall clean help
 
 all: $(QTOOL) $(LIB) ## build build/qtool and build/libqtool.a (default)
 
@@ -138,6 +138,14 @@ bench-gemm: $(BUILD)/bench/gemm_cputime ## prompt-processing GEMM in CPU time vs
 	$(Q)OMP_NUM_THREADS=1 $(BUILD)/bench/gemm_cputime
 
 $(BUILD)/bench/gemm_cputime: bench/cputime/gemm_cputime.c $(LIB)
+	@mkdir -p $(@D)
+	$(Q)$(CC) $(QT_CFLAGS) $(CPPFLAGS) $(CFLAGS) $(QT_LDFLAGS) $(LDFLAGS) \
+	  -o $@ $< $(LIB) $(QT_LDLIBS) $(LDLIBS)
+
+bench-gemv: $(BUILD)/bench/gemv_cputime ## decoding dots (one token) in CPU time vs a read of memory (for loaded machines)
+	$(Q)OMP_NUM_THREADS=1 $(BUILD)/bench/gemv_cputime
+
+$(BUILD)/bench/gemv_cputime: bench/cputime/gemv_cputime.c $(LIB)
 	@mkdir -p $(@D)
 	$(Q)$(CC) $(QT_CFLAGS) $(CPPFLAGS) $(CFLAGS) $(QT_LDFLAGS) $(LDFLAGS) \
 	  -o $@ $< $(LIB) $(QT_LDLIBS) $(LDLIBS)
