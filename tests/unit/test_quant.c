@@ -1441,7 +1441,11 @@ ParameterizedTest(qt_isa *isa, quant_isa, fma_probe_bounds_the_gemm_kernel)
         if (dt < best) best = dt;
     }
     const double gemm = 100.0 * 2.0 * (double)(n_tok * nc * kc) / best / 1e9;
-    const double peak = qt_probe_fma_gflops(k, 1, 3);
+    double peak = 0.0; /* best of three probes, like the kernel's best of five */
+    for (int rep = 0; rep < 3; rep++) {
+        const double pk = qt_probe_fma_gflops(k, 1, 3);
+        if (pk > peak) peak = pk;
+    }
     cr_assert(gemm <= 1.1 * peak, "%s: gemm kernel %.1f GFLOP/s, probe %.1f", qt_isa_name(*isa),
               gemm, peak);
     qt_aligned_free(x);
